@@ -1,0 +1,141 @@
+// The resolved training configuration: every key of train.yaml, with defaults filled in.
+//
+// Loading (configs/config_loader.cpp) parses YAML with yaml-cpp, applies `--set key.path=value`
+// overrides, and validates everything before any work starts. Problems are collected, not
+// thrown one at a time, so a user sees every mistake in one run.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace peftrun {
+
+enum class AdapterType { kLora, kDora, kAdaLora };
+enum class LrSchedule { kConstant, kLinear, kCosine };
+enum class DeviceKind { kAuto, kCpu, kCuda };
+
+const char* to_string(AdapterType t);  // "lora" | "dora" | "adalora"
+const char* to_string(LrSchedule s);   // "constant" | "linear" | "cosine"
+const char* to_string(DeviceKind d);   // "auto" | "cpu" | "cuda"
+
+// The seven projection names LoRA may target, in the order layers hold them.
+inline const std::vector<std::string>& all_target_modules() {
+  static const std::vector<std::string> names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
+                                                 "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+struct ModelConfig {
+  std::string path;  // HF checkpoint folder (later issue); empty = random base from train.seed
+  int dim = 128;
+  int n_layers = 4;
+  int n_heads = 4;
+  int n_kv_heads = 2;
+  int ffn_dim = 384;
+  int vocab_size = 256;
+  int max_seq_len = 256;
+  double rope_theta = 10000.0;
+  bool tie_embeddings = false;
+  double norm_eps = 1e-5;
+  double init_std = 0.02;  // std of the random base's linear weights (scaled, see model_init)
+
+  int head_dim() const { return dim / n_heads; }
+};
+
+struct AdapterConfig {
+  AdapterType type = AdapterType::kLora;
+  int r = 8;
+  double alpha = 16.0;
+  double dropout = 0.0;
+  std::vector<std::string> target_modules = {"q_proj", "v_proj"};
+  bool use_rslora = false;
+
+  // s = alpha / r, or alpha / sqrt(r) with rsLoRA (HF PEFT's definition).
+  double scaling() const;
+};
+
+struct DataConfig {
+  std::string train;  // token file (docs/DATA.md); relative paths resolve against the config's folder
+  std::string eval;   // held-out token file; empty = no evaluation
+  int seq_len = 128;
+  int eval_batches = 8;  // micro-batches per evaluation
+};
+
+struct TrainConfig {
+  int steps = 200;
+  int micro_batch_size = 8;
+  int grad_accum = 1;
+  std::uint64_t seed = 1234;
+  int eval_every = 50;  // 0 = only at the start and the end
+  int log_every = 1;
+};
+
+struct OptimConfig {
+  double lr = 3e-3;
+  double beta1 = 0.9;  // YAML: betas: [beta1, beta2]
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  LrSchedule schedule = LrSchedule::kCosine;
+  int warmup_steps = 10;
+  double max_grad_norm = 1.0;  // 0 = no clipping
+  double min_lr_ratio = 0.0;   // floor of linear/cosine decay, as a fraction of lr
+};
+
+struct CheckpointConfig {
+  int every_steps = 0;  // 0 = only the final adapter
+  int keep_last = 3;
+};
+
+struct RuntimeConfig {
+  DeviceKind device = DeviceKind::kAuto;
+  int threads = 0;  // 0 = all cores
+};
+
+struct Config {
+  ModelConfig model;
+  AdapterConfig adapter;
+  DataConfig data;
+  TrainConfig train;
+  OptimConfig optim;
+  CheckpointConfig checkpoint;
+  RuntimeConfig runtime;
+  std::string output_dir = "runs/tiny";  // relative to the working directory
+
+  std::string source_file;  // where it was read from ("<embedded>" for the built-in default)
+};
+
+// One problem with a config, printed as `FILE:LINE:COL: key.path: message`.
+struct ConfigError {
+  std::string file;
+  int line = 0;  // 1-based; 0 when unknown (e.g. a missing required key)
+  int column = 0;
+  std::string key;      // dotted path, e.g. "adapter.r"
+  std::string message;  // what was wrong and what was expected
+
+  std::string format() const;
+};
+
+struct ConfigLoadResult {
+  Config config;
+  std::vector<ConfigError> errors;  // empty = valid
+  bool ok() const { return errors.empty(); }
+};
+
+// Reads a YAML file, applies overrides ("a.b=value"), validates. Never throws for bad input.
+ConfigLoadResult load_config_file(const std::string& path,
+                                  const std::vector<std::string>& overrides = {});
+
+// Same, from text; `file_name` is used in messages and `base_dir` resolves relative paths.
+ConfigLoadResult load_config_text(const std::string& yaml_text, const std::string& file_name,
+                                  const std::string& base_dir,
+                                  const std::vector<std::string>& overrides = {});
+
+// The fully resolved config as YAML (what `peftrun check` prints); loads back to the same Config.
+std::string config_to_yaml(const Config& config);
+
+// configs/tiny.yaml as compiled into the binary.
+const char* embedded_default_config();
+
+}  // namespace peftrun
