@@ -20,7 +20,7 @@ PEFTRUN_HD float half_to_float(half_bits h) {
   if (exp == 0) {
     if (mant == 0) {
       bits = sign;  // +-0
-    } else {       // subnormal: renormalise
+    } else {        // subnormal: renormalise
       exp = 127 - 15 + 1;
       while ((mant & 0x400u) == 0) {
         mant <<= 1;
@@ -48,7 +48,7 @@ PEFTRUN_HD half_bits float_to_half(float f) {
     return static_cast<half_bits>(sign | 0x7c00u | (abs > 0x7f800000u ? 0x200u : 0u));
   }
   if (abs >= 0x477ff000u) return static_cast<half_bits>(sign | 0x7c00u);  // overflow -> inf
-  if (abs < 0x38800000u) {  // result is subnormal or zero
+  if (abs < 0x38800000u) {                                       // result is subnormal or zero
     if (abs < 0x33000000u) return static_cast<half_bits>(sign);  // below half of min subnormal
     const std::uint32_t exp = abs >> 23;
     const std::uint32_t mant = (abs & 0x7fffffu) | 0x800000u;

@@ -1,0 +1,52 @@
+#include "kernels/cross_entropy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+
+namespace peftrun::cpu {
+
+// Per row: loss = logsumexp(x) - x[target] with the max subtracted before exp, the normaliser and
+// the loss accumulated in double. The gradient softmax - onehot is written in the second pass,
+// element j only after x[j] has been read, which is what makes dlogits == logits legal.
+template <typename T>
+double cross_entropy_forward_backward(const T* logits, const std::int32_t* targets, T* dlogits,
+                                      int n, int V, T grad_scale) {
+  double total = 0.0;
+  for (int r = 0; r < n; ++r) {
+    const T* x = logits + static_cast<std::size_t>(r) * V;                 // [V]
+    T* d = dlogits ? dlogits + static_cast<std::size_t>(r) * V : nullptr;  // [V] or null
+    const std::int32_t target = targets[r];
+    if (target == kIgnoreIndex) {
+      if (d) std::fill(d, d + V, T(0));
+      continue;
+    }
+    const T mx = *std::max_element(x, x + V);
+    const T x_target = x[target];  // read before a possibly aliased d overwrites it
+    double sum = 0.0;
+    if (d) {
+      // Stash e^(x - max) in d so the gradient pass does not evaluate exp a second time.
+      for (int j = 0; j < V; ++j) {
+        const T e = std::exp(x[j] - mx);
+        d[j] = e;
+        sum += static_cast<double>(e);
+      }
+    } else {
+      for (int j = 0; j < V; ++j) sum += static_cast<double>(std::exp(x[j] - mx));
+    }
+    total += static_cast<double>(mx) + std::log(sum) - static_cast<double>(x_target);
+    if (d) {
+      const T k = static_cast<T>(static_cast<double>(grad_scale) / sum);  // softmax * grad_scale
+      for (int j = 0; j < V; ++j) d[j] *= k;
+      d[target] -= grad_scale;
+    }
+  }
+  return total;
+}
+
+template double cross_entropy_forward_backward<float>(const float*, const std::int32_t*, float*,
+                                                      int, int, float);
+template double cross_entropy_forward_backward<double>(const double*, const std::int32_t*, double*,
+                                                       int, int, double);
+
+}  // namespace peftrun::cpu

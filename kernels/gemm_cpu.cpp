@@ -1,0 +1,56 @@
+// GEMM through OpenBLAS (row-major cblas). Every CPU matrix product in peftrun goes through here,
+// so the BLAS choice and its threading are decided in one place.
+#include "kernels/gemm.h"
+
+#include <cblas.h>
+
+#include <cstddef>
+
+namespace peftrun::cpu {
+namespace {
+
+CBLAS_TRANSPOSE to_cblas(Trans t) {
+  return t == Trans::kYes ? CblasTrans : CblasNoTrans;
+}
+
+void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, float alpha,
+               const float* A, int lda, const float* B, int ldb, float beta, float* C, int ldc) {
+  cblas_sgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void blas_gemm(CBLAS_TRANSPOSE ta, CBLAS_TRANSPOSE tb, int M, int N, int K, double alpha,
+               const double* A, int lda, const double* B, int ldb, double beta, double* C,
+               int ldc) {
+  cblas_dgemm(CblasRowMajor, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+}  // namespace
+
+template <typename T>
+void gemm(Trans trans_a, Trans trans_b, int M, int N, int K, T alpha, const T* A, int lda,
+          const T* B, int ldb, T beta, T* C, int ldc) {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    // Empty inner dimension: C = beta * C. Handled here because BLAS implementations disagree
+    // on (or reject) K = 0 with the lda/ldb values callers naturally pass in that case.
+    for (int i = 0; i < M; ++i) {
+      T* c = C + static_cast<std::size_t>(i) * ldc;
+      for (int j = 0; j < N; ++j) c[j] = beta == T(0) ? T(0) : beta * c[j];
+    }
+    return;
+  }
+  blas_gemm(to_cblas(trans_a), to_cblas(trans_b), M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+}
+
+void set_blas_threads(int threads) {
+  // 0 (or negative) leaves OpenBLAS at its default, which is every core unless the user pinned it
+  // with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS in the environment.
+  if (threads > 0) openblas_set_num_threads(threads);
+}
+
+template void gemm<float>(Trans, Trans, int, int, int, float, const float*, int, const float*, int,
+                          float, float*, int);
+template void gemm<double>(Trans, Trans, int, int, int, double, const double*, int, const double*,
+                           int, double, double*, int);
+
+}  // namespace peftrun::cpu
