@@ -38,9 +38,12 @@ struct ModelConfig {
   double rope_theta = 10000.0;
   bool tie_embeddings = false;
   double norm_eps = 1e-5;
-  double init_std = 0.02;  // std of the random base's linear weights (scaled, see model_init)
+  // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen
+  // random model still passes signal (see runtime/base_weights.cpp).
+  double init_std = 1.0;
 
   int head_dim() const { return dim / n_heads; }
+  bool operator==(const ModelConfig&) const = default;
 };
 
 struct AdapterConfig {
@@ -53,13 +56,17 @@ struct AdapterConfig {
 
   // s = alpha / r, or alpha / sqrt(r) with rsLoRA (HF PEFT's definition).
   double scaling() const;
+  bool operator==(const AdapterConfig&) const = default;
 };
 
 struct DataConfig {
-  std::string train;  // token file (docs/DATA.md); relative paths resolve against the config's folder
-  std::string eval;   // held-out token file; empty = no evaluation
+  std::string
+      train;  // token file (docs/DATA.md); relative paths resolve against the config's folder
+  std::string eval;  // held-out token file; empty = no evaluation
   int seq_len = 128;
   int eval_batches = 8;  // micro-batches per evaluation
+
+  bool operator==(const DataConfig&) const = default;
 };
 
 struct TrainConfig {
@@ -69,6 +76,8 @@ struct TrainConfig {
   std::uint64_t seed = 1234;
   int eval_every = 50;  // 0 = only at the start and the end
   int log_every = 1;
+
+  bool operator==(const TrainConfig&) const = default;
 };
 
 struct OptimConfig {
@@ -81,16 +90,22 @@ struct OptimConfig {
   int warmup_steps = 10;
   double max_grad_norm = 1.0;  // 0 = no clipping
   double min_lr_ratio = 0.0;   // floor of linear/cosine decay, as a fraction of lr
+
+  bool operator==(const OptimConfig&) const = default;
 };
 
 struct CheckpointConfig {
   int every_steps = 0;  // 0 = only the final adapter
   int keep_last = 3;
+
+  bool operator==(const CheckpointConfig&) const = default;
 };
 
 struct RuntimeConfig {
   DeviceKind device = DeviceKind::kAuto;
   int threads = 0;  // 0 = all cores
+
+  bool operator==(const RuntimeConfig&) const = default;
 };
 
 struct Config {
@@ -104,6 +119,9 @@ struct Config {
   std::string output_dir = "runs/tiny";  // relative to the working directory
 
   std::string source_file;  // where it was read from ("<embedded>" for the built-in default)
+
+  // Member-wise, source_file included (tests compare round trips with it set equal).
+  bool operator==(const Config&) const = default;
 };
 
 // One problem with a config, printed as `FILE:LINE:COL: key.path: message`.

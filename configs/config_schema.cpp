@@ -1,0 +1,829 @@
+// The key table: one entry per config key with its parser, printer and range rule, plus the
+// cross-field rules and the "did you mean" logic that searches the same table.
+#include "configs/config_schema.h"
+
+#include <algorithm>
+#include <cctype>
+#include <charconv>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <system_error>
+#include <type_traits>
+#include <utility>
+
+namespace peftrun::config_detail {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+std::string lowercase(std::string_view text);
+std::string prefix_match(std::string_view typed, const std::vector<std::string>& candidates);
+
+// ---------------------------------------------------------------------------------------------
+// Reading values. Numbers and booleans must be plain (unquoted) scalars: `r: "8"` is a string in
+// YAML, and silently converting it would hide a quoting mistake the user probably did not intend.
+// ---------------------------------------------------------------------------------------------
+
+// yaml-cpp tags untagged plain scalars "?" and quoted or block scalars "!".
+bool is_plain(const YAML::Node& node) {
+  return node.Tag() == "?";
+}
+
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a map";
+    case YAML::NodeType::Scalar:
+      return is_plain(node) ? "'" + node.Scalar() + "'" : "the string \"" + node.Scalar() + "\"";
+    default:
+      return "nothing";
+  }
+}
+
+ValueProblem got(const YAML::Node& node, const std::string& expected) {
+  if (!node.IsDefined() || node.IsNull()) {
+    return {node.Mark(), "no value given, expected " + expected};
+  }
+  return {node.Mark(), "got " + describe(node) + ", expected " + expected};
+}
+
+bool plain_scalar(const YAML::Node& node, const std::string& expected,
+                  std::vector<ValueProblem>& problems, std::string& text) {
+  if (!node.IsScalar() || !is_plain(node)) {
+    problems.push_back(got(node, expected));
+    return false;
+  }
+  text = node.Scalar();
+  return true;
+}
+
+// YAML allows a leading '+'; std::from_chars does not.
+std::string_view strip_plus(std::string_view text) {
+  if (text.size() > 1 && text[0] == '+' && text[1] != '-') text.remove_prefix(1);
+  return text;
+}
+
+template <class T>
+bool read_integer(const YAML::Node& node, std::vector<ValueProblem>& problems, T& out) {
+  const std::string expected = std::is_signed_v<T> ? "an integer" : "a non-negative integer";
+  std::string text;
+  if (!plain_scalar(node, expected, problems, text)) return false;
+  const std::string_view digits = strip_plus(text);
+  T value{};
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec == std::errc::result_out_of_range) {
+    problems.push_back({node.Mark(), "got '" + text + "', expected " + expected + " between " +
+                                         std::to_string(std::numeric_limits<T>::min()) + " and " +
+                                         std::to_string(std::numeric_limits<T>::max())});
+    return false;
+  }
+  if (ec != std::errc() || end != digits.data() + digits.size()) {
+    problems.push_back(got(node, expected));
+    return false;
+  }
+  out = value;
+  return true;
+}
+
+bool read_number(const YAML::Node& node, std::vector<ValueProblem>& problems, double& out) {
+  std::string text;
+  if (!plain_scalar(node, "a number", problems, text)) return false;
+  const std::string_view digits = strip_plus(text);
+  double value = 0.0;
+  const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+  if (ec != std::errc() || end != digits.data() + digits.size()) {
+    problems.push_back(got(node, "a number"));
+    return false;
+  }
+  if (!std::isfinite(value)) {
+    problems.push_back(got(node, "a finite number"));
+    return false;
+  }
+  out = value;
+  return true;
+}
+
+// Only true/false: YAML 1.1's yes/no/on/off are a classic source of surprises (`no` -> false).
+bool read_bool(const YAML::Node& node, std::vector<ValueProblem>& problems, bool& out) {
+  std::string text;
+  if (!plain_scalar(node, "true or false", problems, text)) return false;
+  if (text != "true" && text != "false") {
+    problems.push_back(got(node, "true or false"));
+    return false;
+  }
+  out = text == "true";
+  return true;
+}
+
+// Strings accept plain or quoted scalars; an empty value (`eval:`) means the empty string, which is
+// how optional paths are switched off.
+bool read_string(const YAML::Node& node, std::vector<ValueProblem>& problems, std::string& out) {
+  if (node.IsNull()) {
+    out.clear();
+    return true;
+  }
+  if (!node.IsScalar()) {
+    problems.push_back(got(node, "a string"));
+    return false;
+  }
+  out = node.Scalar();
+  return true;
+}
+
+std::string resolve_path(const std::string& base_dir, const std::string& text) {
+  fs::path path(text);
+  if (path.is_relative() && !base_dir.empty()) path = fs::path(base_dir) / path;
+  // Absolute paths make the printed config valid from any working directory.
+  std::error_code ec;
+  fs::path absolute = fs::absolute(path, ec);
+  if (ec) absolute = path;
+  return absolute.lexically_normal().string();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing values.
+// ---------------------------------------------------------------------------------------------
+
+std::string format_number(double value) {
+  char buffer[64];
+  const auto result = std::to_chars(buffer, buffer + sizeof(buffer), value);
+  return std::string(buffer, result.ptr);
+}
+
+bool looks_like_non_string(const std::string& text) {
+  std::string lower;
+  for (char ch : text) lower += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  static const std::vector<std::string> keywords = {"true", "false", "yes", "no", "on",
+                                                    "off",  "null",  "y",   "n",  "~"};
+  if (std::find(keywords.begin(), keywords.end(), lower) != keywords.end()) return true;
+  double ignored = 0.0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ignored);
+  return ec == std::errc() && end == text.data() + text.size();
+}
+
+// Plain when that is unambiguous for any YAML reader, double-quoted otherwise.
+std::string yaml_string(const std::string& text) {
+  auto safe_char = [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '.' || ch == '/' ||
+           ch == '-' || ch == '+';
+  };
+  const bool plain = !text.empty() && text[0] != '-' && text[0] != '+' &&
+                     std::all_of(text.begin(), text.end(), safe_char) &&
+                     !looks_like_non_string(text);
+  if (plain) return text;
+  std::string quoted = "\"";
+  for (char ch : text) {
+    const auto byte = static_cast<unsigned char>(ch);
+    if (ch == '"' || ch == '\\') {
+      quoted += '\\';
+      quoted += ch;
+    } else if (byte < 0x20 || byte == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      quoted += "\\x";
+      quoted += hex[byte >> 4];
+      quoted += hex[byte & 0xf];
+    } else {
+      quoted += ch;
+    }
+  }
+  return quoted + "\"";
+}
+
+std::string join(const std::vector<std::string>& items, const std::string& separator) {
+  std::string out;
+  for (std::size_t i = 0; i < items.size(); ++i) out += (i ? separator : "") + items[i];
+  return out;
+}
+
+// "[a, b]". Appends rather than chaining operator+ on a literal, which trips GCC 12's
+// -Wrestrict false positive.
+std::string flow_list(const std::vector<std::string>& items) {
+  std::string out = "[";
+  out += join(items, ", ");
+  out += "]";
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ranges: one rule object both checks a value and says what was expected.
+// ---------------------------------------------------------------------------------------------
+
+struct Range {
+  double lo = -kInf;
+  double hi = kInf;
+  bool lo_inclusive = true;
+  bool hi_inclusive = true;
+
+  bool contains(double v) const {
+    return (lo_inclusive ? v >= lo : v > lo) && (hi_inclusive ? v <= hi : v < hi);
+  }
+  std::string describe() const {
+    if (hi == kInf) return (lo_inclusive ? ">= " : "> ") + format_number(lo);
+    return std::string("in ") + (lo_inclusive ? "[" : "(") + format_number(lo) + ", " +
+           format_number(hi) + (hi_inclusive ? "]" : ")");
+  }
+};
+
+Range greater_than(double lo) {
+  return {lo, kInf, false, true};
+}
+Range at_least(double lo) {
+  return {lo, kInf, true, true};
+}
+Range zero_to_one_exclusive() {
+  return {0.0, 1.0, true, false};
+}
+Range zero_to_one() {
+  return {0.0, 1.0, true, true};
+}
+
+std::string range_problem(const std::string& value_text, double value, const Range& range,
+                          const char* kind) {
+  if (range.contains(value)) return "";
+  return value_text + " is out of range, expected " + kind + " " + range.describe();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Key builders. `get` is a generic lambda `[](auto& c) -> auto& { return c.adapter.r; }`, so
+// one accessor serves both reading (Config&) and writing/checking (const Config&).
+// ---------------------------------------------------------------------------------------------
+
+KeySpec new_spec(std::string path) {
+  KeySpec spec;
+  const auto dot = path.rfind('.');
+  spec.section = dot == std::string::npos ? "" : path.substr(0, dot);
+  spec.name = dot == std::string::npos ? path : path.substr(dot + 1);
+  spec.path = std::move(path);
+  spec.check = [](const Config&) { return std::string(); };
+  return spec;
+}
+
+template <class Get>
+KeySpec int_key(std::string path, Get get, Range range) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get](const YAML::Node& v, Config& c, const ReadContext&,
+                    std::vector<ValueProblem>& problems) {
+    int value = 0;
+    if (read_integer(v, problems, value)) get(c) = value;
+  };
+  spec.write = [get](const Config& c) { return std::to_string(get(c)); };
+  spec.check = [get, range](const Config& c) {
+    return range_problem(std::to_string(get(c)), get(c), range, "an integer");
+  };
+  return spec;
+}
+
+template <class Get>
+KeySpec uint64_key(std::string path, Get get) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get](const YAML::Node& v, Config& c, const ReadContext&,
+                    std::vector<ValueProblem>& problems) {
+    std::uint64_t value = 0;
+    if (read_integer(v, problems, value)) get(c) = value;
+  };
+  spec.write = [get](const Config& c) { return std::to_string(get(c)); };
+  return spec;
+}
+
+template <class Get>
+KeySpec double_key(std::string path, Get get, Range range) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get](const YAML::Node& v, Config& c, const ReadContext&,
+                    std::vector<ValueProblem>& problems) {
+    double value = 0.0;
+    if (read_number(v, problems, value)) get(c) = value;
+  };
+  spec.write = [get](const Config& c) { return format_double(get(c)); };
+  spec.check = [get, range](const Config& c) {
+    return range_problem(format_number(get(c)), get(c), range, "a number");
+  };
+  return spec;
+}
+
+template <class Get>
+KeySpec bool_key(std::string path, Get get) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get](const YAML::Node& v, Config& c, const ReadContext&,
+                    std::vector<ValueProblem>& problems) {
+    bool value = false;
+    if (read_bool(v, problems, value)) get(c) = value;
+  };
+  spec.write = [get](const Config& c) { return std::string(get(c) ? "true" : "false"); };
+  return spec;
+}
+
+template <class Get>
+KeySpec string_key(std::string path, Get get, bool required) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get](const YAML::Node& v, Config& c, const ReadContext&,
+                    std::vector<ValueProblem>& problems) {
+    std::string value;
+    if (read_string(v, problems, value)) get(c) = value;
+  };
+  spec.write = [get](const Config& c) { return yaml_string(get(c)); };
+  if (required) {
+    spec.check = [get](const Config& c) {
+      return get(c).empty() ? std::string("is empty, expected a non-empty string") : std::string();
+    };
+  }
+  return spec;
+}
+
+enum class PathKind { kTokenFile, kCheckpointDir };
+
+// An input path: resolved against the config's folder when read, and checked for existence.
+template <class Get>
+KeySpec path_key(std::string path, Get get, PathKind kind, bool required) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get](const YAML::Node& v, Config& c, const ReadContext& context,
+                    std::vector<ValueProblem>& problems) {
+    std::string value;
+    if (!read_string(v, problems, value)) return;
+    get(c) = value.empty() ? value : resolve_path(context.base_dir, value);
+  };
+  spec.write = [get](const Config& c) { return yaml_string(get(c)); };
+  spec.check = [get, kind, required](const Config& c) -> std::string {
+    const std::string& value = get(c);
+    const char* expected = kind == PathKind::kTokenFile ? "a token file" : "a checkpoint folder";
+    if (value.empty()) {
+      return required ? std::string("missing, expected the path of ") + expected : "";
+    }
+    std::error_code ec;
+    const fs::file_status status = fs::status(value, ec);
+    if (!fs::exists(status)) return "'" + value + "' does not exist, expected " + expected;
+    if (kind == PathKind::kTokenFile && fs::is_directory(status)) {
+      return "'" + value + "' is a directory, expected " + expected;
+    }
+    if (kind == PathKind::kCheckpointDir && !fs::is_directory(status)) {
+      return "'" + value + "' is not a directory, expected " + expected;
+    }
+    return "";
+  };
+  return spec;
+}
+
+// Words users reach for that are not close in spelling to the value they mean ("gpu" is one
+// letter from "cpu" but means "cuda").
+using ValueAliases = std::vector<std::pair<std::string, std::string>>;
+
+template <class E, class Get>
+KeySpec enum_key(std::string path, Get get, std::vector<E> values, ValueAliases aliases = {}) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get, values, aliases](const YAML::Node& v, Config& c, const ReadContext&,
+                                     std::vector<ValueProblem>& problems) {
+    std::vector<std::string> names;
+    for (E e : values) names.push_back(to_string(e));
+    const std::string expected = "one of " + join(names, ", ");
+    if (!v.IsScalar()) {
+      problems.push_back(got(v, expected));
+      return;
+    }
+    for (E e : values) {
+      if (v.Scalar() == to_string(e)) {
+        get(c) = e;
+        return;
+      }
+    }
+    std::string message = "unknown value '" + v.Scalar() + "', expected " + expected;
+    std::string hint;
+    for (const auto& [alias, meant] : aliases) {
+      if (alias == lowercase(v.Scalar())) hint = meant;
+    }
+    if (hint.empty()) hint = closest_name(v.Scalar(), names);
+    if (hint.empty()) hint = prefix_match(v.Scalar(), names);
+    if (!hint.empty()) message += "; did you mean '" + hint + "'?";
+    problems.push_back({v.Mark(), message});
+  };
+  spec.write = [get](const Config& c) { return std::string(to_string(get(c))); };
+  return spec;
+}
+
+// adapter.target_modules: a list of known projection names, or "all-linear". Stored in layer
+// order (all_target_modules()) so that equivalent lists give identical configs.
+KeySpec target_modules_key() {
+  KeySpec spec = new_spec("adapter.target_modules");
+  spec.read = [](const YAML::Node& v, Config& c, const ReadContext&,
+                 std::vector<ValueProblem>& problems) {
+    const std::vector<std::string>& all = all_target_modules();
+    const std::string names = join(all, ", ");
+    if (v.IsScalar() && v.Scalar() == "all-linear") {
+      c.adapter.target_modules = all;
+      return;
+    }
+    if (!v.IsSequence()) {
+      problems.push_back(got(v, "a list of module names (" + names + ") or 'all-linear'"));
+      return;
+    }
+    if (v.size() == 0) {
+      problems.push_back({v.Mark(), "got an empty list, expected at least one of " + names});
+      return;
+    }
+    std::vector<bool> chosen(all.size(), false);
+    bool ok = true;
+    for (const YAML::Node& item : v) {
+      if (!item.IsScalar()) {
+        problems.push_back(got(item, "a module name"));
+        ok = false;
+        continue;
+      }
+      const auto found = std::find(all.begin(), all.end(), item.Scalar());
+      if (found == all.end()) {
+        std::string message = "unknown module '" + item.Scalar() + "', expected one of " + names;
+        const std::string hint = closest_name(item.Scalar(), all);
+        if (!hint.empty()) message += "; did you mean '" + hint + "'?";
+        problems.push_back({item.Mark(), message});
+        ok = false;
+        continue;
+      }
+      const auto index = static_cast<std::size_t>(found - all.begin());
+      if (chosen[index]) {
+        problems.push_back(
+            {item.Mark(), "'" + item.Scalar() + "' is listed twice, expected each module once"});
+        ok = false;
+      }
+      chosen[index] = true;
+    }
+    if (!ok) return;
+    c.adapter.target_modules.clear();
+    for (std::size_t i = 0; i < all.size(); ++i) {
+      if (chosen[i]) c.adapter.target_modules.push_back(all[i]);
+    }
+  };
+  spec.write = [](const Config& c) { return flow_list(c.adapter.target_modules); };
+  return spec;
+}
+
+// optim.betas: the YAML face of OptimConfig::beta1/beta2.
+KeySpec betas_key() {
+  KeySpec spec = new_spec("optim.betas");
+  spec.read = [](const YAML::Node& v, Config& c, const ReadContext&,
+                 std::vector<ValueProblem>& problems) {
+    const std::string expected = "a list of two numbers [beta1, beta2]";
+    if (!v.IsSequence()) {
+      problems.push_back(got(v, expected));
+      return;
+    }
+    if (v.size() != 2) {
+      problems.push_back(
+          {v.Mark(), "got " + std::to_string(v.size()) + " value(s), expected " + expected});
+      return;
+    }
+    double betas[2] = {0.0, 0.0};
+    const bool ok0 = read_number(v[0], problems, betas[0]);
+    const bool ok1 = read_number(v[1], problems, betas[1]);
+    if (!ok0 || !ok1) return;
+    c.optim.beta1 = betas[0];
+    c.optim.beta2 = betas[1];
+  };
+  spec.write = [](const Config& c) {
+    return flow_list({format_double(c.optim.beta1), format_double(c.optim.beta2)});
+  };
+  spec.check = [](const Config& c) -> std::string {
+    const double betas[2] = {c.optim.beta1, c.optim.beta2};
+    for (int i = 0; i < 2; ++i) {
+      const std::string problem =
+          range_problem("beta" + std::to_string(i + 1) + " = " + format_number(betas[i]), betas[i],
+                        zero_to_one_exclusive(), "a number");
+      if (!problem.empty()) return problem;
+    }
+    return "";
+  };
+  return spec;
+}
+
+std::vector<KeySpec> build_schema() {
+  std::vector<KeySpec> keys;
+  // model
+  keys.push_back(path_key(
+      "model.path", [](auto& c) -> auto& { return c.model.path; }, PathKind::kCheckpointDir,
+      false));
+  keys.push_back(int_key(
+      "model.dim", [](auto& c) -> auto& { return c.model.dim; }, greater_than(0)));
+  keys.push_back(int_key(
+      "model.n_layers", [](auto& c) -> auto& { return c.model.n_layers; }, greater_than(0)));
+  keys.push_back(int_key(
+      "model.n_heads", [](auto& c) -> auto& { return c.model.n_heads; }, greater_than(0)));
+  keys.push_back(int_key(
+      "model.n_kv_heads", [](auto& c) -> auto& { return c.model.n_kv_heads; }, greater_than(0)));
+  keys.push_back(int_key(
+      "model.ffn_dim", [](auto& c) -> auto& { return c.model.ffn_dim; }, greater_than(0)));
+  keys.push_back(int_key(
+      "model.vocab_size", [](auto& c) -> auto& { return c.model.vocab_size; }, greater_than(0)));
+  keys.push_back(int_key(
+      "model.max_seq_len", [](auto& c) -> auto& { return c.model.max_seq_len; }, greater_than(0)));
+  keys.push_back(double_key(
+      "model.rope_theta", [](auto& c) -> auto& { return c.model.rope_theta; }, greater_than(0)));
+  keys.push_back(bool_key(
+      "model.tie_embeddings", [](auto& c) -> auto& { return c.model.tie_embeddings; }));
+  keys.push_back(double_key(
+      "model.norm_eps", [](auto& c) -> auto& { return c.model.norm_eps; }, greater_than(0)));
+  keys.push_back(double_key(
+      "model.init_std", [](auto& c) -> auto& { return c.model.init_std; }, greater_than(0)));
+  // adapter
+  keys.push_back(enum_key(
+      "adapter.type", [](auto& c) -> auto& { return c.adapter.type; },
+      std::vector<AdapterType>{AdapterType::kLora, AdapterType::kDora, AdapterType::kAdaLora}));
+  keys.push_back(int_key(
+      "adapter.r", [](auto& c) -> auto& { return c.adapter.r; }, greater_than(0)));
+  keys.push_back(double_key(
+      "adapter.alpha", [](auto& c) -> auto& { return c.adapter.alpha; }, greater_than(0)));
+  keys.push_back(double_key(
+      "adapter.dropout", [](auto& c) -> auto& { return c.adapter.dropout; },
+      zero_to_one_exclusive()));
+  keys.push_back(target_modules_key());
+  keys.push_back(bool_key(
+      "adapter.use_rslora", [](auto& c) -> auto& { return c.adapter.use_rslora; }));
+  // data
+  keys.push_back(path_key(
+      "data.train", [](auto& c) -> auto& { return c.data.train; }, PathKind::kTokenFile, true));
+  keys.push_back(path_key(
+      "data.eval", [](auto& c) -> auto& { return c.data.eval; }, PathKind::kTokenFile, false));
+  keys.push_back(int_key(
+      "data.seq_len", [](auto& c) -> auto& { return c.data.seq_len; }, greater_than(0)));
+  keys.push_back(int_key(
+      "data.eval_batches", [](auto& c) -> auto& { return c.data.eval_batches; }, greater_than(0)));
+  // train
+  keys.push_back(int_key(
+      "train.steps", [](auto& c) -> auto& { return c.train.steps; }, greater_than(0)));
+  keys.push_back(int_key(
+      "train.micro_batch_size", [](auto& c) -> auto& { return c.train.micro_batch_size; },
+      greater_than(0)));
+  keys.push_back(int_key(
+      "train.grad_accum", [](auto& c) -> auto& { return c.train.grad_accum; }, greater_than(0)));
+  keys.push_back(uint64_key(
+      "train.seed", [](auto& c) -> auto& { return c.train.seed; }));
+  keys.push_back(int_key(
+      "train.eval_every", [](auto& c) -> auto& { return c.train.eval_every; }, at_least(0)));
+  keys.push_back(int_key(
+      "train.log_every", [](auto& c) -> auto& { return c.train.log_every; }, greater_than(0)));
+  // optim
+  keys.push_back(double_key(
+      "optim.lr", [](auto& c) -> auto& { return c.optim.lr; }, at_least(0)));
+  keys.push_back(betas_key());
+  keys.push_back(double_key(
+      "optim.eps", [](auto& c) -> auto& { return c.optim.eps; }, greater_than(0)));
+  keys.push_back(double_key(
+      "optim.weight_decay", [](auto& c) -> auto& { return c.optim.weight_decay; }, at_least(0)));
+  keys.push_back(enum_key(
+      "optim.schedule", [](auto& c) -> auto& { return c.optim.schedule; },
+      std::vector<LrSchedule>{LrSchedule::kConstant, LrSchedule::kLinear, LrSchedule::kCosine}));
+  keys.push_back(int_key(
+      "optim.warmup_steps", [](auto& c) -> auto& { return c.optim.warmup_steps; }, at_least(0)));
+  keys.push_back(double_key(
+      "optim.max_grad_norm", [](auto& c) -> auto& { return c.optim.max_grad_norm; }, at_least(0)));
+  keys.push_back(double_key(
+      "optim.min_lr_ratio", [](auto& c) -> auto& { return c.optim.min_lr_ratio; }, zero_to_one()));
+  // checkpoint
+  keys.push_back(int_key(
+      "checkpoint.every_steps", [](auto& c) -> auto& { return c.checkpoint.every_steps; },
+      at_least(0)));
+  keys.push_back(int_key(
+      "checkpoint.keep_last", [](auto& c) -> auto& { return c.checkpoint.keep_last; },
+      at_least(1)));
+  // runtime
+  keys.push_back(enum_key(
+      "runtime.device", [](auto& c) -> auto& { return c.runtime.device; },
+      std::vector<DeviceKind>{DeviceKind::kAuto, DeviceKind::kCpu, DeviceKind::kCuda},
+      ValueAliases{{"gpu", "cuda"}}));
+  keys.push_back(int_key(
+      "runtime.threads", [](auto& c) -> auto& { return c.runtime.threads; }, at_least(0)));
+  // top level
+  keys.push_back(string_key(
+      "output_dir", [](auto& c) -> auto& { return c.output_dir; }, true));
+  return keys;
+}
+
+std::vector<CrossCheck> build_cross_checks() {
+  std::vector<CrossCheck> checks;
+  checks.push_back({"model.dim", {"model.n_heads"}, [](const Config& c) -> std::string {
+                      const ModelConfig& m = c.model;
+                      if (m.n_heads <= 0) return "";
+                      if (m.dim % m.n_heads != 0) {
+                        return std::to_string(m.dim) + " is not divisible by model.n_heads (" +
+                               std::to_string(m.n_heads) + "), expected a multiple of n_heads";
+                      }
+                      if (m.head_dim() % 2 != 0) {
+                        return "head_dim = dim / n_heads = " + std::to_string(m.dim) + " / " +
+                               std::to_string(m.n_heads) + " = " + std::to_string(m.head_dim()) +
+                               " is odd, expected an even head_dim (RoPE rotates pairs of "
+                               "channels)";
+                      }
+                      return "";
+                    }});
+  checks.push_back({"model.n_kv_heads", {"model.n_heads"}, [](const Config& c) -> std::string {
+                      const ModelConfig& m = c.model;
+                      if (m.n_kv_heads <= 0) return "";
+                      if (m.n_kv_heads > m.n_heads) {
+                        return std::to_string(m.n_kv_heads) + " is more than model.n_heads (" +
+                               std::to_string(m.n_heads) + "), expected a divisor of n_heads";
+                      }
+                      if (m.n_heads % m.n_kv_heads != 0) {
+                        return "model.n_heads (" + std::to_string(m.n_heads) +
+                               ") is not divisible by " + std::to_string(m.n_kv_heads) +
+                               ", expected a divisor of n_heads (each KV head serves a whole "
+                               "group of query heads)";
+                      }
+                      return "";
+                    }});
+  checks.push_back({"data.seq_len", {"model.max_seq_len"}, [](const Config& c) -> std::string {
+                      if (c.data.seq_len <= c.model.max_seq_len) return "";
+                      return std::to_string(c.data.seq_len) + " is more than model.max_seq_len (" +
+                             std::to_string(c.model.max_seq_len) + "), expected at most " +
+                             std::to_string(c.model.max_seq_len);
+                    }});
+  // warmup == steps is allowed: the whole run warms up, which is odd but well defined.
+  checks.push_back({"optim.warmup_steps", {"train.steps"}, [](const Config& c) -> std::string {
+                      if (c.optim.warmup_steps <= c.train.steps) return "";
+                      return std::to_string(c.optim.warmup_steps) + " is more than train.steps (" +
+                             std::to_string(c.train.steps) + "), expected 0.." +
+                             std::to_string(c.train.steps);
+                    }});
+  return checks;
+}
+
+// Optimal string alignment distance: insertions, deletions, substitutions and swaps of adjacent
+// characters, the four usual typing slips.
+std::size_t edit_distance(const std::string& a, const std::string& b) {
+  const std::size_t n = a.size();
+  const std::size_t m = b.size();
+  std::vector<std::vector<std::size_t>> d(n + 1, std::vector<std::size_t>(m + 1, 0));
+  for (std::size_t i = 0; i <= n; ++i) d[i][0] = i;
+  for (std::size_t j = 0; j <= m; ++j) d[0][j] = j;
+  for (std::size_t i = 1; i <= n; ++i) {
+    for (std::size_t j = 1; j <= m; ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      d[i][j] = std::min({d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1]) {
+        d[i][j] = std::min(d[i][j], d[i - 2][j - 2] + 1);
+      }
+    }
+  }
+  return d[n][m];
+}
+
+std::string lowercase(std::string_view text) {
+  std::string out;
+  for (char ch : text) out += static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return out;
+}
+
+// A truncated or extended name ("warmup" for "warmup_steps", "optimizer" for "optim"). Needs three
+// shared characters so that short names do not match everything.
+std::string prefix_match(std::string_view typed, const std::vector<std::string>& candidates) {
+  const std::string lower = lowercase(typed);
+  for (const std::string& candidate : candidates) {
+    const std::string other = lowercase(candidate);
+    if ((other.size() >= 3 && lower.starts_with(other)) ||
+        (lower.size() >= 3 && other.starts_with(lower))) {
+      return candidate;
+    }
+  }
+  return "";
+}
+
+// Names from Hugging Face transformers/PEFT configs and other trainers that users carry over.
+const std::vector<std::pair<std::string, std::string>>& aliases() {
+  static const std::vector<std::pair<std::string, std::string>> table = {
+      {"rank", "adapter.r"},
+      {"lora_r", "adapter.r"},
+      {"lora_alpha", "adapter.alpha"},
+      {"lora_dropout", "adapter.dropout"},
+      {"peft_type", "adapter.type"},
+      {"use_rslora", "adapter.use_rslora"},
+      {"learning_rate", "optim.lr"},
+      {"lr_scheduler_type", "optim.schedule"},
+      {"lr_scheduler", "optim.schedule"},
+      {"scheduler", "optim.schedule"},
+      {"warmup", "optim.warmup_steps"},
+      {"beta1", "optim.betas"},
+      {"beta2", "optim.betas"},
+      {"adam_beta1", "optim.betas"},
+      {"adam_beta2", "optim.betas"},
+      {"adam_epsilon", "optim.eps"},
+      {"max_grad_norm", "optim.max_grad_norm"},
+      {"max_steps", "train.steps"},
+      {"batch_size", "train.micro_batch_size"},
+      {"per_device_train_batch_size", "train.micro_batch_size"},
+      {"gradient_accumulation_steps", "train.grad_accum"},
+      {"logging_steps", "train.log_every"},
+      {"eval_steps", "train.eval_every"},
+      {"save_steps", "checkpoint.every_steps"},
+      {"save_total_limit", "checkpoint.keep_last"},
+      {"hidden_size", "model.dim"},
+      {"num_hidden_layers", "model.n_layers"},
+      {"num_attention_heads", "model.n_heads"},
+      {"num_key_value_heads", "model.n_kv_heads"},
+      {"intermediate_size", "model.ffn_dim"},
+      {"max_position_embeddings", "model.max_seq_len"},
+      {"rms_norm_eps", "model.norm_eps"},
+      {"tie_word_embeddings", "model.tie_embeddings"},
+      {"max_length", "data.seq_len"},
+      {"num_threads", "runtime.threads"},
+      {"optimizer", "optim"},
+      {"lora", "adapter"},
+      {"training", "train"},
+      {"output", "output_dir"},
+  };
+  return table;
+}
+
+}  // namespace
+
+const std::vector<KeySpec>& config_schema() {
+  static const std::vector<KeySpec> keys = build_schema();
+  return keys;
+}
+
+const KeySpec* find_key(std::string_view path) {
+  for (const KeySpec& spec : config_schema()) {
+    if (spec.path == path) return &spec;
+  }
+  return nullptr;
+}
+
+const std::vector<std::string>& section_names() {
+  static const std::vector<std::string> names = {"model", "adapter",    "data",   "train",
+                                                 "optim", "checkpoint", "runtime"};
+  return names;
+}
+
+bool is_section(std::string_view name) {
+  const auto& names = section_names();
+  return std::find(names.begin(), names.end(), name) != names.end();
+}
+
+const std::vector<CrossCheck>& cross_checks() {
+  static const std::vector<CrossCheck> checks = build_cross_checks();
+  return checks;
+}
+
+std::string closest_name(std::string_view typed, const std::vector<std::string>& candidates) {
+  const std::string lower = lowercase(typed);
+  // Allow roughly one slip per three characters; more than that and the "hint" is noise.
+  const std::size_t limit = typed.size() <= 3 ? 1 : typed.size() <= 6 ? 2 : 3;
+  std::string best;
+  std::size_t best_distance = limit + 1;
+  for (const std::string& candidate : candidates) {
+    const std::size_t distance = edit_distance(lower, lowercase(candidate));
+    // A distance equal to the candidate's length means nothing matched (e.g. "x" vs "r").
+    if (distance < best_distance && distance < candidate.size()) {
+      best = candidate;
+      best_distance = distance;
+    }
+  }
+  return best;
+}
+
+std::string suggest_key(std::string_view typed_path) {
+  const std::string typed(typed_path);
+  const auto dot = typed.rfind('.');
+  const std::string section = dot == std::string::npos ? "" : typed.substr(0, dot);
+  const std::string leaf = dot == std::string::npos ? typed : typed.substr(dot + 1);
+
+  // 1. The right name in the wrong section ("adapter.lr" -> "optim.lr", top-level "steps").
+  for (const KeySpec& spec : config_schema()) {
+    if (spec.name == leaf && spec.path != typed) return spec.path;
+  }
+  // 2. A well-known name from another tool.
+  for (const auto& [alias, path] : aliases()) {
+    if (alias == lowercase(leaf) && path != typed) return path;
+  }
+  // 3. A typo of a name valid where it was written.
+  std::vector<std::string> names;
+  if (section.empty()) {
+    names = section_names();
+    for (const KeySpec& spec : config_schema()) {
+      if (spec.section.empty()) names.push_back(spec.name);
+    }
+  } else if (is_section(section)) {
+    for (const KeySpec& spec : config_schema()) {
+      if (spec.section == section) names.push_back(spec.name);
+    }
+  }
+  const std::string prefix = section.empty() ? "" : section + ".";
+  std::string hint = closest_name(leaf, names);
+  if (hint.empty()) hint = prefix_match(leaf, names);
+  if (!hint.empty()) return prefix + hint;
+  // 4. A typo anywhere in the full path ("adaptr.r" -> "adapter.r").
+  std::vector<std::string> paths = section_names();
+  for (const KeySpec& spec : config_schema()) paths.push_back(spec.path);
+  return closest_name(typed, paths);
+}
+
+std::string format_double(double value) {
+  std::string text = format_number(value);
+  if (text.find_first_of(".eEn") == std::string::npos) return text + ".0";  // 'n': inf/nan
+  const auto exponent = text.find_first_of("eE");
+  if (exponent != std::string::npos && text.find('.') == std::string::npos) {
+    text.insert(exponent, ".0");  // "1e-08" reads as a string in YAML 1.1 tools; "1.0e-08" doesn't
+  }
+  return text;
+}
+
+}  // namespace peftrun::config_detail

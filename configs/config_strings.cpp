@@ -1,0 +1,74 @@
+// Small printers for the config types, and config_to_yaml (driven by the key table).
+#include <cmath>
+#include <string>
+
+#include "configs/config.h"
+#include "configs/config_schema.h"
+
+namespace peftrun {
+
+const char* to_string(AdapterType t) {
+  switch (t) {
+    case AdapterType::kLora:
+      return "lora";
+    case AdapterType::kDora:
+      return "dora";
+    case AdapterType::kAdaLora:
+      return "adalora";
+  }
+  return "?";
+}
+
+const char* to_string(LrSchedule s) {
+  switch (s) {
+    case LrSchedule::kConstant:
+      return "constant";
+    case LrSchedule::kLinear:
+      return "linear";
+    case LrSchedule::kCosine:
+      return "cosine";
+  }
+  return "?";
+}
+
+const char* to_string(DeviceKind d) {
+  switch (d) {
+    case DeviceKind::kAuto:
+      return "auto";
+    case DeviceKind::kCpu:
+      return "cpu";
+    case DeviceKind::kCuda:
+      return "cuda";
+  }
+  return "?";
+}
+
+double AdapterConfig::scaling() const {
+  const double rank = static_cast<double>(r);
+  return use_rslora ? alpha / std::sqrt(rank) : alpha / rank;
+}
+
+std::string ConfigError::format() const {
+  std::string out = file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": ";
+  // Syntax errors and unreadable files are about no key in particular.
+  if (!key.empty()) out += key + ": ";
+  return out + message;
+}
+
+std::string config_to_yaml(const Config& config) {
+  using config_detail::KeySpec;
+  std::string out =
+      "# peftrun config, fully resolved: every key with its value, input paths absolute.\n";
+  for (const std::string& section : config_detail::section_names()) {
+    out += section + ":\n";
+    for (const KeySpec& spec : config_detail::config_schema()) {
+      if (spec.section == section) out += "  " + spec.name + ": " + spec.write(config) + "\n";
+    }
+  }
+  for (const KeySpec& spec : config_detail::config_schema()) {
+    if (spec.section.empty()) out += spec.name + ": " + spec.write(config) + "\n";
+  }
+  return out;
+}
+
+}  // namespace peftrun
