@@ -1,0 +1,82 @@
+#include "runtime/adapters/adapter_layout.h"
+
+#include <algorithm>
+#include <cmath>
+#include <stdexcept>
+
+#include "runtime/rng.h"
+
+namespace peftrun {
+
+std::size_t TrainableTensor::numel() const {
+  std::size_t n = 1;
+  for (auto d : shape) n *= static_cast<std::size_t>(d);
+  return n;
+}
+
+std::string hf_module_name(int layer, Proj p) {
+  const std::string& name = all_target_modules()[int(p)];
+  const bool attention = p == Proj::kQ || p == Proj::kK || p == Proj::kV || p == Proj::kO;
+  return "model.layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") + name;
+}
+
+namespace {
+// Tensors start on 64-byte boundaries so vectorised and (later) CUDA kernels can use aligned
+// loads over any single tensor as well as over the whole buffer.
+constexpr std::size_t kAlignElems = 16;
+std::size_t align_up(std::size_t n) {
+  return (n + kAlignElems - 1) / kAlignElems * kAlignElems;
+}
+}  // namespace
+
+AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig& adapter) {
+  if (adapter.type != AdapterType::kLora) {
+    throw std::runtime_error(std::string("adapter.type '") + to_string(adapter.type) +
+                             "' is not implemented yet (only 'lora')");
+  }
+  AdapterLayout lay;
+  lay.scale_ = static_cast<float>(adapter.scaling());
+  lay.index_.assign(std::size_t(model.n_layers) * int(Proj::kCount), -1);
+  std::size_t at = 0;
+  auto add = [&](const std::string& name, std::vector<std::int64_t> shape) {
+    TrainableTensor t{name, std::move(shape), at};
+    at = align_up(at + t.numel());
+    lay.tensors_.push_back(t);
+    return t.offset;
+  };
+  const auto& names = all_target_modules();
+  for (int l = 0; l < model.n_layers; ++l) {
+    for (int p = 0; p < int(Proj::kCount); ++p) {
+      const auto& targets = adapter.target_modules;
+      if (std::find(targets.begin(), targets.end(), names[p]) == targets.end()) continue;
+      AdaptedModule m;
+      m.layer = l;
+      m.proj = Proj(p);
+      m.shape = proj_shape(model, Proj(p));
+      m.r = adapter.r;
+      const std::string prefix = "base_model.model." + hf_module_name(l, Proj(p));
+      m.a = add(prefix + ".lora_A.weight", {m.r, m.shape.in});
+      m.b = add(prefix + ".lora_B.weight", {m.shape.out, m.r});
+      lay.index_[l * int(Proj::kCount) + p] = static_cast<int>(lay.modules_.size());
+      lay.modules_.push_back(m);
+    }
+  }
+  lay.total_ = at;
+  return lay;
+}
+
+void AdapterLayout::init_params(float* params, std::uint64_t seed) const {
+  std::fill(params, params + total_, 0.0f);  // B = 0 (and alignment padding)
+  const std::uint64_t key = derive_key(seed, std::uint64_t(RngTag::kAdapterInit));
+  for (std::size_t i = 0; i < modules_.size(); ++i) {
+    const AdaptedModule& m = modules_[i];
+    const double bound = 1.0 / std::sqrt(double(m.shape.in));
+    const std::uint64_t k = derive_key(key, i);
+    float* a = params + m.a;
+    for (std::size_t j = 0; j < std::size_t(m.r) * m.shape.in; ++j) {
+      a[j] = static_cast<float>((2.0 * uniform01(k, j) - 1.0) * bound);
+    }
+  }
+}
+
+}  // namespace peftrun

@@ -1,0 +1,65 @@
+// Where every trainable tensor lives inside the ONE flat fp32 trainable buffer (DESIGN §3).
+//
+// Each adapted module (layer l, projection p) owns a few tensors: LoRA has A [r, in] and
+// B [out, r]; DoRA will add the magnitude m [out]; AdaLoRA the singular values E [r, 1]. Tensors
+// are views (offsets) into the flat params buffer, with twin grads / AdamW moment buffers of the
+// same layout, so accumulation, clipping, all-reduce and AdamW all run over flat memory.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "configs/config.h"
+#include "runtime/model/base_weights.h"
+
+namespace peftrun {
+
+inline constexpr std::size_t kNoTensor = static_cast<std::size_t>(-1);
+
+struct TrainableTensor {
+  std::string
+      name;  // HF PEFT key, e.g. base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight
+  std::vector<std::int64_t> shape;
+  std::size_t offset = 0;  // elements into the flat buffer
+  std::size_t numel() const;
+};
+
+struct AdaptedModule {
+  int layer = 0;
+  Proj proj = Proj::kQ;
+  ProjShape shape;
+  int r = 0;
+  std::size_t a = kNoTensor;  // lora_A: [r, in]
+  std::size_t b = kNoTensor;  // lora_B: [out, r]
+};
+
+class AdapterLayout {
+ public:
+  // Plans the flat buffer for the adapter config over a model shape.
+  static AdapterLayout plan(const ModelConfig& model, const AdapterConfig& adapter);
+
+  const std::vector<AdaptedModule>& modules() const { return modules_; }
+  const std::vector<TrainableTensor>& tensors() const { return tensors_; }
+  // modules() index of (layer, proj), or -1 when that projection is not adapted.
+  int module_index(int layer, Proj p) const { return index_[layer * int(Proj::kCount) + int(p)]; }
+  std::size_t total() const { return total_; }  // elements in the flat buffer
+  float scale() const { return scale_; }
+
+  // HF PEFT's initialisation (DESIGN §4): A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform with
+  // a = sqrt(5)), B = 0. Values come from a counter-based stream keyed by `seed`.
+  void init_params(float* params, std::uint64_t seed) const;
+
+ private:
+  std::vector<AdaptedModule> modules_;
+  std::vector<TrainableTensor> tensors_;
+  std::vector<int> index_;
+  std::size_t total_ = 0;
+  float scale_ = 0;
+};
+
+// "model.layers.3.self_attn.q_proj" / "model.layers.3.mlp.down_proj" (HF LLaMA module names).
+std::string hf_module_name(int layer, Proj p);
+
+}  // namespace peftrun

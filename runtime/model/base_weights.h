@@ -1,0 +1,61 @@
+// The frozen base model's weights, stored fp16 (DESIGN §3).
+//
+// Each decoder layer is ONE flat fp16 buffer (so a later issue can shard it across ranks and
+// all-gather it just before use); LayerOffsets says where each tensor sits inside it. The
+// non-layer tensors (embedding, final norm, lm_head) are separate buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "configs/config.h"
+#include "kernels/half.h"
+
+namespace peftrun {
+
+// Index of a projection inside a layer; the order of all_target_modules().
+enum class Proj : int { kQ = 0, kK, kV, kO, kGate, kUp, kDown, kCount };
+
+struct ProjShape {
+  int out = 0, in = 0;
+};
+
+// [out, in] of each projection for a model shape.
+ProjShape proj_shape(const ModelConfig& m, Proj p);
+
+// Element offsets of one layer's tensors inside its flat buffer.
+struct LayerOffsets {
+  std::size_t attn_norm = 0;                 // [dim]
+  std::size_t proj[int(Proj::kCount)] = {};  // [out, in] each
+  std::size_t mlp_norm = 0;                  // [dim]
+  std::size_t total = 0;                     // elements per layer
+
+  static LayerOffsets for_model(const ModelConfig& m);
+};
+
+class BaseWeights {
+ public:
+  // Deterministic random base (no checkpoint): see base_weights.cpp for the distributions.
+  static BaseWeights random(const ModelConfig& m, std::uint64_t seed);
+
+  const ModelConfig& shape() const { return shape_; }
+  const LayerOffsets& offsets() const { return offsets_; }
+  const half_bits* layer(int l) const { return layers_[l].data(); }
+  const half_bits* embedding() const { return embedding_.data(); }    // [vocab, dim]
+  const half_bits* final_norm() const { return final_norm_.data(); }  // [dim]
+  // [vocab, dim]; the embedding table itself when embeddings are tied.
+  const half_bits* lm_head() const {
+    return shape_.tie_embeddings ? embedding_.data() : lm_head_.data();
+  }
+  std::size_t bytes() const;
+
+ private:
+  ModelConfig shape_;
+  LayerOffsets offsets_;
+  std::vector<std::vector<half_bits>> layers_;
+  std::vector<half_bits> embedding_, final_norm_, lm_head_;
+};
+
+}  // namespace peftrun

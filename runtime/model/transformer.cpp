@@ -1,0 +1,316 @@
+#include "runtime/model/transformer.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "kernels/attention.h"
+#include "kernels/cross_entropy.h"
+#include "kernels/embedding.h"
+#include "kernels/gemm.h"
+#include "kernels/lora_linear.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
+#include "kernels/swiglu.h"
+#include "runtime/rng.h"
+
+namespace peftrun {
+
+using cpu::gemm;
+using cpu::Trans;
+
+namespace {
+// Rows of logits materialised at once by the lm_head + cross-entropy loop: bounds its memory to
+// about 4M values whatever the vocabulary (a 128k vocab never needs [tokens, vocab] in memory).
+constexpr std::size_t kLogitBudget = std::size_t(1) << 22;
+}  // namespace
+
+template <typename T>
+Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout,
+                            const AdapterConfig& adapter, int max_batch, int seq_len)
+    : base_(base),
+      layout_(layout),
+      m_(base.shape()),
+      dropout_(static_cast<float>(adapter.dropout)),
+      max_batch_(max_batch),
+      seq_len_(seq_len) {
+  const std::size_t n = std::size_t(max_batch) * seq_len;
+  const std::size_t D = m_.dim, F = m_.ffn_dim, V = m_.vocab_size;
+  const std::size_t qd = std::size_t(m_.n_heads) * m_.head_dim();
+  const std::size_t kvd = std::size_t(m_.n_kv_heads) * m_.head_dim();
+
+  embedding_.resize(V * D);
+  half_to_real(base.embedding(), embedding_.data(), V * D);
+  final_norm_.resize(D);
+  half_to_real(base.final_norm(), final_norm_.data(), D);
+  lm_head_.resize(V * D);
+  half_to_real(base.lm_head(), lm_head_.data(), V * D);
+  layer_w_.resize(base.offsets().total);
+
+  acts_.resize(m_.n_layers);
+  for (int l = 0; l < m_.n_layers; ++l) {
+    LayerActs& a = acts_[l];
+    a.x_in.resize(n * D);
+    a.h1.resize(n * D);
+    a.rstd1.resize(n);
+    a.q.resize(n * qd);
+    a.k.resize(n * kvd);
+    a.v.resize(n * kvd);
+    a.probs.resize(std::size_t(max_batch) * m_.n_heads * seq_len * seq_len);
+    a.att.resize(n * qd);
+    a.x_mid.resize(n * D);
+    a.h2.resize(n * D);
+    a.rstd2.resize(n);
+    a.gate.resize(n * F);
+    a.up.resize(n * F);
+    a.act.resize(n * F);
+    for (int p = 0; p < int(Proj::kCount); ++p) {
+      const int mi = layout.module_index(l, Proj(p));
+      if (mi < 0) continue;
+      const AdaptedModule& mod = layout.modules()[mi];
+      a.xa[int(p)].resize(n * mod.r);
+      if (dropout_ > 0) {
+        a.x_drop[int(p)].resize(n * mod.shape.in);
+        a.keep[int(p)].resize(n * mod.shape.in);
+      }
+    }
+  }
+  x_final_.resize(n * D);
+  hf_.resize(n * D);
+  rstdf_.resize(n);
+  const std::size_t chunk_rows = std::clamp<std::size_t>(kLogitBudget / V, 1, n);
+  logits_.resize(chunk_rows * V);
+
+  int max_r = 0;
+  for (const auto& mod : layout.modules()) max_r = std::max(max_r, mod.r);
+  const std::size_t widest = std::max({D, F, qd});
+  dx_.resize(n * D);
+  dh_.resize(n * D);
+  dtmp_.resize(n * widest);
+  datt_.resize(n * qd);
+  dq_.resize(n * qd);
+  dk_.resize(n * kvd);
+  dv_.resize(n * kvd);
+  dgate_.resize(n * F);
+  dup_.resize(n * F);
+  dact_.resize(n * F);
+  dxa_.resize(n * std::max(max_r, 1));
+  default_positions_.resize(n);
+  for (std::size_t i = 0; i < n; ++i) default_positions_[i] = static_cast<int>(i % seq_len);
+}
+
+template <typename T>
+std::size_t Transformer<T>::activation_bytes() const {
+  std::size_t n = 0;
+  for (const auto& a : acts_) {
+    for (const auto* v : {&a.x_in, &a.h1, &a.rstd1, &a.q, &a.k, &a.v, &a.probs, &a.att, &a.x_mid,
+                          &a.h2, &a.rstd2, &a.gate, &a.up, &a.act}) {
+      n += v->size() * sizeof(T);
+    }
+    for (int p = 0; p < int(Proj::kCount); ++p) {
+      n += (a.xa[int(p)].size() + a.x_drop[int(p)].size()) * sizeof(T) + a.keep[int(p)].size();
+    }
+  }
+  return n;
+}
+
+template <typename T>
+void Transformer<T>::stage_layer(int l) {
+  half_to_real(base_.layer(l), layer_w_.data(), layer_w_.size());
+}
+
+template <typename T>
+const T* Transformer<T>::W(Proj p) const {
+  return layer_w_.data() + base_.offsets().proj[int(p)];
+}
+
+// y[n, out] = x[n, in] W^T, plus the adapter branch when (l, p) is adapted.
+template <typename T>
+void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* params, LayerActs& a,
+                                    int n, bool train, std::uint64_t dropout_key) {
+  const ProjShape s = proj_shape(m_, p);
+  const int mi = layout_.module_index(l, p);
+  if (mi < 0) {
+    gemm<T>(Trans::kNo, Trans::kYes, n, s.out, s.in, T(1), x, s.in, W(p), s.in, T(0), y, s.out);
+    return;
+  }
+  const AdaptedModule& mod = layout_.modules()[mi];
+  cpu::LoraLinearArgs<T> args;
+  args.n = n;
+  args.in = s.in;
+  args.out = s.out;
+  args.r = mod.r;
+  args.scale = static_cast<T>(layout_.scale());
+  args.W = W(p);
+  args.A = params + mod.a;
+  args.B = params + mod.b;
+  args.xa = a.xa[int(p)].data();
+  if (train && dropout_ > 0) {
+    // Counter-based mask: element i of module mi in this micro-batch, whatever the thread count.
+    const std::uint64_t key = derive_key(dropout_key, std::uint64_t(mi));
+    std::uint8_t* keep = a.keep[int(p)].data();
+    for (std::size_t i = 0; i < std::size_t(n) * s.in; ++i) {
+      keep[i] = uniform01(key, i) >= dropout_ ? 1 : 0;
+    }
+    args.keep = keep;
+    args.keep_scale = static_cast<T>(1.0 / (1.0 - double(dropout_)));
+    args.x_drop = a.x_drop[int(p)].data();
+  }
+  cpu::lora_linear_forward(args, x, y);
+}
+
+// dx[n, in] = dy W (+ the adapter branch's input gradient); adapter grads accumulate.
+template <typename T>
+void Transformer<T>::linear_backward(int l, Proj p, const T* x, const T* dy, T* dx, const T* params,
+                                     T* grads, LayerActs& a, int n) {
+  const ProjShape s = proj_shape(m_, p);
+  const int mi = layout_.module_index(l, p);
+  if (mi < 0) {
+    gemm<T>(Trans::kNo, Trans::kNo, n, s.in, s.out, T(1), dy, s.out, W(p), s.in, T(0), dx, s.in);
+    return;
+  }
+  const AdaptedModule& mod = layout_.modules()[mi];
+  cpu::LoraLinearArgs<T> args;
+  args.n = n;
+  args.in = s.in;
+  args.out = s.out;
+  args.r = mod.r;
+  args.scale = static_cast<T>(layout_.scale());
+  args.W = W(p);
+  args.A = params + mod.a;
+  args.B = params + mod.b;
+  args.xa = a.xa[int(p)].data();
+  if (!a.keep[int(p)].empty()) {
+    args.keep = a.keep[int(p)].data();
+    args.keep_scale = static_cast<T>(1.0 / (1.0 - double(dropout_)));
+    args.x_drop = a.x_drop[int(p)].data();
+  }
+  cpu::lora_linear_backward(args, x, dy, dx, grads + mod.a, grads + mod.b, dxa_.data());
+}
+
+template <typename T>
+void Transformer<T>::forward(const Batch& b, const T* params, bool train,
+                             std::uint64_t dropout_key) {
+  const int n = b.batch * b.seq_len;
+  const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
+  const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
+  const T eps = static_cast<T>(m_.norm_eps);
+  const float theta = static_cast<float>(m_.rope_theta);
+
+  cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D);
+  for (int l = 0; l < m_.n_layers; ++l) {
+    LayerActs& a = acts_[l];
+    stage_layer(l);
+    const T* lw = layer_w_.data();
+    const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
+    // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
+    cpu::rmsnorm_forward(a.x_in.data(), lw + base_.offsets().attn_norm, a.h1.data(), a.rstd1.data(),
+                         n, D, eps);
+    linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
+    cpu::rope_forward(a.q.data(), pos, n, H, hd, theta);
+    cpu::rope_forward(a.k.data(), pos, n, KV, hd, theta);
+    cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, a.att.data(),
+                           a.probs.data(), b.batch, b.seq_len, H, KV, hd);
+    linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
+    for (std::size_t i = 0; i < std::size_t(n) * D; ++i) a.x_mid[i] += a.x_in[i];
+    // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
+    cpu::rmsnorm_forward(a.x_mid.data(), lw + base_.offsets().mlp_norm, a.h2.data(), a.rstd2.data(),
+                         n, D, eps);
+    linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
+    cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
+    T* x_out = l + 1 < m_.n_layers ? acts_[l + 1].x_in.data() : x_final_.data();
+    linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
+    for (std::size_t i = 0; i < std::size_t(n) * D; ++i) x_out[i] += a.x_mid[i];
+  }
+  cpu::rmsnorm_forward(x_final_.data(), final_norm_.data(), hf_.data(), rstdf_.data(), n, D, eps);
+}
+
+// lm_head + cross-entropy over row chunks; with backward, leaves d(loss)/d(x_final) in dx_.
+template <typename T>
+double Transformer<T>::head(const Batch& b, bool backward, T grad_scale) {
+  const int n = b.batch * b.seq_len;
+  const int D = m_.dim, V = m_.vocab_size;
+  const int chunk = static_cast<int>(logits_.size() / V);
+  double loss = 0;
+  for (int r0 = 0; r0 < n; r0 += chunk) {
+    const int rows = std::min(chunk, n - r0);
+    // logits[rows, V] = hf[rows, D] lm_head^T
+    gemm<T>(Trans::kNo, Trans::kYes, rows, V, D, T(1), hf_.data() + std::size_t(r0) * D, D,
+            lm_head_.data(), D, T(0), logits_.data(), V);
+    loss += cpu::cross_entropy_forward_backward(
+        logits_.data(), b.targets + r0, backward ? logits_.data() : nullptr, rows, V, grad_scale);
+    if (backward) {
+      // dhf[rows, D] = dlogits[rows, V] lm_head[V, D]
+      gemm<T>(Trans::kNo, Trans::kNo, rows, D, V, T(1), logits_.data(), V, lm_head_.data(), D, T(0),
+              dh_.data() + std::size_t(r0) * D, D);
+    }
+  }
+  if (backward) {
+    cpu::rmsnorm_backward(dh_.data(), x_final_.data(), final_norm_.data(), rstdf_.data(),
+                          dx_.data(), n, D);
+  }
+  return loss;
+}
+
+template <typename T>
+void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
+  const int n = b.batch * b.seq_len;
+  const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
+  const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
+  const float theta = static_cast<float>(m_.rope_theta);
+  const std::size_t nD = std::size_t(n) * D;
+
+  // dx_ holds the gradient of the residual stream leaving the current layer.
+  for (int l = m_.n_layers - 1; l >= 0; --l) {
+    LayerActs& a = acts_[l];
+    stage_layer(l);
+    const T* lw = layer_w_.data();
+    // MLP half.
+    linear_backward(l, Proj::kDown, a.act.data(), dx_.data(), dact_.data(), params, grads, a, n);
+    cpu::swiglu_backward(dact_.data(), a.gate.data(), a.up.data(), dgate_.data(), dup_.data(),
+                         std::size_t(n) * F);
+    linear_backward(l, Proj::kGate, a.h2.data(), dgate_.data(), dh_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kUp, a.h2.data(), dup_.data(), dtmp_.data(), params, grads, a, n);
+    for (std::size_t i = 0; i < nD; ++i) dh_[i] += dtmp_[i];
+    cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_.offsets().mlp_norm, a.rstd2.data(),
+                          dtmp_.data(), n, D);
+    for (std::size_t i = 0; i < nD; ++i) dx_[i] += dtmp_[i];  // dx_ is now d(x_mid)
+    // Attention half.
+    linear_backward(l, Proj::kO, a.att.data(), dx_.data(), datt_.data(), params, grads, a, n);
+    cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
+                            dq_.data(), dk_.data(), dv_.data(), b.batch, b.seq_len, H, KV, hd);
+    cpu::rope_backward(dq_.data(), pos, n, H, hd, theta);
+    cpu::rope_backward(dk_.data(), pos, n, KV, hd, theta);
+    linear_backward(l, Proj::kQ, a.h1.data(), dq_.data(), dh_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kK, a.h1.data(), dk_.data(), dtmp_.data(), params, grads, a, n);
+    for (std::size_t i = 0; i < nD; ++i) dh_[i] += dtmp_[i];
+    linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
+    for (std::size_t i = 0; i < nD; ++i) dh_[i] += dtmp_[i];
+    cpu::rmsnorm_backward(dh_.data(), a.x_in.data(), lw + base_.offsets().attn_norm, a.rstd1.data(),
+                          dtmp_.data(), n, D);
+    for (std::size_t i = 0; i < nD; ++i) dx_[i] += dtmp_[i];  // dx_ is now d(x_in)
+  }
+  // The embedding is frozen: the gradient stops here.
+}
+
+template <typename T>
+double Transformer<T>::train_micro_batch(const Batch& b, const T* params, T* grads, T grad_scale,
+                                         std::uint64_t dropout_key) {
+  forward(b, params, /*train=*/true, dropout_key);
+  const double loss = head(b, /*backward=*/true, grad_scale);
+  backward(b, params, grads);
+  return loss;
+}
+
+template <typename T>
+double Transformer<T>::eval_micro_batch(const Batch& b, const T* params) {
+  forward(b, params, /*train=*/false, 0);
+  return head(b, /*backward=*/false, T(0));
+}
+
+template class Transformer<float>;
+template class Transformer<double>;
+
+}  // namespace peftrun

@@ -1,0 +1,88 @@
+// The LLaMA-family decoder with adapters: explicit forward and backward, block by block
+// (llm.c style), no autograd. T is the compute type: float for training, double for the
+// finite-difference gradient checks.
+//
+//   tokens [B,T] -> embedding -> N x block -> RMSNorm -> lm_head -> cross-entropy
+//   block:  x += o_proj(attn(rope(q_proj(h)), rope(k_proj(h)), v_proj(h))),  h = rmsnorm(x)
+//           x += down_proj(silu(gate_proj(h)) * up_proj(h)),                    h = rmsnorm(x)
+//
+// The base is frozen (fp16, BaseWeights): backward computes input gradients through W and
+// parameter gradients only for the adapters, into the flat trainable buffer. Every activation
+// buffer is planned in the constructor from (max_batch, seq_len): the step loop never allocates.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "configs/config.h"
+#include "runtime/adapters/adapter_layout.h"
+#include "runtime/model/base_weights.h"
+
+namespace peftrun {
+
+// One micro-batch of token windows, all arrays [batch, seq_len].
+struct Batch {
+  int batch = 0;
+  int seq_len = 0;
+  const std::int32_t* inputs = nullptr;
+  const std::int32_t* targets = nullptr;    // -100 = ignored
+  const std::int32_t* positions = nullptr;  // RoPE positions
+  const std::int32_t* segments = nullptr;   // document ids for packing; nullptr = one per row
+};
+
+template <typename T>
+class Transformer {
+ public:
+  Transformer(const BaseWeights& base, const AdapterLayout& layout, const AdapterConfig& adapter,
+              int max_batch, int seq_len);
+
+  // Forward + backward of one micro-batch. Returns the SUM of token losses; adds
+  // d(grad_scale * loss_sum)/d(params) into `grads` (so grad_scale = 1 / global token count
+  // makes the accumulated gradient that of the mean loss). Dropout masks come from
+  // `dropout_key` (counter-based, see runtime/rng.h).
+  double train_micro_batch(const Batch& b, const T* params, T* grads, T grad_scale,
+                           std::uint64_t dropout_key);
+
+  // Forward only, no dropout. Returns the sum of token losses.
+  double eval_micro_batch(const Batch& b, const T* params);
+
+  std::size_t activation_bytes() const;
+
+ private:
+  struct LayerActs;
+  void forward(const Batch& b, const T* params, bool train, std::uint64_t dropout_key);
+  double head(const Batch& b, bool backward, T grad_scale);
+  void backward(const Batch& b, const T* params, T* grads);
+  void stage_layer(int l);
+  const T* W(Proj p) const;
+  void linear_forward(int l, Proj p, const T* x, T* y, const T* params, LayerActs& a, int n,
+                      bool train, std::uint64_t dropout_key);
+  void linear_backward(int l, Proj p, const T* x, const T* dy, T* dx, const T* params, T* grads,
+                       LayerActs& a, int n);
+
+  const BaseWeights& base_;
+  const AdapterLayout& layout_;
+  ModelConfig m_;
+  float dropout_ = 0;
+  int max_batch_, seq_len_;
+
+  // Non-layer weights staged once in T; layer weights staged per use (the seam where a sharded
+  // base will all-gather).
+  std::vector<T> embedding_, final_norm_, lm_head_, layer_w_;
+
+  struct LayerActs {
+    std::vector<T> x_in, h1, rstd1, q, k, v, probs, att, x_mid, h2, rstd2, gate, up, act;
+    std::vector<T> xa[int(Proj::kCount)], x_drop[int(Proj::kCount)];
+    std::vector<std::uint8_t> keep[int(Proj::kCount)];
+  };
+  std::vector<LayerActs> acts_;
+  std::vector<T> x_final_, hf_, rstdf_, logits_;
+  // Backward workspaces, shared by all layers.
+  std::vector<T> dx_, dh_, dtmp_, datt_, dq_, dk_, dv_, dgate_, dup_, dact_, dxa_;
+  std::vector<std::int32_t> default_positions_;
+};
+
+extern template class Transformer<float>;
+extern template class Transformer<double>;
+
+}  // namespace peftrun

@@ -1,0 +1,24 @@
+// metrics.jsonl: one JSON object per line, appended and flushed as each record is made, so a
+// run that dies keeps every metric up to its last step. Training records carry
+// step, loss, lr, grad_norm, tokens_per_s (and more); evaluation records step and eval_loss.
+#pragma once
+
+#include <fstream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace peftrun {
+
+class MetricsWriter {
+ public:
+  // Truncates `path` (a fresh run owns its output folder). Throws naming the file on failure.
+  explicit MetricsWriter(const std::string& path);
+  void write(const nlohmann::json& record);
+
+ private:
+  std::string path_;
+  std::ofstream out_;
+};
+
+}  // namespace peftrun

@@ -1,0 +1,38 @@
+// The training loop (DESIGN §5): for each optimizer step, micro-batches -> forward/backward into
+// the flat gradient buffer -> all-reduce -> non-finite check -> global-norm clipping -> AdamW ->
+// metrics; periodic evaluation on the held-out split; the PEFT adapter written at the end.
+#pragma once
+
+#include <iosfwd>
+#include <stdexcept>
+#include <string>
+
+#include "configs/config.h"
+
+namespace peftrun {
+
+struct TrainOptions {
+  bool debug = false;  // check every step's loss and gradients for non-finite values
+};
+
+struct TrainSummary {
+  int steps = 0;
+  double initial_eval_loss = 0;  // NaN when there is no eval split
+  double final_eval_loss = 0;
+  double final_train_loss = 0;
+  double tokens_per_s = 0;
+  double seconds = 0;
+  std::string adapter_dir;
+};
+
+// Raised when training produced a non-finite loss or gradient (exit code 3 in the CLI).
+struct NonFiniteError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+// Runs the whole job described by `config`, logging human-readable lines to `log`. Throws
+// std::runtime_error (with the file/tensor/step named) on failure; the output folder then holds
+// the metrics up to the failure and no partial adapter.
+TrainSummary run_training(const Config& config, const TrainOptions& options, std::ostream& log);
+
+}  // namespace peftrun
