@@ -103,7 +103,9 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   const size_t kv_elems = static_cast<size_t>(B) * T_len * KV * hd;
   std::fill(dk, dk + kv_elems, T(0));
   std::fill(dv, dv + kv_elems, T(0));
-  std::vector<T> dS(static_cast<size_t>(std::min(T_len, kRowBlock)) * T_len);  // [rows, T]
+  // [rows, T] scratch; thread_local so the step loop allocates only on the first call.
+  thread_local std::vector<T> dS;
+  dS.resize(static_cast<size_t>(std::min(T_len, kRowBlock)) * T_len);
   for (int b = 0; b < B; ++b) {
     for (int h = 0; h < H; ++h) {
       const int kvh = h / group;
