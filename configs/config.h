@@ -53,6 +53,23 @@ struct AdapterConfig {
   double dropout = 0.0;
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};
   bool use_rslora = false;
+  // Start from an existing HF PEFT adapter folder of the same type (empty = PEFT's init).
+  std::string init_from;
+
+  // AdaLoRA only (HF PEFT's AdaLoraConfig names and defaults). The rank of every module starts
+  // at init_r (adapter.r is not used) and the global budget shrinks to target_r per module.
+  int init_r = 12;
+  int target_r = 8;
+  int tinit = 0;        // steps of warm-up before any masking
+  int tfinal = 0;       // final steps with the mask fixed
+  int deltaT = 1;       // mask every deltaT steps during the budget phase
+  double beta1 = 0.85;  // EMA of sensitivity
+  double beta2 = 0.85;  // EMA of uncertainty
+  double orth_reg_weight = 0.5;
+  int total_step = 0;  // 0 = train.steps
+  int adalora_total_step(int train_steps) const {
+    return total_step > 0 ? total_step : train_steps;
+  }
 
   // s = alpha / r, or alpha / sqrt(r) with rsLoRA (HF PEFT's definition).
   double scaling() const;

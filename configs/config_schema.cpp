@@ -539,6 +539,28 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(target_modules_key());
   keys.push_back(bool_key(
       "adapter.use_rslora", [](auto& c) -> auto& { return c.adapter.use_rslora; }));
+  keys.push_back(path_key(
+      "adapter.init_from", [](auto& c) -> auto& { return c.adapter.init_from; },
+      PathKind::kCheckpointDir, false));
+  keys.push_back(int_key(
+      "adapter.init_r", [](auto& c) -> auto& { return c.adapter.init_r; }, greater_than(0)));
+  keys.push_back(int_key(
+      "adapter.target_r", [](auto& c) -> auto& { return c.adapter.target_r; }, greater_than(0)));
+  keys.push_back(int_key(
+      "adapter.tinit", [](auto& c) -> auto& { return c.adapter.tinit; }, at_least(0)));
+  keys.push_back(int_key(
+      "adapter.tfinal", [](auto& c) -> auto& { return c.adapter.tfinal; }, at_least(0)));
+  keys.push_back(int_key(
+      "adapter.deltaT", [](auto& c) -> auto& { return c.adapter.deltaT; }, greater_than(0)));
+  keys.push_back(double_key(
+      "adapter.beta1", [](auto& c) -> auto& { return c.adapter.beta1; }, zero_to_one_exclusive()));
+  keys.push_back(double_key(
+      "adapter.beta2", [](auto& c) -> auto& { return c.adapter.beta2; }, zero_to_one_exclusive()));
+  keys.push_back(double_key(
+      "adapter.orth_reg_weight", [](auto& c) -> auto& { return c.adapter.orth_reg_weight; },
+      at_least(0)));
+  keys.push_back(int_key(
+      "adapter.total_step", [](auto& c) -> auto& { return c.adapter.total_step; }, at_least(0)));
   // data
   keys.push_back(path_key(
       "data.train", [](auto& c) -> auto& { return c.data.train; }, PathKind::kTokenFile, true));
@@ -636,6 +658,29 @@ std::vector<CrossCheck> build_cross_checks() {
                       return std::to_string(c.data.seq_len) + " is more than model.max_seq_len (" +
                              std::to_string(c.model.max_seq_len) + "), expected at most " +
                              std::to_string(c.model.max_seq_len);
+                    }});
+  // AdaLoRA's schedule: PEFT crashes (or silently never masks) on these; we refuse them early.
+  checks.push_back(
+      {"adapter.target_r", {"adapter.init_r", "adapter.type"}, [](const Config& c) -> std::string {
+         const AdapterConfig& a = c.adapter;
+         if (a.type != AdapterType::kAdaLora || a.target_r < a.init_r) return "";
+         return std::to_string(a.target_r) + " is not below adapter.init_r (" +
+                std::to_string(a.init_r) +
+                "), expected target_r < init_r (AdaLoRA prunes from init_r down to "
+                "target_r)";
+       }});
+  checks.push_back({"adapter.tinit",
+                    {"adapter.tfinal", "adapter.total_step", "train.steps"},
+                    [](const Config& c) -> std::string {
+                      const AdapterConfig& a = c.adapter;
+                      if (a.type != AdapterType::kAdaLora) return "";
+                      const int total = a.adalora_total_step(c.train.steps);
+                      if (a.tinit < total - a.tfinal) return "";
+                      return std::to_string(a.tinit) +
+                             " leaves no budget phase: expected tinit < "
+                             "total_step - tfinal = " +
+                             std::to_string(total) + " - " + std::to_string(a.tfinal) + " = " +
+                             std::to_string(total - a.tfinal);
                     }});
   // warmup == steps is allowed: the whole run warms up, which is odd but well defined.
   checks.push_back({"optim.warmup_steps", {"train.steps"}, [](const Config& c) -> std::string {

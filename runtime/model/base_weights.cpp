@@ -1,6 +1,8 @@
 #include "runtime/model/base_weights.h"
 
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
 #include "runtime/rng.h"
 
@@ -30,7 +32,7 @@ ProjShape proj_shape(const ModelConfig& m, Proj p) {
   return {};
 }
 
-LayerOffsets LayerOffsets::for_model(const ModelConfig& m) {
+LayerOffsets LayerOffsets::for_model(const ModelConfig& m, BiasMask biases) {
   LayerOffsets o;
   std::size_t at = 0;
   o.attn_norm = at;
@@ -42,6 +44,13 @@ LayerOffsets LayerOffsets::for_model(const ModelConfig& m) {
   }
   o.mlp_norm = at;
   at += m.dim;
+  for (int p = 0; p < int(Proj::kCount); ++p) {
+    o.bias[p] = kNoOffset;
+    if (biases & bias_bit(Proj(p))) {
+      o.bias[p] = at;
+      at += proj_shape(m, Proj(p)).out;
+    }
+  }
   o.total = at;
   return o;
 }
@@ -88,6 +97,34 @@ BaseWeights BaseWeights::random(const ModelConfig& m, std::uint64_t seed) {
     w.lm_head_.resize(std::size_t(m.vocab_size) * m.dim);
     fill_normal(w.lm_head_, derive_key(base_key, 2), 1.0 / std::sqrt(double(m.dim)));
   }
+  return w;
+}
+
+BaseWeights BaseWeights::from_parts(const ModelConfig& m, BiasMask biases,
+                                    std::vector<std::vector<half_bits>> layers,
+                                    std::vector<half_bits> embedding,
+                                    std::vector<half_bits> final_norm,
+                                    std::vector<half_bits> lm_head) {
+  BaseWeights w;
+  w.shape_ = m;
+  w.biases_ = biases;
+  w.offsets_ = LayerOffsets::for_model(m, biases);
+  auto expect = [](const char* what, std::size_t got, std::size_t want) {
+    if (got != want) {
+      throw std::invalid_argument(std::string("BaseWeights::from_parts: ") + what + " has " +
+                                  std::to_string(got) + " elements, expected " +
+                                  std::to_string(want));
+    }
+  };
+  expect("layer count", layers.size(), std::size_t(m.n_layers));
+  for (const auto& l : layers) expect("a layer buffer", l.size(), w.offsets_.total);
+  expect("embedding", embedding.size(), std::size_t(m.vocab_size) * m.dim);
+  expect("final_norm", final_norm.size(), std::size_t(m.dim));
+  expect("lm_head", lm_head.size(), m.tie_embeddings ? 0 : std::size_t(m.vocab_size) * m.dim);
+  w.layers_ = std::move(layers);
+  w.embedding_ = std::move(embedding);
+  w.final_norm_ = std::move(final_norm);
+  w.lm_head_ = std::move(lm_head);
   return w;
 }
 

@@ -25,14 +25,23 @@ struct ProjShape {
 // [out, in] of each projection for a model shape.
 ProjShape proj_shape(const ModelConfig& m, Proj p);
 
+inline constexpr std::size_t kNoOffset = static_cast<std::size_t>(-1);
+
+// Bit p set = projection p has a bias (Qwen2: q, k, v; Llama with attention_bias: q, k, v, o).
+using BiasMask = unsigned;
+inline constexpr BiasMask bias_bit(Proj p) {
+  return 1u << int(p);
+}
+
 // Element offsets of one layer's tensors inside its flat buffer.
 struct LayerOffsets {
   std::size_t attn_norm = 0;                 // [dim]
   std::size_t proj[int(Proj::kCount)] = {};  // [out, in] each
   std::size_t mlp_norm = 0;                  // [dim]
+  std::size_t bias[int(Proj::kCount)] = {};  // [out] each, or kNoOffset
   std::size_t total = 0;                     // elements per layer
 
-  static LayerOffsets for_model(const ModelConfig& m);
+  static LayerOffsets for_model(const ModelConfig& m, BiasMask biases = 0);
 };
 
 class BaseWeights {
@@ -40,8 +49,17 @@ class BaseWeights {
   // Deterministic random base (no checkpoint): see base_weights.cpp for the distributions.
   static BaseWeights random(const ModelConfig& m, std::uint64_t seed);
 
+  // Takes ownership of already-converted fp16 tensors (e.g. from an HF checkpoint). Each layer
+  // buffer must follow LayerOffsets::for_model(m, biases); lm_head must be empty when the
+  // embeddings are tied. Throws std::invalid_argument on any size mismatch.
+  static BaseWeights from_parts(const ModelConfig& m, BiasMask biases,
+                                std::vector<std::vector<half_bits>> layers,
+                                std::vector<half_bits> embedding, std::vector<half_bits> final_norm,
+                                std::vector<half_bits> lm_head);
+
   const ModelConfig& shape() const { return shape_; }
   const LayerOffsets& offsets() const { return offsets_; }
+  BiasMask biases() const { return biases_; }
   const half_bits* layer(int l) const { return layers_[l].data(); }
   const half_bits* embedding() const { return embedding_.data(); }    // [vocab, dim]
   const half_bits* final_norm() const { return final_norm_.data(); }  // [dim]
@@ -53,6 +71,7 @@ class BaseWeights {
 
  private:
   ModelConfig shape_;
+  BiasMask biases_ = 0;
   LayerOffsets offsets_;
   std::vector<std::vector<half_bits>> layers_;
   std::vector<half_bits> embedding_, final_norm_, lm_head_;

@@ -129,8 +129,15 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
                                     int n, bool train, std::uint64_t dropout_key) {
   const ProjShape s = proj_shape(m_, p);
   const int mi = layout_.module_index(l, p);
+  const std::size_t bias_at = base_.offsets().bias[int(p)];
+  const T* bias = bias_at == kNoOffset ? nullptr : layer_w_.data() + bias_at;
   if (mi < 0) {
     gemm<T>(Trans::kNo, Trans::kYes, n, s.out, s.in, T(1), x, s.in, W(p), s.in, T(0), y, s.out);
+    if (bias) {
+      for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < s.out; ++j) y[std::size_t(i) * s.out + j] += bias[j];
+      }
+    }
     return;
   }
   const AdaptedModule& mod = layout_.modules()[mi];
@@ -141,6 +148,7 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
   args.r = mod.r;
   args.scale = static_cast<T>(layout_.scale());
   args.W = W(p);
+  args.bias = bias;
   args.A = params + mod.a;
   args.B = params + mod.b;
   args.xa = a.xa[int(p)].data();
