@@ -30,12 +30,14 @@ std::size_t align_up(std::size_t n) {
 }  // namespace
 
 AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig& adapter) {
-  if (adapter.type != AdapterType::kLora) {
-    throw std::runtime_error(std::string("adapter.type '") + to_string(adapter.type) +
-                             "' is not implemented yet (only 'lora')");
-  }
   AdapterLayout lay;
-  lay.scale_ = static_cast<float>(adapter.scaling());
+  lay.type_ = adapter.type;
+  const bool adalora = adapter.type == AdapterType::kAdaLora;
+  // AdaLoRA scales by alpha / (ranknum + 1e-5) with ranknum fixed at init_r (PEFT), computed
+  // in float as PEFT does.
+  lay.scale_ = adalora ? static_cast<float>(adapter.alpha > 0 ? adapter.alpha : adapter.init_r) /
+                             (static_cast<float>(adapter.init_r) + 1e-5f)
+                       : static_cast<float>(adapter.scaling());
   lay.index_.assign(std::size_t(model.n_layers) * int(Proj::kCount), -1);
   std::size_t at = 0;
   auto add = [&](const std::string& name, std::vector<std::int64_t> shape) {
@@ -53,10 +55,19 @@ AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig&
       m.layer = l;
       m.proj = Proj(p);
       m.shape = proj_shape(model, Proj(p));
-      m.r = adapter.r;
+      m.r = adalora ? adapter.init_r : adapter.r;
       const std::string prefix = "base_model.model." + hf_module_name(l, Proj(p));
-      m.a = add(prefix + ".lora_A.weight", {m.r, m.shape.in});
-      m.b = add(prefix + ".lora_B.weight", {m.shape.out, m.r});
+      if (adalora) {  // PEFT keeps AdaLoRA's tensors as bare parameters: no ".weight"
+        m.a = add(prefix + ".lora_A", {m.r, m.shape.in});
+        m.b = add(prefix + ".lora_B", {m.shape.out, m.r});
+        m.e = add(prefix + ".lora_E", {m.r, 1});
+      } else {
+        m.a = add(prefix + ".lora_A.weight", {m.r, m.shape.in});
+        m.b = add(prefix + ".lora_B.weight", {m.shape.out, m.r});
+      }
+      if (adapter.type == AdapterType::kDora) {
+        m.m = add(prefix + ".lora_magnitude_vector", {m.shape.out});
+      }
       lay.index_[l * int(Proj::kCount) + p] = static_cast<int>(lay.modules_.size());
       lay.modules_.push_back(m);
     }
@@ -66,15 +77,25 @@ AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig&
 }
 
 void AdapterLayout::init_params(float* params, std::uint64_t seed) const {
-  std::fill(params, params + total_, 0.0f);  // B = 0 (and alignment padding)
+  std::fill(params, params + total_, 0.0f);  // B = 0, E = 0 (and alignment padding)
   const std::uint64_t key = derive_key(seed, std::uint64_t(RngTag::kAdapterInit));
   for (std::size_t i = 0; i < modules_.size(); ++i) {
     const AdaptedModule& m = modules_[i];
-    const double bound = 1.0 / std::sqrt(double(m.shape.in));
     const std::uint64_t k = derive_key(key, i);
     float* a = params + m.a;
-    for (std::size_t j = 0; j < std::size_t(m.r) * m.shape.in; ++j) {
-      a[j] = static_cast<float>((2.0 * uniform01(k, j) - 1.0) * bound);
+    const std::size_t a_size = std::size_t(m.r) * m.shape.in;
+    if (type_ == AdapterType::kAdaLora) {
+      float* b = params + m.b;
+      for (std::size_t j = 0; j < a_size; ++j) a[j] = static_cast<float>(0.02 * normal01(k, j));
+      const std::uint64_t kb = derive_key(k, 1);
+      for (std::size_t j = 0; j < std::size_t(m.shape.out) * m.r; ++j) {
+        b[j] = static_cast<float>(0.02 * normal01(kb, j));
+      }
+    } else {
+      const double bound = 1.0 / std::sqrt(double(m.shape.in));
+      for (std::size_t j = 0; j < a_size; ++j) {
+        a[j] = static_cast<float>((2.0 * uniform01(k, j) - 1.0) * bound);
+      }
     }
   }
 }

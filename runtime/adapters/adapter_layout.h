@@ -30,9 +30,11 @@ struct AdaptedModule {
   int layer = 0;
   Proj proj = Proj::kQ;
   ProjShape shape;
-  int r = 0;
-  std::size_t a = kNoTensor;  // lora_A: [r, in]
-  std::size_t b = kNoTensor;  // lora_B: [out, r]
+  int r = 0;                  // rank (AdaLoRA: init_r; pruned triplets are masked, not removed)
+  std::size_t a = kNoTensor;  // lora_A: [r, in]   (AdaLoRA: P)
+  std::size_t b = kNoTensor;  // lora_B: [out, r]  (AdaLoRA: Q)
+  std::size_t m = kNoTensor;  // DoRA lora_magnitude_vector: [out]
+  std::size_t e = kNoTensor;  // AdaLoRA lora_E (singular values Lambda): [r, 1]
 };
 
 class AdapterLayout {
@@ -47,8 +49,12 @@ class AdapterLayout {
   std::size_t total() const { return total_; }  // elements in the flat buffer
   float scale() const { return scale_; }
 
-  // HF PEFT's initialisation (DESIGN §4): A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform with
-  // a = sqrt(5)), B = 0. Values come from a counter-based stream keyed by `seed`.
+  AdapterType type() const { return type_; }
+
+  // HF PEFT's initialisation (DESIGN §4), from a counter-based stream keyed by `seed`:
+  //   LoRA/DoRA: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming-uniform, a = sqrt(5)), B = 0;
+  //   AdaLoRA:   A, B ~ N(0, 0.02^2), E = 0.
+  // DoRA's magnitude needs the base weights (m = row norms of W): the caller fills it.
   void init_params(float* params, std::uint64_t seed) const;
 
  private:
@@ -57,6 +63,7 @@ class AdapterLayout {
   std::vector<int> index_;
   std::size_t total_ = 0;
   float scale_ = 0;
+  AdapterType type_ = AdapterType::kLora;
 };
 
 // "model.layers.3.self_attn.q_proj" / "model.layers.3.mlp.down_proj" (HF LLaMA module names).
