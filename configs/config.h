@@ -27,7 +27,9 @@ inline const std::vector<std::string>& all_target_modules() {
 }
 
 struct ModelConfig {
-  std::string path;  // HF checkpoint folder (later issue); empty = random base from train.seed
+  // HF checkpoint folder; empty = random base from train.seed. When set, the shape fields below
+  // come from its config.json (configs/hf_model_config.h).
+  std::string path;
   int dim = 128;
   int n_layers = 4;
   int n_heads = 4;
@@ -41,6 +43,10 @@ struct ModelConfig {
   // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen
   // random model still passes signal (see runtime/base_weights.cpp).
   double init_std = 1.0;
+  // Not a YAML key: which projections carry a bias (bit p = index in all_target_modules(); the
+  // runtime's BiasMask). Only a checkpoint's config.json sets it (Qwen2: q, k, v), so a random
+  // base and every YAML round trip keep 0.
+  unsigned proj_bias_mask = 0;
 
   int head_dim() const { return dim / n_heads; }
   bool operator==(const ModelConfig&) const = default;

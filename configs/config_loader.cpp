@@ -20,6 +20,7 @@
 
 #include "configs/config.h"
 #include "configs/config_schema.h"
+#include "configs/hf_model_config.h"
 
 namespace peftrun {
 namespace {
@@ -154,6 +155,7 @@ class Loader {
 
   ConfigLoadResult finish() {
     ConfigLoadResult result;
+    if (!syntax_error_) apply_checkpoint_shape();
     result.config = config_;
     result.errors = errors_;
     if (!syntax_error_) validate(result.errors);
@@ -297,8 +299,59 @@ class Loader {
     return {file_, 0, 0};
   }
 
+  bool has_errors(const std::string& path) const {
+    const auto it = key_errors_.find(path);
+    return it != key_errors_.end() && !it->second.empty();
+  }
+
+  // A checkpoint's config.json decides the model's shape (hf_model_config.h). This runs after
+  // every source is applied, so `--set model.path=...` counts, and before validation, so rules
+  // such as data.seq_len <= model.max_seq_len judge the checkpoint's values.
+  void apply_checkpoint_shape() {
+    const std::string& dir = config_.model.path;
+    const KeySpec* path_spec = config_detail::find_key("model.path");
+    if (dir.empty() || has_errors("model.path") || !path_spec->check(config_).empty()) return;
+    // A folder without config.json keeps the YAML shape here; load_hf_checkpoint refuses it
+    // when training starts, so no run ever uses a shape its checkpoint did not state.
+    std::error_code ec;
+    if (!fs::exists(fs::path(dir) / "config.json", ec)) return;
+    const int seq_len = has_errors("data.seq_len") ? 0 : config_.data.seq_len;
+    const HfModelConfig hf = read_hf_model_config(dir, seq_len);
+    if (!hf.ok()) {
+      errors_.insert(errors_.end(), hf.errors.begin(), hf.errors.end());
+      // The shape is unknown; rules that read it would report the YAML defaults' consequences.
+      suppressed_.insert(hf_shape_keys().begin(), hf_shape_keys().end());
+      suppressed_.insert("data.seq_len");
+      return;
+    }
+    Config checkpoint = config_;
+    copy_hf_shape(hf.shape, checkpoint.model);
+    for (const HfShapeSource& source : hf.sources) {
+      const KeySpec* spec = config_detail::find_key(source.yaml_key);
+      const auto written = origin_.find(source.yaml_key);
+      // Keys written in the YAML or with --set may restate the checkpoint, never contradict it:
+      // a silently ignored `dim: 128` would leave the user believing they changed something.
+      if (written != origin_.end() && !has_errors(source.yaml_key)) {
+        const std::string mine = spec->write(config_);
+        const std::string theirs = spec->write(checkpoint);
+        if (mine != theirs) {
+          key_errors_[source.yaml_key].push_back(
+              make_error(written->second, source.yaml_key,
+                         mine + " disagrees with " + hf.file + " " + source.json_key + " " +
+                             theirs + (source.line == 0 ? " (its default when absent)" : "") +
+                             "; remove it or make it match"));
+          continue;
+        }
+      }
+      // Later rules about this key (e.g. data.seq_len vs max_seq_len) then point into config.json.
+      if (source.line > 0) origin_[source.yaml_key] = {hf.file, source.line, source.column};
+    }
+    copy_hf_shape(checkpoint.model, config_.model);
+  }
+
   void validate(std::vector<ConfigError>& out) const {
-    std::set<std::string> failed;  // keys already reported: rules that read them would only echo
+    // Keys already reported: rules that read them would only echo.
+    std::set<std::string> failed(suppressed_.begin(), suppressed_.end());
     for (const auto& [path, errors] : key_errors_) {
       if (errors.empty()) continue;
       failed.insert(path);
@@ -333,6 +386,7 @@ class Loader {
   std::map<std::string, std::vector<ConfigError>> key_errors_;  // problems of each current value
   std::vector<ConfigError> errors_;  // problems not tied to one value (syntax, unknown keys, ...)
   std::set<std::string> broken_sections_;
+  std::set<std::string> suppressed_;  // keys whose value is unknown (a broken config.json)
 };
 
 ConfigLoadResult internal_error(const std::string& file, const char* what) {

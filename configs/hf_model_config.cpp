@@ -1,0 +1,509 @@
+// config.json -> ModelConfig shape. See hf_model_config.h for what is accepted and why.
+#include "configs/hf_model_config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <cerrno>
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+namespace peftrun {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Bit p = projection p in all_target_modules() order (the runtime's bias_bit; configs/ cannot
+// include runtime/ headers, so the indices are spelled out here).
+constexpr unsigned kQ = 1u << 0, kK = 1u << 1, kV = 1u << 2, kO = 1u << 3;
+constexpr unsigned kGate = 1u << 4, kUp = 1u << 5, kDown = 1u << 6;
+
+// HF's defaults for keys a config.json may omit (LlamaConfig, MistralConfig, Qwen2Config agree).
+constexpr double kDefaultRopeTheta = 10000.0;
+
+// The shape keys and the config.json keys behind them, in schema order.
+const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
+  static const std::vector<std::pair<std::string, std::string>> table = {
+      {"model.dim", "hidden_size"},
+      {"model.n_layers", "num_hidden_layers"},
+      {"model.n_heads", "num_attention_heads"},
+      {"model.n_kv_heads", "num_key_value_heads"},
+      {"model.ffn_dim", "intermediate_size"},
+      {"model.vocab_size", "vocab_size"},
+      {"model.max_seq_len", "max_position_embeddings"},
+      {"model.rope_theta", "rope_theta"},
+      {"model.tie_embeddings", "tie_word_embeddings"},
+      {"model.norm_eps", "rms_norm_eps"},
+  };
+  return table;
+}
+
+// yaml-cpp tags plain (unquoted) scalars "?" and quoted ones "!": that is how a JSON number or
+// boolean is told apart from a string that merely looks like one ("576").
+bool is_plain(const YAML::Node& node) {
+  return node.IsScalar() && node.Tag() == "?";
+}
+bool is_string(const YAML::Node& node) {
+  return node.IsScalar() && node.Tag() != "?";
+}
+
+std::string describe(const YAML::Node& node) {
+  if (node.IsNull()) return "null";
+  if (node.IsMap()) return "an object";
+  if (node.IsSequence()) return "a list";
+  if (is_string(node)) return "the string \"" + node.Scalar() + "\"";
+  return node.Scalar();
+}
+
+// Reads one config.json and collects every problem with its position, like the YAML loader.
+class JsonConfigReader {
+ public:
+  JsonConfigReader(HfModelConfig& out, int seq_len) : out_(out), seq_len_(seq_len) {}
+
+  void run(const std::string& text) {
+    if (!parse(text)) return;
+    read_model_type();
+    read_shape();
+    read_unsupported_features();
+    read_biases();
+    read_sliding_window();
+    check_heads();
+  }
+
+ private:
+  struct Entry {
+    YAML::Node key;
+    YAML::Node value;
+  };
+
+  void error(const YAML::Mark& mark, const std::string& key, const std::string& message) {
+    ConfigError e;
+    e.file = out_.file;
+    if (!mark.is_null() && mark.line >= 0 && mark.column >= 0) {
+      e.line = mark.line + 1;
+      e.column = mark.column + 1;
+    }
+    e.key = key;
+    e.message = message;
+    out_.errors.push_back(std::move(e));
+  }
+
+  bool parse(const std::string& text) {
+    // yaml-cpp also accepts block YAML; requiring the object's '{' keeps a stray YAML file (or an
+    // HTML error page saved as config.json) from being read as a checkpoint description.
+    std::size_t at = text.compare(0, 3, "\xEF\xBB\xBF") == 0 ? 3 : 0;
+    int line = 0, column = 0;
+    auto blank = [](char ch) { return ch == ' ' || ch == '\t' || ch == '\r' || ch == '\n'; };
+    for (; at < text.size() && blank(text[at]); ++at) {
+      if (text[at] == '\n') {
+        ++line;
+        column = 0;
+      } else {
+        ++column;
+      }
+    }
+    YAML::Mark first = YAML::Mark::null_mark();
+    first.line = line;
+    first.column = column;
+    if (at == text.size()) {
+      error(first, "", "is empty, expected a JSON object");
+      return false;
+    }
+    if (text[at] != '{') {
+      error(first, "", "is not a JSON object (it does not start with '{'), expected config.json");
+      return false;
+    }
+    try {
+      root_ = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      error(e.mark, "", "malformed JSON: " + e.msg);
+      return false;
+    }
+    if (!root_.IsMap()) {
+      error(root_.Mark(), "", "got " + describe(root_) + ", expected a JSON object");
+      return false;
+    }
+    for (const auto& kv : root_) {
+      if (!is_string(kv.first)) {
+        error(kv.first.Mark(), "", "got " + describe(kv.first) + " as a key, expected a string");
+        continue;
+      }
+      const std::string& name = kv.first.Scalar();
+      const auto [it, inserted] = entries_.emplace(name, Entry{kv.first, kv.second});
+      if (!inserted) {
+        // Python's json keeps the last copy; guessing which one the author meant is not safe.
+        error(kv.first.Mark(), name,
+              "given twice (first on line " + std::to_string(it->second.key.Mark().line + 1) +
+                  "), expected each key once");
+      }
+    }
+    return true;
+  }
+
+  // The value of `name`, or nullptr when absent. A JSON null counts as absent for optional keys,
+  // which is what transformers does when it reads `"head_dim": null`.
+  const YAML::Node* find(const std::string& name) {
+    const auto it = entries_.find(name);
+    return it == entries_.end() ? nullptr : &it->second.value;
+  }
+  const YAML::Node* find_optional(const std::string& name) {
+    const YAML::Node* v = find(name);
+    return v == nullptr || v->IsNull() ? nullptr : v;
+  }
+
+  void missing(const std::string& name, const std::string& expected) {
+    error(root_.Mark(), name, "missing, expected " + expected);
+  }
+
+  bool read_int(const YAML::Node& v, const std::string& name, int& out) {
+    const std::string expected = "an integer > 0";
+    if (!is_plain(v)) {
+      error(v.Mark(), name, "got " + describe(v) + ", expected " + expected);
+      return false;
+    }
+    const std::string& text = v.Scalar();
+    int value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec == std::errc::result_out_of_range) {
+      error(v.Mark(), name,
+            "got " + text + ", expected " + expected + " up to " +
+                std::to_string(std::numeric_limits<int>::max()));
+      return false;
+    }
+    if (ec != std::errc() || end != text.data() + text.size() || value <= 0) {
+      error(v.Mark(), name, "got " + describe(v) + ", expected " + expected);
+      return false;
+    }
+    out = value;
+    return true;
+  }
+
+  bool read_positive(const YAML::Node& v, const std::string& name, double& out) {
+    const std::string expected = "a finite number > 0";
+    double value = 0.0;
+    bool ok = is_plain(v);
+    if (ok) {
+      const std::string& text = v.Scalar();
+      const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+      ok = ec == std::errc() && end == text.data() + text.size() && std::isfinite(value) &&
+           value > 0.0;
+    }
+    if (!ok) {
+      error(v.Mark(), name, "got " + describe(v) + ", expected " + expected);
+      return false;
+    }
+    out = value;
+    return true;
+  }
+
+  bool read_bool(const YAML::Node& v, const std::string& name, bool& out) {
+    if (!is_plain(v) || (v.Scalar() != "true" && v.Scalar() != "false")) {
+      error(v.Mark(), name, "got " + describe(v) + ", expected true or false");
+      return false;
+    }
+    out = v.Scalar() == "true";
+    return true;
+  }
+
+  bool read_string(const YAML::Node& v, const std::string& name, std::string& out) {
+    if (!is_string(v)) {
+      error(v.Mark(), name, "got " + describe(v) + ", expected a string");
+      return false;
+    }
+    out = v.Scalar();
+    return true;
+  }
+
+  void set_source(const std::string& json_key, const YAML::Node& v) {
+    for (HfShapeSource& s : out_.sources) {
+      if (s.json_key != json_key) continue;
+      s.line = v.Mark().line + 1;
+      s.column = v.Mark().column + 1;
+    }
+  }
+
+  void read_model_type() {
+    const YAML::Node* v = find("model_type");
+    if (v == nullptr) {
+      missing("model_type", "one of llama, mistral, qwen2");
+      return;
+    }
+    std::string type;
+    if (!read_string(*v, "model_type", type)) return;
+    if (type != "llama" && type != "mistral" && type != "qwen2") {
+      error(v->Mark(), "model_type",
+            "unknown model type '" + type +
+                "', expected one of llama, mistral, qwen2 (the LLaMA-family decoders peftrun "
+                "implements)");
+      return;
+    }
+    out_.model_type = type;
+  }
+
+  void required_int(const std::string& name, int& field) {
+    const YAML::Node* v = find(name);
+    if (v == nullptr) {
+      missing(name, "an integer > 0");
+    } else if (read_int(*v, name, field)) {
+      set_source(name, *v);
+      have_[name] = true;
+    }
+  }
+
+  void read_shape() {
+    ModelConfig& m = out_.shape;
+    required_int("hidden_size", m.dim);
+    required_int("num_hidden_layers", m.n_layers);
+    required_int("num_attention_heads", m.n_heads);
+    required_int("intermediate_size", m.ffn_dim);
+    required_int("vocab_size", m.vocab_size);
+    required_int("max_position_embeddings", m.max_seq_len);
+    // Plain multi-head attention (older LLaMA configs) omits the key: one KV head per query head.
+    if (const YAML::Node* v = find_optional("num_key_value_heads")) {
+      if (read_int(*v, "num_key_value_heads", m.n_kv_heads)) {
+        set_source("num_key_value_heads", *v);
+        have_["num_key_value_heads"] = true;
+      }
+    } else {
+      m.n_kv_heads = m.n_heads;
+      have_["num_key_value_heads"] = have_["num_attention_heads"];
+    }
+
+    if (const YAML::Node* v = find("rms_norm_eps"); v == nullptr) {
+      missing("rms_norm_eps", "a finite number > 0");
+    } else if (read_positive(*v, "rms_norm_eps", m.norm_eps)) {
+      set_source("rms_norm_eps", *v);
+    }
+
+    m.rope_theta = kDefaultRopeTheta;
+    if (const YAML::Node* v = find_optional("rope_theta")) {
+      if (read_positive(*v, "rope_theta", m.rope_theta)) set_source("rope_theta", *v);
+    }
+    // transformers >= 5 moves rope_theta (and the scaling type) into `rope_parameters`.
+    if (const YAML::Node* v = find_optional("rope_parameters")) read_rope_parameters(*v);
+
+    m.tie_embeddings = false;
+    if (const YAML::Node* v = find_optional("tie_word_embeddings")) {
+      if (read_bool(*v, "tie_word_embeddings", m.tie_embeddings)) {
+        set_source("tie_word_embeddings", *v);
+      }
+    }
+  }
+
+  void read_rope_parameters(const YAML::Node& v) {
+    if (!v.IsMap()) {
+      error(v.Mark(), "rope_parameters", "got " + describe(v) + ", expected an object");
+      return;
+    }
+    const YAML::Node type = v["rope_type"];
+    if (type && !type.IsNull() && !(is_string(type) && type.Scalar() == "default")) {
+      error(type.Mark(), "rope_parameters.rope_type",
+            "got " + describe(type) +
+                ", expected \"default\": RoPE scaling is not supported yet (peftrun implements "
+                "plain RoPE only)");
+    }
+    const YAML::Node theta = v["rope_theta"];
+    if (!theta || theta.IsNull()) return;
+    double value = 0.0;
+    if (!read_positive(theta, "rope_parameters.rope_theta", value)) return;
+    const YAML::Node* top = find_optional("rope_theta");
+    if (top != nullptr && is_plain(*top) && value != out_.shape.rope_theta) {
+      error(
+          theta.Mark(), "rope_parameters.rope_theta",
+          theta.Scalar() + " disagrees with rope_theta " + top->Scalar() + ", expected one value");
+      return;
+    }
+    out_.shape.rope_theta = value;
+    set_source("rope_theta", theta);
+  }
+
+  // Features that would make the same weights compute a different function than peftrun's
+  // decoder: refused, because training against a subtly wrong base fails silently.
+  void read_unsupported_features() {
+    if (const YAML::Node* v = find_optional("hidden_act")) {
+      std::string act;
+      if (read_string(*v, "hidden_act", act) && act != "silu") {
+        error(v->Mark(), "hidden_act",
+              "got \"" + act + "\", expected \"silu\" (peftrun's MLP is SwiGLU)");
+      }
+    }
+    if (const YAML::Node* v = find_optional("rope_scaling")) {
+      std::string kind;
+      if (v->IsMap()) {
+        for (const char* key : {"rope_type", "type"}) {
+          const YAML::Node t = (*v)[key];
+          if (t && t.IsScalar()) kind = " (" + std::string(key) + " \"" + t.Scalar() + "\")";
+          if (!kind.empty()) break;
+        }
+      }
+      error(v->Mark(), "rope_scaling",
+            "got " + describe(*v) + kind +
+                ", expected null: RoPE scaling is not supported yet (peftrun implements plain "
+                "RoPE only)");
+    }
+    if (const YAML::Node* v = find_optional("head_dim")) {
+      int head_dim = 0;
+      const ModelConfig& m = out_.shape;
+      const bool derivable = have_["hidden_size"] && have_["num_attention_heads"];
+      if (read_int(*v, "head_dim", head_dim) && derivable && m.dim % m.n_heads == 0 &&
+          head_dim != m.dim / m.n_heads) {
+        error(v->Mark(), "head_dim",
+              std::to_string(head_dim) +
+                  " differs from hidden_size / num_attention_heads = " + std::to_string(m.dim) +
+                  " / " + std::to_string(m.n_heads) + " = " + std::to_string(m.dim / m.n_heads) +
+                  ", expected them equal (a separate head_dim is not supported yet)");
+      }
+    }
+  }
+
+  void read_biases() {
+    unsigned& mask = out_.shape.proj_bias_mask;
+    mask = 0;
+    if (out_.model_type == "qwen2") {
+      mask = kQ | kK | kV;  // Qwen2Attention: q/k/v with bias, o_proj without, whatever the config
+    } else if (out_.model_type == "llama") {
+      bool flag = false;
+      if (const YAML::Node* v = find_optional("attention_bias")) {
+        if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
+      }
+      flag = false;
+      if (const YAML::Node* v = find_optional("mlp_bias")) {
+        if (read_bool(*v, "mlp_bias", flag) && flag) mask |= kGate | kUp | kDown;
+      }
+    }
+  }
+
+  // With a window at least data.seq_len long, sliding-window attention equals full causal
+  // attention over every training sequence, so only a shorter window is refused.
+  void read_sliding_window() {
+    bool used = false;
+    if (out_.model_type == "mistral") {
+      used = true;  // MistralConfig: a non-null sliding_window is always applied
+    } else if (out_.model_type == "qwen2") {
+      if (const YAML::Node* v = find_optional("use_sliding_window")) {
+        read_bool(*v, "use_sliding_window", used);
+      }
+    }
+    if (!used) return;
+    const YAML::Node* v = find_optional("sliding_window");
+    if (v == nullptr) return;  // null: no window
+    int window = 0;
+    if (!read_int(*v, "sliding_window", window)) return;
+    if (seq_len_ > 0 && window < seq_len_) {
+      error(v->Mark(), "sliding_window",
+            std::to_string(window) + " is less than data.seq_len (" + std::to_string(seq_len_) +
+                "): sliding-window attention is not supported yet, expected data.seq_len <= " +
+                std::to_string(window));
+    }
+  }
+
+  // The same rules as the schema's cross-checks, reported here so they point into config.json.
+  void check_heads() {
+    const ModelConfig& m = out_.shape;
+    const YAML::Node* heads = find("num_attention_heads");
+    if (have_["hidden_size"] && have_["num_attention_heads"]) {
+      if (m.dim % m.n_heads != 0) {
+        error(heads->Mark(), "num_attention_heads",
+              std::to_string(m.n_heads) + " does not divide hidden_size " + std::to_string(m.dim) +
+                  ", expected a divisor of hidden_size");
+      } else if (m.head_dim() % 2 != 0) {
+        error(heads->Mark(), "num_attention_heads",
+              "gives an odd head dimension " + std::to_string(m.dim) + " / " +
+                  std::to_string(m.n_heads) + " = " + std::to_string(m.head_dim()) +
+                  ", expected an even one (RoPE rotates pairs of channels)");
+      }
+    }
+    if (have_["num_key_value_heads"] && have_["num_attention_heads"] &&
+        (m.n_kv_heads > m.n_heads || m.n_heads % m.n_kv_heads != 0)) {
+      // Only reachable when the key is present: its absence means n_kv_heads = n_heads.
+      const YAML::Node* kv = find_optional("num_key_value_heads");
+      error(kv != nullptr ? kv->Mark() : root_.Mark(), "num_key_value_heads",
+            std::to_string(m.n_kv_heads) + " does not divide num_attention_heads " +
+                std::to_string(m.n_heads) + ", expected a divisor of it");
+    }
+  }
+
+  HfModelConfig& out_;
+  const int seq_len_;
+  YAML::Node root_;
+  std::map<std::string, Entry> entries_;
+  std::map<std::string, bool> have_;  // required integers read successfully
+};
+
+}  // namespace
+
+const std::vector<std::string>& hf_shape_keys() {
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> out;
+    for (const auto& entry : shape_key_table()) out.push_back(entry.first);
+    return out;
+  }();
+  return keys;
+}
+
+void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
+  to.dim = from.dim;
+  to.n_layers = from.n_layers;
+  to.n_heads = from.n_heads;
+  to.n_kv_heads = from.n_kv_heads;
+  to.ffn_dim = from.ffn_dim;
+  to.vocab_size = from.vocab_size;
+  to.max_seq_len = from.max_seq_len;
+  to.rope_theta = from.rope_theta;
+  to.tie_embeddings = from.tie_embeddings;
+  to.norm_eps = from.norm_eps;
+  to.proj_bias_mask = from.proj_bias_mask;
+}
+
+HfModelConfig parse_hf_model_config(const std::string& json_text, const std::string& file,
+                                    int seq_len) {
+  HfModelConfig out;
+  out.file = file;
+  for (const auto& [yaml_key, json_key] : shape_key_table()) {
+    out.sources.push_back(HfShapeSource{yaml_key, json_key, 0, 0});
+  }
+  try {
+    JsonConfigReader(out, seq_len).run(json_text);
+  } catch (const std::exception& e) {
+    // Bad input is reported as errors above; this is only for bugs and exhaustion, which must
+    // not escape the config loader (documented as non-throwing) either.
+    out.errors.push_back(
+        ConfigError{file, 0, 0, "", std::string("internal error while reading: ") + e.what()});
+  }
+  return out;
+}
+
+HfModelConfig read_hf_model_config(const std::string& dir, int seq_len) {
+  const std::string file = (fs::path(dir) / "config.json").lexically_normal().string();
+  auto fail = [&](const std::string& why) {
+    HfModelConfig out;
+    out.file = file;
+    out.errors.push_back(ConfigError{
+        file, 0, 0, "",
+        "cannot be read (" + why + "), expected the Hugging Face checkpoint's config.json"});
+    return out;
+  };
+  std::error_code ec;
+  if (fs::is_directory(file, ec)) return fail("it is a directory");
+  std::ifstream in(file, std::ios::binary);
+  if (!in) {
+    const int code = errno;
+    return fail(std::strerror(code));
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return fail("read failed");
+  return parse_hf_model_config(text.str(), file, seq_len);
+}
+
+}  // namespace peftrun

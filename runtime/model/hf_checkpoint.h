@@ -1,0 +1,39 @@
+// Loading a Hugging Face LLaMA-family checkpoint folder (llama, mistral, qwen2; SmolLM is llama)
+// as peftrun's frozen fp16 base.
+//
+// A folder holds config.json plus either model.safetensors or model.safetensors.index.json,
+// whose "weight_map" names the shard file of every tensor. Only the shards that hold needed
+// tensors are opened, and each tensor is read by its own byte range and converted straight into
+// its slot of the layer buffer, so peak memory is about the fp16 model plus one tensor.
+//
+// HF stores every Linear weight as [out, in], which is peftrun's layout, and peftrun's RoPE uses
+// HF's rotate-half channel order, so tensors are copied without any permutation. F16 tensors are
+// kept bit-exact; F32 and BF16 are rounded to the nearest fp16 (ties to even). A value that
+// overflows fp16, or any inf/NaN, is refused naming the tensor: a frozen base that is silently
+// partly infinite would only show up as a diverged run much later.
+#pragma once
+
+#include <string>
+
+#include "configs/config.h"
+#include "runtime/model/base_weights.h"
+
+namespace peftrun {
+
+// HF's names, e.g. "model.layers.3.self_attn.q_proj.weight" and "model.layers.3.mlp.up_proj.bias".
+std::string hf_proj_weight_name(int layer, Proj p);
+std::string hf_proj_bias_name(int layer, Proj p);
+
+// Loads `dir` into a BaseWeights of `shape`, with the biases of shape.proj_bias_mask laid out by
+// LayerOffsets::for_model(shape, shape.proj_bias_mask). `shape` is normally the resolved
+// config's model section, whose shape fields the config loader took from `dir`/config.json; it
+// must agree with that config.json. An lm_head.weight is ignored when the embeddings are tied.
+//
+// Throws std::runtime_error naming the file (and the tensor, where there is one) for: no
+// config.json or one that disagrees with `shape`; neither model.safetensors nor an index; a
+// malformed index or one naming a missing shard; a missing tensor; a wrong shape (expected vs
+// got); a dtype other than F32/F16/BF16; a bias tensor the shape has no slot for; a value that
+// is not finite in fp16.
+BaseWeights load_hf_checkpoint(const std::string& dir, const ModelConfig& shape);
+
+}  // namespace peftrun

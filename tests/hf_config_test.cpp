@@ -1,0 +1,679 @@
+// config.json -> ModelConfig: the shapes of real LLaMA-family configs (llama, SmolLM, mistral,
+// qwen2), each refusal with its config.json LINE:COL, and the config-loader hook that takes the
+// shape from model.path (explicit YAML keys may agree with it, never contradict it).
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "configs/config.h"
+#include "configs/hf_model_config.h"
+#include "runtime/model/base_weights.h"
+
+namespace peftrun {
+namespace {
+
+namespace fs = std::filesystem;
+
+void write_text(const fs::path& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary);
+  out << text;
+}
+
+std::string all_errors(const std::vector<ConfigError>& errors) {
+  std::string out;
+  for (const ConfigError& e : errors) out += "\n  " + e.format();
+  return out.empty() ? " (none)" : out;
+}
+
+std::string where(const ConfigError& e) {
+  return e.file + ":" + std::to_string(e.line) + ":" + std::to_string(e.column);
+}
+
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string pattern = (fs::temp_directory_path() / "peftrun_hf_config_test_XXXXXX").string();
+    path_ = mkdtemp(pattern.data());
+    write_text(path_ / "train.tok", std::string("\x01\x02\x03\x04", 4));
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  ScratchDir(const ScratchDir&) = delete;
+  ScratchDir& operator=(const ScratchDir&) = delete;
+
+  const fs::path& path() const { return path_; }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+  // A checkpoint folder holding only config.json (the loader reads nothing else).
+  std::string checkpoint(const std::string& name, const std::string& json) const {
+    fs::create_directories(path_ / name);
+    write_text(path_ / name / "config.json", json);
+    return (path_ / name).string();
+  }
+
+ private:
+  fs::path path_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// config.json texts. One key per line, so key i of a Fields list sits on line i + 2 and its
+// value starts at column (key length + 7): positions in the expectations are computed, not typed.
+// ---------------------------------------------------------------------------------------------
+
+using Fields = std::vector<std::pair<std::string, std::string>>;
+
+std::string json(const Fields& fields) {
+  std::string out = "{\n";
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    out += "  \"" + fields[i].first + "\": " + fields[i].second;
+    out += i + 1 < fields.size() ? ",\n" : "\n";
+  }
+  return out + "}\n";
+}
+
+// "LINE:COL" of `key`'s value in json(fields).
+std::string pos(const Fields& fields, const std::string& key) {
+  for (std::size_t i = 0; i < fields.size(); ++i) {
+    if (fields[i].first == key) {
+      return std::to_string(i + 2) + ":" + std::to_string(key.size() + 7);
+    }
+  }
+  return "?";
+}
+
+std::string line_of(const Fields& fields, const std::string& key) {
+  const std::string at = pos(fields, key);
+  return at.substr(0, at.find(':'));
+}
+
+Fields with(Fields fields, const std::string& key, const std::string& value) {
+  for (auto& [k, v] : fields) {
+    if (k == key) {
+      v = value;
+      return fields;
+    }
+  }
+  fields.emplace_back(key, value);
+  return fields;
+}
+
+Fields without(Fields fields, const std::string& key) {
+  std::erase_if(fields, [&](const auto& kv) { return kv.first == key; });
+  return fields;
+}
+
+// HuggingFaceTB/SmolLM-135M's config.json (model_type llama, tied embeddings).
+const Fields kSmolLm = {{"architectures", "[\"LlamaForCausalLM\"]"},
+                        {"attention_bias", "false"},
+                        {"attention_dropout", "0.0"},
+                        {"bos_token_id", "0"},
+                        {"eos_token_id", "0"},
+                        {"hidden_act", "\"silu\""},
+                        {"hidden_size", "576"},
+                        {"initializer_range", "0.02"},
+                        {"intermediate_size", "1536"},
+                        {"max_position_embeddings", "2048"},
+                        {"mlp_bias", "false"},
+                        {"model_type", "\"llama\""},
+                        {"num_attention_heads", "9"},
+                        {"num_hidden_layers", "30"},
+                        {"num_key_value_heads", "3"},
+                        {"pretraining_tp", "1"},
+                        {"rms_norm_eps", "1e-05"},
+                        {"rope_scaling", "null"},
+                        {"rope_theta", "10000.0"},
+                        {"tie_word_embeddings", "true"},
+                        {"torch_dtype", "\"float32\""},
+                        {"transformers_version", "\"4.40.1\""},
+                        {"use_cache", "true"},
+                        {"vocab_size", "49152"}};
+
+// meta-llama/Llama-2-7b-hf's: no num_key_value_heads, no rope_theta (both defaulted).
+const Fields kLlama2 = {{"architectures", "[\"LlamaForCausalLM\"]"},
+                        {"bos_token_id", "1"},
+                        {"eos_token_id", "2"},
+                        {"hidden_act", "\"silu\""},
+                        {"hidden_size", "4096"},
+                        {"initializer_range", "0.02"},
+                        {"intermediate_size", "11008"},
+                        {"max_position_embeddings", "4096"},
+                        {"model_type", "\"llama\""},
+                        {"num_attention_heads", "32"},
+                        {"num_hidden_layers", "32"},
+                        {"pretraining_tp", "1"},
+                        {"rms_norm_eps", "1e-05"},
+                        {"rope_scaling", "null"},
+                        {"tie_word_embeddings", "false"},
+                        {"torch_dtype", "\"float16\""},
+                        {"vocab_size", "32000"}};
+
+// mistralai/Mistral-7B-v0.1's: a 4096-token sliding window.
+const Fields kMistral = {{"architectures", "[\"MistralForCausalLM\"]"},
+                         {"hidden_act", "\"silu\""},
+                         {"hidden_size", "4096"},
+                         {"intermediate_size", "14336"},
+                         {"max_position_embeddings", "32768"},
+                         {"model_type", "\"mistral\""},
+                         {"num_attention_heads", "32"},
+                         {"num_hidden_layers", "32"},
+                         {"num_key_value_heads", "8"},
+                         {"rms_norm_eps", "1e-05"},
+                         {"rope_theta", "10000.0"},
+                         {"sliding_window", "4096"},
+                         {"tie_word_embeddings", "false"},
+                         {"torch_dtype", "\"bfloat16\""},
+                         {"vocab_size", "32000"}};
+
+// Qwen/Qwen2.5-0.5B's: q/k/v biases, a sliding window that is switched off.
+const Fields kQwen2 = {{"architectures", "[\"Qwen2ForCausalLM\"]"},
+                       {"attention_dropout", "0.0"},
+                       {"hidden_act", "\"silu\""},
+                       {"hidden_size", "896"},
+                       {"intermediate_size", "4864"},
+                       {"max_position_embeddings", "32768"},
+                       {"max_window_layers", "24"},
+                       {"model_type", "\"qwen2\""},
+                       {"num_attention_heads", "14"},
+                       {"num_hidden_layers", "24"},
+                       {"num_key_value_heads", "2"},
+                       {"rms_norm_eps", "1e-06"},
+                       {"rope_theta", "1000000.0"},
+                       {"sliding_window", "32768"},
+                       {"tie_word_embeddings", "true"},
+                       {"torch_dtype", "\"bfloat16\""},
+                       {"use_sliding_window", "false"},
+                       {"vocab_size", "151936"}};
+
+constexpr unsigned kQkv = bias_bit(Proj::kQ) | bias_bit(Proj::kK) | bias_bit(Proj::kV);
+
+HfModelConfig parse(const Fields& fields, int seq_len = 128) {
+  return parse_hf_model_config(json(fields), "/ckpt/config.json", seq_len);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Accepted configs
+// ---------------------------------------------------------------------------------------------
+
+TEST(HfConfigJson, SmolLmIsLlamaWithTiedEmbeddings) {
+  const HfModelConfig hf = parse(kSmolLm);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.model_type, "llama");
+  const ModelConfig& m = hf.shape;
+  EXPECT_EQ(m.dim, 576);
+  EXPECT_EQ(m.n_layers, 30);
+  EXPECT_EQ(m.n_heads, 9);
+  EXPECT_EQ(m.n_kv_heads, 3);
+  EXPECT_EQ(m.head_dim(), 64);
+  EXPECT_EQ(m.ffn_dim, 1536);
+  EXPECT_EQ(m.vocab_size, 49152);
+  EXPECT_EQ(m.max_seq_len, 2048);
+  EXPECT_EQ(m.rope_theta, 10000.0);
+  EXPECT_EQ(m.norm_eps, 1e-5);
+  EXPECT_TRUE(m.tie_embeddings);
+  EXPECT_EQ(m.proj_bias_mask, 0u);
+  // Fields config.json does not decide keep their defaults.
+  EXPECT_EQ(m.path, ModelConfig{}.path);
+  EXPECT_EQ(m.init_std, ModelConfig{}.init_std);
+}
+
+TEST(HfConfigJson, Llama2DefaultsKvHeadsToHeadsAndRopeThetaTo10000) {
+  const HfModelConfig hf = parse(kLlama2);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.shape.n_heads, 32);
+  EXPECT_EQ(hf.shape.n_kv_heads, 32);
+  EXPECT_EQ(hf.shape.rope_theta, 10000.0);
+  EXPECT_FALSE(hf.shape.tie_embeddings);
+  EXPECT_EQ(hf.shape.ffn_dim, 11008);
+}
+
+TEST(HfConfigJson, TieWordEmbeddingsDefaultsToFalse) {
+  const HfModelConfig hf = parse(without(kSmolLm, "tie_word_embeddings"));
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_FALSE(hf.shape.tie_embeddings);
+}
+
+TEST(HfConfigJson, MistralWindowNoShorterThanSeqLenIsAccepted) {
+  const HfModelConfig hf = parse(kMistral, 4096);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.model_type, "mistral");
+  EXPECT_EQ(hf.shape.n_kv_heads, 8);
+  EXPECT_EQ(hf.shape.ffn_dim, 14336);
+  EXPECT_EQ(hf.shape.proj_bias_mask, 0u);
+}
+
+TEST(HfConfigJson, MistralV03NullWindowAndMatchingHeadDimAreAccepted) {
+  Fields v03 = with(with(kMistral, "sliding_window", "null"), "head_dim", "128");
+  v03 = with(with(v03, "rope_theta", "1000000.0"), "vocab_size", "32768");
+  const HfModelConfig hf = parse(v03, 32768);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.shape.rope_theta, 1e6);
+  EXPECT_EQ(hf.shape.vocab_size, 32768);
+}
+
+TEST(HfConfigJson, Qwen2HasQkvBiasesAndItsUnusedWindowIsIgnored) {
+  const HfModelConfig hf = parse(kQwen2, 65536);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.model_type, "qwen2");
+  EXPECT_EQ(hf.shape.proj_bias_mask, kQkv);
+  EXPECT_EQ(hf.shape.dim, 896);
+  EXPECT_EQ(hf.shape.n_heads, 14);
+  EXPECT_EQ(hf.shape.n_kv_heads, 2);
+  EXPECT_EQ(hf.shape.rope_theta, 1e6);
+  EXPECT_EQ(hf.shape.norm_eps, 1e-6);
+  EXPECT_TRUE(hf.shape.tie_embeddings);
+}
+
+TEST(HfConfigJson, BiasMaskBitsAreTheRuntimeBiasBits) {
+  // configs/ spells the bit indices out (it cannot include runtime/); they must be bias_bit's.
+  EXPECT_EQ(parse(with(kSmolLm, "attention_bias", "true")).shape.proj_bias_mask,
+            kQkv | bias_bit(Proj::kO));
+  EXPECT_EQ(parse(with(kSmolLm, "mlp_bias", "true")).shape.proj_bias_mask,
+            bias_bit(Proj::kGate) | bias_bit(Proj::kUp) | bias_bit(Proj::kDown));
+}
+
+TEST(HfConfigJson, RopeThetaMayComeFromRopeParameters) {
+  const Fields v5 = with(without(kSmolLm, "rope_theta"), "rope_parameters",
+                         "{\"rope_type\": \"default\", \"rope_theta\": 100000.0}");
+  const HfModelConfig hf = parse(v5);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.shape.rope_theta, 1e5);
+}
+
+TEST(HfConfigJson, SourcesGiveThePositionOfEveryShapeKey) {
+  const Fields fields = without(kSmolLm, "rope_theta");
+  const HfModelConfig hf = parse(fields);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  ASSERT_EQ(hf.sources.size(), hf_shape_keys().size());
+  for (std::size_t i = 0; i < hf.sources.size(); ++i) {
+    const HfShapeSource& s = hf.sources[i];
+    EXPECT_EQ(s.yaml_key, hf_shape_keys()[i]);
+    const std::string at = std::to_string(s.line) + ":" + std::to_string(s.column);
+    if (s.json_key == "rope_theta") {
+      EXPECT_EQ(at, "0:0") << "an absent key has no position";
+    } else {
+      EXPECT_EQ(at, pos(fields, s.json_key)) << s.json_key;
+    }
+  }
+}
+
+TEST(HfConfigJson, CopyHfShapeCopiesExactlyTheShapeKeysAndBiasMask) {
+  ModelConfig from = parse(kQwen2, 64).shape;
+  ModelConfig to;
+  to.path = "/somewhere";
+  to.init_std = 0.5;
+  copy_hf_shape(from, to);
+  EXPECT_EQ(to.path, "/somewhere");
+  EXPECT_EQ(to.init_std, 0.5);
+  to.path = from.path;
+  to.init_std = from.init_std;
+  EXPECT_EQ(to, from);
+}
+
+TEST(HfConfigJson, ReadsTheFolderConfigJson) {
+  ScratchDir scratch;
+  const std::string dir = scratch.checkpoint("smol", json(kSmolLm));
+  const HfModelConfig hf = read_hf_model_config(dir, 128);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.file, dir + "/config.json");
+  EXPECT_EQ(hf.shape.dim, 576);
+}
+
+TEST(HfConfigJson, MissingConfigJsonIsOneErrorNamingIt) {
+  ScratchDir scratch;
+  fs::create_directory(scratch.path() / "empty");
+  const HfModelConfig hf = read_hf_model_config(scratch.file("empty"), 128);
+  ASSERT_EQ(hf.errors.size(), 1u) << all_errors(hf.errors);
+  EXPECT_EQ(hf.errors[0].file, scratch.file("empty") + "/config.json");
+  EXPECT_NE(hf.errors[0].message.find("cannot be read"), std::string::npos);
+}
+
+TEST(HfConfigJson, GarbageNeverThrows) {
+  const std::vector<std::string> texts = {"",
+                                          "{",
+                                          "}",
+                                          "{\"a\": [",
+                                          "\x01\x02",
+                                          "{\"a\": {\"b\": }}",
+                                          "[1, 2]",
+                                          "{\"model_type\": [\"llama\"]}",
+                                          "{{}: 1}",
+                                          "null",
+                                          std::string("\0{}", 3),
+                                          "{\"a\": !!binary x}"};
+  for (const std::string& text : texts) {
+    HfModelConfig hf;
+    EXPECT_NO_THROW(hf = parse_hf_model_config(text, "c.json", 128)) << text;
+    EXPECT_FALSE(hf.ok()) << text;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refused configs: exactly one error, at config.json's LINE:COL, naming the key.
+// ---------------------------------------------------------------------------------------------
+
+struct HfBadCase {
+  std::string name;
+  std::string text;  // config.json
+  int seq_len;       // data.seq_len
+  std::string key;
+  std::string message;  // substring
+  std::string where;    // "LINE:COL"
+};
+
+// `pos_key` is the key whose value the error points at: "" = `key` itself, "-" = the object's
+// opening brace (where a missing key is reported).
+HfBadCase bad(std::string name, const Fields& fields, const std::string& key,
+              const std::string& message, const std::string& pos_key = "", int seq_len = 128) {
+  const std::string at = pos_key == "-" ? "1:1" : pos(fields, pos_key.empty() ? key : pos_key);
+  return {std::move(name), json(fields), seq_len, key, message, at};
+}
+
+// json(fields) without the comma that ends `key`'s line.
+std::string missing_comma_after(const Fields& fields, const std::string& key) {
+  std::string text = json(fields);
+  const std::size_t at = text.find("\"" + key + "\"");
+  text.erase(text.find(",\n", at), 1);
+  return text;
+}
+
+Fields duplicated(Fields fields, const std::string& key, const std::string& value) {
+  fields.emplace_back(key, value);
+  return fields;
+}
+
+std::vector<HfBadCase> bad_cases() {
+  return {
+      bad("UnknownModelType", with(kSmolLm, "model_type", "\"gemma\""), "model_type",
+          "unknown model type 'gemma', expected one of llama, mistral, qwen2"),
+      bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
+          "got \"gelu\", expected \"silu\""),
+      bad("HeadDimOtherThanHiddenOverHeads", with(kSmolLm, "head_dim", "128"), "head_dim",
+          "128 differs from hidden_size / num_attention_heads = 576 / 9 = 64"),
+      bad("RopeScalingIsNotSupportedYet",
+          with(kSmolLm, "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 32.0}"),
+          "rope_scaling",
+          "(rope_type \"llama3\"), expected null: RoPE scaling is not supported yet"),
+      {"RopeParametersWithScalingType",
+       json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"yarn\"}")), 128,
+       "rope_parameters.rope_type", "RoPE scaling is not supported yet",
+       std::to_string(kSmolLm.size() + 2) + ":36"},
+      bad("MistralWindowShorterThanSeqLen", kMistral, "sliding_window",
+          "4096 is less than data.seq_len (8192): sliding-window attention is not supported yet",
+          "", 8192),
+      bad("Qwen2UsedWindowShorterThanSeqLen",
+          with(with(kQwen2, "use_sliding_window", "true"), "sliding_window", "1024"),
+          "sliding_window", "1024 is less than data.seq_len (2048)", "", 2048),
+      // yaml-cpp reports where it noticed the problem: the key after a missing comma, the
+      // stray bracket, or the end of a truncated file.
+      {"MissingComma", missing_comma_after(kSmolLm, "hidden_size"), 128, "",
+       "malformed JSON: end of map flow not found",
+       line_of(kSmolLm, "initializer_range") + ":22"},  // the ':' after the next key
+      {"StrayBracket", json(with(kSmolLm, "vocab_size", "]")), 128, "",
+       "malformed JSON: illegal flow end", pos(kSmolLm, "vocab_size")},
+      {"TruncatedFile", json(kSmolLm).substr(0, json(kSmolLm).rfind('}')), 128, "",
+       "malformed JSON: end of map flow not found", std::to_string(kSmolLm.size() + 2) + ":1"},
+      {"NotAJsonObject", "model_type: llama\nhidden_size: 576\n", 128, "", "is not a JSON object",
+       "1:1"},
+      {"TopLevelList", "\n  [1, 2]", 128, "", "is not a JSON object", "2:3"},
+      {"EmptyFile", " \n", 128, "", "is empty", "2:1"},
+      bad("MissingHiddenSize", without(kSmolLm, "hidden_size"), "hidden_size",
+          "missing, expected an integer > 0", "-"),
+      bad("MissingModelType", without(kSmolLm, "model_type"), "model_type",
+          "missing, expected one of llama, mistral, qwen2", "-"),
+      bad("MissingRmsNormEps", without(kSmolLm, "rms_norm_eps"), "rms_norm_eps", "missing", "-"),
+      bad("QuotedNumber", with(kSmolLm, "hidden_size", "\"576\""), "hidden_size",
+          "got the string \"576\", expected an integer > 0"),
+      bad("FractionalInteger", with(kSmolLm, "num_hidden_layers", "30.5"), "num_hidden_layers",
+          "got 30.5, expected an integer > 0"),
+      bad("NegativeVocab", with(kSmolLm, "vocab_size", "-5"), "vocab_size",
+          "got -5, expected an integer > 0"),
+      bad("HugeInteger", with(kSmolLm, "intermediate_size", "99999999999"), "intermediate_size",
+          "up to 2147483647"),
+      bad("NullRequiredKey", with(kSmolLm, "max_position_embeddings", "null"),
+          "max_position_embeddings", "got null"),
+      bad("StringBoolean", with(kSmolLm, "tie_word_embeddings", "\"true\""), "tie_word_embeddings",
+          "got the string \"true\", expected true or false"),
+      bad("ListForNumber", with(kSmolLm, "rms_norm_eps", "[1e-05]"), "rms_norm_eps",
+          "got a list, expected a finite number > 0"),
+      bad("ZeroRopeTheta", with(kSmolLm, "rope_theta", "0"), "rope_theta",
+          "expected a finite number > 0"),
+      bad("ModelTypeNotAString", with(kSmolLm, "model_type", "7"), "model_type",
+          "got 7, expected a string"),
+      bad("HeadsNotDividingHidden",
+          with(with(kSmolLm, "num_attention_heads", "7"), "num_key_value_heads", "1"),
+          "num_attention_heads", "7 does not divide hidden_size 576"),
+      bad("OddHeadDim",
+          with(with(kSmolLm, "num_attention_heads", "64"), "num_key_value_heads", "8"),
+          "num_attention_heads", "odd head dimension 576 / 64 = 9"),
+      bad("KvHeadsNotDividingHeads", with(kSmolLm, "num_key_value_heads", "2"),
+          "num_key_value_heads", "2 does not divide num_attention_heads 9"),
+      {"DuplicateKey", json(duplicated(kSmolLm, "model_type", "\"qwen2\"")), 128, "model_type",
+       "given twice (first on line " + line_of(kSmolLm, "model_type") + ")",
+       std::to_string(kSmolLm.size() + 2) + ":3"},
+  };
+}
+
+void PrintTo(const HfBadCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+class HfConfigRejects : public ::testing::TestWithParam<HfBadCase> {};
+
+TEST_P(HfConfigRejects, ExactlyOneErrorAtTheKeysPosition) {
+  const HfBadCase& c = GetParam();
+  HfModelConfig hf;
+  ASSERT_NO_THROW(hf = parse_hf_model_config(c.text, "/ckpt/config.json", c.seq_len));
+  ASSERT_EQ(hf.errors.size(), 1u) << all_errors(hf.errors);
+  const ConfigError& e = hf.errors[0];
+  EXPECT_EQ(e.file, "/ckpt/config.json");
+  EXPECT_EQ(e.key, c.key) << e.format();
+  EXPECT_NE(e.message.find(c.message), std::string::npos) << e.format();
+  EXPECT_EQ(std::to_string(e.line) + ":" + std::to_string(e.column), c.where) << e.format();
+}
+
+INSTANTIATE_TEST_SUITE_P(HfConfig, HfConfigRejects, ::testing::ValuesIn(bad_cases()),
+                         [](const ::testing::TestParamInfo<HfBadCase>& p) { return p.param.name; });
+
+// ---------------------------------------------------------------------------------------------
+// The config-loader hook
+// ---------------------------------------------------------------------------------------------
+
+class HfConfigHook : public ::testing::Test {
+ protected:
+  // cfg.yaml with `model.path: <smol>` on line 2, `model_extra` from line 3 on, then the data
+  // section with `data_extra` at its end.
+  ConfigLoadResult load(const std::string& model_extra,
+                        const std::vector<std::string>& overrides = {},
+                        const Fields& fields = kSmolLm, const std::string& data_extra = "") {
+    ckpt_ = scratch_.checkpoint("smol", json(fields));
+    return load_config_text(
+        "model:\n  path: smol\n" + model_extra + "data:\n  train: train.tok\n" + data_extra,
+        "cfg.yaml", scratch_.path().string(), overrides);
+  }
+  std::string config_json() const { return ckpt_ + "/config.json"; }
+
+  ScratchDir scratch_;
+  std::string ckpt_;
+};
+
+TEST_F(HfConfigHook, ShapeComesFromConfigJson) {
+  const ConfigLoadResult r = load("");
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  ModelConfig expected = parse(kSmolLm).shape;
+  expected.path = ckpt_;
+  EXPECT_EQ(r.config.model, expected);
+}
+
+TEST_F(HfConfigHook, BiasMaskReachesModelConfig) {
+  const ConfigLoadResult r = load("", {}, kQwen2);
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  EXPECT_EQ(r.config.model.proj_bias_mask, kQkv);
+}
+
+TEST_F(HfConfigHook, ModelPathFromSetAlsoReadsConfigJson) {
+  scratch_.checkpoint("qwen", json(kQwen2));
+  const ConfigLoadResult r = load("", {"model.path=" + scratch_.file("qwen")});
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  EXPECT_EQ(r.config.model.dim, 896);
+}
+
+TEST_F(HfConfigHook, ResolvedConfigPrintsTheCheckpointShapeAndRoundTrips) {
+  const ConfigLoadResult r = load("");
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  const std::string yaml = config_to_yaml(r.config);
+  for (const std::string line : {"  dim: 576\n", "  n_layers: 30\n", "  n_heads: 9\n",
+                                 "  n_kv_heads: 3\n", "  ffn_dim: 1536\n", "  vocab_size: 49152\n",
+                                 "  max_seq_len: 2048\n", "  tie_embeddings: true\n"}) {
+    EXPECT_NE(yaml.find(line), std::string::npos) << line << yaml;
+  }
+  // The printed config restates every shape key; loading it again must agree with config.json.
+  ConfigLoadResult again = load_config_text(yaml, "resolved.yaml", "/");
+  ASSERT_TRUE(again.ok()) << all_errors(again.errors) << "\n" << yaml;
+  again.config.source_file = r.config.source_file;
+  EXPECT_EQ(again.config, r.config);
+}
+
+TEST_F(HfConfigHook, AgreeingExplicitKeysAreAccepted) {
+  const ConfigLoadResult r = load(
+      "  dim: 576\n  n_kv_heads: 3\n  rope_theta: 1e4\n  norm_eps: 0.00001\n"
+      "  tie_embeddings: true\n",
+      {"model.n_layers=30"});
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  EXPECT_EQ(r.config.model.dim, 576);
+}
+
+TEST_F(HfConfigHook, DisagreeingYamlKeyIsRejectedAtItsPosition) {
+  const ConfigLoadResult r = load("  dim: 128\n");
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].format(), "cfg.yaml:3:8: model.dim: 128 disagrees with " + config_json() +
+                                      " hidden_size 576; remove it or make it match");
+}
+
+TEST_F(HfConfigHook, DisagreeingSetOverrideIsRejectedAtItsPosition) {
+  const ConfigLoadResult r = load("", {"train.steps=30", "model.tie_embeddings=false"});
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(where(r.errors[0]), "--set:2:22");
+  EXPECT_EQ(r.errors[0].key, "model.tie_embeddings");
+  EXPECT_NE(r.errors[0].message.find("false disagrees with " + config_json() +
+                                     " tie_word_embeddings true"),
+            std::string::npos)
+      << r.errors[0].format();
+}
+
+TEST_F(HfConfigHook, DisagreementWithAnAbsentKeyNamesItsDefault) {
+  const ConfigLoadResult r = load("  rope_theta: 500000\n", {}, without(kSmolLm, "rope_theta"));
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_NE(r.errors[0].message.find("5.0e+05 disagrees with " + config_json() +
+                                     " rope_theta 10000.0 (its default when absent)"),
+            std::string::npos)
+      << r.errors[0].format();
+}
+
+TEST_F(HfConfigHook, EveryDisagreeingKeyIsReported) {
+  const ConfigLoadResult r = load("  dim: 64\n  n_heads: 4\n  vocab_size: 256\n");
+  ASSERT_EQ(r.errors.size(), 3u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].key, "model.dim");
+  EXPECT_EQ(r.errors[1].key, "model.n_heads");
+  EXPECT_EQ(r.errors[2].key, "model.vocab_size");
+}
+
+TEST_F(HfConfigHook, SeqLenAboveMaxPositionEmbeddingsIsRejected) {
+  const ConfigLoadResult r = load("", {}, kSmolLm, "  seq_len: 4096\n");
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].format(),
+            "cfg.yaml:5:12: data.seq_len: 4096 is more than model.max_seq_len (2048), expected at "
+            "most 2048");
+  const ConfigLoadResult s = load("", {"data.seq_len=4096"});
+  ASSERT_EQ(s.errors.size(), 1u) << all_errors(s.errors);
+  EXPECT_EQ(where(s.errors[0]), "--set:1:14");
+  // 2048 itself is allowed.
+  EXPECT_TRUE(load("", {"data.seq_len=2048"}).ok());
+}
+
+TEST_F(HfConfigHook, DefaultSeqLenAboveMaxPositionEmbeddingsPointsIntoConfigJson) {
+  const Fields short_context = with(kSmolLm, "max_position_embeddings", "64");
+  const ConfigLoadResult r = load("", {}, short_context);
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].key, "data.seq_len");
+  EXPECT_EQ(where(r.errors[0]),
+            config_json() + ":" + pos(short_context, "max_position_embeddings"));
+  EXPECT_NE(r.errors[0].message.find("128 is more than model.max_seq_len (64)"), std::string::npos);
+}
+
+TEST_F(HfConfigHook, SlidingWindowRuleUsesTheFinalSeqLen) {
+  const ConfigLoadResult ok = load("", {"data.seq_len=4096"}, kMistral);
+  EXPECT_TRUE(ok.ok()) << all_errors(ok.errors);
+  const ConfigLoadResult r = load("", {"data.seq_len=8192"}, kMistral);
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(where(r.errors[0]), config_json() + ":" + pos(kMistral, "sliding_window"));
+}
+
+TEST_F(HfConfigHook, ConfigJsonProblemsAreReportedOnceWithTheirPosition) {
+  const Fields gelu = with(kSmolLm, "hidden_act", "\"gelu\"");
+  // The YAML restates a key and sets seq_len above the (unusable) shape's default max_seq_len:
+  // neither may add an echo of the config.json problem.
+  const ConfigLoadResult r = load("  dim: 576\n", {"data.seq_len=1024"}, gelu);
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].format(), config_json() + ":" + pos(gelu, "hidden_act") +
+                                      ": hidden_act: got \"gelu\", expected \"silu\" (peftrun's "
+                                      "MLP is SwiGLU)");
+}
+
+TEST_F(HfConfigHook, ConfigJsonErrorsComeAfterTheYamlOnes) {
+  const ConfigLoadResult r = load("adapter:\n  r: 0\n", {}, with(kSmolLm, "hidden_act", "1"));
+  ASSERT_EQ(r.errors.size(), 2u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].key, "adapter.r");
+  EXPECT_EQ(r.errors[1].key, "hidden_act");
+}
+
+TEST_F(HfConfigHook, BadModelPathSkipsTheHook) {
+  const ConfigLoadResult r = load_config_text(
+      "model:\n  path: nowhere\ndata:\n  train: train.tok\n", "cfg.yaml", scratch_.path().string());
+  ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
+  EXPECT_EQ(r.errors[0].key, "model.path");
+}
+
+TEST_F(HfConfigHook, FolderWithoutConfigJsonKeepsTheYamlShape) {
+  // Documented behaviour: such a folder is refused by load_hf_checkpoint when training starts.
+  fs::create_directory(scratch_.path() / "bare");
+  const ConfigLoadResult r =
+      load_config_text("model:\n  path: bare\n  dim: 64\ndata:\n  train: train.tok\n", "cfg.yaml",
+                       scratch_.path().string());
+  ASSERT_TRUE(r.ok()) << all_errors(r.errors);
+  EXPECT_EQ(r.config.model.dim, 64);
+  EXPECT_EQ(r.config.model.proj_bias_mask, 0u);
+}
+
+// `peftrun check` prints the resolved config, so it shows the checkpoint's shape.
+TEST_F(HfConfigHook, CliCheckPrintsTheCheckpointShape) {
+  ckpt_ = scratch_.checkpoint("smol", json(kSmolLm));
+  write_text(scratch_.path() / "train.yaml", "model:\n  path: smol\ndata:\n  train: train.tok\n");
+  const std::string cmd =
+      std::string(PEFTRUN_BINARY) + " check " + scratch_.file("train.yaml") + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  std::array<char, 4096> buf;
+  std::size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("  dim: 576\n"), std::string::npos) << out;
+  EXPECT_NE(out.find("  vocab_size: 49152\n"), std::string::npos) << out;
+}
+
+}  // namespace
+}  // namespace peftrun
