@@ -7,6 +7,7 @@ packages=(
   libyaml-cpp-dev        # config files
   libopenblas-dev        # CPU GEMMs
   nlohmann-json3-dev     # metrics.jsonl, safetensors headers, adapter_config.json
+  libopenmpi-dev openmpi-bin  # multi-rank training (mpirun) and the CommMpi tests
   libgtest-dev googletest
 )
 

@@ -1,0 +1,230 @@
+// Compiled to nothing unless CMake found MPI (PEFTRUN_WITH_MPI): comm/*.cpp is globbed.
+#if PEFTRUN_WITH_MPI
+
+#include "comm/mpi_communicator.h"
+
+#include <mpi.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <stdexcept>
+#include <string>
+#include <thread>
+
+#include "comm/mpi_runtime.h"
+
+namespace peftrun {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Polling policy. For the first kSpinFor the rank polls continuously, yielding between polls:
+// small collectives finish within it, and a nap that early would cost the whole call at least
+// the kernel's timer slack (~50 us) per round. The yield lets ranks oversubscribed on few cores
+// hand the CPU to the peer they wait for. After that the rank naps, doubling up to kMaxNap: short
+// enough that the rounds of a large all-reduce keep moving (Open MPI advances a non-blocking
+// collective only inside MPI calls), long enough that a rank waiting minutes for a slow peer
+// costs no CPU.
+constexpr auto kSpinFor = std::chrono::microseconds(1000);
+constexpr auto kFirstNap = std::chrono::microseconds(5);
+constexpr auto kMaxNap = std::chrono::microseconds(200);
+
+// One collective call, as named in a timeout message.
+struct CallState {
+  const char* op;     // "all_reduce_sum"
+  std::size_t count;  // elements or bytes
+  const char* unit;   // "floats", "bytes per rank"; nullptr for barrier
+  int root;           // broadcast root, else -1
+  int rank, world;
+  const std::string& host;
+  const std::string& context;
+  double timeout_s;
+  Clock::time_point start = Clock::now();
+};
+
+// One write(2) per message, so lines from ranks sharing a terminal do not interleave.
+void write_stderr_line(const std::string& line) {
+  std::fflush(stderr);
+  const ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+  (void)ignored;
+}
+
+[[noreturn]] void fail_mpi_call(int rc, const char* call) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  write_stderr_line(std::string("peftrun: ") + call + " failed: " + std::string(text, len) + "\n");
+  abort_job(1);
+}
+
+inline void check(int rc, const char* call) {
+  if (rc != MPI_SUCCESS) fail_mpi_call(rc, call);
+}
+
+[[noreturn]] void report_timeout(const CallState& s, double waited) {
+  std::string what = s.op;
+  if (s.unit != nullptr) what += " of " + std::to_string(s.count) + " " + s.unit;
+  if (s.root >= 0) what += " from rank " + std::to_string(s.root);
+  if (!s.context.empty()) what += " in " + s.context;
+  char line[2048];
+  std::snprintf(line, sizeof line,
+                "peftrun: rank %d of %d (host %s, pid %ld): %s did not complete after %.1f s: a "
+                "peer rank died or is stuck (or took another code path); aborting the job with "
+                "exit code %d (raise comm.timeout_s, now %g s, if a step legitimately takes "
+                "longer)\n",
+                s.rank, s.world, s.host.c_str(), static_cast<long>(::getpid()), what.c_str(),
+                waited, kExitCommTimeout, s.timeout_s);
+  write_stderr_line(line);
+  abort_job(kExitCommTimeout);
+}
+
+// Polls `req` to completion; past the call's deadline, reports and ends the job.
+void wait_or_abort(MPI_Request& req, const CallState& s) {
+  const auto spin_until = Clock::now() + kSpinFor;
+  auto nap = kFirstNap;
+  while (true) {
+    int done = 0;
+    check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+    if (done) return;
+    const auto now = Clock::now();
+    if (now < spin_until) {
+      std::this_thread::yield();
+      continue;
+    }
+    const double waited = std::chrono::duration<double>(now - s.start).count();
+    if (waited > s.timeout_s) report_timeout(s, waited);
+    std::this_thread::sleep_for(nap);
+    nap = std::min(nap * 2, kMaxNap);
+  }
+}
+
+// Elements per collective: what fits in max_chunk_bytes and in an int count.
+std::size_t chunk_elements(std::size_t max_chunk_bytes, std::size_t element_bytes) {
+  const std::size_t by_bytes = std::max<std::size_t>(1, max_chunk_bytes / element_bytes);
+  return std::min<std::size_t>(by_bytes, INT_MAX);
+}
+
+template <class T>
+void reduce_in_place(T* data, std::size_t n, MPI_Datatype type, MPI_Op op,
+                     std::size_t max_chunk_bytes, const CallState& s) {
+  const std::size_t per = chunk_elements(max_chunk_bytes, sizeof(T));
+  std::size_t off = 0;
+  // do/while: a zero-length call is still a collective, so ranks stay in step even then.
+  do {
+    const std::size_t len = std::min(per, n - off);
+    MPI_Request req = MPI_REQUEST_NULL;
+    check(MPI_Iallreduce(MPI_IN_PLACE, data + off, static_cast<int>(len), type, op, MPI_COMM_WORLD,
+                         &req),
+          "MPI_Iallreduce");
+    wait_or_abort(req, s);
+    off += len;
+  } while (off < n);
+}
+
+bool ranges_overlap(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) {
+  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
+  return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
+}
+
+}  // namespace
+
+MpiCommunicator::MpiCommunicator(double timeout_s, std::size_t max_chunk_bytes)
+    : max_chunk_bytes_(max_chunk_bytes) {
+  if (!mpi_runtime_active()) {
+    throw std::logic_error("MpiCommunicator needs MPI to be initialised first (MpiRuntime)");
+  }
+  set_timeout(timeout_s);
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+  MPI_Comm_size(MPI_COMM_WORLD, &world_);
+  char name[MPI_MAX_PROCESSOR_NAME] = {};
+  int len = 0;
+  MPI_Get_processor_name(name, &len);
+  host_.assign(name, static_cast<std::size_t>(len));
+}
+
+void MpiCommunicator::all_reduce_sum(float* data, std::size_t n) {
+  const CallState s{"all_reduce_sum", n, "floats", -1, rank_, world_, host_, context(), timeout()};
+  reduce_in_place(data, n, MPI_FLOAT, MPI_SUM, max_chunk_bytes_, s);
+}
+
+void MpiCommunicator::all_reduce_sum(double* data, std::size_t n) {
+  const CallState s{"all_reduce_sum", n, "doubles", -1, rank_, world_, host_, context(), timeout()};
+  reduce_in_place(data, n, MPI_DOUBLE, MPI_SUM, max_chunk_bytes_, s);
+}
+
+void MpiCommunicator::all_reduce_max(double* data, std::size_t n) {
+  const CallState s{"all_reduce_max", n, "doubles", -1, rank_, world_, host_, context(), timeout()};
+  reduce_in_place(data, n, MPI_DOUBLE, MPI_MAX, max_chunk_bytes_, s);
+}
+
+void MpiCommunicator::all_gather(const void* in, void* out, std::size_t bytes_per_rank) {
+  const CallState s{"all_gather", bytes_per_rank, "bytes per rank", -1,       rank_,
+                    world_,       host_,          context(),        timeout()};
+  const auto* src = static_cast<const unsigned char*>(in);
+  auto* dst = static_cast<unsigned char*>(out);
+  const bool in_place = src == dst + std::size_t(rank_) * bytes_per_rank;
+  if (!in_place && ranges_overlap(src, bytes_per_rank, dst, std::size_t(world_) * bytes_per_rank)) {
+    throw std::invalid_argument(
+        "all_gather: the input overlaps the output other than at this rank's own slot");
+  }
+  const std::size_t per = chunk_elements(max_chunk_bytes_, 1);
+  std::size_t off = 0;
+  do {
+    const std::size_t len = std::min(per, bytes_per_rank - off);
+    // When split, rank r's piece of this chunk lands at out + r * bytes_per_rank + off: one block
+    // of len bytes whose extent is stretched to bytes_per_rank places every rank's piece.
+    MPI_Datatype block = MPI_BYTE;
+    int recv_count = static_cast<int>(len);
+    const bool split = len != bytes_per_rank;
+    if (split) {
+      MPI_Datatype piece = MPI_DATATYPE_NULL;
+      check(MPI_Type_contiguous(static_cast<int>(len), MPI_BYTE, &piece), "MPI_Type_contiguous");
+      check(MPI_Type_create_resized(piece, 0, static_cast<MPI_Aint>(bytes_per_rank), &block),
+            "MPI_Type_create_resized");
+      MPI_Type_free(&piece);
+      check(MPI_Type_commit(&block), "MPI_Type_commit");
+      recv_count = 1;
+    }
+    MPI_Request req = MPI_REQUEST_NULL;
+    check(MPI_Iallgather(in_place ? MPI_IN_PLACE : src + off, static_cast<int>(len), MPI_BYTE,
+                         dst + off, recv_count, block, MPI_COMM_WORLD, &req),
+          "MPI_Iallgather");
+    wait_or_abort(req, s);
+    if (split) MPI_Type_free(&block);
+    off += len;
+  } while (off < bytes_per_rank);
+}
+
+void MpiCommunicator::broadcast(void* data, std::size_t bytes, int root) {
+  if (root < 0 || root >= world_) {
+    throw std::invalid_argument("broadcast root " + std::to_string(root) +
+                                " is not a rank of a world of " + std::to_string(world_));
+  }
+  const CallState s{"broadcast", bytes, "bytes", root, rank_, world_, host_, context(), timeout()};
+  auto* p = static_cast<unsigned char*>(data);
+  const std::size_t per = chunk_elements(max_chunk_bytes_, 1);
+  std::size_t off = 0;
+  do {
+    const std::size_t len = std::min(per, bytes - off);
+    MPI_Request req = MPI_REQUEST_NULL;
+    check(MPI_Ibcast(p + off, static_cast<int>(len), MPI_BYTE, root, MPI_COMM_WORLD, &req),
+          "MPI_Ibcast");
+    wait_or_abort(req, s);
+    off += len;
+  } while (off < bytes);
+}
+
+void MpiCommunicator::barrier() {
+  const CallState s{"barrier", 0, nullptr, -1, rank_, world_, host_, context(), timeout()};
+  MPI_Request req = MPI_REQUEST_NULL;
+  check(MPI_Ibarrier(MPI_COMM_WORLD, &req), "MPI_Ibarrier");
+  wait_or_abort(req, s);
+}
+
+}  // namespace peftrun
+
+#endif  // PEFTRUN_WITH_MPI
