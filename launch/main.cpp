@@ -2,6 +2,7 @@
 //
 //   peftrun CONFIG.yaml [--set key.path=value ...] [--debug]     train
 //   peftrun check CONFIG.yaml [--set ...]                         validate, print resolved config
+//   peftrun eval CONFIG.yaml [--adapter DIR] [--dump-logits F]    held-out loss of an adapter
 //   peftrun --help | --version | --print-default-config
 //
 // Exit codes: 0 success; 2 bad command line or config (one line per problem); 1 runtime failure;
@@ -12,6 +13,7 @@
 #include <vector>
 
 #include "configs/config.h"
+#include "runtime/train/evaluator.h"
 #include "runtime/train/trainer.h"
 
 namespace {
@@ -24,6 +26,8 @@ constexpr int kExitDiverged = 3;
 const char* kUsage = R"(usage:
   peftrun CONFIG.yaml [--set key.path=value ...] [--debug]   train an adapter
   peftrun check CONFIG.yaml [--set key.path=value ...]       validate; print the resolved config
+  peftrun eval CONFIG.yaml [--adapter DIR] [--dump-logits FILE.safetensors] [--set ...]
+                                                             mean loss and perplexity on data.eval
   peftrun --print-default-config                             print the embedded configs/tiny.yaml
   peftrun --help | --version
 
@@ -31,6 +35,9 @@ options:
   --set key.path=value   override any config key (value parsed as YAML, e.g. --set
                          adapter.target_modules=[q_proj,v_proj]); validated like the file
   --debug                check every step's parameters for non-finite values
+  --adapter DIR          (eval) the PEFT adapter to evaluate (default: adapter.init_from, else
+                         a freshly initialised adapter)
+  --dump-logits FILE     (eval) write the first eval batch's logits, inputs and labels
 
 exit codes: 0 ok, 1 runtime error, 2 bad command line or config, 3 training diverged
 )";
@@ -40,6 +47,8 @@ struct Args {
   std::string config_path;
   std::vector<std::string> overrides;
   bool debug = false;
+  std::string adapter_dir;
+  std::string dump_logits;
 };
 
 // Returns false (after printing why) when argv is malformed.
@@ -57,6 +66,12 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.overrides.push_back(a.substr(6));
     } else if (a == "--debug") {
       args.debug = true;
+    } else if (a == "--adapter" || a == "--dump-logits") {
+      if (i + 1 >= argc) {
+        std::cerr << "peftrun: " << a << " needs a path argument\n";
+        return false;
+      }
+      (a == "--adapter" ? args.adapter_dir : args.dump_logits) = argv[++i];
     } else if (a.size() > 1 && a[0] == '-') {
       std::cerr << "peftrun: unknown option '" << a << "' (see peftrun --help)\n";
       return false;
@@ -64,7 +79,8 @@ bool parse_args(int argc, char** argv, Args& args) {
       positional.push_back(a);
     }
   }
-  if (!positional.empty() && (positional[0] == "check" || positional[0] == "train")) {
+  if (!positional.empty() &&
+      (positional[0] == "check" || positional[0] == "train" || positional[0] == "eval")) {
     args.command = positional[0];
     positional.erase(positional.begin());
   }
@@ -74,6 +90,10 @@ bool parse_args(int argc, char** argv, Args& args) {
     return false;
   }
   args.config_path = positional[0];
+  if (args.command != "eval" && (!args.adapter_dir.empty() || !args.dump_logits.empty())) {
+    std::cerr << "peftrun: --adapter and --dump-logits only apply to 'peftrun eval'\n";
+    return false;
+  }
   return true;
 }
 
@@ -108,6 +128,19 @@ int main(int argc, char** argv) {
   if (args.command == "check") {
     std::cout << peftrun::config_to_yaml(loaded.config);
     return kExitOk;
+  }
+
+  if (args.command == "eval") {
+    try {
+      peftrun::EvalOptions options;
+      options.adapter_dir = args.adapter_dir;
+      options.dump_logits = args.dump_logits;
+      peftrun::run_eval_command(loaded.config, options, std::cout);
+      return kExitOk;
+    } catch (const std::exception& e) {
+      std::cerr << "peftrun: error: " << e.what() << "\n";
+      return kExitFailure;
+    }
   }
 
   try {

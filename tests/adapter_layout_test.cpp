@@ -90,7 +90,7 @@ TEST(PeftExport, AdapterConfigHasPeftFields) {
   c.adapter.alpha = 8;
   c.adapter.dropout = 0.1;
   c.adapter.target_modules = {"q_proj", "v_proj"};
-  const auto j = peft_adapter_config(c);
+  const auto j = peft_adapter_config(c, AdapterLayout::plan(c.model, c.adapter));
   EXPECT_EQ(j["peft_type"], "LORA");
   EXPECT_EQ(j["task_type"], "CAUSAL_LM");
   EXPECT_EQ(j["r"], 4);

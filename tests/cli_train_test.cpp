@@ -201,3 +201,124 @@ TEST(Training, SnapshotsAreWrittenAndPrunedToKeepLast) {
 }
 
 }  // namespace
+
+namespace {
+
+double last_eval_loss(const fs::path& metrics) {
+  double loss = NAN;
+  for (const auto& rec : read_jsonl(metrics)) {
+    if (rec.contains("eval_loss")) loss = rec["eval_loss"];
+  }
+  return loss;
+}
+
+double first_eval_loss(const fs::path& metrics) {
+  for (const auto& rec : read_jsonl(metrics)) {
+    if (rec.contains("eval_loss")) return rec["eval_loss"];
+  }
+  return NAN;
+}
+
+// `peftrun eval --adapter` reproduces the trainer's own final evaluation to the bit, and
+// `adapter.init_from` starts a new run exactly where the adapter left off.
+TEST(EvalCommand, AdapterEvalMatchesTrainingAndInitFromResumesTheAdapter) {
+  const fs::path d = fresh_dir("evalcmd");
+  const std::string short_run =
+      " --set train.steps=6 --set optim.warmup_steps=2 "
+      "--set data.eval_batches=2 --set train.eval_every=0 ";
+  RunResult r = run(kTiny + short_run + "--set output_dir=" + (d / "a").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const double trained = last_eval_loss(d / "a/metrics.jsonl");
+
+  r = run("eval " + kTiny + " --set data.eval_batches=2 --adapter " + (d / "a").string() +
+          " --dump-logits " + (d / "logits.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::ostringstream want;
+  want << "loss " << trained;
+  EXPECT_NE(r.out.find(want.str()), std::string::npos) << r.out << " expected " << want.str();
+  EXPECT_NE(r.out.find("perplexity"), std::string::npos);
+  peftrun::SafetensorsReader logits((d / "logits.safetensors").string());
+  EXPECT_EQ(logits.info("logits").shape, (std::vector<std::int64_t>{8, 128, 256}));
+  EXPECT_EQ(logits.info("labels").shape, (std::vector<std::int64_t>{8, 128}));
+
+  r = run(kTiny + short_run + "--set adapter.init_from=" + (d / "a").string() +
+          " --set output_dir=" + (d / "b").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(first_eval_loss(d / "b/metrics.jsonl"), trained);
+}
+
+TEST(EvalCommand, RefusesAnAdapterOfAnotherRank) {
+  const fs::path d = fresh_dir("evalrank");
+  RunResult r = run(kTiny + " --set train.steps=2 --set optim.warmup_steps=0 --set data.eval= " +
+                    "--set output_dir=" + d.string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = run("eval " + kTiny + " --set adapter.r=4 --adapter " + d.string());
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("adapter_config.json: r is 8 but adapter.r is 4"), std::string::npos)
+      << r.out;
+}
+
+}  // namespace
+
+namespace {
+
+// Each adapter type trains end to end, exports PEFT's format, and reads back through both
+// `peftrun eval --adapter` and `adapter.init_from` to exactly the trained model.
+class AdapterTypeEndToEnd : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(AdapterTypeEndToEnd, TrainsExportsAndReadsBackExactly) {
+  const std::string type = GetParam();
+  const fs::path d = fresh_dir("e2e_" + type);
+  const std::string run_args = " --set adapter.type=" + type +
+                               " --set train.steps=8 --set optim.warmup_steps=1 "
+                               "--set data.eval_batches=2 --set train.eval_every=0 "
+                               "--set adapter.tinit=2 --set adapter.tfinal=3 "
+                               "--set adapter.init_r=4 --set adapter.target_r=2 ";
+  RunResult r = run(kTiny + run_args + "--set output_dir=" + (d / "a").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const double trained = last_eval_loss(d / "a/metrics.jsonl");
+  ASSERT_TRUE(std::isfinite(trained));
+
+  std::ifstream cfg_in(d / "a/adapter_config.json");
+  const auto cfg = nlohmann::json::parse(cfg_in);
+  peftrun::SafetensorsReader st((d / "a/adapter_model.safetensors").string());
+  const std::string q0 = "base_model.model.model.layers.0.self_attn.q_proj.";
+  if (type == "adalora") {
+    EXPECT_EQ(cfg["peft_type"], "ADALORA");
+    // The mask was fixed at step T - tfinal: tensors are sliced to the kept triplets, and the
+    // total kept rank is the target budget (target_r per module).
+    ASSERT_TRUE(cfg["rank_pattern"].is_object());
+    std::int64_t kept = 0, modules = 0;
+    for (const auto& [key, mask] : cfg["rank_pattern"].items()) {
+      ++modules;
+      EXPECT_EQ(mask.size(), 4u) << key;
+      for (const auto& bit : mask) kept += bit.get<bool>();
+    }
+    EXPECT_EQ(modules, 28);
+    EXPECT_LE(kept, 2 * modules);
+    EXPECT_EQ(st.info(q0 + "lora_E").shape[1], 1);
+    EXPECT_TRUE(st.contains(q0 + "lora_A"));
+  } else {
+    EXPECT_EQ(cfg["peft_type"], "LORA");
+    EXPECT_EQ(cfg["use_dora"], type == "dora");
+    EXPECT_EQ(st.contains(q0 + "lora_magnitude_vector"), type == "dora");
+    EXPECT_TRUE(st.contains(q0 + "lora_A.weight"));
+  }
+
+  r = run("eval " + kTiny + run_args + " --adapter " + (d / "a").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  std::ostringstream want;
+  want << "loss " << trained;
+  EXPECT_NE(r.out.find(want.str()), std::string::npos) << r.out << " expected " << want.str();
+
+  r = run(kTiny + run_args + "--set adapter.init_from=" + (d / "a").string() +
+          " --set output_dir=" + (d / "b").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(first_eval_loss(d / "b/metrics.jsonl"), trained);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, AdapterTypeEndToEnd,
+                         ::testing::Values("lora", "dora", "adalora"),
+                         [](const auto& p) { return p.param; });
+
+}  // namespace

@@ -17,7 +17,10 @@ namespace {
 struct TinyModel {
   ModelConfig m;
   AdapterConfig a;
-  TinyModel(int layers, bool tie, double dropout) {
+  TinyModel(int layers, bool tie, double dropout, AdapterType type = AdapterType::kLora) {
+    a.type = type;
+    a.init_r = 3;
+    a.target_r = 1;
     m.dim = 16;
     m.n_layers = layers;
     m.n_heads = 4;
@@ -66,6 +69,13 @@ void check_model_gradients(const TinyModel& tm, std::uint64_t dropout_key, bool 
   std::normal_distribution<double> normal(0.0, 0.5);
   for (const auto& mod : layout.modules()) {
     for (int i = 0; i < mod.shape.out * mod.r; ++i) params[mod.b + i] = normal(rng);
+    // AdaLoRA's E starts at zero too; DoRA's magnitude starts at ||W||: move both off init.
+    if (mod.e != kNoTensor) {
+      for (int i = 0; i < mod.r; ++i) params[mod.e + i] = normal(rng);
+    }
+    if (mod.m != kNoTensor) {
+      for (int i = 0; i < mod.shape.out; ++i) params[mod.m + i] = 1.0 + normal(rng);
+    }
   }
   Transformer<double> model(base, layout, tm.a, B, T);
   const Tokens tok = random_tokens(B, T, tm.m.vocab_size, 5, with_ignored);
@@ -75,6 +85,8 @@ void check_model_gradients(const TinyModel& tm, std::uint64_t dropout_key, bool 
 
   std::vector<double> grads(params.size(), 0.0), scratch(params.size());
   model.train_micro_batch(tok.batch(B, T), params.data(), grads.data(), scale, dropout_key);
+  // DoRA's norm is a constant in backward: hold it at this point's value for the differences.
+  model.freeze_dora_norms(true);
 
   auto loss_at = [&](std::vector<double>& p) {
     return model.train_micro_batch(tok.batch(B, T), p.data(), scratch.data(), scale, dropout_key) *
@@ -113,6 +125,18 @@ TEST(ModelGradCheck, TwoBlocksTiedEmbeddingsWithIgnoredTargets) {
 
 TEST(ModelGradCheck, LoraDropoutMaskIsPartOfTheGradient) {
   check_model_gradients(TinyModel(1, false, 0.3), 99, false);
+}
+
+TEST(ModelGradCheck, DoraOnAllSevenTargetsWithDetachedNorm) {
+  check_model_gradients(TinyModel(1, false, 0.0, AdapterType::kDora), 0, false);
+}
+
+TEST(ModelGradCheck, DoraWithDropoutUsesPeftsSecondBaseGemm) {
+  check_model_gradients(TinyModel(1, false, 0.3, AdapterType::kDora), 5, true);
+}
+
+TEST(ModelGradCheck, AdaLoraTripletsOnAllSevenTargets) {
+  check_model_gradients(TinyModel(2, false, 0.2, AdapterType::kAdaLora), 7, false);
 }
 
 TEST(ModelForward, EvalEqualsTrainForwardWithoutDropout) {

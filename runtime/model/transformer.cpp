@@ -2,9 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <stdexcept>
+#include <string>
 
+#include "kernels/adalora.h"
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/dora.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
 #include "kernels/lora_linear.h"
@@ -67,10 +71,14 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
       const int mi = layout.module_index(l, Proj(p));
       if (mi < 0) continue;
       const AdaptedModule& mod = layout.modules()[mi];
-      a.xa[int(p)].resize(n * mod.r);
+      a.xa[p].resize(n * mod.r);
       if (dropout_ > 0) {
-        a.x_drop[int(p)].resize(n * mod.shape.in);
-        a.keep[int(p)].resize(n * mod.shape.in);
+        a.x_drop[p].resize(n * mod.shape.in);
+        a.keep[p].resize(n * mod.shape.in);
+      }
+      if (layout.type() == AdapterType::kDora) {
+        a.norm[p].resize(mod.shape.out);
+        a.z[p].resize(n * mod.shape.out);
       }
     }
   }
@@ -81,7 +89,35 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
   logits_.resize(chunk_rows * V);
 
   int max_r = 0;
-  for (const auto& mod : layout.modules()) max_r = std::max(max_r, mod.r);
+  std::size_t adapter_work = 0, norm_work = 0;
+  for (const auto& mod : layout.modules()) {
+    max_r = std::max(max_r, mod.r);
+    if (layout.type() == AdapterType::kDora) {
+      adapter_work =
+          std::max(adapter_work, cpu::dora_linear_workspace(int(n), mod.shape.out, mod.r));
+      norm_work = std::max(norm_work, cpu::dora_norm_workspace(mod.shape.out, mod.r));
+    } else if (layout.type() == AdapterType::kAdaLora) {
+      adapter_work =
+          std::max(adapter_work, cpu::adalora_linear_workspace(int(n), mod.shape.in, mod.r));
+    }
+  }
+  adapter_work_.resize(adapter_work);
+  norm_work_.resize(norm_work);
+  // DoRA: ||W||^2 per output row is constant (the base is frozen): computed once here.
+  if (layout.type() == AdapterType::kDora) {
+    w_sq_.resize(layout.modules().size());
+    for (int l = 0; l < m_.n_layers; ++l) {
+      stage_layer(l);
+      for (int p = 0; p < int(Proj::kCount); ++p) {
+        const int mi = layout.module_index(l, Proj(p));
+        if (mi < 0) continue;
+        const ProjShape s = proj_shape(m_, Proj(p));
+        w_sq_[mi].resize(s.out);
+        cpu::row_sq_norms(W(Proj(p)), s.out, s.in, w_sq_[mi].data());
+      }
+    }
+  }
+
   const std::size_t widest = std::max({D, F, qd});
   dx_.resize(n * D);
   dh_.resize(n * D);
@@ -123,24 +159,14 @@ const T* Transformer<T>::W(Proj p) const {
   return layer_w_.data() + base_.offsets().proj[int(p)];
 }
 
-// y[n, out] = x[n, in] W^T, plus the adapter branch when (l, p) is adapted.
+// The LoRA part of any adapter's arguments: shapes, weights, saved buffers and, when the last
+// forward generated one, the dropout mask.
 template <typename T>
-void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* params, LayerActs& a,
-                                    int n, bool train, std::uint64_t dropout_key) {
+cpu::LoraLinearArgs<T> Transformer<T>::lora_args(int l, Proj p, const T* params, LayerActs& a,
+                                                 int n) const {
   const ProjShape s = proj_shape(m_, p);
-  const int mi = layout_.module_index(l, p);
+  const AdaptedModule& mod = layout_.modules()[layout_.module_index(l, p)];
   const std::size_t bias_at = base_.offsets().bias[int(p)];
-  const T* bias = bias_at == kNoOffset ? nullptr : layer_w_.data() + bias_at;
-  if (mi < 0) {
-    gemm<T>(Trans::kNo, Trans::kYes, n, s.out, s.in, T(1), x, s.in, W(p), s.in, T(0), y, s.out);
-    if (bias) {
-      for (int i = 0; i < n; ++i) {
-        for (int j = 0; j < s.out; ++j) y[std::size_t(i) * s.out + j] += bias[j];
-      }
-    }
-    return;
-  }
-  const AdaptedModule& mod = layout_.modules()[mi];
   cpu::LoraLinearArgs<T> args;
   args.n = n;
   args.in = s.in;
@@ -148,22 +174,68 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
   args.r = mod.r;
   args.scale = static_cast<T>(layout_.scale());
   args.W = W(p);
-  args.bias = bias;
+  args.bias = bias_at == kNoOffset ? nullptr : layer_w_.data() + bias_at;
   args.A = params + mod.a;
   args.B = params + mod.b;
   args.xa = a.xa[int(p)].data();
-  if (train && dropout_ > 0) {
+  if (a.masked[int(p)]) {
+    args.keep = a.keep[int(p)].data();
+    args.keep_scale = static_cast<T>(1.0 / (1.0 - double(dropout_)));
+    args.x_drop = a.x_drop[int(p)].data();
+  }
+  return args;
+}
+
+// y[n, out] = x[n, in] W^T + bias, plus the adapter branch when (l, p) is adapted.
+template <typename T>
+void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* params, LayerActs& a,
+                                    int n, bool train, std::uint64_t dropout_key) {
+  const ProjShape s = proj_shape(m_, p);
+  const int mi = layout_.module_index(l, p);
+  if (mi < 0) {
+    gemm<T>(Trans::kNo, Trans::kYes, n, s.out, s.in, T(1), x, s.in, W(p), s.in, T(0), y, s.out);
+    const std::size_t bias_at = base_.offsets().bias[int(p)];
+    if (bias_at != kNoOffset) {
+      const T* bias = layer_w_.data() + bias_at;
+      for (int i = 0; i < n; ++i) {
+        for (int j = 0; j < s.out; ++j) y[std::size_t(i) * s.out + j] += bias[j];
+      }
+    }
+    return;
+  }
+  a.masked[int(p)] = train && dropout_ > 0;
+  if (a.masked[int(p)]) {
     // Counter-based mask: element i of module mi in this micro-batch, whatever the thread count.
     const std::uint64_t key = derive_key(dropout_key, std::uint64_t(mi));
     std::uint8_t* keep = a.keep[int(p)].data();
     for (std::size_t i = 0; i < std::size_t(n) * s.in; ++i) {
       keep[i] = uniform01(key, i) >= dropout_ ? 1 : 0;
     }
-    args.keep = keep;
-    args.keep_scale = static_cast<T>(1.0 / (1.0 - double(dropout_)));
-    args.x_drop = a.x_drop[int(p)].data();
   }
-  cpu::lora_linear_forward(args, x, y);
+  const AdaptedModule& mod = layout_.modules()[mi];
+  const cpu::LoraLinearArgs<T> lora = lora_args(l, p, params, a, n);
+  switch (layout_.type()) {
+    case AdapterType::kLora:
+      cpu::lora_linear_forward(lora, x, y);
+      break;
+    case AdapterType::kDora: {
+      // n = ||W + sBA||_row from the rank-r identity; held constant by this step's backward.
+      T* norm = a.norm[int(p)].data();
+      if (!dora_norms_frozen_) {
+        cpu::dora_weight_norm(lora.W, w_sq_[mi].data(), lora.A, lora.B, s.out, s.in, mod.r,
+                              lora.scale, norm, norm_work_.data());
+      }
+      const cpu::DoraLinearArgs<T> d{lora, params + mod.m, norm, a.z[int(p)].data(),
+                                     adapter_work_.data()};
+      cpu::dora_linear_forward(d, x, y);
+      break;
+    }
+    case AdapterType::kAdaLora: {
+      const cpu::AdaLoraLinearArgs<T> ada{lora, params + mod.e, adapter_work_.data()};
+      cpu::adalora_linear_forward(ada, x, y);
+      break;
+    }
+  }
 }
 
 // dx[n, in] = dy W (+ the adapter branch's input gradient); adapter grads accumulate.
@@ -177,27 +249,33 @@ void Transformer<T>::linear_backward(int l, Proj p, const T* x, const T* dy, T* 
     return;
   }
   const AdaptedModule& mod = layout_.modules()[mi];
-  cpu::LoraLinearArgs<T> args;
-  args.n = n;
-  args.in = s.in;
-  args.out = s.out;
-  args.r = mod.r;
-  args.scale = static_cast<T>(layout_.scale());
-  args.W = W(p);
-  args.A = params + mod.a;
-  args.B = params + mod.b;
-  args.xa = a.xa[int(p)].data();
-  if (!a.keep[int(p)].empty()) {
-    args.keep = a.keep[int(p)].data();
-    args.keep_scale = static_cast<T>(1.0 / (1.0 - double(dropout_)));
-    args.x_drop = a.x_drop[int(p)].data();
+  const cpu::LoraLinearArgs<T> lora = lora_args(l, p, params, a, n);
+  switch (layout_.type()) {
+    case AdapterType::kLora:
+      cpu::lora_linear_backward(lora, x, dy, dx, grads + mod.a, grads + mod.b, dxa_.data());
+      break;
+    case AdapterType::kDora: {
+      const cpu::DoraLinearArgs<T> d{lora, params + mod.m, a.norm[int(p)].data(),
+                                     a.z[int(p)].data(), adapter_work_.data()};
+      cpu::dora_linear_backward(d, x, dy, dx, grads + mod.a, grads + mod.b, grads + mod.m);
+      break;
+    }
+    case AdapterType::kAdaLora: {
+      const cpu::AdaLoraLinearArgs<T> ada{lora, params + mod.e, adapter_work_.data()};
+      cpu::adalora_linear_backward(ada, x, dy, dx, grads + mod.a, grads + mod.e, grads + mod.b);
+      break;
+    }
   }
-  cpu::lora_linear_backward(args, x, dy, dx, grads + mod.a, grads + mod.b, dxa_.data());
 }
 
 template <typename T>
 void Transformer<T>::forward(const Batch& b, const T* params, bool train,
                              std::uint64_t dropout_key) {
+  if (b.batch > max_batch_ || b.seq_len != seq_len_) {
+    throw std::invalid_argument("Transformer: batch [" + std::to_string(b.batch) + ", " +
+                                std::to_string(b.seq_len) + "] does not fit the planned [" +
+                                std::to_string(max_batch_) + ", " + std::to_string(seq_len_) + "]");
+  }
   const int n = b.batch * b.seq_len;
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
@@ -237,7 +315,7 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
 
 // lm_head + cross-entropy over row chunks; with backward, leaves d(loss)/d(x_final) in dx_.
 template <typename T>
-double Transformer<T>::head(const Batch& b, bool backward, T grad_scale) {
+double Transformer<T>::head(const Batch& b, bool backward, T grad_scale, T* logits_out) {
   const int n = b.batch * b.seq_len;
   const int D = m_.dim, V = m_.vocab_size;
   const int chunk = static_cast<int>(logits_.size() / V);
@@ -247,6 +325,10 @@ double Transformer<T>::head(const Batch& b, bool backward, T grad_scale) {
     // logits[rows, V] = hf[rows, D] lm_head^T
     gemm<T>(Trans::kNo, Trans::kYes, rows, V, D, T(1), hf_.data() + std::size_t(r0) * D, D,
             lm_head_.data(), D, T(0), logits_.data(), V);
+    if (logits_out) {
+      std::copy(logits_.begin(), logits_.begin() + std::size_t(rows) * V,
+                logits_out + std::size_t(r0) * V);
+    }
     loss += cpu::cross_entropy_forward_backward(
         logits_.data(), b.targets + r0, backward ? logits_.data() : nullptr, rows, V, grad_scale);
     if (backward) {
@@ -307,15 +389,15 @@ template <typename T>
 double Transformer<T>::train_micro_batch(const Batch& b, const T* params, T* grads, T grad_scale,
                                          std::uint64_t dropout_key) {
   forward(b, params, /*train=*/true, dropout_key);
-  const double loss = head(b, /*backward=*/true, grad_scale);
+  const double loss = head(b, /*backward=*/true, grad_scale, nullptr);
   backward(b, params, grads);
   return loss;
 }
 
 template <typename T>
-double Transformer<T>::eval_micro_batch(const Batch& b, const T* params) {
+double Transformer<T>::eval_micro_batch(const Batch& b, const T* params, T* logits_out) {
   forward(b, params, /*train=*/false, 0);
-  return head(b, /*backward=*/false, T(0));
+  return head(b, /*backward=*/false, T(0), logits_out);
 }
 
 template class Transformer<float>;

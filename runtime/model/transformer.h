@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "configs/config.h"
+#include "kernels/lora_linear.h"
 #include "runtime/adapters/adapter_layout.h"
 #include "runtime/model/base_weights.h"
 
@@ -43,18 +44,26 @@ class Transformer {
   double train_micro_batch(const Batch& b, const T* params, T* grads, T grad_scale,
                            std::uint64_t dropout_key);
 
-  // Forward only, no dropout. Returns the sum of token losses.
-  double eval_micro_batch(const Batch& b, const T* params);
+  // Forward only, no dropout. Returns the sum of token losses; when `logits_out` is given it
+  // receives the logits [batch * seq_len, vocab].
+  double eval_micro_batch(const Batch& b, const T* params, T* logits_out = nullptr);
+
+  // Test hook for finite-difference checks of DoRA: while frozen, forward reuses the weight
+  // norms n of the previous forward instead of recomputing them, which is exactly the
+  // "n is a constant" semantics of backward (PEFT detaches n).
+  void freeze_dora_norms(bool frozen) { dora_norms_frozen_ = frozen; }
 
   std::size_t activation_bytes() const;
+  int vocab_size() const { return m_.vocab_size; }
 
  private:
   struct LayerActs;
   void forward(const Batch& b, const T* params, bool train, std::uint64_t dropout_key);
-  double head(const Batch& b, bool backward, T grad_scale);
+  double head(const Batch& b, bool backward, T grad_scale, T* logits_out);
   void backward(const Batch& b, const T* params, T* grads);
   void stage_layer(int l);
   const T* W(Proj p) const;
+  cpu::LoraLinearArgs<T> lora_args(int l, Proj p, const T* params, LayerActs& a, int n) const;
   void linear_forward(int l, Proj p, const T* x, T* y, const T* params, LayerActs& a, int n,
                       bool train, std::uint64_t dropout_key);
   void linear_backward(int l, Proj p, const T* x, const T* dy, T* dx, const T* params, T* grads,
@@ -74,11 +83,19 @@ class Transformer {
     std::vector<T> x_in, h1, rstd1, q, k, v, probs, att, x_mid, h2, rstd2, gate, up, act;
     std::vector<T> xa[int(Proj::kCount)], x_drop[int(Proj::kCount)];
     std::vector<std::uint8_t> keep[int(Proj::kCount)];
+    bool masked[int(Proj::kCount)] = {};  // the last forward applied dropout to this module
+    // DoRA: the detached weight norm n [out] and the pre-scale product z [n, out].
+    std::vector<T> norm[int(Proj::kCount)], z[int(Proj::kCount)];
   };
   std::vector<LayerActs> acts_;
   std::vector<T> x_final_, hf_, rstdf_, logits_;
   // Backward workspaces, shared by all layers.
   std::vector<T> dx_, dh_, dtmp_, datt_, dq_, dk_, dv_, dgate_, dup_, dact_, dxa_;
+  // Adapter scratch shared by all modules (DoRA / AdaLoRA), and DoRA's constant ||W||^2_row
+  // per adapted module.
+  std::vector<T> adapter_work_, norm_work_;
+  std::vector<std::vector<T>> w_sq_;
+  bool dora_norms_frozen_ = false;
   std::vector<std::int32_t> default_positions_;
 };
 

@@ -9,23 +9,27 @@
 #include <iomanip>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <sstream>
 #include <vector>
 
 #include "comm/communicator.h"
+#include "kernels/adalora.h"
 #include "kernels/adamw.h"
-#include "kernels/cross_entropy.h"
 #include "kernels/device.h"
 #include "kernels/gemm.h"
+#include "runtime/adapters/adalora_allocator.h"
 #include "runtime/adapters/adapter_layout.h"
 #include "runtime/adapters/peft_export.h"
 #include "runtime/data/batch_loader.h"
 #include "runtime/model/base_weights.h"
 #include "runtime/model/transformer.h"
 #include "runtime/rng.h"
+#include "runtime/train/evaluator.h"
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics.h"
+#include "runtime/train/model_setup.h"
 
 namespace peftrun {
 
@@ -37,55 +41,66 @@ double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
-// Token-level arrays of one micro-batch, allocated once.
-struct BatchBuffers {
-  std::vector<std::int32_t> inputs, targets, positions;
-  explicit BatchBuffers(std::size_t n) : inputs(n), targets(n), positions(n) {}
-  Batch view(int batch, int seq_len) const {
-    return Batch{batch, seq_len, inputs.data(), targets.data(), positions.data(), nullptr};
-  }
-};
-
-std::size_t count_targets(const std::vector<std::int32_t>& targets, std::size_t n) {
-  return static_cast<std::size_t>(std::count_if(targets.begin(), targets.begin() + n,
-                                                [](int t) { return t != cpu::kIgnoreIndex; }));
-}
-
-// Mean token loss over the held-out split (at most data.eval_batches micro-batches).
-double evaluate(Transformer<float>& model, const BatchLoader& eval_data, const Config& cfg,
-                BatchBuffers& buf, const std::vector<float>& params, Communicator& comm) {
-  const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len;
-  const int batches = std::min(cfg.data.eval_batches, eval_data.num_eval_batches(B));
-  double sums[2] = {0, 0};  // loss sum, token count
-  for (int i = 0; i < batches; ++i) {
-    eval_data.fill_eval_batch(i, B, buf.inputs.data(), buf.targets.data(), buf.positions.data());
-    sums[0] += model.eval_micro_batch(buf.view(B, T), params.data());
-    sums[1] += double(count_targets(buf.targets, std::size_t(B) * T));
-  }
-  comm.all_reduce_sum(sums, 2);
-  return sums[1] > 0 ? sums[0] / sums[1] : std::numeric_limits<double>::quiet_NaN();
-}
-
 std::string format_duration(double s) {
   std::ostringstream o;
   const int total = static_cast<int>(s + 0.5);
   if (total >= 3600) o << total / 3600 << "h";
-  if (total >= 60)
+  if (total >= 60) {
     o << std::setw(total >= 3600 ? 2 : 1) << std::setfill('0') << (total / 60) % 60 << "m";
+  }
   o << std::setw(total >= 60 ? 2 : 1) << std::setfill('0') << total % 60 << "s";
   return o.str();
 }
 
+// Everything that changes from step to step (what a checkpoint must hold to resume exactly).
+struct TrainState {
+  std::vector<float> params, grads, adam_m, adam_v;  // one flat layout (AdapterLayout)
+  std::optional<AdaLoraAllocator> allocator;         // AdaLoRA only
+  int step = 0;                                      // optimizer steps taken
+
+  RankPattern rank_pattern() const {
+    if (!allocator || !allocator->state().has_pattern) return {};
+    return allocator->rank_pattern();
+  }
+};
+
+struct StepStats {
+  double loss = 0;      // what was optimised: mean CE (+ AdaLoRA's orthogonality term)
+  double orth_reg = 0;  // AdaLoRA's weighted orthogonality term (0 otherwise)
+  double grad_norm = 0, lr = 0, tokens = 0;
+};
+
+// PEFT's AdaLoRA regulariser: orth_reg_weight * mean over every lora_A and lora_B of
+// ||P P^T - I||_F (resp. ||P^T P - I||_F), added to the loss once per optimizer step (HF adds it
+// to every micro-batch's loss and divides by the accumulation steps: the same thing). Returns
+// the weighted term and adds its gradient into grads.
+double add_orthogonal_regulariser(const AdapterLayout& layout, const AdapterConfig& cfg,
+                                  const float* params, float* grads, std::vector<float>& work) {
+  const std::size_t matrices = 2 * layout.modules().size();
+  if (cfg.orth_reg_weight <= 0 || matrices == 0) return 0;
+  const float w = static_cast<float>(cfg.orth_reg_weight / double(matrices));
+  double sum = 0;
+  for (const AdaptedModule& m : layout.modules()) {
+    work.resize(std::max({work.size(), cpu::orth_reg_workspace(m.r, m.shape.in, true),
+                          cpu::orth_reg_workspace(m.shape.out, m.r, false)}));
+    sum += cpu::orth_reg(params + m.a, m.r, m.shape.in, true, w, grads + m.a, work.data());
+    sum += cpu::orth_reg(params + m.b, m.shape.out, m.r, false, w, grads + m.b, work.data());
+  }
+  return cfg.orth_reg_weight * sum / double(matrices);
+}
+
 // Adapter-only snapshot `checkpoint-STEP/` (full trainer state arrives with the checkpoint
 // issue): written to a temporary folder and renamed into place, then old ones pruned.
-void write_snapshot(const Config& cfg, const AdapterLayout& layout, const float* params, int step,
+void write_snapshot(const Config& cfg, const AdapterLayout& layout, const TrainState& st,
                     std::ostream& log) {
   namespace fs = std::filesystem;
   const fs::path out = cfg.output_dir;
-  const fs::path final_dir = out / ("checkpoint-" + std::to_string(step));
-  const fs::path tmp_dir = out / (".tmp-checkpoint-" + std::to_string(step));
+  const fs::path final_dir = out / ("checkpoint-" + std::to_string(st.step));
+  const fs::path tmp_dir = out / (".tmp-checkpoint-" + std::to_string(st.step));
   fs::remove_all(tmp_dir);
-  write_peft_adapter(tmp_dir.string(), cfg, layout, params);
+  const RankPattern pattern = st.rank_pattern();
+  write_peft_adapter(tmp_dir.string(), cfg, layout, st.params.data(),
+                     pattern.empty() ? nullptr : &pattern);
   fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
   // Prune only after the new snapshot is complete.
@@ -106,6 +121,43 @@ void write_snapshot(const Config& cfg, const AdapterLayout& layout, const float*
   log << "saved adapter snapshot " << final_dir.string() << "\n";
 }
 
+// Human-readable progress: a redrawn bar on a terminal, else one line every log_every steps.
+class ProgressLog {
+ public:
+  ProgressLog(std::ostream& log, int total_steps, int log_every)
+      : log_(log), total_(total_steps), every_(log_every), tty_(isatty(STDOUT_FILENO) != 0) {}
+
+  void step(int done, const StepStats& s, double step_seconds, double tokens_total,
+            double elapsed) {
+    if (tty_) {
+      const int width = 30, filled = width * done / total_;
+      log_ << "\r[" << std::string(filled, '#') << std::string(width - filled, ' ') << "] " << done
+           << "/" << total_ << " loss " << std::fixed << std::setprecision(4) << s.loss << " lr "
+           << std::scientific << std::setprecision(2) << s.lr << std::fixed << " "
+           << std::setprecision(0) << tokens_total / elapsed << " tok/s eta "
+           << format_duration(elapsed / done * (total_ - done)) << "   " << std::defaultfloat
+           << std::flush;
+      bar_open_ = true;
+    } else if (done % every_ == 0 || done == total_ || done == 1) {
+      log_ << "step " << done << "/" << total_ << " loss " << std::fixed << std::setprecision(4)
+           << s.loss << " lr " << std::scientific << std::setprecision(3) << s.lr << " grad_norm "
+           << std::fixed << std::setprecision(4) << s.grad_norm << " " << std::setprecision(0)
+           << s.tokens / std::max(step_seconds, 1e-9) << " tok/s" << std::defaultfloat << "\n";
+    }
+  }
+  // Any other line first ends the progress bar's line.
+  std::ostream& line() {
+    if (bar_open_) log_ << "\n";
+    bar_open_ = false;
+    return log_;
+  }
+
+ private:
+  std::ostream& log_;
+  int total_, every_;
+  bool tty_, bar_open_ = false;
+};
+
 }  // namespace
 
 TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::ostream& log) {
@@ -115,28 +167,17 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   const DeviceInventory devices = query_devices();
   if (cfg.runtime.device == DeviceKind::kCuda) {
     throw std::runtime_error(
-        "runtime.device: 'cuda' requested, but the CUDA training backend is not implemented yet "
-        "(" +
-        std::to_string(devices.cuda_devices) +
-        " CUDA device(s) visible); use 'cpu' or "
-        "'auto'");
+        "runtime.device: 'cuda' requested, but the CUDA training backend is "
+        "not implemented yet (" +
+        std::to_string(devices.cuda_devices) + " CUDA device(s) visible); use 'cpu' or 'auto'");
   }
   const std::string device_note = devices.cuda_devices > 0
                                       ? "cpu (CUDA training backend not implemented yet)"
                                       : "cpu (" + devices.note + ")";
-  if (!cfg.model.path.empty()) {
-    throw std::runtime_error("model.path: loading HF checkpoints is not implemented yet ('" +
-                             cfg.model.path + "'); leave it empty for a random base");
-  }
-  if (cfg.adapter.type != AdapterType::kLora) {
-    throw std::runtime_error(std::string("adapter.type: '") + to_string(cfg.adapter.type) +
-                             "' is not implemented yet; only 'lora' trains today");
-  }
   cpu::set_blas_threads(cfg.runtime.threads);
   auto comm = make_local_communicator();
 
   const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len, accum = cfg.train.grad_accum;
-  const std::size_t tokens_per_micro = std::size_t(B) * T;
 
   // Data first: a bad file fails before any memory is committed to the model.
   BatchLoader train_data(TokenFile::load(cfg.data.train), T, cfg.train.seed);
@@ -147,23 +188,43 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     check_vocab_fits(eval_data->file(), cfg.model.vocab_size);
   }
 
-  const BaseWeights base = BaseWeights::random(cfg.model, cfg.train.seed);
+  const BaseWeights base = load_base(cfg);
   const AdapterLayout layout = AdapterLayout::plan(cfg.model, cfg.adapter);
   const std::size_t P = layout.total();
-  std::vector<float> params(P), grads(P), adam_m(P, 0.0f), adam_v(P, 0.0f);
-  layout.init_params(params.data(), cfg.train.seed);
+  TrainState st;
+  RankPattern init_pattern;
+  st.params = initial_params(cfg, base, layout, cfg.adapter.init_from, &init_pattern);
+  st.grads.assign(P, 0.0f);
+  st.adam_m.assign(P, 0.0f);
+  st.adam_v.assign(P, 0.0f);
+  if (layout.type() == AdapterType::kAdaLora) {
+    st.allocator.emplace(layout, cfg.adapter, cfg.train.steps);
+    if (!init_pattern.empty()) {
+      // Starting from a pruned PEFT adapter: keep its pattern until the schedule re-masks.
+      AdaLoraState& s = st.allocator->state();
+      for (std::size_t i = 0; i < init_pattern.size(); ++i) {
+        for (std::size_t k = 0; k < init_pattern[i].size(); ++k) {
+          s.mask[i * init_pattern[i].size() + k] = init_pattern[i][k] ? 1.0f : 0.0f;
+        }
+      }
+      s.has_pattern = true;
+    }
+  }
   Transformer<float> model(base, layout, cfg.adapter, B, T);
-  BatchBuffers buf(tokens_per_micro);
+  std::vector<std::int32_t> inputs(std::size_t(B) * T), targets(inputs.size()),
+      positions(inputs.size());
+  std::vector<float> orth_work;
 
   std::filesystem::create_directories(cfg.output_dir);
   MetricsWriter metrics(cfg.output_dir + "/metrics.jsonl");
-  const bool tty = isatty(STDOUT_FILENO) != 0;
+  ProgressLog progress(log, cfg.train.steps, cfg.train.log_every);
 
   std::size_t trainable = 0;
   for (const auto& t : layout.tensors()) trainable += t.numel();
+  const int rank = layout.type() == AdapterType::kAdaLora ? cfg.adapter.init_r : cfg.adapter.r;
   log << "peftrun " << PEFTRUN_VERSION << ": " << cfg.model.n_layers << " layers, dim "
       << cfg.model.dim << ", vocab " << cfg.model.vocab_size << "; adapter "
-      << to_string(cfg.adapter.type) << " r=" << cfg.adapter.r << " on " << layout.modules().size()
+      << to_string(cfg.adapter.type) << " r=" << rank << " on " << layout.modules().size()
       << " modules (" << trainable << " trainable parameters)\n"
       << "base " << base.bytes() / 1024 << " KiB fp16, activations "
       << model.activation_bytes() / 1024 << " KiB; device " << device_note << ", "
@@ -175,113 +236,129 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   summary.final_eval_loss = summary.initial_eval_loss;
   auto run_eval = [&](int step) {
     if (!eval_data) return;
-    const double loss = evaluate(model, *eval_data, cfg, buf, params, *comm);
+    const double loss =
+        evaluate(model, *eval_data, B, T, cfg.data.eval_batches, st.params.data(), *comm).mean_loss;
     metrics.write({{"step", step}, {"eval_loss", loss}});
-    if (tty) log << "\n";
-    log << "eval step " << step << ": eval_loss " << std::fixed << std::setprecision(4) << loss
-        << "\n"
-        << std::defaultfloat;
+    progress.line() << "eval step " << step << ": eval_loss " << std::fixed << std::setprecision(4)
+                    << loss << "\n"
+                    << std::defaultfloat;
     if (step == 0) summary.initial_eval_loss = loss;
     summary.final_eval_loss = loss;
   };
-  run_eval(0);
 
+  // One optimizer step (DESIGN §5): micro-batches -> all-reduce -> regulariser -> non-finite
+  // check -> clip -> AdamW -> AdaLoRA budget.
   const std::uint64_t dropout_root = derive_key(cfg.train.seed, std::uint64_t(RngTag::kDropout));
-  std::size_t tokens_done = 0;
-  const auto t_train = Clock::now();
-  for (int step = 0; step < cfg.train.steps; ++step) {
-    const auto t_step = Clock::now();
-    std::fill(grads.begin(), grads.end(), 0.0f);
+  auto optimizer_step = [&]() {
+    StepStats s;
+    std::fill(st.grads.begin(), st.grads.end(), 0.0f);
     // Normalise by the token count of the whole global batch, so the result does not depend on
-    // how it is split into micro-batches (or, later, ranks). Token files have no ignored targets,
-    // so the count is known before any forward pass.
-    double token_count = double(tokens_per_micro) * accum;
-    comm->all_reduce_sum(&token_count, 1);
-    const float grad_scale = static_cast<float>(1.0 / token_count);
+    // how it is split into micro-batches (or ranks). Token files have no ignored targets, so the
+    // count is known before any forward pass.
+    s.tokens = double(inputs.size()) * accum;
+    comm->all_reduce_sum(&s.tokens, 1);
+    const float grad_scale = static_cast<float>(1.0 / s.tokens);
     double loss_sum = 0;
     for (int micro = 0; micro < accum; ++micro) {
-      const std::uint64_t sample = (std::uint64_t(step) * accum + micro) * B;
-      train_data.fill_batch(sample, B, buf.inputs.data(), buf.targets.data(), buf.positions.data());
-      loss_sum += model.train_micro_batch(buf.view(B, T), params.data(), grads.data(), grad_scale,
+      const std::uint64_t sample = (std::uint64_t(st.step) * accum + micro) * B;
+      train_data.fill_batch(sample, B, inputs.data(), targets.data(), positions.data());
+      const Batch b{B, T, inputs.data(), targets.data(), positions.data(), nullptr};
+      loss_sum += model.train_micro_batch(b, st.params.data(), st.grads.data(), grad_scale,
                                           derive_key(dropout_root, sample));
     }
-    comm->all_reduce_sum(grads.data(), grads.size());
+    comm->all_reduce_sum(st.grads.data(), st.grads.size());
     comm->all_reduce_sum(&loss_sum, 1);
-    const double loss = loss_sum / token_count;
-    const double grad_norm = std::sqrt(cpu::sum_squares(grads.data(), grads.size()));
-    if (!std::isfinite(loss) || !std::isfinite(grad_norm)) {
-      throw NonFiniteError("non-finite " + std::string(std::isfinite(loss) ? "gradient" : "loss") +
-                           " at step " + std::to_string(step + 1) + " (loss " +
-                           std::to_string(loss) + ", grad_norm " + std::to_string(grad_norm) +
-                           "); lower optim.lr or set optim.max_grad_norm");
+    s.loss = loss_sum / s.tokens;
+    if (layout.type() == AdapterType::kAdaLora) {
+      // After the all-reduce: every rank adds the same term to the same reduced gradient.
+      s.orth_reg = add_orthogonal_regulariser(layout, cfg.adapter, st.params.data(),
+                                              st.grads.data(), orth_work);
+      s.loss += s.orth_reg;
+    }
+    s.grad_norm = std::sqrt(cpu::sum_squares(st.grads.data(), st.grads.size()));
+    if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm)) {
+      throw NonFiniteError(
+          "non-finite " + std::string(std::isfinite(s.loss) ? "gradient" : "loss") + " at step " +
+          std::to_string(st.step + 1) + " (loss " + std::to_string(s.loss) + ", grad_norm " +
+          std::to_string(s.grad_norm) + "); lower optim.lr or set optim.max_grad_norm");
     }
     // torch.nn.utils.clip_grad_norm_: scale by max_norm / (norm + 1e-6) when above max_norm.
     double clip = 1.0;
-    if (cfg.optim.max_grad_norm > 0 && grad_norm > cfg.optim.max_grad_norm) {
-      clip = cfg.optim.max_grad_norm / (grad_norm + 1e-6);
+    if (cfg.optim.max_grad_norm > 0 && s.grad_norm > cfg.optim.max_grad_norm) {
+      clip = cfg.optim.max_grad_norm / (s.grad_norm + 1e-6);
     }
     cpu::AdamWHyper h;
-    h.lr = learning_rate(cfg.optim, cfg.train.steps, step);
+    h.lr = s.lr = learning_rate(cfg.optim, cfg.train.steps, st.step);
     h.beta1 = cfg.optim.beta1;
     h.beta2 = cfg.optim.beta2;
     h.eps = cfg.optim.eps;
     h.weight_decay = cfg.optim.weight_decay;
-    h.step = step + 1;
+    h.step = st.step + 1;
     h.grad_scale = clip;
-    cpu::adamw_step(params.data(), grads.data(), adam_m.data(), adam_v.data(), P, h);
+    cpu::adamw_step(st.params.data(), st.grads.data(), st.adam_m.data(), st.adam_v.data(), P, h);
+    if (st.allocator) {
+      // PEFT calls update_and_allocate after optimizer.step() with the (clipped) grads.
+      st.allocator->update_and_allocate(st.step, st.params.data(), st.grads.data(), clip);
+    }
     if (options.debug) {
       for (const auto& t : layout.tensors()) {
         for (std::size_t i = 0; i < t.numel(); ++i) {
-          if (!std::isfinite(params[t.offset + i])) {
+          if (!std::isfinite(st.params[t.offset + i])) {
             throw NonFiniteError("non-finite value in " + t.name + " after step " +
-                                 std::to_string(step + 1));
+                                 std::to_string(st.step + 1));
           }
         }
       }
     }
+    ++st.step;
+    return s;
+  };
 
+  run_eval(0);
+  double tokens_done = 0;
+  const auto t_train = Clock::now();
+  while (st.step < cfg.train.steps) {
+    const auto t_step = Clock::now();
+    const StepStats s = optimizer_step();
     const double dt = seconds_since(t_step);
-    tokens_done += std::size_t(token_count);
-    const double tps = token_count / std::max(dt, 1e-9);
-    const int done = step + 1;
-    metrics.write({{"step", done},
-                   {"loss", loss},
-                   {"lr", h.lr},
-                   {"grad_norm", grad_norm},
-                   {"tokens_per_s", tps},
-                   {"step_time_s", dt},
-                   {"tokens", tokens_done}});
-    summary.final_train_loss = loss;
-    const double elapsed = seconds_since(t_train);
-    if (tty) {
-      const int width = 30, filled = width * done / cfg.train.steps;
-      log << "\r[" << std::string(filled, '#') << std::string(width - filled, ' ') << "] " << done
-          << "/" << cfg.train.steps << " loss " << std::fixed << std::setprecision(4) << loss
-          << " lr " << std::scientific << std::setprecision(2) << h.lr << std::fixed << " "
-          << std::setprecision(0) << tokens_done / elapsed << " tok/s eta "
-          << format_duration(elapsed / done * (cfg.train.steps - done)) << "   "
-          << std::defaultfloat << std::flush;
-    } else if (done % cfg.train.log_every == 0 || done == cfg.train.steps || done == 1) {
-      log << "step " << done << "/" << cfg.train.steps << " loss " << std::fixed
-          << std::setprecision(4) << loss << " lr " << std::scientific << std::setprecision(3)
-          << h.lr << " grad_norm " << std::fixed << std::setprecision(4) << grad_norm << " "
-          << std::setprecision(0) << tps << " tok/s" << std::defaultfloat << "\n";
+    tokens_done += s.tokens;
+    nlohmann::json record = {{"step", st.step},
+                             {"loss", s.loss},
+                             {"lr", s.lr},
+                             {"grad_norm", s.grad_norm},
+                             {"tokens_per_s", s.tokens / std::max(dt, 1e-9)},
+                             {"step_time_s", dt},
+                             {"tokens", tokens_done}};
+    if (st.allocator) {
+      record["orth_reg"] = s.orth_reg;
+      int kept = 0;
+      for (int r : st.allocator->ranks()) kept += r;
+      record["adalora_rank_total"] = kept;
     }
-    if (cfg.train.eval_every > 0 && done % cfg.train.eval_every == 0 && done != cfg.train.steps) {
-      run_eval(done);
+    metrics.write(record);
+    summary.final_train_loss = s.loss;
+    progress.step(st.step, s, dt, tokens_done, seconds_since(t_train));
+    const bool last = st.step == cfg.train.steps;
+    if (cfg.train.eval_every > 0 && st.step % cfg.train.eval_every == 0 && !last) {
+      run_eval(st.step);
     }
-    if (cfg.checkpoint.every_steps > 0 && done % cfg.checkpoint.every_steps == 0 &&
-        done != cfg.train.steps) {
-      write_snapshot(cfg, layout, params.data(), done, log);
+    if (cfg.checkpoint.every_steps > 0 && st.step % cfg.checkpoint.every_steps == 0 && !last) {
+      write_snapshot(cfg, layout, st, progress.line());
     }
   }
-  if (tty) log << "\n";
   run_eval(cfg.train.steps);
-  write_peft_adapter(cfg.output_dir, cfg, layout, params.data());
+  const RankPattern pattern = st.rank_pattern();
+  write_peft_adapter(cfg.output_dir, cfg, layout, st.params.data(),
+                     pattern.empty() ? nullptr : &pattern);
+  if (st.allocator) {
+    std::ostringstream ranks;
+    for (int r : st.allocator->ranks()) ranks << r << " ";
+    progress.line() << "adalora ranks per module: " << ranks.str() << "\n";
+  }
 
   summary.steps = cfg.train.steps;
   summary.seconds = seconds_since(t_start);
-  summary.tokens_per_s = double(tokens_done) / std::max(seconds_since(t_train), 1e-9);
+  summary.tokens_per_s = tokens_done / std::max(seconds_since(t_train), 1e-9);
   summary.adapter_dir = cfg.output_dir;
   return summary;
 }

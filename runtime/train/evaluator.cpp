@@ -1,0 +1,78 @@
+#include "runtime/train/evaluator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <ostream>
+
+#include "kernels/cross_entropy.h"
+#include "kernels/gemm.h"
+#include "runtime/io/safetensors.h"
+#include "runtime/train/model_setup.h"
+
+namespace peftrun {
+
+EvalResult evaluate(Transformer<float>& model, const BatchLoader& data, int batch, int seq_len,
+                    int max_batches, const float* params, Communicator& comm,
+                    bool keep_first_logits) {
+  const std::size_t n = std::size_t(batch) * seq_len;
+  std::vector<std::int32_t> inputs(n), targets(n), positions(n);
+  const int batches = std::min(max_batches, data.num_eval_batches(batch));
+  EvalResult result;
+  double sums[2] = {0, 0};  // loss sum, target tokens
+  for (int i = 0; i < batches; ++i) {
+    data.fill_eval_batch(i, batch, inputs.data(), targets.data(), positions.data());
+    const Batch b{batch, seq_len, inputs.data(), targets.data(), positions.data(), nullptr};
+    float* logits = nullptr;
+    if (keep_first_logits && i == 0) {
+      result.first_logits.resize(n * std::size_t(model.vocab_size()));
+      result.first_inputs = inputs;
+      result.first_targets = targets;
+      logits = result.first_logits.data();
+    }
+    sums[0] += model.eval_micro_batch(b, params, logits);
+    sums[1] += double(std::count_if(targets.begin(), targets.end(),
+                                    [](int t) { return t != cpu::kIgnoreIndex; }));
+  }
+  comm.all_reduce_sum(sums, 2);
+  result.tokens = sums[1];
+  result.mean_loss = sums[1] > 0 ? sums[0] / sums[1] : std::numeric_limits<double>::quiet_NaN();
+  return result;
+}
+
+EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::ostream& log) {
+  if (cfg.data.eval.empty()) {
+    throw std::runtime_error("data.eval: empty; peftrun eval needs a held-out token file");
+  }
+  cpu::set_blas_threads(cfg.runtime.threads);
+  auto comm = make_local_communicator();
+  const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len;
+  BatchLoader data(TokenFile::load(cfg.data.eval), T, cfg.train.seed);
+  check_vocab_fits(data.file(), cfg.model.vocab_size);
+  const BaseWeights base = load_base(cfg);
+  const AdapterLayout layout = AdapterLayout::plan(cfg.model, cfg.adapter);
+  const std::string adapter_dir =
+      options.adapter_dir.empty() ? cfg.adapter.init_from : options.adapter_dir;
+  RankPattern pattern;
+  const std::vector<float> params = initial_params(cfg, base, layout, adapter_dir, &pattern);
+  Transformer<float> model(base, layout, cfg.adapter, B, T);
+  const EvalResult r = evaluate(model, data, B, T, cfg.data.eval_batches, params.data(), *comm,
+                                !options.dump_logits.empty());
+  log << "eval " << cfg.data.eval << " (" << static_cast<long long>(r.tokens) << " tokens, "
+      << "adapter " << (adapter_dir.empty() ? "freshly initialised" : adapter_dir) << "): loss "
+      << r.mean_loss << ", perplexity " << std::exp(r.mean_loss) << "\n";
+  if (!options.dump_logits.empty()) {
+    SafetensorsWriter w;
+    const std::int64_t V = cfg.model.vocab_size;
+    w.add_f32("logits", {B, T, V}, r.first_logits);
+    w.add_i32("input_ids", {B, T}, r.first_inputs);
+    w.add_i32("labels", {B, T}, r.first_targets);
+    w.set_metadata("format", "pt");
+    w.set_metadata("note", "labels[b, t] is the target of logits[b, t] (already shifted)");
+    w.write(options.dump_logits);
+    log << "wrote logits of the first eval batch to " << options.dump_logits << "\n";
+  }
+  return r;
+}
+
+}  // namespace peftrun

@@ -1,0 +1,38 @@
+// Held-out evaluation: mean token loss over (at most) N micro-batches of an eval split, used by
+// the trainer's periodic evaluation and by `peftrun eval`.
+#pragma once
+
+#include <cstdint>
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+#include "comm/communicator.h"
+#include "configs/config.h"
+#include "runtime/data/batch_loader.h"
+#include "runtime/model/transformer.h"
+
+namespace peftrun {
+
+struct EvalResult {
+  double mean_loss = 0;  // NaN when there were no target tokens
+  double tokens = 0;
+  // Filled when requested: the first batch's inputs/targets [B*T] and logits [B*T, vocab].
+  std::vector<std::int32_t> first_inputs, first_targets;
+  std::vector<float> first_logits;
+};
+
+EvalResult evaluate(Transformer<float>& model, const BatchLoader& data, int batch, int seq_len,
+                    int max_batches, const float* params, Communicator& comm,
+                    bool keep_first_logits = false);
+
+struct EvalOptions {
+  std::string adapter_dir;  // PEFT adapter to evaluate; empty = adapter.init_from or PEFT init
+  std::string dump_logits;  // write the first batch's logits here (safetensors); empty = no
+};
+
+// `peftrun eval`: loss and perplexity of the config's model + adapter on data.eval. Throws
+// std::runtime_error naming the file on failure.
+EvalResult run_eval_command(const Config& config, const EvalOptions& options, std::ostream& log);
+
+}  // namespace peftrun
