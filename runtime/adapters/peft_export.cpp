@@ -45,7 +45,10 @@ nlohmann::json peft_adapter_config(const Config& config, const AdapterLayout& la
   j["task_type"] = "CAUSAL_LM";
   j["base_model_name_or_path"] =
       config.model.path.empty() ? nlohmann::json(nullptr) : nlohmann::json(config.model.path);
-  j["r"] = a.type == AdapterType::kAdaLora ? a.target_r : a.r;
+  // AdaLoRA ignores `r` (init_r and target_r set the ranks). PEFT saves LoraConfig's default 8
+  // there and AdaLoraConfig warns on load whenever r != 8, so write 8 as PEFT itself does
+  // (writing target_r made every peftrun AdaLoRA adapter warn in PeftModel.from_pretrained).
+  j["r"] = a.type == AdapterType::kAdaLora ? 8 : a.r;
   j["lora_alpha"] = number(a.alpha);
   j["lora_dropout"] = a.dropout;
   j["target_modules"] = a.target_modules;

@@ -1,0 +1,23 @@
+// AdaLoRA's orthogonality regulariser over the whole flat adapter buffer (HF PEFT 0.21
+// AdaLoraModel.forward): the trainer and the golden tests compute the loss term and its gradient
+// with this one function, so the tests check the code that trains.
+#pragma once
+
+#include <vector>
+
+#include "configs/config.h"
+#include "runtime/adapters/adapter_layout.h"
+
+namespace peftrun {
+
+// orth_reg_weight * mean over every lora_A and lora_B of ||P P^T - I||_F (resp. ||P^T P - I||_F),
+// the norm NOT squared, exactly PEFT's term. Returns the weighted term and ADDS its gradient into
+// `grads` (same flat layout as `params`). PEFT adds it to every micro-batch's loss and divides by
+// the accumulation steps, which is the same as adding it once per optimizer step; in data
+// parallel it is added after the gradient all-reduce so every rank adds the same term once.
+// `work` is resized as needed (kept by the caller so the step loop does not allocate).
+// Returns 0 and leaves `grads` alone when orth_reg_weight <= 0 or there is no module.
+double add_adalora_orth_regulariser(const AdapterLayout& layout, const AdapterConfig& cfg,
+                                    const float* params, float* grads, std::vector<float>& work);
+
+}  // namespace peftrun
