@@ -127,8 +127,17 @@ struct CheckpointConfig {
 struct RuntimeConfig {
   DeviceKind device = DeviceKind::kAuto;
   int threads = 0;  // 0 = all cores
+  // With several ranks, each keeps only 1/world of every layer's fp16 weights and all-gathers a
+  // layer just before use. Ignored (nothing to shard) with one rank.
+  bool shard_base = true;
 
   bool operator==(const RuntimeConfig&) const = default;
+};
+
+struct CommConfig {
+  double timeout_s = 600;  // every collective; a dead or stuck peer ends the job after this
+
+  bool operator==(const CommConfig&) const = default;
 };
 
 struct Config {
@@ -139,6 +148,7 @@ struct Config {
   OptimConfig optim;
   CheckpointConfig checkpoint;
   RuntimeConfig runtime;
+  CommConfig comm;
   std::string output_dir = "runs/tiny";  // relative to the working directory
 
   std::string source_file;  // where it was read from ("<embedded>" for the built-in default)

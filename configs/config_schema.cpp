@@ -615,6 +615,11 @@ std::vector<KeySpec> build_schema() {
       ValueAliases{{"gpu", "cuda"}}));
   keys.push_back(int_key(
       "runtime.threads", [](auto& c) -> auto& { return c.runtime.threads; }, at_least(0)));
+  keys.push_back(bool_key(
+      "runtime.shard_base", [](auto& c) -> auto& { return c.runtime.shard_base; }));
+  // comm
+  keys.push_back(double_key(
+      "comm.timeout_s", [](auto& c) -> auto& { return c.comm.timeout_s; }, greater_than(0)));
   // top level
   keys.push_back(string_key(
       "output_dir", [](auto& c) -> auto& { return c.output_dir; }, true));
@@ -793,8 +798,8 @@ const KeySpec* find_key(std::string_view path) {
 }
 
 const std::vector<std::string>& section_names() {
-  static const std::vector<std::string> names = {"model", "adapter",    "data",   "train",
-                                                 "optim", "checkpoint", "runtime"};
+  static const std::vector<std::string> names = {"model", "adapter",    "data",    "train",
+                                                 "optim", "checkpoint", "runtime", "comm"};
   return names;
 }
 

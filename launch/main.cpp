@@ -6,13 +6,15 @@
 //   peftrun --help | --version | --print-default-config
 //
 // Exit codes: 0 success; 2 bad command line or config (one line per problem); 1 runtime failure;
-// 3 training diverged (non-finite loss or gradient).
+// 3 training diverged (non-finite loss or gradient); 4 a collective timed out (comm/).
 #include <cstring>
 #include <iostream>
 #include <string>
 #include <vector>
 
+#include "comm/mpi_runtime.h"
 #include "configs/config.h"
+#include "launch/world.h"
 #include "runtime/train/evaluator.h"
 #include "runtime/train/trainer.h"
 
@@ -21,7 +23,7 @@ namespace {
 constexpr int kExitOk = 0;
 constexpr int kExitFailure = 1;
 constexpr int kExitUsage = 2;
-constexpr int kExitDiverged = 3;
+constexpr int kExitDiverged = 3;  // kExitCommTimeout = 4 comes from comm/
 
 const char* kUsage = R"(usage:
   peftrun CONFIG.yaml [--set key.path=value ...] [--debug]   train an adapter
@@ -39,7 +41,10 @@ options:
                          a freshly initialised adapter)
   --dump-logits FILE     (eval) write the first eval batch's logits, inputs and labels
 
-exit codes: 0 ok, 1 runtime error, 2 bad command line or config, 3 training diverged
+multi-rank: mpirun -np N peftrun CONFIG.yaml (data parallel; see README "Running on a cluster")
+
+exit codes: 0 ok, 1 runtime error, 2 bad command line or config, 3 training diverged,
+            4 a collective timed out (a peer rank died or hangs; see comm.timeout_s)
 )";
 
 struct Args {
@@ -99,6 +104,68 @@ bool parse_args(int argc, char** argv, Args& args) {
 
 }  // namespace
 
+namespace {
+
+// Runs the parsed command on this rank. Sets `agreed` when the failure it returns is known to
+// every rank (same config, or a Communicator::agree), so MpiRuntime::finish can exit cleanly
+// instead of aborting the job.
+int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed) {
+  const bool rank0 = world.rank == 0;
+  std::ostream null_log(nullptr);  // ranks other than 0 stay quiet
+  std::ostream& log = rank0 ? std::cout : null_log;
+  const std::string who =
+      world.world_size > 1 ? "peftrun: rank " + std::to_string(world.rank) + ": " : "peftrun: ";
+
+  // Every rank reads the same config, so config errors are agreed by construction.
+  const peftrun::ConfigLoadResult loaded =
+      peftrun::load_config_file(args.config_path, args.overrides);
+  if (!loaded.ok()) {
+    agreed = true;
+    if (!rank0) return kExitUsage;
+    for (const auto& e : loaded.errors) std::cerr << e.format() << "\n";
+    std::cerr << "peftrun: " << loaded.errors.size() << " problem"
+              << (loaded.errors.size() == 1 ? "" : "s") << " in the config; nothing was run\n";
+    return kExitUsage;
+  }
+  if (args.command == "check") {
+    log << peftrun::config_to_yaml(loaded.config);
+    return kExitOk;
+  }
+
+  try {
+    auto comm = peftrun::make_world_communicator(world, loaded.config.comm.timeout_s);
+    if (args.command == "eval") {
+      peftrun::EvalOptions options;
+      options.adapter_dir = args.adapter_dir;
+      options.dump_logits = args.dump_logits;
+      peftrun::run_eval_command(loaded.config, options, log, *comm);
+      return kExitOk;
+    }
+    peftrun::TrainOptions options;
+    options.debug = args.debug;
+    const peftrun::TrainSummary s = peftrun::run_training(loaded.config, options, log, *comm);
+    log << "done: " << s.steps << " steps in " << s.seconds << " s, "
+        << static_cast<long>(s.tokens_per_s) << " tok/s; train loss " << s.final_train_loss
+        << "; eval loss " << s.initial_eval_loss << " -> " << s.final_eval_loss
+        << "\nadapter: " << s.adapter_dir << "/adapter_model.safetensors + adapter_config.json\n";
+    return kExitOk;
+  } catch (const peftrun::NonFiniteError& e) {
+    // Loss and gradients are all-reduced before the check: every rank sees the same values.
+    agreed = true;
+    if (rank0) std::cerr << "peftrun: training diverged: " << e.what() << "\n";
+    return kExitDiverged;
+  } catch (const peftrun::AgreedError& e) {
+    agreed = true;
+    if (rank0) std::cerr << "peftrun: error: " << e.what() << "\n";
+    return kExitFailure;
+  } catch (const std::exception& e) {
+    std::cerr << who << "error: " << e.what() << "\n";
+    return kExitFailure;
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
@@ -117,47 +184,16 @@ int main(int argc, char** argv) {
   Args args;
   if (!parse_args(argc, argv, args)) return kExitUsage;
 
-  const peftrun::ConfigLoadResult loaded =
-      peftrun::load_config_file(args.config_path, args.overrides);
-  if (!loaded.ok()) {
-    for (const auto& e : loaded.errors) std::cerr << e.format() << "\n";
-    std::cerr << "peftrun: " << loaded.errors.size() << " problem"
-              << (loaded.errors.size() == 1 ? "" : "s") << " in the config; nothing was run\n";
-    return kExitUsage;
-  }
-  if (args.command == "check") {
-    std::cout << peftrun::config_to_yaml(loaded.config);
-    return kExitOk;
-  }
-
-  if (args.command == "eval") {
-    try {
-      peftrun::EvalOptions options;
-      options.adapter_dir = args.adapter_dir;
-      options.dump_logits = args.dump_logits;
-      peftrun::run_eval_command(loaded.config, options, std::cout);
-      return kExitOk;
-    } catch (const std::exception& e) {
-      std::cerr << "peftrun: error: " << e.what() << "\n";
-      return kExitFailure;
-    }
-  }
-
+  peftrun::WorldInfo world;
   try {
-    peftrun::TrainOptions options;
-    options.debug = args.debug;
-    const peftrun::TrainSummary s = peftrun::run_training(loaded.config, options, std::cout);
-    std::cout << "done: " << s.steps << " steps in " << s.seconds << " s, "
-              << static_cast<long>(s.tokens_per_s) << " tok/s; train loss " << s.final_train_loss
-              << "; eval loss " << s.initial_eval_loss << " -> " << s.final_eval_loss
-              << "\nadapter: " << s.adapter_dir
-              << "/adapter_model.safetensors + adapter_config.json\n";
-    return kExitOk;
-  } catch (const peftrun::NonFiniteError& e) {
-    std::cerr << "peftrun: training diverged: " << e.what() << "\n";
-    return kExitDiverged;
+    world = peftrun::discover_world();
   } catch (const std::exception& e) {
     std::cerr << "peftrun: error: " << e.what() << "\n";
-    return kExitFailure;
+    return kExitUsage;
   }
+  // MPI only when an MPI launcher started us: `peftrun train.yaml` stays a plain process.
+  peftrun::MpiRuntime mpi(&argc, &argv, world.launched_by_mpi);
+  bool agreed = false;
+  const int code = run_command(args, world, agreed);
+  return mpi.finish(code, agreed);
 }

@@ -524,6 +524,8 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "checkpoint.keep_last",
                                            "runtime.device",
                                            "runtime.threads",
+                                           "runtime.shard_base",
+                                           "comm.timeout_s",
                                            "output_dir"};
 
 // Dotted key -> value text, from a YAML document of sections.

@@ -128,6 +128,27 @@ BaseWeights BaseWeights::from_parts(const ModelConfig& m, BiasMask biases,
   return w;
 }
 
+const half_bits* BaseWeights::layer(int l) const {
+  if (sharded()) {
+    throw std::logic_error("BaseWeights::layer: the base is sharded; all-gather the layer first");
+  }
+  return layers_[l].data();
+}
+
+void BaseWeights::shard(int rank, int world) {
+  if (sharded() || world <= 1) return;
+  shard_elems_ = (offsets_.total + world - 1) / world;
+  for (auto& full : layers_) {
+    std::vector<half_bits> mine(shard_elems_, 0);
+    const std::size_t begin = std::size_t(rank) * shard_elems_;
+    for (std::size_t i = 0; i < shard_elems_ && begin + i < full.size(); ++i) {
+      mine[i] = full[begin + i];
+    }
+    full = std::move(mine);  // the full copy is freed here
+  }
+  world_ = world;
+}
+
 std::size_t BaseWeights::bytes() const {
   std::size_t n = embedding_.size() + final_norm_.size() + lm_head_.size();
   for (const auto& l : layers_) n += l.size();

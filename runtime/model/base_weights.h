@@ -60,20 +60,33 @@ class BaseWeights {
   const ModelConfig& shape() const { return shape_; }
   const LayerOffsets& offsets() const { return offsets_; }
   BiasMask biases() const { return biases_; }
-  const half_bits* layer(int l) const { return layers_[l].data(); }
+  // Layer l's full flat buffer [offsets().total]; only while not sharded.
+  const half_bits* layer(int l) const;
+
+  // Keeps only this rank's slice of every layer buffer (DESIGN §3): layer buffers are padded to
+  // world * shard_elems() elements and rank r keeps [r * shard_elems(), (r+1) * shard_elems()).
+  // The layer is rebuilt just before use with an all-gather (Transformer::stage_layer).
+  // Embedding, final norm and lm_head stay replicated.
+  void shard(int rank, int world);
+  bool sharded() const { return world_ > 1; }
+  int shard_world() const { return world_; }
+  std::size_t shard_elems() const { return shard_elems_; }
+  const half_bits* layer_shard(int l) const { return layers_[l].data(); }
   const half_bits* embedding() const { return embedding_.data(); }    // [vocab, dim]
   const half_bits* final_norm() const { return final_norm_.data(); }  // [dim]
   // [vocab, dim]; the embedding table itself when embeddings are tied.
   const half_bits* lm_head() const {
     return shape_.tie_embeddings ? embedding_.data() : lm_head_.data();
   }
-  std::size_t bytes() const;
+  std::size_t bytes() const;  // resident on this rank
 
  private:
   ModelConfig shape_;
   BiasMask biases_ = 0;
   LayerOffsets offsets_;
-  std::vector<std::vector<half_bits>> layers_;
+  std::vector<std::vector<half_bits>> layers_;  // full buffers, or this rank's slices
+  int world_ = 1;
+  std::size_t shard_elems_ = 0;
   std::vector<half_bits> embedding_, final_norm_, lm_head_;
 };
 

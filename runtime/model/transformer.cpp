@@ -30,13 +30,23 @@ constexpr std::size_t kLogitBudget = std::size_t(1) << 22;
 
 template <typename T>
 Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout,
-                            const AdapterConfig& adapter, int max_batch, int seq_len)
+                            const AdapterConfig& adapter, int max_batch, int seq_len,
+                            Communicator* comm)
     : base_(base),
       layout_(layout),
       m_(base.shape()),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
-      seq_len_(seq_len) {
+      seq_len_(seq_len),
+      comm_(comm) {
+  if (base.sharded()) {
+    if (!comm_ || comm_->world_size() != base.shard_world()) {
+      throw std::invalid_argument("Transformer: a base sharded over " +
+                                  std::to_string(base.shard_world()) +
+                                  " ranks needs a communicator of that size");
+    }
+    gather_buf_.resize(base.shard_elems() * std::size_t(base.shard_world()));
+  }
   const std::size_t n = std::size_t(max_batch) * seq_len;
   const std::size_t D = m_.dim, F = m_.ffn_dim, V = m_.vocab_size;
   const std::size_t qd = std::size_t(m_.n_heads) * m_.head_dim();
@@ -151,6 +161,14 @@ std::size_t Transformer<T>::activation_bytes() const {
 
 template <typename T>
 void Transformer<T>::stage_layer(int l) {
+  if (base_.sharded()) {
+    // Rebuild the layer from every rank's slice (forward, and again in backward), then convert.
+    const std::size_t bytes = base_.shard_elems() * sizeof(half_bits);
+    comm_->all_gather(base_.layer_shard(l), gather_buf_.data(), bytes);
+    gathered_bytes_ += bytes * (base_.shard_world() - 1);
+    half_to_real(gather_buf_.data(), layer_w_.data(), layer_w_.size());
+    return;
+  }
   half_to_real(base_.layer(l), layer_w_.data(), layer_w_.size());
 }
 
@@ -205,11 +223,17 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
   }
   a.masked[int(p)] = train && dropout_ > 0;
   if (a.masked[int(p)]) {
-    // Counter-based mask: element i of module mi in this micro-batch, whatever the thread count.
-    const std::uint64_t key = derive_key(dropout_key, std::uint64_t(mi));
     std::uint8_t* keep = a.keep[int(p)].data();
-    for (std::size_t i = 0; i < std::size_t(n) * s.in; ++i) {
-      keep[i] = uniform01(key, i) >= dropout_ ? 1 : 0;
+    if (dropout_mask_override_) {  // test hook: a recorded mask replaces the RNG
+      const std::uint8_t* given = dropout_mask_override_(l, p);
+      std::copy(given, given + std::size_t(n) * s.in, keep);
+    } else {
+      // Counter-based mask: element i of module mi in this micro-batch, whatever the thread
+      // count.
+      const std::uint64_t key = derive_key(dropout_key, std::uint64_t(mi));
+      for (std::size_t i = 0; i < std::size_t(n) * s.in; ++i) {
+        keep[i] = uniform01(key, i) >= dropout_ ? 1 : 0;
+      }
     }
   }
   const AdaptedModule& mod = layout_.modules()[mi];
@@ -387,9 +411,9 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
 
 template <typename T>
 double Transformer<T>::train_micro_batch(const Batch& b, const T* params, T* grads, T grad_scale,
-                                         std::uint64_t dropout_key) {
+                                         std::uint64_t dropout_key, T* logits_out) {
   forward(b, params, /*train=*/true, dropout_key);
-  const double loss = head(b, /*backward=*/true, grad_scale, nullptr);
+  const double loss = head(b, /*backward=*/true, grad_scale, logits_out);
   backward(b, params, grads);
   return loss;
 }

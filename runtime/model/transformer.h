@@ -12,8 +12,11 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <vector>
 
+#include "comm/communicator.h"
 #include "configs/config.h"
 #include "kernels/lora_linear.h"
 #include "runtime/adapters/adapter_layout.h"
@@ -34,15 +37,17 @@ struct Batch {
 template <typename T>
 class Transformer {
  public:
+  // `comm` is needed only when `base` is sharded: each layer is all-gathered before use.
   Transformer(const BaseWeights& base, const AdapterLayout& layout, const AdapterConfig& adapter,
-              int max_batch, int seq_len);
+              int max_batch, int seq_len, Communicator* comm = nullptr);
 
   // Forward + backward of one micro-batch. Returns the SUM of token losses; adds
   // d(grad_scale * loss_sum)/d(params) into `grads` (so grad_scale = 1 / global token count
   // makes the accumulated gradient that of the mean loss). Dropout masks come from
-  // `dropout_key` (counter-based, see runtime/rng.h).
+  // `dropout_key` (counter-based, see runtime/rng.h). When `logits_out` is given it receives
+  // the logits of this training forward [batch * seq_len, vocab] (dropout included).
   double train_micro_batch(const Batch& b, const T* params, T* grads, T grad_scale,
-                           std::uint64_t dropout_key);
+                           std::uint64_t dropout_key, T* logits_out = nullptr);
 
   // Forward only, no dropout. Returns the sum of token losses; when `logits_out` is given it
   // receives the logits [batch * seq_len, vocab].
@@ -53,7 +58,17 @@ class Transformer {
   // "n is a constant" semantics of backward (PEFT detaches n).
   void freeze_dora_norms(bool frozen) { dora_norms_frozen_ = frozen; }
 
+  // TEST HOOK (tests/golden_test.cpp; training never sets it): while set, a training forward
+  // with dropout takes the keep mask of adapted module (layer, p) from the returned
+  // [batch * seq_len, in] bytes (1 = keep) instead of drawing it from the counter-based RNG, so
+  // masks recorded from PyTorch can be replayed and PEFT's dropout outputs compared exactly.
+  // An empty function restores the RNG.
+  using DropoutMaskOverride = std::function<const std::uint8_t*(int layer, Proj p)>;
+  void set_dropout_mask_override(DropoutMaskOverride fn) { dropout_mask_override_ = std::move(fn); }
+
   std::size_t activation_bytes() const;
+  // fp16 bytes this rank received through layer all-gathers so far (0 when not sharded).
+  std::size_t gathered_bytes() const { return gathered_bytes_; }
   int vocab_size() const { return m_.vocab_size; }
 
  private:
@@ -96,6 +111,10 @@ class Transformer {
   std::vector<T> adapter_work_, norm_work_;
   std::vector<std::vector<T>> w_sq_;
   bool dora_norms_frozen_ = false;
+  Communicator* comm_ = nullptr;
+  std::vector<half_bits> gather_buf_;  // [world * shard_elems] one gathered layer
+  std::size_t gathered_bytes_ = 0;
+  DropoutMaskOverride dropout_mask_override_;  // test hook, see set_dropout_mask_override
   std::vector<std::int32_t> default_positions_;
 };
 

@@ -20,7 +20,8 @@ EvalResult evaluate(Transformer<float>& model, const BatchLoader& data, int batc
   const int batches = std::min(max_batches, data.num_eval_batches(batch));
   EvalResult result;
   double sums[2] = {0, 0};  // loss sum, target tokens
-  for (int i = 0; i < batches; ++i) {
+  // Ranks split the batches round-robin; the sums are reduced below.
+  for (int i = comm.rank(); i < batches; i += comm.world_size()) {
     data.fill_eval_batch(i, batch, inputs.data(), targets.data(), positions.data());
     const Batch b{batch, seq_len, inputs.data(), targets.data(), positions.data(), nullptr};
     float* logits = nullptr;
@@ -40,12 +41,13 @@ EvalResult evaluate(Transformer<float>& model, const BatchLoader& data, int batc
   return result;
 }
 
-EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::ostream& log) {
+EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::ostream& log,
+                            Communicator& comm) {
   if (cfg.data.eval.empty()) {
     throw std::runtime_error("data.eval: empty; peftrun eval needs a held-out token file");
   }
   cpu::set_blas_threads(cfg.runtime.threads);
-  auto comm = make_local_communicator();
+  comm.set_timeout(cfg.comm.timeout_s);
   const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len;
   BatchLoader data(TokenFile::load(cfg.data.eval), T, cfg.train.seed);
   check_vocab_fits(data.file(), cfg.model.vocab_size);
@@ -56,12 +58,12 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   RankPattern pattern;
   const std::vector<float> params = initial_params(cfg, base, layout, adapter_dir, &pattern);
   Transformer<float> model(base, layout, cfg.adapter, B, T);
-  const EvalResult r = evaluate(model, data, B, T, cfg.data.eval_batches, params.data(), *comm,
+  const EvalResult r = evaluate(model, data, B, T, cfg.data.eval_batches, params.data(), comm,
                                 !options.dump_logits.empty());
   log << "eval " << cfg.data.eval << " (" << static_cast<long long>(r.tokens) << " tokens, "
       << "adapter " << (adapter_dir.empty() ? "freshly initialised" : adapter_dir) << "): loss "
       << r.mean_loss << ", perplexity " << std::exp(r.mean_loss) << "\n";
-  if (!options.dump_logits.empty()) {
+  if (!options.dump_logits.empty() && comm.rank() == 0) {
     SafetensorsWriter w;
     const std::int64_t V = cfg.model.vocab_size;
     w.add_f32("logits", {B, T, V}, r.first_logits);

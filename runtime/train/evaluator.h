@@ -33,6 +33,7 @@ struct EvalOptions {
 
 // `peftrun eval`: loss and perplexity of the config's model + adapter on data.eval. Throws
 // std::runtime_error naming the file on failure.
-EvalResult run_eval_command(const Config& config, const EvalOptions& options, std::ostream& log);
+EvalResult run_eval_command(const Config& config, const EvalOptions& options, std::ostream& log,
+                            Communicator& comm);
 
 }  // namespace peftrun

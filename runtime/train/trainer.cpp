@@ -20,6 +20,7 @@
 #include "kernels/device.h"
 #include "kernels/gemm.h"
 #include "runtime/adapters/adalora_allocator.h"
+#include "runtime/adapters/adalora_regulariser.h"
 #include "runtime/adapters/adapter_layout.h"
 #include "runtime/adapters/peft_export.h"
 #include "runtime/data/batch_loader.h"
@@ -70,23 +71,20 @@ struct StepStats {
   double grad_norm = 0, lr = 0, tokens = 0;
 };
 
-// PEFT's AdaLoRA regulariser: orth_reg_weight * mean over every lora_A and lora_B of
-// ||P P^T - I||_F (resp. ||P^T P - I||_F), added to the loss once per optimizer step (HF adds it
-// to every micro-batch's loss and divides by the accumulation steps: the same thing). Returns
-// the weighted term and adds its gradient into grads.
-double add_orthogonal_regulariser(const AdapterLayout& layout, const AdapterConfig& cfg,
-                                  const float* params, float* grads, std::vector<float>& work) {
-  const std::size_t matrices = 2 * layout.modules().size();
-  if (cfg.orth_reg_weight <= 0 || matrices == 0) return 0;
-  const float w = static_cast<float>(cfg.orth_reg_weight / double(matrices));
-  double sum = 0;
-  for (const AdaptedModule& m : layout.modules()) {
-    work.resize(std::max({work.size(), cpu::orth_reg_workspace(m.r, m.shape.in, true),
-                          cpu::orth_reg_workspace(m.shape.out, m.r, false)}));
-    sum += cpu::orth_reg(params + m.a, m.r, m.shape.in, true, w, grads + m.a, work.data());
-    sum += cpu::orth_reg(params + m.b, m.shape.out, m.r, false, w, grads + m.b, work.data());
+// The AdaLoRA mask is computed independently on every rank from the all-reduced gradients;
+// prove after every step that all ranks hold the same one (a mismatch would silently train
+// different models).
+void check_same_mask_everywhere(const AdaLoraAllocator& allocator, Communicator& comm, int step) {
+  const std::uint64_t mine = allocator.mask_checksum();
+  std::vector<std::uint64_t> all(comm.world_size());
+  comm.all_gather(&mine, all.data(), sizeof(mine));
+  for (int r = 0; r < comm.world_size(); ++r) {
+    if (all[r] != all[0]) {
+      throw std::runtime_error("AdaLoRA mask differs between rank 0 and rank " + std::to_string(r) +
+                               " after step " + std::to_string(step) + " (checksums " +
+                               std::to_string(all[0]) + " vs " + std::to_string(all[r]) + ")");
+    }
   }
-  return cfg.orth_reg_weight * sum / double(matrices);
 }
 
 // Adapter-only snapshot `checkpoint-STEP/` (full trainer state arrives with the checkpoint
@@ -160,7 +158,11 @@ class ProgressLog {
 
 }  // namespace
 
-TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::ostream& log) {
+TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::ostream& log,
+                          Communicator& comm_ref) {
+  Communicator* comm = &comm_ref;
+  const int world = comm->world_size(), rank = comm->rank();
+  const bool writer = rank == 0;  // only rank 0 touches output_dir
   const auto t_start = Clock::now();
   // The CUDA backend's ops arrive with their own issue; until then 'auto' resolves to the CPU
   // (saying why) and an explicit 'cuda' is refused rather than silently run on the CPU.
@@ -175,20 +177,29 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                                       ? "cpu (CUDA training backend not implemented yet)"
                                       : "cpu (" + devices.note + ")";
   cpu::set_blas_threads(cfg.runtime.threads);
-  auto comm = make_local_communicator();
+  comm->set_timeout(cfg.comm.timeout_s);
 
   const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len, accum = cfg.train.grad_accum;
 
-  // Data first: a bad file fails before any memory is committed to the model.
-  BatchLoader train_data(TokenFile::load(cfg.data.train), T, cfg.train.seed);
-  check_vocab_fits(train_data.file(), cfg.model.vocab_size);
-  std::unique_ptr<BatchLoader> eval_data;
-  if (!cfg.data.eval.empty()) {
-    eval_data = std::make_unique<BatchLoader>(TokenFile::load(cfg.data.eval), T, cfg.train.seed);
-    check_vocab_fits(eval_data->file(), cfg.model.vocab_size);
+  // Data first: a bad file fails before any memory is committed to the model, and every rank
+  // learns that one rank could not read its data instead of waiting for it.
+  std::unique_ptr<BatchLoader> train_data, eval_data;
+  std::string data_error;
+  try {
+    train_data = std::make_unique<BatchLoader>(TokenFile::load(cfg.data.train), T, cfg.train.seed);
+    check_vocab_fits(train_data->file(), cfg.model.vocab_size);
+    if (!cfg.data.eval.empty()) {
+      eval_data = std::make_unique<BatchLoader>(TokenFile::load(cfg.data.eval), T, cfg.train.seed);
+      check_vocab_fits(eval_data->file(), cfg.model.vocab_size);
+    }
+  } catch (const std::exception& e) {
+    data_error = e.what();
   }
+  const Agreement data_ok = comm->agree(data_error.empty(), data_error);
+  if (!data_ok.ok) throw AgreedError(data_ok.describe());
 
-  const BaseWeights base = load_base(cfg);
+  BaseWeights base = load_base(cfg);
+  const std::size_t full_base_bytes = base.bytes();
   const AdapterLayout layout = AdapterLayout::plan(cfg.model, cfg.adapter);
   const std::size_t P = layout.total();
   TrainState st;
@@ -210,26 +221,40 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       s.has_pattern = true;
     }
   }
-  Transformer<float> model(base, layout, cfg.adapter, B, T);
+  // Initial parameters (DoRA's magnitude reads W) come from the full base; then each rank keeps
+  // only its slice of every layer.
+  if (world > 1 && cfg.runtime.shard_base) base.shard(rank, world);
+  Transformer<float> model(base, layout, cfg.adapter, B, T, comm);
   std::vector<std::int32_t> inputs(std::size_t(B) * T), targets(inputs.size()),
       positions(inputs.size());
   std::vector<float> orth_work;
 
-  std::filesystem::create_directories(cfg.output_dir);
-  MetricsWriter metrics(cfg.output_dir + "/metrics.jsonl");
+  std::optional<MetricsWriter> metrics;
+  if (writer) {
+    std::filesystem::create_directories(cfg.output_dir);
+    metrics.emplace(cfg.output_dir + "/metrics.jsonl");
+  }
   ProgressLog progress(log, cfg.train.steps, cfg.train.log_every);
 
   std::size_t trainable = 0;
   for (const auto& t : layout.tensors()) trainable += t.numel();
-  const int rank = layout.type() == AdapterType::kAdaLora ? cfg.adapter.init_r : cfg.adapter.r;
+  const int lora_rank = layout.type() == AdapterType::kAdaLora ? cfg.adapter.init_r : cfg.adapter.r;
   log << "peftrun " << PEFTRUN_VERSION << ": " << cfg.model.n_layers << " layers, dim "
       << cfg.model.dim << ", vocab " << cfg.model.vocab_size << "; adapter "
-      << to_string(cfg.adapter.type) << " r=" << rank << " on " << layout.modules().size()
+      << to_string(cfg.adapter.type) << " r=" << lora_rank << " on " << layout.modules().size()
       << " modules (" << trainable << " trainable parameters)\n"
-      << "base " << base.bytes() / 1024 << " KiB fp16, activations "
-      << model.activation_bytes() / 1024 << " KiB; device " << device_note << ", "
-      << train_data.num_windows() << " training windows of " << T << " tokens; output "
+      << "base " << base.bytes() / 1024 << " KiB fp16 resident"
+      << (base.sharded() ? " (sharded 1/" + std::to_string(world) + " of " +
+                               std::to_string(full_base_bytes / 1024) + " KiB)"
+                         : std::string())
+      << ", activations " << model.activation_bytes() / 1024 << " KiB; device " << device_note
+      << ", " << train_data->num_windows() << " training windows of " << T << " tokens; output "
       << cfg.output_dir << "\n";
+  if (world > 1) {
+    log << "data parallel over " << world << " ranks (" << comm->backend() << "): global batch "
+        << world * accum * B << " sequences = " << world << " ranks x " << accum << " x " << B
+        << "\n";
+  }
 
   TrainSummary summary;
   summary.initial_eval_loss = std::numeric_limits<double>::quiet_NaN();
@@ -238,7 +263,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     if (!eval_data) return;
     const double loss =
         evaluate(model, *eval_data, B, T, cfg.data.eval_batches, st.params.data(), *comm).mean_loss;
-    metrics.write({{"step", step}, {"eval_loss", loss}});
+    if (metrics) metrics->write({{"step", step}, {"eval_loss", loss}});
     progress.line() << "eval step " << step << ": eval_loss " << std::fixed << std::setprecision(4)
                     << loss << "\n"
                     << std::defaultfloat;
@@ -260,8 +285,11 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     const float grad_scale = static_cast<float>(1.0 / s.tokens);
     double loss_sum = 0;
     for (int micro = 0; micro < accum; ++micro) {
-      const std::uint64_t sample = (std::uint64_t(st.step) * accum + micro) * B;
-      train_data.fill_batch(sample, B, inputs.data(), targets.data(), positions.data());
+      // Rank r takes micro-batches [r*accum, (r+1)*accum) of the step's world*accum, so N ranks
+      // x k micro-batches read exactly the samples of 1 rank x N*k (same dropout masks too).
+      const std::uint64_t sample =
+          ((std::uint64_t(st.step) * world + rank) * accum + micro) * std::uint64_t(B);
+      train_data->fill_batch(sample, B, inputs.data(), targets.data(), positions.data());
       const Batch b{B, T, inputs.data(), targets.data(), positions.data(), nullptr};
       loss_sum += model.train_micro_batch(b, st.params.data(), st.grads.data(), grad_scale,
                                           derive_key(dropout_root, sample));
@@ -271,8 +299,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     s.loss = loss_sum / s.tokens;
     if (layout.type() == AdapterType::kAdaLora) {
       // After the all-reduce: every rank adds the same term to the same reduced gradient.
-      s.orth_reg = add_orthogonal_regulariser(layout, cfg.adapter, st.params.data(),
-                                              st.grads.data(), orth_work);
+      s.orth_reg = add_adalora_orth_regulariser(layout, cfg.adapter, st.params.data(),
+                                                st.grads.data(), orth_work);
       s.loss += s.orth_reg;
     }
     s.grad_norm = std::sqrt(cpu::sum_squares(st.grads.data(), st.grads.size()));
@@ -299,6 +327,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     if (st.allocator) {
       // PEFT calls update_and_allocate after optimizer.step() with the (clipped) grads.
       st.allocator->update_and_allocate(st.step, st.params.data(), st.grads.data(), clip);
+      if (world > 1) check_same_mask_everywhere(*st.allocator, *comm, st.step + 1);
     }
     if (options.debug) {
       for (const auto& t : layout.tensors()) {
@@ -335,21 +364,31 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       for (int r : st.allocator->ranks()) kept += r;
       record["adalora_rank_total"] = kept;
     }
-    metrics.write(record);
+    if (metrics) metrics->write(record);
     summary.final_train_loss = s.loss;
     progress.step(st.step, s, dt, tokens_done, seconds_since(t_train));
     const bool last = st.step == cfg.train.steps;
     if (cfg.train.eval_every > 0 && st.step % cfg.train.eval_every == 0 && !last) {
       run_eval(st.step);
     }
-    if (cfg.checkpoint.every_steps > 0 && st.step % cfg.checkpoint.every_steps == 0 && !last) {
+    if (writer && cfg.checkpoint.every_steps > 0 && st.step % cfg.checkpoint.every_steps == 0 &&
+        !last) {
       write_snapshot(cfg, layout, st, progress.line());
     }
   }
   run_eval(cfg.train.steps);
   const RankPattern pattern = st.rank_pattern();
-  write_peft_adapter(cfg.output_dir, cfg, layout, st.params.data(),
-                     pattern.empty() ? nullptr : &pattern);
+  if (writer) {
+    write_peft_adapter(cfg.output_dir, cfg, layout, st.params.data(),
+                       pattern.empty() ? nullptr : &pattern);
+  }
+  if (world > 1) {
+    // Per step: the gradient buffer once through the all-reduce; each layer gathered twice
+    // (forward and backward) per micro-batch, plus the evaluations.
+    progress.line() << "comm per step: " << P * sizeof(float) / 1024 << " KiB all-reduced; "
+                    << model.gathered_bytes() / std::max(1, cfg.train.steps) / 1024
+                    << " KiB all-gathered per rank (incl. evaluation)\n";
+  }
   if (st.allocator) {
     std::ostringstream ranks;
     for (int r : st.allocator->ranks()) ranks << r << " ";

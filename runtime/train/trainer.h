@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "comm/communicator.h"
 #include "configs/config.h"
 
 namespace peftrun {
@@ -25,6 +26,11 @@ struct TrainSummary {
   std::string adapter_dir;
 };
 
+// A failure every rank agreed on (Communicator::agree): all ranks exit with it together.
+struct AgreedError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 // Raised when training produced a non-finite loss or gradient (exit code 3 in the CLI).
 struct NonFiniteError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -33,6 +39,10 @@ struct NonFiniteError : std::runtime_error {
 // Runs the whole job described by `config`, logging human-readable lines to `log`. Throws
 // std::runtime_error (with the file/tensor/step named) on failure; the output folder then holds
 // the metrics up to the failure and no partial adapter.
-TrainSummary run_training(const Config& config, const TrainOptions& options, std::ostream& log);
+// With several ranks (`comm.world_size() > 1`) every rank calls this; each trains on its own
+// disjoint part of every global batch, only rank 0 writes files, and `log` should be a sink
+// on the other ranks.
+TrainSummary run_training(const Config& config, const TrainOptions& options, std::ostream& log,
+                          Communicator& comm);
 
 }  // namespace peftrun
