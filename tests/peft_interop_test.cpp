@@ -1,0 +1,102 @@
+// The real interoperability check: an adapter trained and exported by peftrun is loaded by HF
+// PEFT's PeftModel.from_pretrained (tests/golden/peft_load_check.py) and PEFT's logits are
+// compared with peftrun's. Needs torch + transformers + peft: the interpreter is
+// $PEFTRUN_PYTHON (default python3); without them the test reports itself skipped.
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "runtime/data/token_file.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::string kSource = PEFTRUN_SOURCE_DIR;
+
+struct RunResult {
+  int exit_code = -1;
+  std::string out;
+};
+
+RunResult run(const std::string& cmd) {
+  RunResult r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) return r;
+  std::array<char, 4096> buf;
+  std::size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
+  const int status = pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+std::string python() {
+  const char* env = std::getenv("PEFTRUN_PYTHON");
+  return env && *env ? env : "python3";
+}
+
+class PeftLoadsPeftrunAdapters : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
+  const std::string check = kSource + "/tests/golden/peft_load_check.py";
+  const RunResult probe =
+      run(python() + " -c 'import torch, transformers, peft, safetensors' > /dev/null");
+  if (probe.exit_code != 0) {
+    GTEST_SKIP() << "torch/transformers/peft not importable by " << python()
+                 << " (set PEFTRUN_PYTHON to an interpreter that has them)";
+  }
+  const std::string type = GetParam();
+  const fs::path d =
+      fs::temp_directory_path() / ("peftrun_interop_" + type + "_" + std::to_string(::getpid()));
+  fs::remove_all(d);
+  fs::create_directories(d);
+  // Token data for the golden base (vocab 128): a learnable repeating pattern.
+  std::vector<std::int32_t> tokens(6000);
+  std::mt19937 rng(1);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    tokens[i] = static_cast<std::int32_t>((i % 17) * 7 % 128 + (rng() % 3)) % 128;
+  }
+  peftrun::write_token_file((d / "data.tok").string(), tokens, 128);
+
+  const std::string base = kSource + "/tests/golden/data/base";
+  const std::string args =
+      " --set model.path=" + base + " --set data.train=" + (d / "data.tok").string() +
+      " --set data.eval=" + (d / "data.tok").string() +
+      " --set data.seq_len=32 --set train.micro_batch_size=2 --set data.eval_batches=1 "
+      "--set train.steps=12 --set optim.warmup_steps=1 --set optim.lr=0.02 "
+      "--set train.eval_every=0 --set adapter.type=" +
+      type +
+      " --set adapter.init_r=6 --set adapter.target_r=3 --set adapter.tinit=2 "
+      "--set adapter.tfinal=4 --set adapter.dropout=0.1 ";
+  const std::string bin = PEFTRUN_BINARY;
+  // A config with no model shape: it all comes from the checkpoint's config.json.
+  const std::string cfg = (d / "train.yaml").string();
+  std::ofstream(cfg) << "adapter:\n  target_modules: all-linear\n  r: 4\n  alpha: 8\n";
+  RunResult r = run(bin + " " + cfg + args + "--set output_dir=" + (d / "adapter").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = run(bin + " eval " + cfg + args + "--adapter " + (d / "adapter").string() +
+          " --dump-logits " + (d / "logits.safetensors").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = run(python() + " " + check + " " + base + " " + (d / "adapter").string() + " " +
+          (d / "logits.safetensors").string());
+  if (r.exit_code == 77) GTEST_SKIP() << r.out;
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  std::cout << r.out;
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, PeftLoadsPeftrunAdapters,
+                         ::testing::Values("lora", "dora", "adalora"),
+                         [](const auto& p) { return p.param; });
+
+}  // namespace
