@@ -57,6 +57,15 @@ class Communicator {
   virtual void broadcast(void* data, std::size_t bytes, int root) = 0;
   virtual void barrier() = 0;
 
+  // Non-blocking in-place sum of n floats, for gradient buckets reduced while backward still
+  // runs: it starts now and is complete after wait_all(). `data` must not be touched until then.
+  // Every rank must start the same reductions in the same order. The default is blocking.
+  virtual void start_all_reduce_sum(float* data, std::size_t n) { all_reduce_sum(data, n); }
+  // Lets started reductions advance (MPI progresses them only inside MPI calls); cheap.
+  virtual void progress() {}
+  // Completes every started reduction, each under the timeout counted from its start.
+  virtual void wait_all() {}
+
   // Collective: every rank says whether its local work succeeded; all ranks get the same answer,
   // including the description given by the lowest failing rank. Use it wherever one rank can fail
   // alone (a data file, a non-finite loss on its shard, a checkpoint write) so that every rank

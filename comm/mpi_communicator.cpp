@@ -146,6 +146,59 @@ MpiCommunicator::MpiCommunicator(double timeout_s, std::size_t max_chunk_bytes)
   host_.assign(name, static_cast<std::size_t>(len));
 }
 
+struct MpiCommunicator::Pending {
+  MPI_Request request = MPI_REQUEST_NULL;
+  std::size_t count = 0;
+  std::string context;
+  Clock::time_point start = Clock::now();
+};
+
+MpiCommunicator::~MpiCommunicator() {
+  for (Pending* p : pending_) delete p;
+}
+
+void MpiCommunicator::start_all_reduce_sum(float* data, std::size_t n) {
+  if (n == 0 || n * sizeof(float) > max_chunk_bytes_) {
+    all_reduce_sum(data, n);  // a bucket too large for one request: the blocking split path
+    return;
+  }
+  auto* p = new Pending;
+  p->count = n;
+  p->context = context();
+  check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
+                       &p->request),
+        "MPI_Iallreduce");
+  pending_.push_back(p);
+}
+
+void MpiCommunicator::progress() {
+  for (Pending* p : pending_) {
+    if (p->request == MPI_REQUEST_NULL) continue;
+    int done = 0;
+    check(MPI_Test(&p->request, &done, MPI_STATUS_IGNORE), "MPI_Test");
+  }
+}
+
+void MpiCommunicator::wait_all() {
+  for (Pending* p : pending_) {
+    if (p->request != MPI_REQUEST_NULL) {
+      CallState s{"bucketed all_reduce_sum",
+                  p->count,
+                  "floats",
+                  -1,
+                  rank_,
+                  world_,
+                  host_,
+                  p->context,
+                  timeout()};
+      s.start = p->start;
+      wait_or_abort(p->request, s);
+    }
+    delete p;
+  }
+  pending_.clear();
+}
+
 void MpiCommunicator::all_reduce_sum(float* data, std::size_t n) {
   const CallState s{"all_reduce_sum", n, "floats", -1, rank_, world_, host_, context(), timeout()};
   reduce_in_place(data, n, MPI_FLOAT, MPI_SUM, max_chunk_bytes_, s);

@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "comm/communicator.h"
 
@@ -24,6 +25,7 @@ class MpiCommunicator final : public Communicator {
 
   explicit MpiCommunicator(double timeout_s = kDefaultTimeoutS,
                            std::size_t max_chunk_bytes = kDefaultMaxChunkBytes);
+  ~MpiCommunicator() override;
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_; }
@@ -34,8 +36,13 @@ class MpiCommunicator final : public Communicator {
   void all_gather(const void* in, void* out, std::size_t bytes_per_rank) override;
   void broadcast(void* data, std::size_t bytes, int root) override;
   void barrier() override;
+  void start_all_reduce_sum(float* data, std::size_t n) override;
+  void progress() override;
+  void wait_all() override;
 
  private:
+  struct Pending;  // one started reduction (request, size, start time, context)
+  std::vector<Pending*> pending_;
   int rank_ = 0;
   int world_ = 1;
   std::size_t max_chunk_bytes_;

@@ -136,6 +136,9 @@ struct RuntimeConfig {
 
 struct CommConfig {
   double timeout_s = 600;  // every collective; a dead or stuck peer ends the job after this
+  // Gradient all-reduce bucket size: whole layers grouped from the top until a bucket holds at
+  // least this much; each bucket's reduction starts as soon as backward has left it.
+  double bucket_mb = 25;
 
   bool operator==(const CommConfig&) const = default;
 };

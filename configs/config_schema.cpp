@@ -620,6 +620,8 @@ std::vector<KeySpec> build_schema() {
   // comm
   keys.push_back(double_key(
       "comm.timeout_s", [](auto& c) -> auto& { return c.comm.timeout_s; }, greater_than(0)));
+  keys.push_back(double_key(
+      "comm.bucket_mb", [](auto& c) -> auto& { return c.comm.bucket_mb; }, greater_than(0)));
   // top level
   keys.push_back(string_key(
       "output_dir", [](auto& c) -> auto& { return c.output_dir; }, true));

@@ -526,6 +526,7 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "runtime.threads",
                                            "runtime.shard_base",
                                            "comm.timeout_s",
+                                           "comm.bucket_mb",
                                            "output_dir"};
 
 // Dotted key -> value text, from a YAML document of sections.

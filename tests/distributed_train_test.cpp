@@ -125,7 +125,8 @@ TEST_P(DataParallelEquivalence, NRanksEqualOneRankWithNTimesAccumulation) {
   ASSERT_EQ(one.exit_code, 0) << one.out;
   RunResult many =
       run("mpirun --oversubscribe -np " + std::to_string(c.ranks) + " " + bin + common +
-          "--set train.grad_accum=2 --set output_dir=" + (d / "many").string());
+          "--set train.grad_accum=2 --set comm.bucket_mb=0.05 --set output_dir=" +
+          (d / "many").string());
   ASSERT_EQ(many.exit_code, 0) << many.out;
   EXPECT_NE(many.out.find("data parallel over " + std::to_string(c.ranks) + " ranks"),
             std::string::npos)

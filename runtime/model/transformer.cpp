@@ -405,6 +405,7 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::rmsnorm_backward(dh_.data(), a.x_in.data(), lw + base_.offsets().attn_norm, a.rstd1.data(),
                           dtmp_.data(), n, D);
     for (std::size_t i = 0; i < nD; ++i) dx_[i] += dtmp_[i];  // dx_ is now d(x_in)
+    if (layer_backward_hook_) layer_backward_hook_(l);
   }
   // The embedding is frozen: the gradient stops here.
 }

@@ -66,6 +66,12 @@ class Transformer {
   using DropoutMaskOverride = std::function<const std::uint8_t*(int layer, Proj p)>;
   void set_dropout_mask_override(DropoutMaskOverride fn) { dropout_mask_override_ = std::move(fn); }
 
+  // Called after layer l's backward has produced its adapter gradients (layers run from the
+  // last down to 0); the trainer starts gradient-bucket all-reduces from here. Empty = none.
+  void set_layer_backward_hook(std::function<void(int layer)> hook) {
+    layer_backward_hook_ = std::move(hook);
+  }
+
   std::size_t activation_bytes() const;
   // fp16 bytes this rank received through layer all-gathers so far (0 when not sharded).
   std::size_t gathered_bytes() const { return gathered_bytes_; }
@@ -112,6 +118,7 @@ class Transformer {
   std::vector<std::vector<T>> w_sq_;
   bool dora_norms_frozen_ = false;
   Communicator* comm_ = nullptr;
+  std::function<void(int)> layer_backward_hook_;
   std::vector<half_bits> gather_buf_;  // [world * shard_elems] one gathered layer
   std::size_t gathered_bytes_ = 0;
   DropoutMaskOverride dropout_mask_override_;  // test hook, see set_dropout_mask_override

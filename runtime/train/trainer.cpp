@@ -28,6 +28,7 @@
 #include "runtime/model/transformer.h"
 #include "runtime/rng.h"
 #include "runtime/train/evaluator.h"
+#include "runtime/train/grad_buckets.h"
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/model_setup.h"
@@ -225,6 +226,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   // only its slice of every layer.
   if (world > 1 && cfg.runtime.shard_base) base.shard(rank, world);
   Transformer<float> model(base, layout, cfg.adapter, B, T, comm);
+  const std::vector<GradBucket> buckets = plan_grad_buckets(
+      layout, cfg.model.n_layers, static_cast<std::size_t>(cfg.comm.bucket_mb * 1024 * 1024));
   std::vector<std::int32_t> inputs(std::size_t(B) * T), targets(inputs.size()),
       positions(inputs.size());
   std::vector<float> orth_work;
@@ -285,6 +288,18 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     const float grad_scale = static_cast<float>(1.0 / s.tokens);
     double loss_sum = 0;
     for (int micro = 0; micro < accum; ++micro) {
+      // On the last micro-batch, each bucket's all-reduce starts as soon as backward is below
+      // it, overlapping communication with the backward of the remaining layers.
+      std::size_t next_bucket = 0;
+      if (world > 1 && micro == accum - 1) {
+        model.set_layer_backward_hook([&](int layer) {
+          while (next_bucket < buckets.size() && buckets[next_bucket].lowest_layer >= layer) {
+            const GradBucket& g = buckets[next_bucket++];
+            comm->start_all_reduce_sum(st.grads.data() + g.begin, g.end - g.begin);
+          }
+          comm->progress();
+        });
+      }
       // Rank r takes micro-batches [r*accum, (r+1)*accum) of the step's world*accum, so N ranks
       // x k micro-batches read exactly the samples of 1 rank x N*k (same dropout masks too).
       const std::uint64_t sample =
@@ -293,8 +308,13 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       const Batch b{B, T, inputs.data(), targets.data(), positions.data(), nullptr};
       loss_sum += model.train_micro_batch(b, st.params.data(), st.grads.data(), grad_scale,
                                           derive_key(dropout_root, sample));
+      model.set_layer_backward_hook(nullptr);
     }
-    comm->all_reduce_sum(st.grads.data(), st.grads.size());
+    if (world > 1) {
+      comm->wait_all();  // the buckets started during the last micro-batch's backward
+    } else {
+      comm->all_reduce_sum(st.grads.data(), st.grads.size());
+    }
     comm->all_reduce_sum(&loss_sum, 1);
     s.loss = loss_sum / s.tokens;
     if (layout.type() == AdapterType::kAdaLora) {
@@ -385,7 +405,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   if (world > 1) {
     // Per step: the gradient buffer once through the all-reduce; each layer gathered twice
     // (forward and backward) per micro-batch, plus the evaluations.
-    progress.line() << "comm per step: " << P * sizeof(float) / 1024 << " KiB all-reduced; "
+    progress.line() << "comm per step: " << P * sizeof(float) / 1024 << " KiB all-reduced in "
+                    << buckets.size() << " bucket(s); "
                     << model.gathered_bytes() / std::max(1, cfg.train.steps) / 1024
                     << " KiB all-gathered per rank (incl. evaluation)\n";
   }
