@@ -63,7 +63,16 @@ class Communicator {
   virtual void start_all_reduce_sum(float* data, std::size_t n) { all_reduce_sum(data, n); }
   // Lets started reductions advance (MPI progresses them only inside MPI calls); cheap.
   virtual void progress() {}
-  // Completes every started reduction, each under the timeout counted from its start.
+  // Non-blocking all_gather (same layout as all_gather) for prefetching the next layer's
+  // weights while the current one computes. Returns a handle for wait(); `in` and `out` must
+  // not be touched until then. The default is blocking.
+  virtual std::size_t start_all_gather(const void* in, void* out, std::size_t bytes_per_rank) {
+    all_gather(in, out, bytes_per_rank);
+    return 0;
+  }
+  // Completes one started operation (a no-op for a handle already completed).
+  virtual void wait(std::size_t handle) { (void)handle; }
+  // Completes every started operation, each under the timeout counted from its start.
   virtual void wait_all() {}
 
   // Collective: every rank says whether its local work succeeded; all ranks get the same answer,

@@ -148,6 +148,9 @@ MpiCommunicator::MpiCommunicator(double timeout_s, std::size_t max_chunk_bytes)
 
 struct MpiCommunicator::Pending {
   MPI_Request request = MPI_REQUEST_NULL;
+  std::size_t handle = 0;
+  const char* op = "";
+  const char* unit = "";
   std::size_t count = 0;
   std::string context;
   Clock::time_point start = Clock::now();
@@ -163,6 +166,9 @@ void MpiCommunicator::start_all_reduce_sum(float* data, std::size_t n) {
     return;
   }
   auto* p = new Pending;
+  p->handle = next_handle_++;
+  p->op = "bucketed all_reduce_sum";
+  p->unit = "floats";
   p->count = n;
   p->context = context();
   check(MPI_Iallreduce(MPI_IN_PLACE, data, static_cast<int>(n), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD,
@@ -179,26 +185,49 @@ void MpiCommunicator::progress() {
   }
 }
 
-void MpiCommunicator::wait_all() {
-  for (Pending* p : pending_) {
-    if (p->request != MPI_REQUEST_NULL) {
-      CallState s{"bucketed all_reduce_sum",
-                  p->count,
-                  "floats",
-                  -1,
-                  rank_,
-                  world_,
-                  host_,
-                  p->context,
-                  timeout()};
-      s.start = p->start;
-      wait_or_abort(p->request, s);
-    }
-    delete p;
+void MpiCommunicator::finish(Pending* p) {
+  if (p->request != MPI_REQUEST_NULL) {
+    CallState s{p->op, p->count, p->unit, -1, rank_, world_, host_, p->context, timeout()};
+    s.start = p->start;
+    wait_or_abort(p->request, s);
   }
-  pending_.clear();
+  delete p;
 }
 
+std::size_t MpiCommunicator::start_all_gather(const void* in, void* out,
+                                              std::size_t bytes_per_rank) {
+  if (bytes_per_rank == 0 || bytes_per_rank > max_chunk_bytes_) {
+    all_gather(in, out, bytes_per_rank);  // too large for one request: the blocking split path
+    return 0;
+  }
+  auto* p = new Pending;
+  p->handle = next_handle_++;
+  p->op = "prefetch all_gather";
+  p->unit = "bytes per rank";
+  p->count = bytes_per_rank;
+  p->context = context();
+  check(MPI_Iallgather(in, static_cast<int>(bytes_per_rank), MPI_BYTE, out,
+                       static_cast<int>(bytes_per_rank), MPI_BYTE, MPI_COMM_WORLD, &p->request),
+        "MPI_Iallgather");
+  pending_.push_back(p);
+  return p->handle;
+}
+
+void MpiCommunicator::wait(std::size_t handle) {
+  for (std::size_t i = 0; i < pending_.size(); ++i) {
+    if (pending_[i]->handle == handle) {
+      Pending* p = pending_[i];
+      pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+      finish(p);
+      return;
+    }
+  }
+}
+
+void MpiCommunicator::wait_all() {
+  for (Pending* p : pending_) finish(p);
+  pending_.clear();
+}
 void MpiCommunicator::all_reduce_sum(float* data, std::size_t n) {
   const CallState s{"all_reduce_sum", n, "floats", -1, rank_, world_, host_, context(), timeout()};
   reduce_in_place(data, n, MPI_FLOAT, MPI_SUM, max_chunk_bytes_, s);

@@ -38,11 +38,15 @@ class MpiCommunicator final : public Communicator {
   void barrier() override;
   void start_all_reduce_sum(float* data, std::size_t n) override;
   void progress() override;
+  std::size_t start_all_gather(const void* in, void* out, std::size_t bytes_per_rank) override;
+  void wait(std::size_t handle) override;
   void wait_all() override;
 
  private:
   struct Pending;  // one started reduction (request, size, start time, context)
   std::vector<Pending*> pending_;
+  std::size_t next_handle_ = 1;  // 0 = "already complete"
+  void finish(Pending* p);
   int rank_ = 0;
   int world_ = 1;
   std::size_t max_chunk_bytes_;

@@ -45,7 +45,7 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
                                   std::to_string(base.shard_world()) +
                                   " ranks needs a communicator of that size");
     }
-    gather_buf_.resize(base.shard_elems() * std::size_t(base.shard_world()));
+    for (auto& slot : slots_) slot.buf.resize(base.shard_elems() * std::size_t(base.shard_world()));
   }
   const std::size_t n = std::size_t(max_batch) * seq_len;
   const std::size_t D = m_.dim, F = m_.ffn_dim, V = m_.vocab_size;
@@ -159,17 +159,37 @@ std::size_t Transformer<T>::activation_bytes() const {
   return n;
 }
 
+// Starts the all-gather of layer l into a slot that is not holding the layer in use, unless a
+// slot already holds (or is receiving) it. Every rank issues the same gathers in the same order.
 template <typename T>
-void Transformer<T>::stage_layer(int l) {
-  if (base_.sharded()) {
-    // Rebuild the layer from every rank's slice (forward, and again in backward), then convert.
-    const std::size_t bytes = base_.shard_elems() * sizeof(half_bits);
-    comm_->all_gather(base_.layer_shard(l), gather_buf_.data(), bytes);
-    gathered_bytes_ += bytes * (base_.shard_world() - 1);
-    half_to_real(gather_buf_.data(), layer_w_.data(), layer_w_.size());
+void Transformer<T>::begin_gather(int l) {
+  for (auto& slot : slots_) {
+    if (slot.layer == l) return;
+  }
+  // The slot with the older layer is free: the other one holds the layer being computed.
+  GatherSlot& slot = slots_[0].layer == current_layer_ ? slots_[1] : slots_[0];
+  comm_->wait(slot.handle);  // never pending here, but keep the buffer rule obvious
+  const std::size_t bytes = base_.shard_elems() * sizeof(half_bits);
+  slot.layer = l;
+  slot.handle = comm_->start_all_gather(base_.layer_shard(l), slot.buf.data(), bytes);
+  gathered_bytes_ += bytes * (base_.shard_world() - 1);
+}
+
+template <typename T>
+void Transformer<T>::stage_layer(int l, int next) {
+  if (!base_.sharded()) {
+    half_to_real(base_.layer(l), layer_w_.data(), layer_w_.size());
     return;
   }
-  half_to_real(base_.layer(l), layer_w_.data(), layer_w_.size());
+  // Rebuild the layer from every rank's slice (forward, and again in backward unless it is
+  // still in a slot), then prefetch `next` while this layer computes.
+  begin_gather(l);
+  GatherSlot& slot = slots_[0].layer == l ? slots_[0] : slots_[1];
+  comm_->wait(slot.handle);
+  slot.handle = 0;
+  current_layer_ = l;
+  half_to_real(slot.buf.data(), layer_w_.data(), layer_w_.size());
+  if (next >= 0 && next < m_.n_layers) begin_gather(next);
 }
 
 template <typename T>
@@ -309,7 +329,7 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
   cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D);
   for (int l = 0; l < m_.n_layers; ++l) {
     LayerActs& a = acts_[l];
-    stage_layer(l);
+    stage_layer(l, l + 1);  // prefetch the next layer
     const T* lw = layer_w_.data();
     const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
     // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
@@ -379,7 +399,7 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
   // dx_ holds the gradient of the residual stream leaving the current layer.
   for (int l = m_.n_layers - 1; l >= 0; --l) {
     LayerActs& a = acts_[l];
-    stage_layer(l);
+    stage_layer(l, l - 1);  // prefetch the layer below
     const T* lw = layer_w_.data();
     // MLP half.
     linear_backward(l, Proj::kDown, a.act.data(), dx_.data(), dact_.data(), params, grads, a, n);

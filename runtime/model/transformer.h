@@ -82,7 +82,10 @@ class Transformer {
   void forward(const Batch& b, const T* params, bool train, std::uint64_t dropout_key);
   double head(const Batch& b, bool backward, T grad_scale, T* logits_out);
   void backward(const Batch& b, const T* params, T* grads);
-  void stage_layer(int l);
+  // Makes layer l's weights available in layer_w_ (all-gathered when the base is sharded) and,
+  // when `next` >= 0, starts gathering layer `next` so it arrives while layer l computes.
+  void stage_layer(int l, int next = -1);
+  void begin_gather(int l);
   const T* W(Proj p) const;
   cpu::LoraLinearArgs<T> lora_args(int l, Proj p, const T* params, LayerActs& a, int n) const;
   void linear_forward(int l, Proj p, const T* x, T* y, const T* params, LayerActs& a, int n,
@@ -119,7 +122,14 @@ class Transformer {
   bool dora_norms_frozen_ = false;
   Communicator* comm_ = nullptr;
   std::function<void(int)> layer_backward_hook_;
-  std::vector<half_bits> gather_buf_;  // [world * shard_elems] one gathered layer
+  // Two gather slots (current layer + prefetched next), each [world * shard_elems] fp16.
+  struct GatherSlot {
+    int layer = -1;          // the layer it holds or is receiving
+    std::size_t handle = 0;  // pending all_gather, 0 = complete
+    std::vector<half_bits> buf;
+  };
+  GatherSlot slots_[2];
+  int current_layer_ = -1;  // the layer whose weights are in layer_w_
   std::size_t gathered_bytes_ = 0;
   DropoutMaskOverride dropout_mask_override_;  // test hook, see set_dropout_mask_override
   std::vector<std::int32_t> default_positions_;
