@@ -416,6 +416,28 @@ void SafetensorsReader::read_tensor_into(std::string_view name, void* dst,
   }
 }
 
+void SafetensorsReader::read_tensor_elements(std::string_view name, std::uint64_t first,
+                                             std::uint64_t count, void* dst) const {
+  const TensorInfo& t = info(name);
+  const std::uint64_t n = t.numel();
+  // Written so that first + count cannot wrap: a huge `first` or `count` is refused, not read.
+  if (first > n || count > n - first) {
+    throw std::out_of_range("safetensors file '" + path() + "': tensor '" + t.name +
+                            "': elements [" + std::to_string(first) + ", " + std::to_string(first) +
+                            " + " + std::to_string(count) + ") are outside its " +
+                            std::to_string(n) + " element(s)");
+  }
+  if (count == 0) return;
+  const std::uint64_t elem = dtype_size(t.dtype);
+  try {
+    // count * elem <= nbytes (checked against the shape when the header was read): no overflow.
+    file_.read_at(data_offset_ + t.data_begin + first * elem, dst,
+                  static_cast<std::size_t>(count * elem));
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("tensor '" + t.name + "': " + e.what());
+  }
+}
+
 std::vector<std::uint8_t> SafetensorsReader::read_tensor(std::string_view name) const {
   std::vector<std::uint8_t> out(info(name).nbytes());
   read_tensor_into(name, out.data(), out.size());

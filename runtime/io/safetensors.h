@@ -121,6 +121,12 @@ class SafetensorsReader {
   std::vector<std::uint8_t> read_tensor(std::string_view name) const;
   // Same, into caller memory; dst_bytes must equal the tensor's byte size.
   void read_tensor_into(std::string_view name, void* dst, std::size_t dst_bytes) const;
+  // The raw bytes of elements [first, first + count) of the tensor (row-major, flat index) into
+  // dst[count * dtype size]: only that byte range is read, so a rank that keeps a slice of a
+  // tensor never holds the rest. Throws std::out_of_range naming the file and the tensor when
+  // the range does not lie inside the tensor (overflow included); count 0 reads nothing.
+  void read_tensor_elements(std::string_view name, std::uint64_t first, std::uint64_t count,
+                            void* dst) const;
   // A float copy of an F32/F16/BF16/F64 tensor (throws naming the tensor for other dtypes).
   std::vector<float> read_tensor_f32(std::string_view name) const;
 

@@ -100,24 +100,28 @@ BaseWeights BaseWeights::random(const ModelConfig& m, std::uint64_t seed) {
   return w;
 }
 
-BaseWeights BaseWeights::from_parts(const ModelConfig& m, BiasMask biases,
-                                    std::vector<std::vector<half_bits>> layers,
-                                    std::vector<half_bits> embedding,
-                                    std::vector<half_bits> final_norm,
-                                    std::vector<half_bits> lm_head) {
+// from_parts and from_shards: the same checks and moves, differing only in how long each layer
+// buffer must be (a whole layer, or one rank's slice of it).
+BaseWeights BaseWeights::assemble(const char* who, const ModelConfig& m, BiasMask biases,
+                                  std::size_t layer_elems,
+                                  std::vector<std::vector<half_bits>> layers,
+                                  std::vector<half_bits> embedding,
+                                  std::vector<half_bits> final_norm,
+                                  std::vector<half_bits> lm_head) {
   BaseWeights w;
   w.shape_ = m;
   w.biases_ = biases;
   w.offsets_ = LayerOffsets::for_model(m, biases);
-  auto expect = [](const char* what, std::size_t got, std::size_t want) {
+  auto expect = [who](const char* what, std::size_t got, std::size_t want) {
     if (got != want) {
-      throw std::invalid_argument(std::string("BaseWeights::from_parts: ") + what + " has " +
+      throw std::invalid_argument(std::string("BaseWeights::") + who + ": " + what + " has " +
                                   std::to_string(got) + " elements, expected " +
                                   std::to_string(want));
     }
   };
   expect("layer count", layers.size(), std::size_t(m.n_layers));
-  for (const auto& l : layers) expect("a layer buffer", l.size(), w.offsets_.total);
+  const std::size_t want_layer = layer_elems == kNoOffset ? w.offsets_.total : layer_elems;
+  for (const auto& l : layers) expect("a layer buffer", l.size(), want_layer);
   expect("embedding", embedding.size(), std::size_t(m.vocab_size) * m.dim);
   expect("final_norm", final_norm.size(), std::size_t(m.dim));
   expect("lm_head", lm_head.size(), m.tie_embeddings ? 0 : std::size_t(m.vocab_size) * m.dim);
@@ -125,6 +129,38 @@ BaseWeights BaseWeights::from_parts(const ModelConfig& m, BiasMask biases,
   w.embedding_ = std::move(embedding);
   w.final_norm_ = std::move(final_norm);
   w.lm_head_ = std::move(lm_head);
+  return w;
+}
+
+BaseWeights BaseWeights::from_parts(const ModelConfig& m, BiasMask biases,
+                                    std::vector<std::vector<half_bits>> layers,
+                                    std::vector<half_bits> embedding,
+                                    std::vector<half_bits> final_norm,
+                                    std::vector<half_bits> lm_head) {
+  return assemble("from_parts", m, biases, kNoOffset, std::move(layers), std::move(embedding),
+                  std::move(final_norm), std::move(lm_head));
+}
+
+BaseWeights BaseWeights::from_shards(const ModelConfig& m, BiasMask biases, int rank, int world,
+                                     std::vector<std::vector<half_bits>> layer_slices,
+                                     std::vector<half_bits> embedding,
+                                     std::vector<half_bits> final_norm,
+                                     std::vector<half_bits> lm_head) {
+  if (world < 1 || rank < 0 || rank >= world) {
+    throw std::invalid_argument("BaseWeights::from_shards: rank " + std::to_string(rank) +
+                                " of world " + std::to_string(world) +
+                                ", expected 0 <= rank < world");
+  }
+  if (world == 1) {
+    return from_parts(m, biases, std::move(layer_slices), std::move(embedding),
+                      std::move(final_norm), std::move(lm_head));
+  }
+  const std::size_t slice = shard_elems_for(LayerOffsets::for_model(m, biases).total, world);
+  BaseWeights w = assemble("from_shards", m, biases, slice, std::move(layer_slices),
+                           std::move(embedding), std::move(final_norm), std::move(lm_head));
+  // What shard(rank, world) sets; the rank itself is not stored there either.
+  w.shard_elems_ = slice;
+  w.world_ = world;
   return w;
 }
 
@@ -137,7 +173,7 @@ const half_bits* BaseWeights::layer(int l) const {
 
 void BaseWeights::shard(int rank, int world) {
   if (sharded() || world <= 1) return;
-  shard_elems_ = (offsets_.total + world - 1) / world;
+  shard_elems_ = shard_elems_for(offsets_.total, world);
   for (auto& full : layers_) {
     std::vector<half_bits> mine(shard_elems_, 0);
     const std::size_t begin = std::size_t(rank) * shard_elems_;
@@ -147,6 +183,11 @@ void BaseWeights::shard(int rank, int world) {
     full = std::move(mine);  // the full copy is freed here
   }
   world_ = world;
+}
+
+std::size_t BaseWeights::unsharded_bytes() const {
+  const std::size_t layers = offsets_.total * layers_.size();
+  return (layers + embedding_.size() + final_norm_.size() + lm_head_.size()) * sizeof(half_bits);
 }
 
 std::size_t BaseWeights::bytes() const {

@@ -57,6 +57,20 @@ class BaseWeights {
                                 std::vector<half_bits> embedding, std::vector<half_bits> final_norm,
                                 std::vector<half_bits> lm_head);
 
+  // The state shard(rank, world) leaves behind, built without ever holding a full layer (an HF
+  // checkpoint read slice by slice, load_hf_checkpoint_shard): layer_slices[l] is this rank's
+  // slice of layer l, exactly shard_elems_for(...) elements, zero past the end of the layer.
+  // world 1 is from_parts. Throws std::invalid_argument on any size mismatch or a rank outside
+  // [0, world).
+  static BaseWeights from_shards(const ModelConfig& m, BiasMask biases, int rank, int world,
+                                 std::vector<std::vector<half_bits>> layer_slices,
+                                 std::vector<half_bits> embedding,
+                                 std::vector<half_bits> final_norm, std::vector<half_bits> lm_head);
+  // Elements of each rank's slice of a layer of `layer_total` elements: ceil(total / world).
+  static std::size_t shard_elems_for(std::size_t layer_total, int world) {
+    return (layer_total + std::size_t(world) - 1) / std::size_t(world);
+  }
+
   const ModelConfig& shape() const { return shape_; }
   const LayerOffsets& offsets() const { return offsets_; }
   BiasMask biases() const { return biases_; }
@@ -79,8 +93,16 @@ class BaseWeights {
     return shape_.tie_embeddings ? embedding_.data() : lm_head_.data();
   }
   std::size_t bytes() const;  // resident on this rank
+  // What the base takes unsharded (the same on every rank), for logs that compare the two.
+  std::size_t unsharded_bytes() const;
 
  private:
+  // layer_elems: each layer buffer's required length, kNoOffset for a whole layer.
+  static BaseWeights assemble(const char* who, const ModelConfig& m, BiasMask biases,
+                              std::size_t layer_elems, std::vector<std::vector<half_bits>> layers,
+                              std::vector<half_bits> embedding, std::vector<half_bits> final_norm,
+                              std::vector<half_bits> lm_head);
+
   ModelConfig shape_;
   BiasMask biases_ = 0;
   LayerOffsets offsets_;

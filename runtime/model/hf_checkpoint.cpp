@@ -185,67 +185,65 @@ class CheckpointFiles {
   std::map<std::string, std::unique_ptr<SafetensorsReader>> shards_;
 };
 
+// A tensor that passed Loader::check: where it is and what to call it in errors.
+struct CheckedTensor {
+  const SafetensorsReader* reader;
+  const TensorInfo* info;
+  std::string what;  // "<file>: tensor '<name>'"
+};
+
 class Loader {
  public:
   explicit Loader(const std::string& dir) : files_(dir) {}
 
-  // Reads tensor `name`, which must have `shape`, as fp16 into dst[0 .. numel).
-  void read(const std::string& name, const std::vector<std::int64_t>& shape, half_bits* dst) {
+  // Tensor `name` must exist with `shape` and a dtype we convert. Only the file's header is
+  // consulted, so a rank that reads none of a tensor still refuses a checkpoint that is wrong.
+  CheckedTensor check(const std::string& name, const std::vector<std::int64_t>& shape) {
     const SafetensorsReader& reader = files_.reader_for(name);
     const TensorInfo& info = reader.info(name);
-    const std::string what = reader.path() + ": tensor '" + name + "'";
+    CheckedTensor t{&reader, &info, reader.path() + ": tensor '" + name + "'"};
     if (info.shape != shape) {
-      throw std::runtime_error(what + " has shape " + shape_text(info.shape) + ", expected " +
+      throw std::runtime_error(t.what + " has shape " + shape_text(info.shape) + ", expected " +
                                shape_text(shape));
     }
-    const std::size_t n = info.numel();
-    switch (info.dtype) {
-      case DType::kF16:
-        // Bit-exact: the checkpoint's own fp16 values are the base.
-        reader.read_tensor_into(name, dst, n * sizeof(half_bits));
-        for (std::size_t i = 0; i < n; ++i) {
-          if ((dst[i] & 0x7c00u) == 0x7c00u) non_finite(what, i, half_to_float(dst[i]));
-        }
-        return;
-      case DType::kBF16:
-      case DType::kF32:
-        convert(reader, info, what, dst);
-        return;
-      default:
-        throw std::runtime_error(what + " has dtype " + std::string(dtype_name(info.dtype)) +
-                                 ", expected F32, F16 or BF16");
+    if (info.dtype != DType::kF16 && info.dtype != DType::kBF16 && info.dtype != DType::kF32) {
+      throw std::runtime_error(t.what + " has dtype " + std::string(dtype_name(info.dtype)) +
+                               ", expected F32, F16 or BF16");
     }
+    return t;
   }
 
-  bool has(const std::string& name) const { return files_.has(name); }
-  const std::string& where() const { return files_.where(); }
-
- private:
-  [[noreturn]] static void non_finite(const std::string& what, std::size_t i, float v) {
-    throw std::runtime_error(what + " has a non-finite value (" + number_text(v) + ") at element " +
-                             std::to_string(i) + ", expected finite weights");
-  }
-
-  // Raw bytes go into one reusable scratch buffer (the only per-tensor copy), then through a
-  // small float chunk into fp16 with round-to-nearest-even.
-  void convert(const SafetensorsReader& reader, const TensorInfo& info, const std::string& what,
-               half_bits* dst) {
-    raw_.resize(info.nbytes());
-    reader.read_tensor_into(info.name, raw_.data(), raw_.size());
-    const std::size_t n = info.numel();
-    const std::size_t elem = dtype_size(info.dtype);
+  // Elements [first, first + count) of a checked tensor as fp16 into dst[0 .. count): a whole
+  // tensor and one rank's slice of it go through this same code, so both give the same bits.
+  // Element indices in errors count from the tensor's start.
+  void read(const CheckedTensor& t, std::size_t first, std::size_t count, half_bits* dst) {
+    const std::size_t elem = dtype_size(t.info->dtype);
+    bytes_read_ += count * elem;
+    if (t.info->dtype == DType::kF16) {
+      // Bit-exact: the checkpoint's own fp16 values are the base.
+      t.reader->read_tensor_elements(t.info->name, first, count, dst);
+      for (std::size_t i = 0; i < count; ++i) {
+        if ((dst[i] & 0x7c00u) == 0x7c00u) non_finite(t.what, first + i, half_to_float(dst[i]));
+      }
+      return;
+    }
+    // Raw bytes go into one reusable scratch buffer (the only per-tensor copy, and only of the
+    // range asked for), then through a small float chunk into fp16 with round-to-nearest-even.
+    raw_.resize(count * elem);
+    t.reader->read_tensor_elements(t.info->name, first, count, raw_.data());
     constexpr std::size_t kChunk = 4096;
     float chunk[kChunk];
-    for (std::size_t start = 0; start < n; start += kChunk) {
-      const std::size_t count = std::min(kChunk, n - start);
-      convert_to_float(info.dtype, raw_.data() + start * elem, chunk, count);
-      for (std::size_t j = 0; j < count; ++j) {
+    for (std::size_t start = 0; start < count; start += kChunk) {
+      const std::size_t n = std::min(kChunk, count - start);
+      convert_to_float(t.info->dtype, raw_.data() + start * elem, chunk, n);
+      for (std::size_t j = 0; j < n; ++j) {
         const float v = chunk[j];
-        if (!std::isfinite(v)) non_finite(what, start + j, v);
+        const std::size_t at = first + start + j;
+        if (!std::isfinite(v)) non_finite(t.what, at, v);
         const half_bits h = float_to_half(v);
         if ((h & 0x7c00u) == 0x7c00u) {
-          throw std::runtime_error(what + " has " + number_text(v) + " at element " +
-                                   std::to_string(start + j) +
+          throw std::runtime_error(t.what + " has " + number_text(v) + " at element " +
+                                   std::to_string(at) +
                                    ", which overflows fp16 (largest finite 65504); the frozen "
                                    "base is kept in fp16 and would hold inf");
         }
@@ -254,8 +252,25 @@ class Loader {
     }
   }
 
+  // The whole tensor `name`, which must have `shape`, into dst[0 .. numel).
+  void read_whole(const std::string& name, const std::vector<std::int64_t>& shape, half_bits* dst) {
+    const CheckedTensor t = check(name, shape);
+    read(t, 0, t.info->numel(), dst);
+  }
+
+  bool has(const std::string& name) const { return files_.has(name); }
+  const std::string& where() const { return files_.where(); }
+  std::uint64_t bytes_read() const { return bytes_read_; }
+
+ private:
+  [[noreturn]] static void non_finite(const std::string& what, std::size_t i, float v) {
+    throw std::runtime_error(what + " has a non-finite value (" + number_text(v) + ") at element " +
+                             std::to_string(i) + ", expected finite weights");
+  }
+
   CheckpointFiles files_;
   std::vector<std::uint8_t> raw_;
+  std::uint64_t bytes_read_ = 0;
 };
 
 std::string proj_prefix(int layer, Proj p) {
@@ -274,48 +289,82 @@ std::string hf_proj_bias_name(int layer, Proj p) {
   return proj_prefix(layer, p) + ".bias";
 }
 
-BaseWeights load_hf_checkpoint(const std::string& dir, const ModelConfig& shape) {
+namespace {
+
+// Layer l's elements [begin, begin + dst_elems) into dst (the part past the layer's end is left
+// alone: it is the shard padding). Every tensor of the layer is checked against its header, but
+// only the part that overlaps the range is read.
+void read_layer_range(Loader& loader, const ModelConfig& shape, const LayerOffsets& offsets, int l,
+                      std::size_t begin, std::size_t dst_elems, half_bits* dst) {
+  const std::size_t end = std::min(begin + dst_elems, offsets.total);
+  auto part = [&](const std::string& name, const std::vector<std::int64_t>& tensor_shape,
+                  std::size_t at) {
+    const CheckedTensor t = loader.check(name, tensor_shape);
+    const std::size_t lo = std::max(at, begin);
+    const std::size_t hi = std::min(at + std::size_t(t.info->numel()), end);
+    if (lo < hi) loader.read(t, lo - at, hi - lo, dst + (lo - begin));
+  };
+  const std::int64_t dim = shape.dim;
+  const BiasMask biases = shape.proj_bias_mask;
+  const std::string prefix = "model.layers." + std::to_string(l) + ".";
+  part(prefix + "input_layernorm.weight", {dim}, offsets.attn_norm);
+  part(prefix + "post_attention_layernorm.weight", {dim}, offsets.mlp_norm);
+  for (int p = 0; p < int(Proj::kCount); ++p) {
+    const ProjShape s = proj_shape(shape, Proj(p));
+    part(hf_proj_weight_name(l, Proj(p)), {s.out, s.in}, offsets.proj[p]);
+    const std::string bias = hf_proj_bias_name(l, Proj(p));
+    if (biases & bias_bit(Proj(p))) {
+      part(bias, {s.out}, offsets.bias[p]);
+    } else if (loader.has(bias)) {
+      // Dropping it would quietly compute a different model than the checkpoint's.
+      throw std::runtime_error(loader.where() + ": has tensor '" + bias + "', but config.json (" +
+                               "model_type, attention_bias, mlp_bias) gives " +
+                               all_target_modules()[p] + " no bias");
+    }
+  }
+}
+
+}  // namespace
+
+// The whole load is the sharded one with world 1 (a slice that is the whole layer), so the two
+// cannot drift apart: a rank's slice is bit-for-bit what shard() would cut from the full load.
+BaseWeights load_hf_checkpoint_shard(const std::string& dir, const ModelConfig& shape, int rank,
+                                     int world, HfReadStats* stats) {
+  if (world < 1 || rank < 0 || rank >= world) {
+    throw std::invalid_argument("load_hf_checkpoint_shard: rank " + std::to_string(rank) +
+                                " of world " + std::to_string(world) +
+                                ", expected 0 <= rank < world");
+  }
   check_shape_against_config_json(dir, shape);
   Loader loader(dir);
-  const BiasMask biases = shape.proj_bias_mask;
-  const LayerOffsets offsets = LayerOffsets::for_model(shape, biases);
+  const LayerOffsets offsets = LayerOffsets::for_model(shape, shape.proj_bias_mask);
+  const std::size_t slice = BaseWeights::shard_elems_for(offsets.total, world);
   const std::int64_t dim = shape.dim;
   const std::int64_t vocab = shape.vocab_size;
 
   std::vector<std::vector<half_bits>> layers(shape.n_layers);
   for (int l = 0; l < shape.n_layers; ++l) {
-    std::vector<half_bits>& buf = layers[l];
-    buf.resize(offsets.total);
-    const std::string prefix = "model.layers." + std::to_string(l) + ".";
-    loader.read(prefix + "input_layernorm.weight", {dim}, buf.data() + offsets.attn_norm);
-    loader.read(prefix + "post_attention_layernorm.weight", {dim}, buf.data() + offsets.mlp_norm);
-    for (int p = 0; p < int(Proj::kCount); ++p) {
-      const ProjShape s = proj_shape(shape, Proj(p));
-      loader.read(hf_proj_weight_name(l, Proj(p)), {s.out, s.in}, buf.data() + offsets.proj[p]);
-      const std::string bias = hf_proj_bias_name(l, Proj(p));
-      if (biases & bias_bit(Proj(p))) {
-        loader.read(bias, {s.out}, buf.data() + offsets.bias[p]);
-      } else if (loader.has(bias)) {
-        // Dropping it would quietly compute a different model than the checkpoint's.
-        throw std::runtime_error(loader.where() + ": has tensor '" + bias + "', but config.json (" +
-                                 "model_type, attention_bias, mlp_bias) gives " +
-                                 all_target_modules()[p] + " no bias");
-      }
-    }
+    layers[l].assign(slice, 0);  // zero padding past the layer's end, as shard() leaves it
+    read_layer_range(loader, shape, offsets, l, std::size_t(rank) * slice, slice, layers[l].data());
   }
   std::vector<half_bits> embedding(std::size_t(vocab) * dim);
-  loader.read("model.embed_tokens.weight", {vocab, dim}, embedding.data());
+  loader.read_whole("model.embed_tokens.weight", {vocab, dim}, embedding.data());
   std::vector<half_bits> final_norm(dim);
-  loader.read("model.norm.weight", {dim}, final_norm.data());
+  loader.read_whole("model.norm.weight", {dim}, final_norm.data());
   std::vector<half_bits> lm_head;
   // Tied checkpoints sometimes still carry a copy of the embedding as lm_head.weight; the tie
   // in config.json is what HF uses, so the copy is not even read.
   if (!shape.tie_embeddings) {
     lm_head.resize(std::size_t(vocab) * dim);
-    loader.read("lm_head.weight", {vocab, dim}, lm_head.data());
+    loader.read_whole("lm_head.weight", {vocab, dim}, lm_head.data());
   }
-  return BaseWeights::from_parts(shape, biases, std::move(layers), std::move(embedding),
-                                 std::move(final_norm), std::move(lm_head));
+  if (stats) stats->tensor_bytes_read = loader.bytes_read();
+  return BaseWeights::from_shards(shape, shape.proj_bias_mask, rank, world, std::move(layers),
+                                  std::move(embedding), std::move(final_norm), std::move(lm_head));
+}
+
+BaseWeights load_hf_checkpoint(const std::string& dir, const ModelConfig& shape) {
+  return load_hf_checkpoint_shard(dir, shape, 0, 1);
 }
 
 }  // namespace peftrun

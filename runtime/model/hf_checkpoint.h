@@ -13,6 +13,7 @@
 // partly infinite would only show up as a diverged run much later.
 #pragma once
 
+#include <cstdint>
 #include <string>
 
 #include "configs/config.h"
@@ -35,5 +36,21 @@ std::string hf_proj_bias_name(int layer, Proj p);
 // got); a dtype other than F32/F16/BF16; a bias tensor the shape has no slot for; a value that
 // is not finite in fp16.
 BaseWeights load_hf_checkpoint(const std::string& dir, const ModelConfig& shape);
+
+// What a load read from the tensor data (headers not counted), for tests and logs.
+struct HfReadStats {
+  std::uint64_t tensor_bytes_read = 0;
+};
+
+// Rank `rank` of `world`'s part of the base, bit-identical to load_hf_checkpoint(dir, shape)
+// followed by shard(rank, world), without ever holding a whole layer: of each layer only the
+// byte ranges of this rank's slice are read (BaseWeights::shard's layout); the embedding, final
+// norm and lm_head are read whole (they stay replicated). Every layer tensor's shape and dtype is
+// still checked from its file's header, so each rank refuses a bad checkpoint with the same
+// message whatever it reads; values (non-finite, fp16 overflow) are checked only where they are
+// read. world 1 is load_hf_checkpoint. Throws what load_hf_checkpoint throws, and
+// std::invalid_argument for a rank outside [0, world).
+BaseWeights load_hf_checkpoint_shard(const std::string& dir, const ModelConfig& shape, int rank,
+                                     int world, HfReadStats* stats = nullptr);
 
 }  // namespace peftrun

@@ -12,9 +12,24 @@ BaseWeights load_base(const Config& config) {
   return BaseWeights::random(config.model, config.train.seed);
 }
 
+BaseWeights load_base(const Config& config, int rank, int world, bool shard) {
+  if (!shard || world <= 1) return load_base(config);
+  if (!config.model.path.empty()) {
+    return load_hf_checkpoint_shard(config.model.path, config.model, rank, world);
+  }
+  // The random base is generated, not read: holding it whole for a moment costs no I/O.
+  BaseWeights base = BaseWeights::random(config.model, config.train.seed);
+  base.shard(rank, world);
+  return base;
+}
+
 std::vector<double> base_row_norms(const BaseWeights& base, int layer, Proj p) {
+  return base_row_norms(base, base.layer(layer), p);
+}
+
+std::vector<double> base_row_norms(const BaseWeights& base, const half_bits* layer, Proj p) {
   const ProjShape s = proj_shape(base.shape(), p);
-  const half_bits* w = base.layer(layer) + base.offsets().proj[int(p)];
+  const half_bits* w = layer + base.offsets().proj[int(p)];
   std::vector<double> norms(s.out);
   for (int j = 0; j < s.out; ++j) {
     double sq = 0;
@@ -29,7 +44,7 @@ std::vector<double> base_row_norms(const BaseWeights& base, int layer, Proj p) {
 
 std::vector<float> initial_params(const Config& config, const BaseWeights& base,
                                   const AdapterLayout& layout, const std::string& adapter_dir,
-                                  RankPattern* rank_pattern) {
+                                  RankPattern* rank_pattern, Communicator* comm) {
   std::vector<float> params(layout.total(), 0.0f);
   if (rank_pattern) rank_pattern->clear();
   if (!adapter_dir.empty()) {
@@ -39,9 +54,32 @@ std::vector<float> initial_params(const Config& config, const BaseWeights& base,
   layout.init_params(params.data(), config.train.seed);
   if (layout.type() == AdapterType::kDora) {
     // PEFT initialises m = ||W + s B A|| row-wise, which is ||W|| since B = 0.
-    for (const AdaptedModule& m : layout.modules()) {
-      const std::vector<double> norms = base_row_norms(base, m.layer, m.proj);
+    auto init_magnitude = [&](const AdaptedModule& m, const half_bits* layer) {
+      const std::vector<double> norms = base_row_norms(base, layer, m.proj);
       for (int j = 0; j < m.shape.out; ++j) params[m.m + j] = static_cast<float>(norms[j]);
+    };
+    if (!base.sharded()) {
+      for (const AdaptedModule& m : layout.modules()) init_magnitude(m, base.layer(m.layer));
+      return params;
+    }
+    if (!comm || comm->world_size() != base.shard_world()) {
+      throw std::logic_error(
+          "initial_params: DoRA on a sharded base needs the communicator it is sharded over");
+    }
+    // One gathered layer at a time, in layer order: every rank has the same layout, so all make
+    // the same all_gather calls, and peak memory grows by one layer, not the model.
+    const std::size_t slice = base.shard_elems();
+    std::vector<half_bits> full(slice * std::size_t(base.shard_world()));
+    for (int l = 0; l < base.shape().n_layers; ++l) {
+      bool gathered = false;
+      for (const AdaptedModule& m : layout.modules()) {
+        if (m.layer != l) continue;
+        if (!gathered) {
+          comm->all_gather(base.layer_shard(l), full.data(), slice * sizeof(half_bits));
+          gathered = true;
+        }
+        init_magnitude(m, full.data());
+      }
     }
   }
   return params;

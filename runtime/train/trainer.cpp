@@ -199,13 +199,14 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   const Agreement data_ok = comm->agree(data_error.empty(), data_error);
   if (!data_ok.ok) throw AgreedError(data_ok.describe());
 
-  BaseWeights base = load_base(cfg);
-  const std::size_t full_base_bytes = base.bytes();
+  // Sharded, each rank reads only its slices of the checkpoint's layers.
+  BaseWeights base = load_base(cfg, rank, world, cfg.runtime.shard_base);
+  const std::size_t full_base_bytes = base.unsharded_bytes();
   const AdapterLayout layout = AdapterLayout::plan(cfg.model, cfg.adapter);
   const std::size_t P = layout.total();
   TrainState st;
   RankPattern init_pattern;
-  st.params = initial_params(cfg, base, layout, cfg.adapter.init_from, &init_pattern);
+  st.params = initial_params(cfg, base, layout, cfg.adapter.init_from, &init_pattern, comm);
   st.grads.assign(P, 0.0f);
   st.adam_m.assign(P, 0.0f);
   st.adam_v.assign(P, 0.0f);
@@ -222,9 +223,6 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       s.has_pattern = true;
     }
   }
-  // Initial parameters (DoRA's magnitude reads W) come from the full base; then each rank keeps
-  // only its slice of every layer.
-  if (world > 1 && cfg.runtime.shard_base) base.shard(rank, world);
   Transformer<float> model(base, layout, cfg.adapter, B, T, comm);
   const std::vector<GradBucket> buckets = plan_grad_buckets(
       layout, cfg.model.n_layers, static_cast<std::size_t>(cfg.comm.bucket_mb * 1024 * 1024));
