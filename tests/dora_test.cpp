@@ -7,6 +7,8 @@
 // function whose gradient backward returns.
 #include <gtest/gtest.h>
 
+#include "tests/support/gradcheck.h"
+
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -18,51 +20,9 @@
 namespace peftrun::cpu {
 namespace {
 
-using Vec = std::vector<double>;
+using namespace peftrun::testing_support;
 
-constexpr double kStep = 1e-6;
 constexpr double kMaxRel = 1e-7;
-
-Vec randn(std::size_t n, std::uint64_t seed, double stddev = 1.0) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<double> dist(0.0, stddev);
-  Vec v(n);
-  for (double& x : v) x = dist(rng);
-  return v;
-}
-
-double dot(const Vec& a, const Vec& b) {
-  double s = 0.0;
-  for (std::size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-double norm(const Vec& a) {
-  return std::sqrt(dot(a, a));
-}
-
-// ||num - ana|| / ||num|| for the central difference of `loss` over x (restored on return).
-double finite_difference_rel_error(Vec& x, const Vec& analytic, const std::function<double()>& loss,
-                                   double h = kStep) {
-  EXPECT_EQ(x.size(), analytic.size());
-  Vec num(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) {
-    const double saved = x[i];
-    const double up = saved + h;
-    const double down = saved - h;
-    x[i] = up;
-    const double lp = loss();
-    x[i] = down;
-    const double lm = loss();
-    x[i] = saved;
-    num[i] = (lp - lm) / (up - down);
-  }
-  Vec diff(x.size());
-  for (std::size_t i = 0; i < x.size(); ++i) diff[i] = num[i] - analytic[i];
-  const double num_norm = norm(num);
-  EXPECT_GT(num_norm, 1e-3) << "degenerate check: numerical gradient is ~0";
-  return norm(diff) / num_norm;
-}
 
 // Materialised reference: V = W + s B A, [out, in].
 Vec materialise(const Vec& W, const Vec& A, const Vec& B, int out, int in, int r, double s) {
