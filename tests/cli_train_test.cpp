@@ -3,6 +3,8 @@
 // accumulation equivalence.
 #include <gtest/gtest.h>
 
+#include "tests/support/run_command.h"
+
 #include <sys/wait.h>
 
 #include <unistd.h>
@@ -28,22 +30,11 @@ namespace {
 
 const std::string kTiny = std::string(PEFTRUN_SOURCE_DIR) + "/configs/tiny.yaml";
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;  // stdout + stderr
-};
+using RunResult = peftrun::testing_support::CommandResult;
 
+// Runs build/peftrun with `args`.
 RunResult run(const std::string& args) {
-  RunResult r;
-  const std::string cmd = std::string(PEFTRUN_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  std::size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return peftrun::testing_support::run_command(std::string(PEFTRUN_BINARY) + " " + args);
 }
 
 fs::path fresh_dir(const std::string& name) {

@@ -3,6 +3,8 @@
 // killed mid-run must bring the whole job down instead of hanging it.
 #include <gtest/gtest.h>
 
+#include "tests/support/run_command.h"
+
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -43,21 +45,10 @@ bool have_mpi() {
 #endif
 }
 
-struct RunResult {
-  int exit_code = -1;
-  std::string out;
-};
+using RunResult = peftrun::testing_support::CommandResult;
 
 RunResult run(const std::string& cmd) {
-  RunResult r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (!p) return r;
-  std::array<char, 4096> buf;
-  std::size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int status = pclose(p);
-  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  return r;
+  return peftrun::testing_support::run_command(cmd);
 }
 
 fs::path fresh_dir(const std::string& name) {

@@ -94,8 +94,7 @@ TEST(PeftAdapterIo, AdaLoraWithRankPatternSavesOnlyKeptTripletsAndReadsThemBack)
   EXPECT_EQ(r.info("base_model.model.model.layers.0.self_attn.q_proj.lora_E").shape,
             (std::vector<std::int64_t>{2, 1}));
   const auto j = nlohmann::json::parse(std::ifstream(d / "adapter_config.json"));
-  EXPECT_EQ(j["rank_pattern"]["model.layers.0.self_attn.q_proj.lora_E"],
-            pattern[0]);
+  EXPECT_EQ(j["rank_pattern"]["model.layers.0.self_attn.q_proj.lora_E"], pattern[0]);
 
   std::vector<float> back(lay.total(), 7.0f);
   RankPattern read_pattern;
