@@ -36,7 +36,9 @@ const char* kUsage = R"(usage:
 options:
   --set key.path=value   override any config key (value parsed as YAML, e.g. --set
                          adapter.target_modules=[q_proj,v_proj]); validated like the file
-  --debug                check every step's parameters for non-finite values
+  --debug                check every activation and gradient after each layer, and the
+                         parameters after each step, for non-finite values (names the op,
+                         layer and tensor)
   --adapter DIR          (eval) the PEFT adapter to evaluate (default: adapter.init_from, else
                          a freshly initialised adapter)
   --dump-logits FILE     (eval) write the first eval batch's logits, inputs and labels

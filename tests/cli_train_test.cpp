@@ -313,3 +313,25 @@ INSTANTIATE_TEST_SUITE_P(AllTypes, AdapterTypeEndToEnd,
                          [](const auto& p) { return p.param; });
 
 }  // namespace
+
+namespace {
+
+// A run blown up on purpose (lr 1e30): without --debug the step's non-finite loss stops it
+// (exit 3); with --debug the first non-finite tensor is named with its op and layer.
+TEST(Cli, DebugNamesTheFirstNonFiniteTensorAndItsLayer) {
+  const fs::path d = fresh_dir("debug");
+  const std::string blow_up = kTiny +
+                              " --set optim.lr=1e30 --set optim.max_grad_norm=0 "
+                              "--set train.steps=3 --set optim.warmup_steps=0 --set data.eval= "
+                              "--set output_dir=";
+  RunResult r = run(blow_up + (d / "plain").string());
+  EXPECT_EQ(r.exit_code, 3) << r.out;
+  EXPECT_NE(r.out.find("non-finite loss at step 2"), std::string::npos) << r.out;
+  r = run(blow_up + (d / "debug").string() + " --debug");
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("--debug: non-finite value"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("of layer 0 during forward"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(d / "debug/adapter_model.safetensors")) << "no adapter from a bad run";
+}
+
+}  // namespace

@@ -175,6 +175,20 @@ void Transformer<T>::begin_gather(int l) {
   gathered_bytes_ += bytes * (base_.shard_world() - 1);
 }
 
+// --debug: the first non-finite value of a tensor ends the run naming the op, layer and tensor.
+template <typename T>
+void Transformer<T>::check_finite(const char* pass, int layer, const char* tensor, const T* data,
+                                  std::size_t n) const {
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(data[i])) {
+      throw std::runtime_error(std::string("--debug: non-finite value (") +
+                               std::to_string(double(data[i])) + ") in " + tensor + " of layer " +
+                               std::to_string(layer) + " during " + pass + ", at element " +
+                               std::to_string(i) + " of " + std::to_string(n));
+    }
+  }
+}
+
 template <typename T>
 void Transformer<T>::stage_layer(int l, int next) {
   if (!base_.sharded()) {
@@ -353,6 +367,21 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
     T* x_out = l + 1 < m_.n_layers ? acts_[l + 1].x_in.data() : x_final_.data();
     linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
     for (std::size_t i = 0; i < std::size_t(n) * D; ++i) x_out[i] += a.x_mid[i];
+    if (debug_checks_) {
+      // In the order the ops produced them, so the first bad tensor names the failing op.
+      const std::size_t nn = std::size_t(n);
+      check_finite("forward", l, "input_layernorm output", a.h1.data(), nn * D);
+      check_finite("forward", l, "q_proj output (after RoPE)", a.q.data(), a.q.size());
+      check_finite("forward", l, "k_proj output (after RoPE)", a.k.data(), a.k.size());
+      check_finite("forward", l, "v_proj output", a.v.data(), a.v.size());
+      check_finite("forward", l, "attention output", a.att.data(), a.att.size());
+      check_finite("forward", l, "o_proj output + residual", a.x_mid.data(), nn * D);
+      check_finite("forward", l, "post_attention_layernorm output", a.h2.data(), nn * D);
+      check_finite("forward", l, "gate_proj output", a.gate.data(), nn * F);
+      check_finite("forward", l, "up_proj output", a.up.data(), nn * F);
+      check_finite("forward", l, "SwiGLU output", a.act.data(), nn * F);
+      check_finite("forward", l, "down_proj output + residual", x_out, nn * D);
+    }
   }
   cpu::rmsnorm_forward(x_final_.data(), final_norm_.data(), hf_.data(), rstdf_.data(), n, D, eps);
 }
@@ -425,6 +454,23 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::rmsnorm_backward(dh_.data(), a.x_in.data(), lw + base_.offsets().attn_norm, a.rstd1.data(),
                           dtmp_.data(), n, D);
     for (std::size_t i = 0; i < nD; ++i) dx_[i] += dtmp_[i];  // dx_ is now d(x_in)
+    if (debug_checks_) {
+      check_finite("backward", l, "grad of SwiGLU output (down_proj backward)", dact_.data(),
+                   std::size_t(n) * F);
+      check_finite("backward", l, "grad of q (attention + RoPE backward)", dq_.data(), dq_.size());
+      check_finite("backward", l, "grad of k (attention + RoPE backward)", dk_.data(), dk_.size());
+      check_finite("backward", l, "grad of v (attention backward)", dv_.data(), dv_.size());
+      check_finite("backward", l, "grad of the layer input", dx_.data(), nD);
+      for (int p = 0; p < int(Proj::kCount); ++p) {
+        const int mi = layout_.module_index(l, Proj(p));
+        if (mi < 0) continue;
+        for (const TrainableTensor& t : layout_.tensors()) {
+          if (t.name.find(hf_module_name(l, Proj(p)) + ".") != std::string::npos) {
+            check_finite("backward", l, ("grad of " + t.name).c_str(), grads + t.offset, t.numel());
+          }
+        }
+      }
+    }
     if (layer_backward_hook_) layer_backward_hook_(l);
   }
   // The embedding is frozen: the gradient stops here.

@@ -72,6 +72,10 @@ class Transformer {
     layer_backward_hook_ = std::move(hook);
   }
 
+  // --debug: after every layer's forward and backward, check each activation, gradient and
+  // adapter gradient for non-finite values and fail naming the op, layer and tensor.
+  void set_debug_checks(bool on) { debug_checks_ = on; }
+
   std::size_t activation_bytes() const;
   // fp16 bytes this rank received through layer all-gathers so far (0 when not sharded).
   std::size_t gathered_bytes() const { return gathered_bytes_; }
@@ -86,6 +90,8 @@ class Transformer {
   // when `next` >= 0, starts gathering layer `next` so it arrives while layer l computes.
   void stage_layer(int l, int next = -1);
   void begin_gather(int l);
+  void check_finite(const char* pass, int layer, const char* tensor, const T* data,
+                    std::size_t n) const;
   const T* W(Proj p) const;
   cpu::LoraLinearArgs<T> lora_args(int l, Proj p, const T* params, LayerActs& a, int n) const;
   void linear_forward(int l, Proj p, const T* x, T* y, const T* params, LayerActs& a, int n,
@@ -129,7 +135,8 @@ class Transformer {
     std::vector<half_bits> buf;
   };
   GatherSlot slots_[2];
-  int current_layer_ = -1;  // the layer whose weights are in layer_w_
+  int current_layer_ = -1;
+  bool debug_checks_ = false;  // the layer whose weights are in layer_w_
   std::size_t gathered_bytes_ = 0;
   DropoutMaskOverride dropout_mask_override_;  // test hook, see set_dropout_mask_override
   std::vector<std::int32_t> default_positions_;

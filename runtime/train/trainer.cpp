@@ -224,6 +224,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     }
   }
   Transformer<float> model(base, layout, cfg.adapter, B, T, comm);
+  model.set_debug_checks(options.debug);
   const std::vector<GradBucket> buckets = plan_grad_buckets(
       layout, cfg.model.n_layers, static_cast<std::size_t>(cfg.comm.bucket_mb * 1024 * 1024));
   std::vector<std::int32_t> inputs(std::size_t(B) * T), targets(inputs.size()),

@@ -13,7 +13,9 @@
 namespace peftrun {
 
 struct TrainOptions {
-  bool debug = false;  // check every step's loss and gradients for non-finite values
+  // Check every activation and gradient after each layer (naming the op, layer and tensor) and
+  // every parameter after each step for non-finite values.
+  bool debug = false;
 };
 
 struct TrainSummary {
