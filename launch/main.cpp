@@ -26,7 +26,8 @@ constexpr int kExitUsage = 2;
 constexpr int kExitDiverged = 3;  // kExitCommTimeout = 4 comes from comm/
 
 const char* kUsage = R"(usage:
-  peftrun CONFIG.yaml [--set key.path=value ...] [--debug]   train an adapter
+  peftrun CONFIG.yaml [--set key.path=value ...] [--debug] [--resume latest|DIR]
+                                                             train an adapter
   peftrun check CONFIG.yaml [--set key.path=value ...]       validate; print the resolved config
   peftrun eval CONFIG.yaml [--adapter DIR] [--dump-logits FILE.safetensors] [--set ...]
                                                              mean loss and perplexity on data.eval
@@ -36,6 +37,8 @@ const char* kUsage = R"(usage:
 options:
   --set key.path=value   override any config key (value parsed as YAML, e.g. --set
                          adapter.target_modules=[q_proj,v_proj]); validated like the file
+  --resume latest|DIR    continue from OUTPUT/latest or a checkpoint folder (same config and
+                         number of ranks; the continuation is bitwise identical)
   --debug                check every activation and gradient after each layer, and the
                          parameters after each step, for non-finite values (names the op,
                          layer and tensor)
@@ -56,6 +59,7 @@ struct Args {
   bool debug = false;
   std::string adapter_dir;
   std::string dump_logits;
+  std::string resume;
 };
 
 // Returns false (after printing why) when argv is malformed.
@@ -73,6 +77,12 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.overrides.push_back(a.substr(6));
     } else if (a == "--debug") {
       args.debug = true;
+    } else if (a == "--resume") {
+      if (i + 1 >= argc) {
+        std::cerr << "peftrun: --resume needs 'latest' or a checkpoint folder\n";
+        return false;
+      }
+      args.resume = argv[++i];
     } else if (a == "--adapter" || a == "--dump-logits") {
       if (i + 1 >= argc) {
         std::cerr << "peftrun: " << a << " needs a path argument\n";
@@ -145,6 +155,7 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
     }
     peftrun::TrainOptions options;
     options.debug = args.debug;
+    options.resume = args.resume;
     const peftrun::TrainSummary s = peftrun::run_training(loaded.config, options, log, *comm);
     log << "done: " << s.steps << " steps in " << s.seconds << " s, "
         << static_cast<long>(s.tokens_per_s) << " tok/s; train loss " << s.final_train_loss

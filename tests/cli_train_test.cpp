@@ -335,3 +335,69 @@ TEST(Cli, DebugNamesTheFirstNonFiniteTensorAndItsLayer) {
 }
 
 }  // namespace
+
+namespace {
+
+// A run resumed from its step-4 checkpoint continues bit for bit: same adapter bytes, same
+// losses — for every adapter type, AdaLoRA resumed in the middle of its budget phase (steps
+// 3..6 here), with dropout on.
+class ResumeIsBitwise : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ResumeIsBitwise, ContinuationEqualsTheUninterruptedRun) {
+  const fs::path d = fresh_dir("resume_" + GetParam());
+  const std::string cfg = kTiny + " --set adapter.type=" + GetParam() +
+                          " --set train.steps=10 --set optim.warmup_steps=2 "
+                          "--set checkpoint.every_steps=4 --set train.eval_every=0 "
+                          "--set data.eval_batches=2 --set adapter.tinit=2 --set adapter.tfinal=3 "
+                          "--set adapter.dropout=0.1 --set output_dir=";
+  RunResult r = run(cfg + (d / "full").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  // An interrupted run's folder: its checkpoints up to step 8, `latest` naming checkpoint-8...
+  // resume from the step-4 one explicitly, and from `latest` in a second copy.
+  fs::create_directories(d / "resumed");
+  fs::copy(d / "full/checkpoint-4", d / "resumed/checkpoint-4", fs::copy_options::recursive);
+  r = run(cfg + (d / "resumed").string() + " --resume " + (d / "resumed/checkpoint-4").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+  const auto full = read_all_floats(d / "full/adapter_model.safetensors", nullptr);
+  EXPECT_EQ(read_all_floats(d / "resumed/adapter_model.safetensors", nullptr), full);
+  std::vector<double> a, b;
+  for (const auto& rec : read_jsonl(d / "full/metrics.jsonl")) {
+    if (rec.contains("loss") && rec["step"].get<int>() > 4) a.push_back(rec["loss"]);
+  }
+  for (const auto& rec : read_jsonl(d / "resumed/metrics.jsonl")) {
+    if (rec.contains("loss")) b.push_back(rec["loss"]);
+  }
+  EXPECT_EQ(a, b);
+
+  fs::create_directories(d / "from_latest");
+  fs::copy(d / "full/checkpoint-8", d / "from_latest/checkpoint-8", fs::copy_options::recursive);
+  fs::copy(d / "full/latest", d / "from_latest/latest");
+  r = run(cfg + (d / "from_latest").string() + " --resume latest");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(read_all_floats(d / "from_latest/adapter_model.safetensors", nullptr), full);
+}
+
+INSTANTIATE_TEST_SUITE_P(AllTypes, ResumeIsBitwise, ::testing::Values("lora", "dora", "adalora"),
+                         [](const auto& p) { return p.param; });
+
+TEST(Resume, RefusesATruncatedTrainerStateNamingTheFile) {
+  const fs::path d = fresh_dir("resume_bad");
+  const std::string cfg = kTiny +
+                          " --set train.steps=4 --set optim.warmup_steps=1 "
+                          "--set checkpoint.every_steps=2 --set data.eval= --set output_dir=" +
+                          d.string();
+  RunResult r = run(cfg);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_EQ(fs::file_size(d / "latest"), std::string("checkpoint-2\n").size());
+  const fs::path state = d / "checkpoint-2/trainer_state.safetensors";
+  fs::resize_file(state, fs::file_size(state) / 2);
+  r = run(cfg + " --resume latest");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("trainer_state.safetensors"), std::string::npos) << r.out;
+  r = run(cfg + " --resume " + (d / "nope").string());
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("is not a checkpoint folder"), std::string::npos) << r.out;
+}
+
+}  // namespace

@@ -6,7 +6,8 @@
 
 namespace peftrun {
 
-MetricsWriter::MetricsWriter(const std::string& path) : path_(path), out_(path, std::ios::trunc) {
+MetricsWriter::MetricsWriter(const std::string& path, bool append)
+    : path_(path), out_(path, append ? std::ios::app : std::ios::trunc) {
   if (!out_) {
     throw std::runtime_error("cannot open metrics file '" + path + "': " + std::strerror(errno));
   }

@@ -12,8 +12,9 @@ namespace peftrun {
 
 class MetricsWriter {
  public:
-  // Truncates `path` (a fresh run owns its output folder). Throws naming the file on failure.
-  explicit MetricsWriter(const std::string& path);
+  // Truncates `path` (a fresh run owns its output folder), or appends to it when `append` (a
+  // resumed run continues its history). Throws naming the file on failure.
+  explicit MetricsWriter(const std::string& path, bool append = false);
   void write(const nlohmann::json& record);
 
  private:

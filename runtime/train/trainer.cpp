@@ -32,6 +32,7 @@
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/model_setup.h"
+#include "runtime/train/train_state_io.h"
 
 namespace peftrun {
 
@@ -88,9 +89,9 @@ void check_same_mask_everywhere(const AdaLoraAllocator& allocator, Communicator&
   }
 }
 
-// Adapter-only snapshot `checkpoint-STEP/` (full trainer state arrives with the checkpoint
-// issue): written to a temporary folder and renamed into place, then old ones pruned.
-void write_snapshot(const Config& cfg, const AdapterLayout& layout, const TrainState& st,
+// Checkpoint `checkpoint-STEP/`: the PEFT adapter plus the trainer state (train_state_io.h),
+// written to a temporary folder and renamed into place; then `latest`; then old ones pruned.
+void write_snapshot(const Config& cfg, const AdapterLayout& layout, TrainState& st, int comm_world,
                     std::ostream& log) {
   namespace fs = std::filesystem;
   const fs::path out = cfg.output_dir;
@@ -100,8 +101,14 @@ void write_snapshot(const Config& cfg, const AdapterLayout& layout, const TrainS
   const RankPattern pattern = st.rank_pattern();
   write_peft_adapter(tmp_dir.string(), cfg, layout, st.params.data(),
                      pattern.empty() ? nullptr : &pattern);
+  const TrainStateView view{st.step,    comm_world,
+                            &st.params, &st.adam_m,
+                            &st.adam_v, st.allocator ? &st.allocator->state() : nullptr};
+  write_train_state(tmp_dir.string(), cfg, view);
   fs::remove_all(final_dir);
   fs::rename(tmp_dir, final_dir);
+  // `latest` moves only once the new checkpoint is complete and in place.
+  write_latest_pointer(out.string(), final_dir.filename().string());
   // Prune only after the new snapshot is complete.
   std::vector<std::pair<int, fs::path>> existing;
   for (const auto& e : fs::directory_iterator(out)) {
@@ -117,7 +124,7 @@ void write_snapshot(const Config& cfg, const AdapterLayout& layout, const TrainS
   for (std::size_t i = 0; i + cfg.checkpoint.keep_last < existing.size(); ++i) {
     fs::remove_all(existing[i].second);
   }
-  log << "saved adapter snapshot " << final_dir.string() << "\n";
+  log << "saved checkpoint " << final_dir.string() << "\n";
 }
 
 // Human-readable progress: a redrawn bar on a terminal, else one line every log_every steps.
@@ -231,10 +238,30 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       positions(inputs.size());
   std::vector<float> orth_work;
 
+  // Resume: everything that changes from step to step comes back from the checkpoint; the data
+  // order and random streams follow from the step alone.
+  if (!options.resume.empty()) {
+    const std::string dir = resolve_resume_dir(options.resume, cfg.output_dir);
+    TrainStateView view{0,          0,          &st.params,
+                        &st.adam_m, &st.adam_v, st.allocator ? &st.allocator->state() : nullptr};
+    read_train_state(dir, cfg, layout, view);
+    if (view.world_size != world) {
+      throw std::runtime_error(dir + "/trainer_state.json: written by " +
+                               std::to_string(view.world_size) + " rank(s), this run has " +
+                               std::to_string(world) +
+                               "; resuming on another world size is not supported yet");
+    }
+    if (view.step >= cfg.train.steps) {
+      throw std::runtime_error(dir + " is at step " + std::to_string(view.step) +
+                               ", not before train.steps = " + std::to_string(cfg.train.steps));
+    }
+    st.step = view.step;
+    log << "resumed from " << dir << " at step " << st.step << "\n";
+  }
   std::optional<MetricsWriter> metrics;
   if (writer) {
     std::filesystem::create_directories(cfg.output_dir);
-    metrics.emplace(cfg.output_dir + "/metrics.jsonl");
+    metrics.emplace(cfg.output_dir + "/metrics.jsonl", /*append=*/st.step > 0);
   }
   ProgressLog progress(log, cfg.train.steps, cfg.train.log_every);
 
@@ -362,7 +389,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     return s;
   };
 
-  run_eval(0);
+  if (st.step == 0) run_eval(0);
   double tokens_done = 0;
   const auto t_train = Clock::now();
   while (st.step < cfg.train.steps) {
@@ -392,7 +419,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     }
     if (writer && cfg.checkpoint.every_steps > 0 && st.step % cfg.checkpoint.every_steps == 0 &&
         !last) {
-      write_snapshot(cfg, layout, st, progress.line());
+      write_snapshot(cfg, layout, st, world, progress.line());
     }
   }
   run_eval(cfg.train.steps);

@@ -16,6 +16,8 @@ struct TrainOptions {
   // Check every activation and gradient after each layer (naming the op, layer and tensor) and
   // every parameter after each step for non-finite values.
   bool debug = false;
+  // Continue from a checkpoint: "latest" (OUTPUT/latest) or a checkpoint folder; empty = fresh.
+  std::string resume;
 };
 
 struct TrainSummary {
