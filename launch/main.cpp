@@ -38,7 +38,10 @@ options:
   --set key.path=value   override any config key (value parsed as YAML, e.g. --set
                          adapter.target_modules=[q_proj,v_proj]); validated like the file
   --resume latest|DIR    continue from OUTPUT/latest or a checkpoint folder (same config and
-                         number of ranks; the continuation is bitwise identical)
+                         number of ranks; the continuation is bitwise identical). A config
+                         that differs from the checkpoint's is refused, naming the keys
+  --resume-force         accept differences in keys that are safe to change on resume
+                         (train.steps, the lr schedule, checkpoint cadence)
   --debug                check every activation and gradient after each layer, and the
                          parameters after each step, for non-finite values (names the op,
                          layer and tensor)
@@ -60,6 +63,7 @@ struct Args {
   std::string adapter_dir;
   std::string dump_logits;
   std::string resume;
+  bool resume_force = false;
 };
 
 // Returns false (after printing why) when argv is malformed.
@@ -77,6 +81,8 @@ bool parse_args(int argc, char** argv, Args& args) {
       args.overrides.push_back(a.substr(6));
     } else if (a == "--debug") {
       args.debug = true;
+    } else if (a == "--resume-force") {
+      args.resume_force = true;
     } else if (a == "--resume") {
       if (i + 1 >= argc) {
         std::cerr << "peftrun: --resume needs 'latest' or a checkpoint folder\n";
@@ -156,6 +162,7 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
     peftrun::TrainOptions options;
     options.debug = args.debug;
     options.resume = args.resume;
+    options.resume_force = args.resume_force;
     const peftrun::TrainSummary s = peftrun::run_training(loaded.config, options, log, *comm);
     log << "done: " << s.steps << " steps in " << s.seconds << " s, "
         << static_cast<long>(s.tokens_per_s) << " tok/s; train loss " << s.final_train_loss

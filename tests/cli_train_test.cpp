@@ -401,3 +401,33 @@ TEST(Resume, RefusesATruncatedTrainerStateNamingTheFile) {
 }
 
 }  // namespace
+
+namespace {
+
+// Resuming with a config that changes the math is refused naming the keys; safe keys (steps,
+// lr schedule) need --resume-force and are said in the log; where the run writes may differ.
+TEST(Resume, ConfigDifferencesAreNamedAndOnlySafeOnesCanBeForced) {
+  const fs::path d = fresh_dir("resume_cfg");
+  const std::string cfg = kTiny +
+                          " --set train.steps=6 --set optim.warmup_steps=1 "
+                          "--set checkpoint.every_steps=2 --set data.eval= --set output_dir=" +
+                          d.string();
+  RunResult r = run(cfg);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  r = run(cfg + " --set adapter.r=4 --set train.seed=7 --resume latest");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("change the math"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("adapter.r (8 -> 4)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("train.seed"), std::string::npos) << r.out;
+  r = run(cfg + " --set adapter.r=4 --resume latest --resume-force");
+  EXPECT_EQ(r.exit_code, 1) << "unsafe keys cannot be forced: " << r.out;
+
+  r = run(cfg + " --set train.steps=8 --resume latest");
+  EXPECT_EQ(r.exit_code, 1) << r.out;
+  EXPECT_NE(r.out.find("--resume-force"), std::string::npos) << r.out;
+  r = run(cfg + " --set train.steps=8 --set runtime.threads=1 --resume latest --resume-force");
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("accepting changed train.steps (6 -> 8)"), std::string::npos) << r.out;
+}
+
+}  // namespace

@@ -5,6 +5,7 @@
 #include <span>
 #include <stdexcept>
 
+#include <yaml-cpp/yaml.h>
 #include <nlohmann/json.hpp>
 
 #include "runtime/io/file_io.h"
@@ -51,6 +52,7 @@ void write_train_state(const std::string& dir, const Config& config, const Train
   j["adapter_type"] = to_string(config.adapter.type);
   j["trainable_elements"] = s.params->size();
   j["peftrun_version"] = PEFTRUN_VERSION;
+  j["config"] = config_fingerprint(config);
   if (s.adalora) {
     j["adalora_has_pattern"] = s.adalora->has_pattern;
     j["adalora_fixed"] = s.adalora->fixed;
@@ -91,6 +93,90 @@ void read_train_state(const std::string& dir, const Config& config, const Adapte
     read_exact(r, "adalora_unc_ema", s.adalora->unc_ema);
     read_exact(r, "adalora_mask", s.adalora->mask);
   }
+}
+
+std::map<std::string, std::string> config_fingerprint(const Config& config) {
+  std::map<std::string, std::string> out;
+  const YAML::Node root = YAML::Load(config_to_yaml(config));
+  for (const auto& section : root) {
+    const std::string name = section.first.as<std::string>();
+    if (!section.second.IsMap()) {
+      out[name] = YAML::Dump(section.second);
+      continue;
+    }
+    for (const auto& key : section.second) {
+      out[name + "." + key.first.as<std::string>()] = YAML::Dump(key.second);
+    }
+  }
+  // AdaLoRA's schedule length defaults to train.steps: record the length in effect, so that
+  // changing train.steps is seen as changing the budget schedule (not a safe key then).
+  if (config.adapter.type == AdapterType::kAdaLora) {
+    out["adapter.total_step"] =
+        std::to_string(config.adapter.adalora_total_step(config.train.steps));
+  }
+  return out;
+}
+
+bool resume_safe_key(const std::string& key) {
+  static const char* const kSafe[] = {"train.steps",         "optim.lr",
+                                      "optim.schedule",      "optim.warmup_steps",
+                                      "optim.min_lr_ratio",  "checkpoint.every_steps",
+                                      "checkpoint.keep_last"};
+  for (const char* k : kSafe) {
+    if (key == k) return true;
+  }
+  return false;
+}
+
+namespace {
+// Where and how a run executes, not what it computes: free to differ on resume.
+bool operational_key(const std::string& key) {
+  static const char* const kOperational[] = {
+      "output_dir",     "runtime.threads",  "runtime.device",  "runtime.shard_base",
+      "comm.timeout_s", "comm.bucket_mb",   "train.log_every", "train.eval_every",
+      "data.eval",      "data.eval_batches"};
+  for (const char* k : kOperational) {
+    if (key == k) return true;
+  }
+  return false;
+}
+}  // namespace
+
+std::vector<std::string> check_resume_config(const std::string& dir, const Config& config,
+                                             bool force) {
+  const std::string json_path = dir + "/trainer_state.json";
+  std::ifstream in(json_path);
+  if (!in) throw std::runtime_error("cannot open '" + json_path + "' (not a peftrun checkpoint?)");
+  std::map<std::string, std::string> saved;
+  try {
+    saved = nlohmann::json::parse(in).at("config").get<std::map<std::string, std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    throw std::runtime_error(json_path + ": no readable 'config' record: " + e.what());
+  }
+  const std::map<std::string, std::string> now = config_fingerprint(config);
+  std::vector<std::string> differing, unsafe;
+  for (const auto& [key, value] : now) {
+    const auto it = saved.find(key);
+    if ((it != saved.end() && it->second == value) || operational_key(key)) continue;
+    differing.push_back(key + " (" + (it == saved.end() ? "absent" : it->second) + " -> " + value +
+                        ")");
+    if (!resume_safe_key(key)) unsafe.push_back(differing.back());
+  }
+  if (differing.empty()) return {};
+  auto join = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (const auto& x : v) s += (s.empty() ? "" : ", ") + x;
+    return s;
+  };
+  if (!unsafe.empty()) {
+    throw std::runtime_error(json_path + ": the config differs in keys that change the math: " +
+                             join(unsafe) + "; resume with the checkpoint's config");
+  }
+  if (!force) {
+    throw std::runtime_error(json_path + ": the config differs in " + join(differing) +
+                             "; these are safe to change: add --resume-force to accept them");
+  }
+  return differing;
 }
 
 std::string resolve_resume_dir(const std::string& resume, const std::string& output_dir) {

@@ -8,6 +8,7 @@
 //   trainer_state.json          step, world_size, adapter type, AdaLoRA flags, peftrun version
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,22 @@ void write_train_state(const std::string& dir, const Config& config, const Train
 // size or dtype. Sets state.step and state.world_size from the file.
 void read_train_state(const std::string& dir, const Config& config, const AdapterLayout& layout,
                       TrainStateView& state);
+
+// Every config key as printed by config_to_yaml, e.g. {"adapter.r": "8", ...}; stored in
+// trainer_state.json so a resume can name exactly which keys differ.
+std::map<std::string, std::string> config_fingerprint(const Config& config);
+
+// Keys a resume may change with --resume-force: total steps, the learning-rate schedule and the
+// checkpoint cadence (they change the rest of the run, not the state already computed). Keys
+// about where and how the run executes (output_dir, threads, device, comm, logging, evaluation)
+// may always differ; every other key must match.
+bool resume_safe_key(const std::string& key);
+
+// Compares the checkpoint's stored config with `config`. Returns the differing keys that were
+// accepted (only with `force`, all of them safe); throws naming the file and every differing
+// key otherwise.
+std::vector<std::string> check_resume_config(const std::string& dir, const Config& config,
+                                             bool force);
 
 // `latest` resolves through OUTPUT/latest (the name of the newest complete checkpoint); any other
 // value is a checkpoint folder. Throws naming what is missing.

@@ -242,6 +242,9 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   // order and random streams follow from the step alone.
   if (!options.resume.empty()) {
     const std::string dir = resolve_resume_dir(options.resume, cfg.output_dir);
+    for (const std::string& change : check_resume_config(dir, cfg, options.resume_force)) {
+      log << "--resume-force: accepting changed " << change << "\n";
+    }
     TrainStateView view{0,          0,          &st.params,
                         &st.adam_m, &st.adam_v, st.allocator ? &st.allocator->state() : nullptr};
     read_train_state(dir, cfg, layout, view);

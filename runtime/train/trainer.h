@@ -18,6 +18,7 @@ struct TrainOptions {
   bool debug = false;
   // Continue from a checkpoint: "latest" (OUTPUT/latest) or a checkpoint folder; empty = fresh.
   std::string resume;
+  bool resume_force = false;  // accept differences in resume-safe keys (train_state_io.h)
 };
 
 struct TrainSummary {
