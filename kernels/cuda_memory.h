@@ -9,7 +9,13 @@
 #include <cstddef>
 #include <utility>
 
+// cudaStream_t is `struct CUstream_st*`: naming the struct lets plain C++ headers pass streams
+// without including the CUDA runtime. nullptr is the default (legacy) stream.
+struct CUstream_st;
+
 namespace peftrun::cuda {
+
+using Stream = CUstream_st*;
 
 void set_device(int device);
 void* device_malloc(std::size_t bytes);
