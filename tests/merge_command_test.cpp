@@ -20,6 +20,7 @@
 
 #include "kernels/half.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/model/merge.h"
 #include "tests/support/merge_case.h"
 #include "tests/support/synthetic_hf_checkpoint.h"
 
@@ -175,12 +176,29 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(Merge, Fp16CheckpointKeepsUnadaptedBitsAndCopiesTokenizerFiles) {
   const fs::path d = fresh_test_dir("golden");
   fs::copy(kSource + "/tests/golden/data/base", d / "base");
+  {
+    // Plus a buffer older checkpoints carry (not part of the model: left out, and said so).
+    SafetensorsReader golden(kSource + "/tests/golden/data/base/model.safetensors");
+    SafetensorsWriter w;
+    w.set_metadata("format", "pt");
+    for (const TensorInfo& t : golden.tensors()) {
+      const std::vector<std::uint8_t> bytes = golden.read_tensor(t.name);
+      w.add(t.name, t.dtype, t.shape, bytes.data(), bytes.size());
+    }
+    const std::vector<float> inv_freq(8, 0.5f);
+    w.add_f32("model.layers.0.self_attn.rotary_emb.inv_freq", {8}, inv_freq);
+    w.write((d / "base/model.safetensors").string());
+  }
   std::ofstream(d / "base/tokenizer.json") << "{\"version\": \"1.0\", \"model\": {}}\n";
   std::ofstream(d / "base/tokenizer_config.json") << "{}\n";
   const std::string tok = testing_support::write_pattern_tokens(d / "train.tok", 128, 3000);
   const MergeCase c = train_merge_case(d, "dora", "  path: " + (d / "base").string() + "\n", tok);
   const CommandResult r = peftrun_cli(merge_args(c, d / "merged"));
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("not copied (not part of the model): "
+                       "model.layers.0.self_attn.rotary_emb.inv_freq"),
+            std::string::npos)
+      << r.out;
   for (const char* f : {"tokenizer.json", "tokenizer_config.json", "generation_config.json"}) {
     std::ifstream a(d / "base" / f), b(d / "merged" / f);
     std::stringstream sa, sb;
@@ -191,6 +209,7 @@ TEST(Merge, Fp16CheckpointKeepsUnadaptedBitsAndCopiesTokenizerFiles) {
   }
   SafetensorsReader src((d / "base/model.safetensors").string());
   SafetensorsReader st((d / "merged/model.safetensors").string());
+  EXPECT_EQ(st.names().size() + 1, src.names().size());
   for (const std::string& name : st.names()) {
     const bool is_adapted =
         name.find("_proj.weight") != std::string::npos && name.find("up_proj") == std::string::npos;
@@ -251,7 +270,30 @@ TEST(Merge, ShardedAndBf16OutputsLoadBack) {
   const std::vector<float> from_bf16 =
       eval_logits(c.config, "--set model.path=" + (d / "bf16").string(), d / "f.st");
   EXPECT_LT(relative_difference(from_bf16, adapted), 1.5e-2);  // bf16: 8 significant bits
+
+  // A sharded folder is a base like any other: merging into it reads through its index.
+  const CommandResult again =
+      peftrun_cli(merge_args(c, d / "twice", "--set model.path=" + (d / "sharded").string()));
+  ASSERT_EQ(again.exit_code, 0) << again.out;
+  EXPECT_NE(again.out.find("into '" + (d / "sharded").string() + "'"), std::string::npos)
+      << again.out;
+  SafetensorsReader twice((d / "twice/model.safetensors").string());
+  EXPECT_EQ(twice.names(), single.names());
+  EXPECT_FALSE(fs::exists(d / "twice/model.safetensors.index.json"));
   if (!HasFailure()) fs::remove_all(d);
+}
+
+TEST(MergeByteSize, ParsesTransformersStyleSizes) {
+  EXPECT_EQ(parse_byte_size("5GB"), 5'000'000'000u);
+  EXPECT_EQ(parse_byte_size("500MB"), 500'000'000u);
+  EXPECT_EQ(parse_byte_size("40kB"), 40'000u);
+  EXPECT_EQ(parse_byte_size("2GiB"), 2u << 30);
+  EXPECT_EQ(parse_byte_size("64MiB"), 64u << 20);
+  EXPECT_EQ(parse_byte_size("1.5GB"), 1'500'000'000u);
+  EXPECT_EQ(parse_byte_size("1024"), 1024u);
+  for (const char* bad : {"", "GB", "-1GB", "0", "5 GB", "5TB", "five", "1e400"}) {
+    EXPECT_THROW(parse_byte_size(bad), std::invalid_argument) << bad;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
