@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/gradcheck.h"
+#include "tests/support/synthetic_hf_checkpoint.h"
 
 #include <algorithm>
 #include <cmath>
@@ -24,15 +25,9 @@ namespace {
 using testing_support::randn;
 using testing_support::Vec;
 
+// Any LLaMA shape with GQA (k/v narrower than q) and an MLP wider than the model will do.
 ModelConfig small_model() {
-  ModelConfig m;
-  m.dim = 16;
-  m.n_layers = 2;
-  m.n_heads = 4;
-  m.n_kv_heads = 2;
-  m.ffn_dim = 24;
-  m.vocab_size = 32;
-  return m;
+  return testing_support::small_qwen2_shape();
 }
 
 struct Case {

@@ -48,17 +48,8 @@ std::string random_model_yaml(bool tied) {
 
 // A Qwen2-style checkpoint (q/k/v biases) in fp32, untied, vocab 256 for the byte corpus.
 std::string write_qwen2_base(const fs::path& dir) {
-  ModelConfig m;
-  m.dim = 64;
-  m.n_layers = 2;
-  m.n_heads = 4;
-  m.n_kv_heads = 2;
-  m.ffn_dim = 96;
-  m.vocab_size = 256;
-  m.max_seq_len = 64;
-  m.norm_eps = 1e-6;
-  m.proj_bias_mask = testing_support::kQwen2Biases;
-  testing_support::write_synthetic_hf_checkpoint(dir.string(), m, DType::kF32, 77);
+  testing_support::write_synthetic_hf_checkpoint(dir.string(), testing_support::small_qwen2_shape(),
+                                                 DType::kF32, 77);
   return dir.string();
 }
 

@@ -51,18 +51,9 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
   const std::string small_tokens = write_pattern_tokens(root / "vocab128.tok", 128, 3000);
   const std::string corpus = kSource + "/data/tiny/train.tok";
 
-  ModelConfig qwen2;
-  qwen2.dim = 64;
-  qwen2.n_layers = 2;
-  qwen2.n_heads = 4;
-  qwen2.n_kv_heads = 2;
-  qwen2.ffn_dim = 96;
-  qwen2.vocab_size = 256;
-  qwen2.max_seq_len = 64;
-  qwen2.norm_eps = 1e-6;
-  qwen2.proj_bias_mask = testing_support::kQwen2Biases;
   const std::string qwen2_dir = (root / "qwen2_base").string();
-  testing_support::write_synthetic_hf_checkpoint(qwen2_dir, qwen2, DType::kF32, 5);
+  testing_support::write_synthetic_hf_checkpoint(qwen2_dir, testing_support::small_qwen2_shape(),
+                                                 DType::kF32, 5);
 
   struct Spec {
     std::string name, type, base, tokens, merge_flags;

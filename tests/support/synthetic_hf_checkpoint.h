@@ -26,6 +26,22 @@ namespace peftrun::testing_support {
 inline constexpr unsigned kQwen2Biases =
     bias_bit(Proj::kQ) | bias_bit(Proj::kK) | bias_bit(Proj::kV);
 
+// The Qwen2-style shape the merge tests use: 2 layers, dim 64, 4 heads over 2 KV heads, ffn 96,
+// vocab 256 (the shipped byte corpus), rms_norm_eps 1e-6, q/k/v biases.
+inline ModelConfig small_qwen2_shape() {
+  ModelConfig m;
+  m.dim = 64;
+  m.n_layers = 2;
+  m.n_heads = 4;
+  m.n_kv_heads = 2;
+  m.ffn_dim = 96;
+  m.vocab_size = 256;
+  m.max_seq_len = 64;
+  m.norm_eps = 1e-6;
+  m.proj_bias_mask = kQwen2Biases;
+  return m;
+}
+
 // Writes `dir` (created) for model `m`; its proj_bias_mask must be 0 or kQwen2Biases. Values:
 // projections and lm_head N(0, 1/fan_in), embedding N(0, 1), norms 1 + N(0, 0.1^2), biases
 // N(0, 0.3^2); dtype F32, F16 or BF16.
