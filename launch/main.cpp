@@ -51,8 +51,8 @@ options:
   --debug                check every activation and gradient after each layer, and the
                          parameters after each step, for non-finite values (names the op,
                          layer and tensor)
-  --adapter DIR          (eval) the PEFT adapter to evaluate (default: adapter.init_from, else
-                         a freshly initialised adapter)
+  --adapter DIR          (eval, merge) the PEFT adapter to evaluate or merge (default:
+                         adapter.init_from; for eval, else a freshly initialised adapter)
   --dump-logits FILE     (eval) write the first eval batch's logits, inputs and labels
   --out DIR              (merge) the folder to write (config.json, model.safetensors, tokenizer
                          files); written beside it and renamed into place, never half written
