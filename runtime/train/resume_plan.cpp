@@ -136,9 +136,8 @@ ResumePlan plan_resume(const CheckpointHeader& ck, const Config& config, int wor
   plan.bitwise = now.grad_accum == saved.grad_accum && B == saved.micro_batch_size &&
                  world_size == saved.world_size;
   if (!plan.bitwise) {
-    plan.notes.push_back("resume: global batch of " + std::to_string(global) +
-                         " sequences kept as " + describe(now) +
-                         " (checkpoint: " + describe(saved) +
+    plan.notes.push_back("resume: keeping the global batch of " + std::to_string(global) +
+                         " sequences as " + split_text(now) + " (checkpoint: " + split_text(saved) +
                          "); the continuation matches to fp32 rounding, not bit for bit");
   }
 
