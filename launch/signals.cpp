@@ -56,7 +56,10 @@ SignalStop::SignalStop(const std::string& who) {
   g_first_signal = 0;
   struct sigaction sa {};
   sa.sa_handler = on_stop_signal;
+  // Both blocked while either handler runs, so a second signal always sees the first's flag.
   sigemptyset(&sa.sa_mask);
+  sigaddset(&sa.sa_mask, SIGTERM);
+  sigaddset(&sa.sa_mask, SIGINT);
   // SA_RESTART: reads, writes and fsyncs in flight carry on instead of failing with EINTR.
   sa.sa_flags = SA_RESTART;
   if (::sigaction(SIGTERM, &sa, &g_previous_term) != 0 ||

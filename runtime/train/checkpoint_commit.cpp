@@ -19,6 +19,7 @@ namespace {
 constexpr const char* kPrefix = "checkpoint-";
 constexpr const char* kTempPrefix = ".tmp-checkpoint-";
 constexpr const char* kOldSuffix = ".old";  // fallback rewrite without RENAME_EXCHANGE
+constexpr const char* kPrunedSuffix = ".pruned";
 
 // The step of a `checkpoint-N` name, or -1.
 long checkpoint_step(const std::string& name) {
@@ -87,10 +88,16 @@ void prune(const fs::path& out, int step, int keep_last, std::ostream& log) {
   std::sort(older.begin(), older.end());
   const std::size_t keep_older = static_cast<std::size_t>(std::max(keep_last - 1, 0));
   for (std::size_t i = 0; i + keep_older < older.size(); ++i) {
+    // Renamed first (atomic), so a crash mid-deletion never leaves a half checkpoint under a
+    // checkpoint-N name; a leftover temporary name is removed at the next start.
+    const fs::path doomed = out / (kTempPrefix + std::to_string(older[i].first) + kPrunedSuffix);
     std::error_code ec;
-    fs::remove_all(older[i].second, ec);
-    if (ec)
+    fs::remove_all(doomed, ec);
+    fs::rename(older[i].second, doomed, ec);
+    if (!ec) fs::remove_all(doomed, ec);
+    if (ec) {
       log << "warning: cannot prune " << older[i].second.string() << ": " << ec.message() << "\n";
+    }
   }
 }
 
@@ -150,7 +157,7 @@ std::string commit_checkpoint(const CheckpointContents& c, Communicator& comm, s
   }
   const Agreement a = comm.agree(error.empty(), error.empty() ? "checkpoint committed" : error);
   if (!a.ok) throw AgreedError(comm.world_size() > 1 ? a.describe() : a.what);
-  if (comm.rank() == 0) log << "saved checkpoint " << dir << "\n";
+  if (comm.rank() == 0) log << "saved checkpoint " << dir << std::endl;
   return (fs::path(c.config->output_dir) / (kPrefix + std::to_string(c.state.step))).string();
 }
 

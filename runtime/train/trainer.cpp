@@ -117,7 +117,8 @@ class ProgressLog {
       log_ << "step " << done << "/" << total_ << " loss " << std::fixed << std::setprecision(4)
            << s.loss << " lr " << std::scientific << std::setprecision(3) << s.lr << " grad_norm "
            << std::fixed << std::setprecision(4) << s.grad_norm << " " << std::setprecision(0)
-           << s.tokens / std::max(step_seconds, 1e-9) << " tok/s" << std::defaultfloat << "\n";
+           << s.tokens / std::max(step_seconds, 1e-9) << " tok/s" << std::defaultfloat
+           << std::endl;  // a log file shows each line as it happens
     }
   }
   // Any other line first ends the progress bar's line.
@@ -246,6 +247,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     const Agreement ok = comm->agree(error.empty(), error.empty() ? "resume" : error);
     if (!ok.ok) throw AgreedError(world > 1 ? ok.describe() : ok.what);
     for (const std::string& note : notes) log << note << "\n";
+    log << std::flush;
   }
   if (writer) {
     for (const std::string& name : remove_stale_checkpoint_temps(cfg.output_dir)) {

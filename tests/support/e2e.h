@@ -2,7 +2,12 @@
 // scratch folders, whole-folder byte snapshots, metrics records, adapter values, mpirun.
 #pragma once
 
+#include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <chrono>
+#include <thread>
 
 #include <cmath>
 #include <cstdlib>
@@ -122,6 +127,55 @@ inline bool mpirun_available() {
 #else
   return false;
 #endif
+}
+
+// Starts `/bin/sh -c "exec COMMAND"` in the background (stdout and stderr to `log`); returns
+// its pid, so the test can signal it while it runs.
+inline pid_t spawn(const std::string& command, const e2e_fs::path& log) {
+  const std::string cmd = "exec " + command + " > '" + log.string() + "' 2>&1";
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits for `pid` at most `timeout_s`; returns its exit code, 128 + N when signal N killed it,
+// or -1 when it was still running (it is then SIGKILLed).
+inline int wait_exit(pid_t pid, double timeout_s) {
+  const auto start = std::chrono::steady_clock::now();
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(timeout_s)) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Lines in a file (0 when it does not exist): how far a running job's metrics.jsonl has got.
+inline int count_lines(const e2e_fs::path& p) {
+  std::ifstream in(p);
+  int n = 0;
+  std::string line;
+  while (std::getline(in, line)) ++n;
+  return n;
+}
+
+// Polls until `path` has at least `lines` lines; false after `timeout_s`.
+inline bool wait_for_lines(const e2e_fs::path& path, int lines, double timeout_s) {
+  const auto start = std::chrono::steady_clock::now();
+  while (count_lines(path) < lines) {
+    if (std::chrono::steady_clock::now() - start > std::chrono::duration<double>(timeout_s)) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return true;
 }
 
 }  // namespace peftrun::testing_support
