@@ -138,6 +138,11 @@ int run_inspect_command(const std::vector<std::string>& args, std::ostream& out,
       }
       print_config_summary(h.config, out);
     } else {
+      if (!fs::exists(dir / "adapter_model.safetensors")) {
+        err << "peftrun inspect: '" << dir.string()
+            << "' has adapter_config.json but no adapter_model.safetensors\n";
+        return 1;
+      }
       out << "PEFT adapter " << dir.string() << "\n";
     }
     if (fs::exists(dir / "adapter_config.json"))

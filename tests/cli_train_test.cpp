@@ -353,6 +353,7 @@ TEST_P(ResumeIsBitwise, ContinuationEqualsTheUninterruptedRun) {
   const fs::path d = fresh_dir("resume_" + GetParam());
   const std::string cfg = kTiny + " --set adapter.type=" + GetParam() +
                           " --set train.steps=10 --set optim.warmup_steps=2 "
+                          "--set data.seq_len=32 --set train.micro_batch_size=2 "
                           "--set checkpoint.every_steps=4 --set train.eval_every=0 "
                           "--set data.eval_batches=2 --set adapter.tinit=2 --set adapter.tfinal=3 "
                           "--set adapter.dropout=0.1 --set output_dir=";
@@ -397,6 +398,7 @@ TEST(Resume, ConfigDifferencesAreNamedAndOnlySafeOnesCanBeForced) {
   const fs::path d = fresh_dir("resume_cfg");
   const std::string cfg = kTiny +
                           " --set train.steps=6 --set optim.warmup_steps=1 "
+                          "--set data.seq_len=32 --set train.micro_batch_size=2 "
                           "--set checkpoint.every_steps=2 --set data.eval= --set output_dir=" +
                           d.string();
   RunResult r = run(cfg);
