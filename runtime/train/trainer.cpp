@@ -393,6 +393,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   const double tokens_per_step = double(world) * accum * B * T;
   double tokens_done = tokens_per_step * st.step;  // cumulative, as in an uninterrupted run
   double tokens_this_run = 0;
+  const int first_step = st.step;  // > 0 when resumed
   // What a checkpoint borrows from the running state (the step is filled in per commit).
   auto commit = [&]() {
     const RankPattern pattern = st.rank_pattern();
@@ -458,7 +459,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     // (forward and backward) per micro-batch, plus the evaluations.
     progress.line() << "comm per step: " << P * sizeof(float) / 1024 << " KiB all-reduced in "
                     << buckets.size() << " bucket(s); "
-                    << model.gathered_bytes() / std::max(1, st.step) / 1024
+                    << model.gathered_bytes() / std::max(1, st.step - first_step) / 1024
                     << " KiB all-gathered per rank (incl. evaluation)\n";
   }
   if (st.allocator) {
