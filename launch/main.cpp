@@ -4,6 +4,7 @@
 //   peftrun check CONFIG.yaml [--set ...]                         validate, print resolved config
 //   peftrun eval CONFIG.yaml [--adapter DIR] [--dump-logits F]    held-out loss of an adapter
 //   peftrun merge CONFIG.yaml --adapter DIR --out DIR [...]       merged HF model (merge_command.h)
+//   peftrun inspect DIR                                           what a checkpoint holds
 //   peftrun --help | --version | --print-default-config
 //
 // Exit codes: 0 success; 2 bad command line or config (one line per problem); 1 runtime failure;
@@ -15,7 +16,9 @@
 
 #include "comm/mpi_runtime.h"
 #include "configs/config.h"
+#include "launch/inspect_command.h"
 #include "launch/merge_command.h"
+#include "launch/signals.h"
 #include "launch/world.h"
 #include "runtime/train/evaluator.h"
 #include "runtime/train/trainer.h"
@@ -37,15 +40,18 @@ const char* kUsage = R"(usage:
                 [--max-shard-size SIZE] [--set ...]
                                                              the base with the adapter folded in,
                                                              as a Hugging Face model folder
+  peftrun inspect DIR                                        a checkpoint's (or PEFT adapter's)
+                                                             step, config, tensors, AdaLoRA ranks
   peftrun --print-default-config                             print the embedded configs/tiny.yaml
   peftrun --help | --version
 
 options:
   --set key.path=value   override any config key (value parsed as YAML, e.g. --set
                          adapter.target_modules=[q_proj,v_proj]); validated like the file
-  --resume latest|DIR    continue from OUTPUT/latest or a checkpoint folder (same config and
-                         number of ranks; the continuation is bitwise identical). A config
-                         that differs from the checkpoint's is refused, naming the keys
+  --resume latest|DIR    continue from OUTPUT/latest or a checkpoint folder: bitwise identical
+                         to an uninterrupted run on the same number of ranks; on another,
+                         grad_accum is adjusted to keep the global batch. A config that
+                         differs in what changes the math is refused, naming the keys
   --resume-force         accept differences in keys that are safe to change on resume
                          (train.steps, the lr schedule, checkpoint cadence)
   --debug                check every activation and gradient after each layer, and the
@@ -62,8 +68,12 @@ options:
 
 multi-rank: mpirun -np N peftrun CONFIG.yaml (data parallel; see README "Running on a cluster")
 
-exit codes: 0 ok, 1 runtime error, 2 bad command line or config, 3 training diverged,
-            4 a collective timed out (a peer rank died or hangs; see comm.timeout_s)
+signals: SIGTERM or SIGINT (to any one rank) finishes the current step, writes a checkpoint
+         and exits 0; a second signal aborts at once (exit 128 + signal number)
+
+exit codes: 0 ok (or stopped by a signal with a checkpoint), 1 runtime error, 2 bad command
+            line or config, 3 training diverged, 4 a collective timed out (a peer rank died or
+            hangs; see comm.timeout_s)
 )";
 
 struct Args {
@@ -170,11 +180,19 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
       peftrun::run_eval_command(loaded.config, options, log, *comm);
       return kExitOk;
     }
+    const peftrun::SignalStop stop(who);
     peftrun::TrainOptions options;
     options.debug = args.debug;
     options.resume = args.resume;
     options.resume_force = args.resume_force;
+    options.stop = &stop;
     const peftrun::TrainSummary s = peftrun::run_training(loaded.config, options, log, *comm);
+    if (s.stopped_by) {
+      log << "peftrun: stopped by " << peftrun::signal_name(s.stopped_by) << " after step "
+          << s.steps << " of " << s.total_steps << "; checkpoint " << s.checkpoint_dir
+          << " (continue with --resume latest)\n";
+      return kExitOk;
+    }
     log << "done: " << s.steps << " steps in " << s.seconds << " s, "
         << static_cast<long>(s.tokens_per_s) << " tok/s; train loss " << s.final_train_loss
         << "; eval loss " << s.initial_eval_loss << " -> " << s.final_eval_loss
@@ -198,6 +216,9 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && !std::strcmp(argv[1], "inspect")) {
+    return peftrun::run_inspect_command({argv + 2, argv + argc}, std::cout, std::cerr);
+  }
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--help") || !std::strcmp(argv[i], "-h")) {
       std::cout << kUsage;

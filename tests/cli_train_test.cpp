@@ -185,9 +185,15 @@ TEST(Training, SnapshotsAreWrittenAndPrunedToKeepLast) {
           "--set checkpoint.every_steps=2 --set checkpoint.keep_last=2 " +
           "--set output_dir=" + d.string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  // Steps 2, 4, 6 and the end (8); the newest two are kept, `latest` names the last.
   EXPECT_FALSE(fs::exists(d / "checkpoint-2"));
-  EXPECT_TRUE(fs::exists(d / "checkpoint-4/adapter_model.safetensors"));
+  EXPECT_FALSE(fs::exists(d / "checkpoint-4"));
   EXPECT_TRUE(fs::exists(d / "checkpoint-6/adapter_config.json"));
+  EXPECT_TRUE(fs::exists(d / "checkpoint-8/trainer_state.json"));
+  std::ifstream latest(d / "latest");
+  std::string name;
+  std::getline(latest, name);
+  EXPECT_EQ(name, "checkpoint-8");
   EXPECT_TRUE(fs::exists(d / "adapter_model.safetensors"));
 }
 
@@ -347,6 +353,7 @@ TEST_P(ResumeIsBitwise, ContinuationEqualsTheUninterruptedRun) {
   const fs::path d = fresh_dir("resume_" + GetParam());
   const std::string cfg = kTiny + " --set adapter.type=" + GetParam() +
                           " --set train.steps=10 --set optim.warmup_steps=2 "
+                          "--set data.seq_len=32 --set train.micro_batch_size=2 "
                           "--set checkpoint.every_steps=4 --set train.eval_every=0 "
                           "--set data.eval_batches=2 --set adapter.tinit=2 --set adapter.tfinal=3 "
                           "--set adapter.dropout=0.1 --set output_dir=";
@@ -372,7 +379,7 @@ TEST_P(ResumeIsBitwise, ContinuationEqualsTheUninterruptedRun) {
 
   fs::create_directories(d / "from_latest");
   fs::copy(d / "full/checkpoint-8", d / "from_latest/checkpoint-8", fs::copy_options::recursive);
-  fs::copy(d / "full/latest", d / "from_latest/latest");
+  std::ofstream(d / "from_latest/latest") << "checkpoint-8\n";
   r = run(cfg + (d / "from_latest").string() + " --resume latest");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_EQ(read_all_floats(d / "from_latest/adapter_model.safetensors", nullptr), full);
@@ -380,25 +387,6 @@ TEST_P(ResumeIsBitwise, ContinuationEqualsTheUninterruptedRun) {
 
 INSTANTIATE_TEST_SUITE_P(AllTypes, ResumeIsBitwise, ::testing::Values("lora", "dora", "adalora"),
                          [](const auto& p) { return p.param; });
-
-TEST(Resume, RefusesATruncatedTrainerStateNamingTheFile) {
-  const fs::path d = fresh_dir("resume_bad");
-  const std::string cfg = kTiny +
-                          " --set train.steps=4 --set optim.warmup_steps=1 "
-                          "--set checkpoint.every_steps=2 --set data.eval= --set output_dir=" +
-                          d.string();
-  RunResult r = run(cfg);
-  ASSERT_EQ(r.exit_code, 0) << r.out;
-  EXPECT_EQ(fs::file_size(d / "latest"), std::string("checkpoint-2\n").size());
-  const fs::path state = d / "checkpoint-2/trainer_state.safetensors";
-  fs::resize_file(state, fs::file_size(state) / 2);
-  r = run(cfg + " --resume latest");
-  EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("trainer_state.safetensors"), std::string::npos) << r.out;
-  r = run(cfg + " --resume " + (d / "nope").string());
-  EXPECT_EQ(r.exit_code, 1) << r.out;
-  EXPECT_NE(r.out.find("is not a checkpoint folder"), std::string::npos) << r.out;
-}
 
 }  // namespace
 
@@ -410,6 +398,7 @@ TEST(Resume, ConfigDifferencesAreNamedAndOnlySafeOnesCanBeForced) {
   const fs::path d = fresh_dir("resume_cfg");
   const std::string cfg = kTiny +
                           " --set train.steps=6 --set optim.warmup_steps=1 "
+                          "--set data.seq_len=32 --set train.micro_batch_size=2 "
                           "--set checkpoint.every_steps=2 --set data.eval= --set output_dir=" +
                           d.string();
   RunResult r = run(cfg);

@@ -3,6 +3,7 @@
 // killed mid-run must bring the whole job down instead of hanging it.
 #include <gtest/gtest.h>
 
+#include "tests/support/e2e.h"
 #include "tests/support/run_command.h"
 
 #include <signal.h>
@@ -59,24 +60,8 @@ fs::path fresh_dir(const std::string& name) {
   return d;
 }
 
-std::vector<float> adapter_values(const fs::path& dir) {
-  peftrun::SafetensorsReader reader((dir / "adapter_model.safetensors").string());
-  std::vector<float> all;
-  for (const auto& t : reader.tensors()) {
-    const std::vector<float> v = reader.read_tensor_f32(t.name);
-    all.insert(all.end(), v.begin(), v.end());
-  }
-  return all;
-}
-
-double relative_difference(const std::vector<float>& a, const std::vector<float>& b) {
-  double diff = 0, norm = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    diff += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    norm += double(a[i]) * a[i];
-  }
-  return std::sqrt(diff / norm);
-}
+using peftrun::testing_support::adapter_values;
+using peftrun::testing_support::relative_difference;
 
 // A rank's process is gone once it no longer exists or is a zombie awaiting its (exited)
 // parent's reaping; give the launcher's teardown a moment.

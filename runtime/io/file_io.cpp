@@ -4,7 +4,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>  // renameat2 (glibc >= 2.28)
+
+#include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -40,7 +44,71 @@ std::string parent_dir(const std::string& path) {
   return path.substr(0, slash);
 }
 
+// PEFTRUN_TEST_FAIL_WRITE=N[:ERRNO] (see file_io.h): the errno the current call must fail
+// with, or 0. Parsed once; the counter covers every write_file_atomic call of the process.
+int injected_write_errno() {
+  struct Plan {
+    long target = 0;
+    int err = EIO;
+  };
+  static const Plan plan = [] {
+    Plan p;
+    const char* env = std::getenv("PEFTRUN_TEST_FAIL_WRITE");
+    if (env == nullptr) return p;
+    char* end = nullptr;
+    p.target = std::strtol(env, &end, 10);
+    if (end == env || p.target < 1) return Plan{};
+    if (*end == ':') {
+      const std::string name = end + 1;
+      if (name == "ENOSPC")
+        p.err = ENOSPC;
+      else if (name == "EDQUOT")
+        p.err = EDQUOT;
+      else if (name == "EROFS")
+        p.err = EROFS;
+      else if (name != "EIO")
+        return Plan{};
+    } else if (*end != '\0') {
+      return Plan{};
+    }
+    return p;
+  }();
+  static std::atomic<long> calls{0};
+  if (plan.target == 0) return 0;
+  return ++calls == plan.target ? plan.err : 0;
+}
+
 }  // namespace
+
+void fsync_directory(const std::string& dir) {
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) throw_os_error("cannot open directory to fsync it", dir, errno);
+  if (::fsync(dfd) != 0) {
+    const int err = errno;
+    ::close(dfd);
+    throw_os_error("fsync failed on directory", dir, err);
+  }
+  ::close(dfd);
+}
+
+void rename_durably(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    throw_os_error("cannot rename '" + from + "' to", to, errno);
+  }
+  fsync_directory(parent_dir(to));
+}
+
+bool exchange_paths(const std::string& a, const std::string& b) {
+  if (::renameat2(AT_FDCWD, a.c_str(), AT_FDCWD, b.c_str(), RENAME_EXCHANGE) != 0) {
+    const int err = errno;
+    // Older kernels and some file systems (NFS, overlay on old kernels) cannot exchange.
+    if (err == EINVAL || err == ENOSYS || err == ENOTSUP) return false;
+    throw_os_error("cannot exchange '" + a + "' with", b, err);
+  }
+  fsync_directory(parent_dir(b));
+  if (parent_dir(a) != parent_dir(b)) fsync_directory(parent_dir(a));
+  return true;
+}
 
 void write_file_atomic(const std::string& path, std::span<const ByteChunk> chunks) {
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
@@ -58,6 +126,11 @@ void write_file_atomic(const std::string& path, std::span<const ByteChunk> chunk
     throw_os_error(std::string("cannot write '") + path + "': " + step, tmp, err);
   };
 
+  if (const int err = injected_write_errno(); err != 0) {
+    // Leave a real partial temporary file behind for the clean-up path to remove.
+    if (!chunks.empty()) write_all(fd, chunks[0].data(), chunks[0].size() / 2);
+    fail("write failed (PEFTRUN_TEST_FAIL_WRITE) on", err, true);
+  }
   for (const ByteChunk& chunk : chunks) {
     if (const int err = write_all(fd, chunk.data(), chunk.size()); err != 0) {
       fail("write failed on", err, true);
@@ -166,17 +239,6 @@ void WriteOnlyFile::finish() {
     ::unlink(path_.c_str());
     throw_os_error("close failed on", path_, err);
   }
-}
-
-void fsync_directory(const std::string& dir) {
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) throw_os_error("cannot open folder", dir, errno);
-  if (::fsync(dfd) != 0) {
-    const int err = errno;
-    ::close(dfd);
-    throw_os_error("fsync failed on folder", dir, err);
-  }
-  ::close(dfd);
 }
 
 }  // namespace peftrun

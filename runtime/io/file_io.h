@@ -26,6 +26,22 @@ using ByteChunk = std::span<const std::uint8_t>;
 // names the file and the OS error.
 void write_file_atomic(const std::string& path, std::span<const ByteChunk> chunks);
 
+// Test hook for the failure paths of checkpointing, in the real write path (not a mock): with
+// PEFTRUN_TEST_FAIL_WRITE=N[:ERRNO] in the environment, the N-th call (1-based, counted over the
+// process) of write_file_atomic writes half of its first chunk and then fails as if write(2)
+// had returned ERRNO (EIO by default; ENOSPC, EDQUOT, EROFS also accepted), taking the same
+// clean-up and error path as a real failure. Unset or unparsable: no effect.
+
+// fsync(2) on a directory, so entries created, renamed or removed in it survive a crash.
+void fsync_directory(const std::string& dir);
+
+// rename(2) of a file or folder, then fsync of the destination's parent directory.
+void rename_durably(const std::string& from, const std::string& to);
+
+// Atomically swaps two existing paths (Linux renameat2 RENAME_EXCHANGE), then fsyncs their
+// parent directory. Returns false, changing nothing, where the file system cannot do it.
+bool exchange_paths(const std::string& a, const std::string& b);
+
 // A read-only regular file with positional reads (pread), so readers never share a seek offset
 // and can fetch just the byte range they need. Move-only: it owns the descriptor.
 class ReadOnlyFile {
@@ -76,8 +92,5 @@ class WriteOnlyFile {
   std::string path_;
   int fd_ = -1;
 };
-
-// fsyncs a directory, so entries just created or renamed in it survive a crash. Throws naming it.
-void fsync_directory(const std::string& dir);
 
 }  // namespace peftrun

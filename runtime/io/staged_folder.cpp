@@ -1,7 +1,6 @@
 #include "runtime/io/staged_folder.h"
 
 #include <fcntl.h>
-#include <stdio.h>  // renameat2, RENAME_EXCHANGE (glibc, _GNU_SOURCE)
 #include <unistd.h>
 
 #include <cerrno>
@@ -82,9 +81,9 @@ void StagedFolder::commit() {
   std::string old;  // what holds the previous target after the swap
   if (!replacing) {
     if (::rename(tmp_.c_str(), target_.c_str()) != 0) fail("rename failed", errno);
-  } else if (::renameat2(AT_FDCWD, tmp_.c_str(), AT_FDCWD, target_.c_str(), RENAME_EXCHANGE) == 0) {
+  } else if (exchange_paths(tmp_, target_)) {
     old = tmp_;  // the exchange left the previous target under the temporary name
-  } else if (errno == EINVAL || errno == ENOSYS || errno == ENOTSUP) {
+  } else {
     // No atomic exchange on this filesystem: move the old one aside first.
     old = (fs::path(parent_) / hidden_sibling_name(target_, ".old-")).string();
     fs::remove_all(old, ec);
@@ -95,8 +94,6 @@ void StagedFolder::commit() {
       ::rename(old.c_str(), target_.c_str());  // put the old one back
       fail("rename failed", err);
     }
-  } else {
-    fail("exchange failed", errno);
   }
   committed_ = true;
   fsync_directory(parent_);

@@ -22,4 +22,9 @@ class MetricsWriter {
   std::ofstream out_;
 };
 
+// Rewrites `path` (atomically) keeping only the complete records of steps <= `step`: a run
+// resumed from step `step` continues the history of the run it resumes, not of the steps that
+// run took after its checkpoint. A missing file is left missing.
+void drop_metrics_after(const std::string& path, int step);
+
 }  // namespace peftrun

@@ -27,11 +27,13 @@
 #include "runtime/model/base_weights.h"
 #include "runtime/model/transformer.h"
 #include "runtime/rng.h"
+#include "runtime/train/checkpoint_commit.h"
 #include "runtime/train/evaluator.h"
 #include "runtime/train/grad_buckets.h"
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/model_setup.h"
+#include "runtime/train/resume_plan.h"
 #include "runtime/train/train_state_io.h"
 
 namespace peftrun {
@@ -89,49 +91,16 @@ void check_same_mask_everywhere(const AdaLoraAllocator& allocator, Communicator&
   }
 }
 
-// Checkpoint `checkpoint-STEP/`: the PEFT adapter plus the trainer state (train_state_io.h),
-// written to a temporary folder and renamed into place; then `latest`; then old ones pruned.
-void write_snapshot(const Config& cfg, const AdapterLayout& layout, TrainState& st, int comm_world,
-                    std::ostream& log) {
-  namespace fs = std::filesystem;
-  const fs::path out = cfg.output_dir;
-  const fs::path final_dir = out / ("checkpoint-" + std::to_string(st.step));
-  const fs::path tmp_dir = out / (".tmp-checkpoint-" + std::to_string(st.step));
-  fs::remove_all(tmp_dir);
-  const RankPattern pattern = st.rank_pattern();
-  write_peft_adapter(tmp_dir.string(), cfg, layout, st.params.data(),
-                     pattern.empty() ? nullptr : &pattern);
-  const TrainStateView view{st.step,    comm_world,
-                            &st.params, &st.adam_m,
-                            &st.adam_v, st.allocator ? &st.allocator->state() : nullptr};
-  write_train_state(tmp_dir.string(), cfg, view);
-  fs::remove_all(final_dir);
-  fs::rename(tmp_dir, final_dir);
-  // `latest` moves only once the new checkpoint is complete and in place.
-  write_latest_pointer(out.string(), final_dir.filename().string());
-  // Prune only after the new snapshot is complete.
-  std::vector<std::pair<int, fs::path>> existing;
-  for (const auto& e : fs::directory_iterator(out)) {
-    const std::string name = e.path().filename().string();
-    if (e.is_directory() && name.rfind("checkpoint-", 0) == 0) {
-      try {
-        existing.emplace_back(std::stoi(name.substr(11)), e.path());
-      } catch (const std::exception&) {
-      }
-    }
-  }
-  std::sort(existing.begin(), existing.end());
-  for (std::size_t i = 0; i + cfg.checkpoint.keep_last < existing.size(); ++i) {
-    fs::remove_all(existing[i].second);
-  }
-  log << "saved checkpoint " << final_dir.string() << "\n";
-}
-
 // Human-readable progress: a redrawn bar on a terminal, else one line every log_every steps.
 class ProgressLog {
  public:
-  ProgressLog(std::ostream& log, int total_steps, int log_every)
-      : log_(log), total_(total_steps), every_(log_every), tty_(isatty(STDOUT_FILENO) != 0) {}
+  // first_step: where this process started (a resumed run), for the rate and the ETA.
+  ProgressLog(std::ostream& log, int total_steps, int log_every, int first_step)
+      : log_(log),
+        total_(total_steps),
+        every_(log_every),
+        first_(first_step),
+        tty_(isatty(STDOUT_FILENO) != 0) {}
 
   void step(int done, const StepStats& s, double step_seconds, double tokens_total,
             double elapsed) {
@@ -141,14 +110,15 @@ class ProgressLog {
            << "/" << total_ << " loss " << std::fixed << std::setprecision(4) << s.loss << " lr "
            << std::scientific << std::setprecision(2) << s.lr << std::fixed << " "
            << std::setprecision(0) << tokens_total / elapsed << " tok/s eta "
-           << format_duration(elapsed / done * (total_ - done)) << "   " << std::defaultfloat
-           << std::flush;
+           << format_duration(elapsed / std::max(done - first_, 1) * (total_ - done)) << "   "
+           << std::defaultfloat << std::flush;
       bar_open_ = true;
     } else if (done % every_ == 0 || done == total_ || done == 1) {
       log_ << "step " << done << "/" << total_ << " loss " << std::fixed << std::setprecision(4)
            << s.loss << " lr " << std::scientific << std::setprecision(3) << s.lr << " grad_norm "
            << std::fixed << std::setprecision(4) << s.grad_norm << " " << std::setprecision(0)
-           << s.tokens / std::max(step_seconds, 1e-9) << " tok/s" << std::defaultfloat << "\n";
+           << s.tokens / std::max(step_seconds, 1e-9) << " tok/s" << std::defaultfloat
+           << std::endl;  // a log file shows each line as it happens
     }
   }
   // Any other line first ends the progress bar's line.
@@ -160,7 +130,7 @@ class ProgressLog {
 
  private:
   std::ostream& log_;
-  int total_, every_;
+  int total_, every_, first_;
   bool tty_, bar_open_ = false;
 };
 
@@ -187,7 +157,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   cpu::set_blas_threads(cfg.runtime.threads);
   comm->set_timeout(cfg.comm.timeout_s);
 
-  const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len, accum = cfg.train.grad_accum;
+  const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len;
+  int accum = cfg.train.grad_accum;  // a resume on another world size adjusts it (resume_plan.h)
 
   // Data first: a bad file fails before any memory is committed to the model, and every rank
   // learns that one rank could not read its data instead of waiting for it.
@@ -239,34 +210,60 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   std::vector<float> orth_work;
 
   // Resume: everything that changes from step to step comes back from the checkpoint; the data
-  // order and random streams follow from the step alone.
+  // order and random streams follow from the step alone. Every rank reads and checks it, and
+  // they agree on the outcome so that a bad checkpoint is one error, not a hang.
   if (!options.resume.empty()) {
-    const std::string dir = resolve_resume_dir(options.resume, cfg.output_dir);
-    for (const std::string& change : check_resume_config(dir, cfg, options.resume_force)) {
-      log << "--resume-force: accepting changed " << change << "\n";
+    std::string error;
+    std::vector<std::string> notes;
+    try {
+      const std::string dir = resolve_resume_dir(options.resume, cfg.output_dir);
+      const CheckpointHeader header = read_checkpoint_header(dir);
+      const ResumePlan plan = plan_resume(header, cfg, world, options.resume_force);
+      TrainStateView view;
+      view.params = &st.params;
+      view.adam_m = &st.adam_m;
+      view.adam_v = &st.adam_v;
+      view.adalora = st.allocator ? &st.allocator->state() : nullptr;
+      read_train_state(header, cfg, layout, view);
+      // The PEFT export of the folder must read back too: a damaged adapter file is refused now,
+      // naming its tensor, rather than surviving into the next checkpoint's history.
+      std::vector<float> exported(P);
+      RankPattern exported_pattern;
+      read_peft_adapter(dir, cfg, layout, exported.data(), &exported_pattern);
+      // Last, as the readers above name the tensor a truncation cut into: every file has the
+      // size the commit recorded.
+      verify_checkpoint_files(header);
+      if (view.step > cfg.train.steps) {
+        throw std::runtime_error(dir + " is at step " + std::to_string(view.step) +
+                                 ", beyond train.steps = " + std::to_string(cfg.train.steps));
+      }
+      st.step = view.step;
+      accum = plan.grad_accum;
+      notes = plan.notes;
+      notes.push_back("resumed from " + dir + " at step " + std::to_string(st.step));
+    } catch (const std::exception& e) {
+      error = e.what();
     }
-    TrainStateView view{0,          0,          &st.params,
-                        &st.adam_m, &st.adam_v, st.allocator ? &st.allocator->state() : nullptr};
-    read_train_state(dir, cfg, layout, view);
-    if (view.world_size != world) {
-      throw std::runtime_error(dir + "/trainer_state.json: written by " +
-                               std::to_string(view.world_size) + " rank(s), this run has " +
-                               std::to_string(world) +
-                               "; resuming on another world size is not supported yet");
+    const Agreement ok = comm->agree(error.empty(), error.empty() ? "resume" : error);
+    if (!ok.ok) throw AgreedError(world > 1 ? ok.describe() : ok.what);
+    for (const std::string& note : notes) log << note << "\n";
+    log << std::flush;
+  }
+  if (writer) {
+    for (const std::string& name : remove_stale_checkpoint_temps(cfg.output_dir)) {
+      log << "removed " << name << " (left by an interrupted write)\n";
     }
-    if (view.step >= cfg.train.steps) {
-      throw std::runtime_error(dir + " is at step " + std::to_string(view.step) +
-                               ", not before train.steps = " + std::to_string(cfg.train.steps));
-    }
-    st.step = view.step;
-    log << "resumed from " << dir << " at step " << st.step << "\n";
   }
   std::optional<MetricsWriter> metrics;
   if (writer) {
     std::filesystem::create_directories(cfg.output_dir);
-    metrics.emplace(cfg.output_dir + "/metrics.jsonl", /*append=*/st.step > 0);
+    const std::string path = cfg.output_dir + "/metrics.jsonl";
+    // A resumed run continues the history from its checkpoint's step: records an interrupted
+    // run wrote after it are dropped, so the file reads like an uninterrupted run's.
+    if (st.step > 0) drop_metrics_after(path, st.step);
+    metrics.emplace(path, /*append=*/st.step > 0);
   }
-  ProgressLog progress(log, cfg.train.steps, cfg.train.log_every);
+  ProgressLog progress(log, cfg.train.steps, cfg.train.log_every, st.step);
 
   std::size_t trainable = 0;
   for (const auto& t : layout.tensors()) trainable += t.numel();
@@ -393,13 +390,32 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   };
 
   if (st.step == 0) run_eval(0);
-  double tokens_done = 0;
+  const double tokens_per_step = double(world) * accum * B * T;
+  double tokens_done = tokens_per_step * st.step;  // cumulative, as in an uninterrupted run
+  double tokens_this_run = 0;
+  const int first_step = st.step;  // > 0 when resumed
+  // What a checkpoint borrows from the running state (the step is filled in per commit).
+  auto commit = [&]() {
+    const RankPattern pattern = st.rank_pattern();
+    CheckpointContents c;
+    c.config = &cfg;
+    c.layout = &layout;
+    c.rank_pattern = pattern.empty() ? nullptr : &pattern;
+    c.state.step = st.step;
+    c.state.batch = BatchSplit{world, accum, B};
+    c.state.params = &st.params;
+    c.state.adam_m = &st.adam_m;
+    c.state.adam_v = &st.adam_v;
+    c.state.adalora = st.allocator ? &st.allocator->state() : nullptr;
+    summary.checkpoint_dir = commit_checkpoint(c, *comm, progress.line());
+  };
   const auto t_train = Clock::now();
   while (st.step < cfg.train.steps) {
     const auto t_step = Clock::now();
     const StepStats s = optimizer_step();
     const double dt = seconds_since(t_step);
     tokens_done += s.tokens;
+    tokens_this_run += s.tokens;
     nlohmann::json record = {{"step", st.step},
                              {"loss", s.loss},
                              {"lr", s.lr},
@@ -415,19 +431,26 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     }
     if (metrics) metrics->write(record);
     summary.final_train_loss = s.loss;
-    progress.step(st.step, s, dt, tokens_done, seconds_since(t_train));
+    progress.step(st.step, s, dt, tokens_this_run, seconds_since(t_train));
     const bool last = st.step == cfg.train.steps;
     if (cfg.train.eval_every > 0 && st.step % cfg.train.eval_every == 0 && !last) {
       run_eval(st.step);
     }
-    if (writer && cfg.checkpoint.every_steps > 0 && st.step % cfg.checkpoint.every_steps == 0 &&
-        !last) {
-      write_snapshot(cfg, layout, st, world, progress.line());
+    // One tiny all-reduce per step: whether any rank was asked to stop. It is also every
+    // rank's word that it finished the step, which the checkpoint commit relies on.
+    double stop = options.stop ? options.stop->pending() : 0;
+    comm->all_reduce_max(&stop, 1);
+    const bool preempted = stop > 0 && !last;
+    const int every = cfg.checkpoint.every_steps;
+    if ((every > 0 && (st.step % every == 0 || last)) || preempted) commit();
+    if (preempted) {
+      summary.stopped_by = static_cast<int>(stop);
+      break;
     }
   }
-  run_eval(cfg.train.steps);
+  if (!summary.stopped_by) run_eval(cfg.train.steps);
   const RankPattern pattern = st.rank_pattern();
-  if (writer) {
+  if (writer && !summary.stopped_by) {
     write_peft_adapter(cfg.output_dir, cfg, layout, st.params.data(),
                        pattern.empty() ? nullptr : &pattern);
   }
@@ -436,7 +459,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     // (forward and backward) per micro-batch, plus the evaluations.
     progress.line() << "comm per step: " << P * sizeof(float) / 1024 << " KiB all-reduced in "
                     << buckets.size() << " bucket(s); "
-                    << model.gathered_bytes() / std::max(1, cfg.train.steps) / 1024
+                    << model.gathered_bytes() / std::max(1, st.step - first_step) / 1024
                     << " KiB all-gathered per rank (incl. evaluation)\n";
   }
   if (st.allocator) {
@@ -445,9 +468,10 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     progress.line() << "adalora ranks per module: " << ranks.str() << "\n";
   }
 
-  summary.steps = cfg.train.steps;
+  summary.steps = st.step;
+  summary.total_steps = cfg.train.steps;
   summary.seconds = seconds_since(t_start);
-  summary.tokens_per_s = tokens_done / std::max(seconds_since(t_train), 1e-9);
+  summary.tokens_per_s = tokens_this_run / std::max(seconds_since(t_train), 1e-9);
   summary.adapter_dir = cfg.output_dir;
   return summary;
 }

@@ -12,17 +12,33 @@
 
 namespace peftrun {
 
+// Asked once per optimizer step whether this rank has been told to stop early (launch/signals.h
+// answers from SIGTERM / SIGINT). The ranks agree on the answer through the communicator, so one
+// rank being told is enough for all to stop after the same step.
+class StopRequest {
+ public:
+  virtual ~StopRequest() = default;
+  // 0 = keep training; otherwise a positive code saying why (the signal number).
+  virtual int pending() const = 0;
+};
+
 struct TrainOptions {
   // Check every activation and gradient after each layer (naming the op, layer and tensor) and
   // every parameter after each step for non-finite values.
   bool debug = false;
   // Continue from a checkpoint: "latest" (OUTPUT/latest) or a checkpoint folder; empty = fresh.
   std::string resume;
-  bool resume_force = false;  // accept differences in resume-safe keys (train_state_io.h)
+  bool resume_force = false;          // accept differences in resume-safe keys (resume_plan.h)
+  const StopRequest* stop = nullptr;  // nullptr = never stop early
 };
 
 struct TrainSummary {
-  int steps = 0;
+  int steps = 0;        // optimizer steps done when the run ended
+  int total_steps = 0;  // train.steps
+  // Non-zero when a StopRequest ended the run early (its code): `checkpoint_dir` then holds the
+  // state after `steps` steps and no final adapter was written.
+  int stopped_by = 0;
+  std::string checkpoint_dir;    // the last checkpoint committed ("" = none)
   double initial_eval_loss = 0;  // NaN when there is no eval split
   double final_eval_loss = 0;
   double final_train_loss = 0;
