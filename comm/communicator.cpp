@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 #include <utility>
@@ -12,6 +13,9 @@
 #include "comm/mpi_runtime.h"
 #if PEFTRUN_WITH_MPI
 #include "comm/mpi_communicator.h"
+#endif
+#if PEFTRUN_WITH_NCCL
+#include "comm/nccl_communicator.h"
 #endif
 
 namespace peftrun {
@@ -28,6 +32,8 @@ std::string Agreement::describe() const {
 }
 
 Agreement Communicator::agree(bool local_ok, const std::string& what) {
+  // Flags and text are host memory: a device backend agrees over the communicator it wraps.
+  if (Communicator& h = host(); &h != this) return h.agree(local_ok, what);
   // Named in a timeout message, so a hang here says which agreement the job was trying to reach.
   std::string saved = std::exchange(context_, "agree(\"" + what + "\")");
   struct Restore {
@@ -61,6 +67,18 @@ Agreement Communicator::agree(bool local_ok, const std::string& what) {
   return a;
 }
 
+bool Communicator::gather_in_place(const void* in, const void* out, std::size_t bytes_per_rank,
+                                   int rank, int world) {
+  const auto a = reinterpret_cast<std::uintptr_t>(in), b = reinterpret_cast<std::uintptr_t>(out);
+  const std::size_t out_bytes = std::size_t(world) * bytes_per_rank;
+  if (a == b + std::size_t(rank) * bytes_per_rank) return true;
+  if (a < b + out_bytes && b < a + bytes_per_rank) {
+    throw std::invalid_argument(
+        "all_gather: the input overlaps the output other than at this rank's own slot");
+  }
+  return false;
+}
+
 void Communicator::set_timeout(double seconds) {
   if (!(seconds > 0) || !std::isfinite(seconds)) {
     throw std::invalid_argument("communicator timeout must be a positive number of seconds, got " +
@@ -77,7 +95,17 @@ bool comm_built_with_mpi() {
 #endif
 }
 
-std::unique_ptr<Communicator> make_communicator(const CommRequest& request) {
+bool comm_built_with_nccl() {
+#if PEFTRUN_WITH_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
+namespace {
+
+std::unique_ptr<Communicator> make_host_communicator(const CommRequest& request) {
   const std::string origin = request.origin.empty() ? "the launcher" : request.origin;
   if (mpi_runtime_active()) {
 #if PEFTRUN_WITH_MPI
@@ -116,6 +144,21 @@ std::unique_ptr<Communicator> make_communicator(const CommRequest& request) {
   throw std::runtime_error(who +
                            ", but MPI is not initialised: main() must create an MpiRuntime "
                            "before the communicator");
+}
+
+}  // namespace
+
+std::unique_ptr<Communicator> make_communicator(const CommRequest& request) {
+  std::unique_ptr<Communicator> host = make_host_communicator(request);
+  if (!request.device_buffers) return host;
+#if PEFTRUN_WITH_NCCL
+  return NcclCommunicator::create(std::move(host), request.local_rank);
+#else
+  throw std::runtime_error(
+      "the NCCL communicator (device buffers) was requested, but this peftrun was built without "
+      "NCCL: it needs the CUDA backend and libnccl (nccl.h and libnccl.so in the CUDA toolkit); "
+      "rebuild with them, or run on the CPU (runtime.device: cpu)");
+#endif
 }
 
 }  // namespace peftrun

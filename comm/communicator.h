@@ -1,6 +1,13 @@
 // The Communicator: the only way ranks talk to each other. Nothing outside comm/ calls MPI or
 // NCCL. Implementations: Local (world = 1), MPI (host buffers, comm/mpi_communicator.h) and, with
-// the CUDA backend, NCCL (device buffers: the same calls, pointers into device memory).
+// the CUDA backend, NCCL (comm/nccl_communicator.h: device buffers, the same calls with pointers
+// into device memory).
+//
+// Which memory a call takes: the bulk calls — all_reduce_sum(float*), all_gather, broadcast and
+// the non-blocking start_* calls — take the backend's buffers (host for Local and MPI, device for
+// NCCL). The small host values of a step — the double reductions (loss, token counts, timings),
+// barrier() and agree() — take host memory in every backend; NCCL carries them over the host
+// communicator it wraps (host()).
 //
 // Every call is a collective: all ranks must make the same calls in the same order with the same
 // sizes (and the same root). A collective that does not complete within timeout() seconds — a
@@ -39,14 +46,18 @@ class Communicator {
   virtual ~Communicator() = default;
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
-  // "local", "mpi" (later "nccl"): for log lines.
+  // "local", "mpi" or "nccl": for log lines.
   virtual const char* backend() const = 0;
+  // The communicator for host buffers: this one for Local and MPI, the wrapped MPI or Local
+  // communicator for NCCL. Host data that is not a double (a checksum, a flag array) goes here.
+  virtual Communicator& host() { return *this; }
 
   // In-place sum over ranks of n floats.
   virtual void all_reduce_sum(float* data, std::size_t n) = 0;
-  // In-place sum over ranks of n doubles (losses, token counts, norms).
+  // In-place sum over ranks of n doubles (losses, token counts, norms). Host memory.
   virtual void all_reduce_sum(double* data, std::size_t n) = 0;
-  // In-place element-wise maximum over ranks (e.g. slowest step time, largest memory use).
+  // In-place element-wise maximum over ranks (e.g. slowest step time, largest memory use). Host
+  // memory.
   virtual void all_reduce_max(double* data, std::size_t n) = 0;
   // out[world * bytes_per_rank] <- each rank's `in` [bytes_per_rank], rank order. `in` may be
   // out + rank * bytes_per_rank (in place); any other overlap is an error. Uneven shards are
@@ -79,16 +90,23 @@ class Communicator {
   // including the description given by the lowest failing rank. Use it wherever one rank can fail
   // alone (a data file, a non-finite loss on its shard, a checkpoint write) so that every rank
   // stops with the same message instead of the others waiting in the next collective until the
-  // timeout. Costs one tiny all_gather when every rank is ok (plus one broadcast otherwise).
+  // timeout. Costs one tiny all_gather when every rank is ok (plus one broadcast otherwise), on
+  // host() (host memory in every backend).
   Agreement agree(bool local_ok, const std::string& what);
 
   // Seconds one collective may take before the job is aborted (comm.timeout_s). Must be > 0 and
   // finite; std::invalid_argument otherwise. Long enough for the slowest legitimate wait: a rank
   // that writes a checkpoint while the others wait in the next collective, for example.
-  void set_timeout(double seconds);
+  // Virtual so a wrapping backend (NCCL over MPI) passes it on to the communicator it wraps.
+  virtual void set_timeout(double seconds);
   double timeout() const { return timeout_s_; }
 
  protected:
+  // all_gather's buffer rule: true when `in` is this rank's slot of `out` (in place), false when
+  // the two do not overlap; std::invalid_argument for any other overlap.
+  static bool gather_in_place(const void* in, const void* out, std::size_t bytes_per_rank, int rank,
+                              int world);
+
   // What the current collective is part of (e.g. "agree(\"read data\")"), for timeout messages.
   const std::string& context() const { return context_; }
 
@@ -102,6 +120,8 @@ std::unique_ptr<Communicator> make_local_communicator();
 
 // True when this build carries the MPI communicator (CMake PEFTRUN_MPI found an MPI).
 bool comm_built_with_mpi();
+// True when this build carries the NCCL communicator (the CUDA backend and libnccl were found).
+bool comm_built_with_nccl();
 
 // What the launcher said about this process (launch/world.h fills it from the environment).
 struct CommRequest {
@@ -109,11 +129,18 @@ struct CommRequest {
   int rank = 0;        // < 0: unknown
   std::string origin;  // where world_size came from, for messages ("OMPI_COMM_WORLD_SIZE")
   double timeout_s = Communicator::kDefaultTimeoutS;
+  int local_rank = 0;  // index among the ranks on this node: the CUDA device of a GPU rank
+  // Ask for the NCCL backend (GPU ranks: the bulk calls take device pointers). False (every CPU
+  // run) gives the host backend exactly as before.
+  bool device_buffers = false;
 };
 
-// MPI when MPI is initialised (see comm/mpi_runtime.h), Local for a single process without MPI.
-// Throws std::runtime_error with a clear message when the request asks for more than one rank but
-// this build has no MPI, or MPI was not initialised, or MPI's world disagrees with the launcher's.
+// The host communicator: MPI when MPI is initialised (see comm/mpi_runtime.h), Local for a single
+// process without MPI. With `device_buffers`, NCCL wrapped around that host communicator (which
+// carries the NCCL id and the host values; see comm/nccl_communicator.h), on CUDA device
+// local_rank. Throws std::runtime_error with a clear message when the request asks for more than
+// one rank but this build has no MPI, or MPI was not initialised, or MPI's world disagrees with
+// the launcher's; or asks for device buffers but this build has no NCCL or this rank no GPU.
 std::unique_ptr<Communicator> make_communicator(const CommRequest& request);
 
 }  // namespace peftrun

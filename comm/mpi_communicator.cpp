@@ -4,34 +4,18 @@
 #include "comm/mpi_communicator.h"
 
 #include <mpi.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
-#include <cstdint>
-#include <cstdio>
 #include <stdexcept>
 #include <string>
-#include <thread>
 
+#include "comm/collective_report.h"
 #include "comm/mpi_runtime.h"
+#include "comm/poll_until.h"
 
 namespace peftrun {
 namespace {
-
-using Clock = std::chrono::steady_clock;
-
-// Polling policy. For the first kSpinFor the rank polls continuously, yielding between polls:
-// small collectives finish within it, and a nap that early would cost the whole call at least
-// the kernel's timer slack (~50 us) per round. The yield lets ranks oversubscribed on few cores
-// hand the CPU to the peer they wait for. After that the rank naps, doubling up to kMaxNap: short
-// enough that the rounds of a large all-reduce keep moving (Open MPI advances a non-blocking
-// collective only inside MPI calls), long enough that a rank waiting minutes for a slow peer
-// costs no CPU.
-constexpr auto kSpinFor = std::chrono::microseconds(1000);
-constexpr auto kFirstNap = std::chrono::microseconds(5);
-constexpr auto kMaxNap = std::chrono::microseconds(200);
 
 // One collective call, as named in a timeout message.
 struct CallState {
@@ -43,15 +27,8 @@ struct CallState {
   const std::string& host;
   const std::string& context;
   double timeout_s;
-  Clock::time_point start = Clock::now();
+  CommClock::time_point start = CommClock::now();
 };
-
-// One write(2) per message, so lines from ranks sharing a terminal do not interleave.
-void write_stderr_line(const std::string& line) {
-  std::fflush(stderr);
-  const ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
-  (void)ignored;
-}
 
 [[noreturn]] void fail_mpi_call(int rc, const char* call) {
   char text[MPI_MAX_ERROR_STRING] = {};
@@ -66,40 +43,22 @@ inline void check(int rc, const char* call) {
 }
 
 [[noreturn]] void report_timeout(const CallState& s, double waited) {
-  std::string what = s.op;
-  if (s.unit != nullptr) what += " of " + std::to_string(s.count) + " " + s.unit;
-  if (s.root >= 0) what += " from rank " + std::to_string(s.root);
-  if (!s.context.empty()) what += " in " + s.context;
-  char line[2048];
-  std::snprintf(line, sizeof line,
-                "peftrun: rank %d of %d (host %s, pid %ld): %s did not complete after %.1f s: a "
-                "peer rank died or is stuck (or took another code path); aborting the job with "
-                "exit code %d (raise comm.timeout_s, now %g s, if a step legitimately takes "
-                "longer)\n",
-                s.rank, s.world, s.host.c_str(), static_cast<long>(::getpid()), what.c_str(),
-                waited, kExitCommTimeout, s.timeout_s);
-  write_stderr_line(line);
+  const std::string what = describe_collective(s.op, s.count, s.unit, s.root, s.context);
+  write_stderr_line(collective_timeout_line(this_rank_identity(s.rank, s.world, s.host), what,
+                                            waited, s.timeout_s, kExitCommTimeout));
   abort_job(kExitCommTimeout);
 }
 
 // Polls `req` to completion; past the call's deadline, reports and ends the job.
 void wait_or_abort(MPI_Request& req, const CallState& s) {
-  const auto spin_until = Clock::now() + kSpinFor;
-  auto nap = kFirstNap;
-  while (true) {
-    int done = 0;
-    check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
-    if (done) return;
-    const auto now = Clock::now();
-    if (now < spin_until) {
-      std::this_thread::yield();
-      continue;
-    }
-    const double waited = std::chrono::duration<double>(now - s.start).count();
-    if (waited > s.timeout_s) report_timeout(s, waited);
-    std::this_thread::sleep_for(nap);
-    nap = std::min(nap * 2, kMaxNap);
-  }
+  poll_until(
+      s.start, s.timeout_s,
+      [&] {
+        int done = 0;
+        check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), "MPI_Test");
+        return done != 0;
+      },
+      [&](double waited) { report_timeout(s, waited); });
 }
 
 // Elements per collective: what fits in max_chunk_bytes and in an int count.
@@ -125,11 +84,6 @@ void reduce_in_place(T* data, std::size_t n, MPI_Datatype type, MPI_Op op,
   } while (off < n);
 }
 
-bool ranges_overlap(const void* a, std::size_t a_bytes, const void* b, std::size_t b_bytes) {
-  const auto a0 = reinterpret_cast<std::uintptr_t>(a), b0 = reinterpret_cast<std::uintptr_t>(b);
-  return a0 < b0 + b_bytes && b0 < a0 + a_bytes;
-}
-
 }  // namespace
 
 MpiCommunicator::MpiCommunicator(double timeout_s, std::size_t max_chunk_bytes)
@@ -153,7 +107,7 @@ struct MpiCommunicator::Pending {
   const char* unit = "";
   std::size_t count = 0;
   std::string context;
-  Clock::time_point start = Clock::now();
+  CommClock::time_point start = CommClock::now();
 };
 
 MpiCommunicator::~MpiCommunicator() {
@@ -248,11 +202,7 @@ void MpiCommunicator::all_gather(const void* in, void* out, std::size_t bytes_pe
                     world_,       host_,          context(),        timeout()};
   const auto* src = static_cast<const unsigned char*>(in);
   auto* dst = static_cast<unsigned char*>(out);
-  const bool in_place = src == dst + std::size_t(rank_) * bytes_per_rank;
-  if (!in_place && ranges_overlap(src, bytes_per_rank, dst, std::size_t(world_) * bytes_per_rank)) {
-    throw std::invalid_argument(
-        "all_gather: the input overlaps the output other than at this rank's own slot");
-  }
+  const bool in_place = gather_in_place(in, out, bytes_per_rank, rank_, world_);
   const std::size_t per = chunk_elements(max_chunk_bytes_, 1);
   std::size_t off = 0;
   do {

@@ -73,12 +73,15 @@ WorldInfo discover_world() {
   return discover_world([](const char* name) -> const char* { return std::getenv(name); });
 }
 
-std::unique_ptr<Communicator> make_world_communicator(const WorldInfo& world, double timeout_s) {
+std::unique_ptr<Communicator> make_world_communicator(const WorldInfo& world, double timeout_s,
+                                                      bool device_buffers) {
   CommRequest request;
   request.world_size = world.world_size;
   request.rank = world.rank;
   request.origin = world.source;
   request.timeout_s = timeout_s;
+  request.local_rank = world.local_rank;
+  request.device_buffers = device_buffers;
   return make_communicator(request);
 }
 

@@ -41,8 +41,10 @@ WorldInfo discover_world();  // the process environment
 
 // The Communicator for `world` (comm/communicator.h make_communicator): MPI when MPI is
 // initialised, Local for a single process; a clear std::runtime_error when more than one rank
-// was launched but this build has no MPI.
+// was launched but this build has no MPI. With `device_buffers` (GPU ranks), NCCL over that
+// communicator on CUDA device world.local_rank.
 std::unique_ptr<Communicator> make_world_communicator(
-    const WorldInfo& world, double timeout_s = Communicator::kDefaultTimeoutS);
+    const WorldInfo& world, double timeout_s = Communicator::kDefaultTimeoutS,
+    bool device_buffers = false);
 
 }  // namespace peftrun

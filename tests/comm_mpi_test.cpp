@@ -23,6 +23,7 @@
 #include "comm/communicator.h"
 #include "comm/mpi_communicator.h"
 #include "comm/mpi_runtime.h"
+#include "comm/nccl_id_exchange.h"
 
 namespace peftrun {
 namespace {
@@ -279,6 +280,38 @@ TEST(CommMpi, FactoryBuildsMpiAndRejectsAMismatchedLauncher) {
         << e.what();
   }
   EXPECT_TRUE(comm_built_with_mpi());
+}
+
+// The NCCL id exchange over real ranks (no NCCL involved: rank 0's "id" is a byte pattern).
+TEST(CommMpi, NcclIdExchangeGivesEveryRankRankZerosId) {
+  int made = 0;
+  const auto make = [&] {
+    ++made;
+    NcclUniqueIdBytes id;
+    for (std::size_t i = 0; i < id.size(); ++i) id[i] = static_cast<unsigned char>(3 + 7 * i);
+    return id;
+  };
+  const NcclUniqueIdBytes id = exchange_nccl_unique_id(comm(), 22809, make);
+  EXPECT_EQ(made, rank() == 0 ? 1 : 0);
+  for (std::size_t i = 0; i < id.size(); ++i) {
+    EXPECT_EQ(id[i], static_cast<unsigned char>(3 + 7 * i)) << "byte " << i;
+  }
+
+  // The last rank loads another NCCL: every rank, rank 0 included, stops with its message.
+  if (world() == 1) return;  // the same branch on every rank
+  const int odd_one = world() - 1;
+  try {
+    exchange_nccl_unique_id(comm(), rank() == odd_one ? 21903 : 22809, make);
+    ADD_FAILURE() << "a version mismatch was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(
+        std::string(e.what()).find("rank " + std::to_string(odd_one) + " of " +
+                                   std::to_string(world()) + ": NCCL 2.19.3 on this rank (host "),
+        std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find(") but 2.28.9 on rank 0 (host "), std::string::npos)
+        << e.what();
+  }
 }
 
 // Informational: what a step's small collectives and one ~1M-float bucket cost here.
