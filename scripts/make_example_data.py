@@ -7,42 +7,23 @@ style ("7 plus 5 is 12."). The task is easy to learn, so a few hundred steps of 
 random model show the held-out loss on assistant tokens falling. configs/jsonl_example.yaml
 trains on it with the Qwen2-style test tokenizer (tests/tokenizer/fixtures/qwen2, chatml).
 
-Deterministic (its own splitmix64, like scripts/make_corpus.py); standard library only.
+Deterministic (scripts/make_corpus.py's splitmix64 generator); standard library only.
 
     python3 scripts/make_example_data.py
 """
 
 import json
 import os
+import sys
 
-MASK64 = (1 << 64) - 1
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_corpus import Rng  # noqa: E402  (the same splitmix64 generator)
+
 WORDS = ["river", "lantern", "harbour", "garden", "window", "kettle", "ladder", "forest",
          "market", "castle", "pencil", "basket", "meadow", "bridge", "candle", "island"]
 NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
                 "ten", "eleven", "twelve"]
 SYSTEMS = ["You answer in one short sentence.", "Be precise and brief.", ""]
-
-
-class Rng:
-    def __init__(self, seed):
-        self.state = seed & MASK64
-
-    def next(self):
-        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK64
-        z = self.state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
-        return z ^ (z >> 31)
-
-    def below(self, n):
-        threshold = ((1 << 64) - n) % n
-        while True:
-            r = self.next()
-            if r >= threshold:
-                return r % n
-
-    def pick(self, items):
-        return items[self.below(len(items))]
 
 
 def question(rng):

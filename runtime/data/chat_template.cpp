@@ -102,13 +102,21 @@ void check_alternation(const std::vector<ChatMessage>& messages, std::size_t fir
   }
 }
 
+// The [INST] templates (llama2, mistral) need BOS and EOS and turns alternating from user after
+// an optional system message; returns the index of the first user turn.
+std::size_t inst_turns_start(const std::vector<ChatMessage>& messages, const std::string& bos,
+                             const std::string& eos, const char* tmpl) {
+  need(bos, "BOS", tmpl);
+  need(eos, "EOS", tmpl);
+  const std::size_t first = !messages.empty() && messages[0].role == "system" ? 1 : 0;
+  check_alternation(messages, first, tmpl);
+  return first;
+}
+
 RenderedChat llama2(const std::vector<ChatMessage>& messages, const std::string& bos,
                     const std::string& eos) {
-  need(bos, "BOS", "llama2");
-  need(eos, "EOS", "llama2");
-  const bool has_system = !messages.empty() && messages[0].role == "system";
-  const std::size_t first = has_system ? 1 : 0;
-  check_alternation(messages, first, "llama2");
+  const std::size_t first = inst_turns_start(messages, bos, eos, "llama2");
+  const bool has_system = first == 1;
   Builder b;
   for (std::size_t i = first; i < messages.size(); ++i) {
     const ChatMessage& m = messages[i];
@@ -127,11 +135,8 @@ RenderedChat llama2(const std::vector<ChatMessage>& messages, const std::string&
 
 RenderedChat mistral(const std::vector<ChatMessage>& messages, const std::string& bos,
                      const std::string& eos) {
-  need(bos, "BOS", "mistral");
-  need(eos, "EOS", "mistral");
-  const bool has_system = !messages.empty() && messages[0].role == "system";
-  const std::size_t first = has_system ? 1 : 0;
-  check_alternation(messages, first, "mistral");
+  const std::size_t first = inst_turns_start(messages, bos, eos, "mistral");
+  const bool has_system = first == 1;
   Builder b;
   b.text(bos);
   for (std::size_t i = first; i < messages.size(); ++i) {

@@ -41,7 +41,8 @@ class DataSource {
   virtual int fill_eval_batch(int batch_index, int batch, const BatchBuffers& out) const = 0;
 };
 
-// The row of epoch `sample / n` a sample uses, caching the current epoch's permutation.
+// The row sample i trains on: perm_e[i % n] of epoch e = i / n, with perm_e =
+// window_permutation(n, seed, e) (batch_loader.h), the current epoch's permutation cached.
 class SampleOrder {
  public:
   SampleOrder(std::uint64_t num_rows, std::uint64_t seed) : n_(num_rows), seed_(seed) {}

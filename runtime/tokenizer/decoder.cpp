@@ -268,13 +268,7 @@ std::unique_ptr<Decoder> parse_decoder(const Json& spec, const std::string& wher
                                           json_count(spec, "stop", where));
   }
   if (type == "Sequence") {
-    const Json& list = json_array(spec, "decoders", where);
-    std::vector<std::unique_ptr<Decoder>> steps;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto step = parse_decoder(list[i], where + ".decoders[" + std::to_string(i) + "]");
-      if (step) steps.push_back(std::move(step));
-    }
-    return std::make_unique<SequenceDecoder>(std::move(steps));
+    return std::make_unique<SequenceDecoder>(json_sequence(spec, "decoders", where, parse_decoder));
   }
   json_fail(where, "decoder type '" + type +
                        "' is not supported (supported: ByteLevel, Metaspace, Replace, "

@@ -7,6 +7,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "runtime/tokenizer/regex.h"
 
@@ -63,6 +64,19 @@ inline const Json& json_array(const Json& obj, const char* key, const std::strin
   const Json& v = json_field(obj, key, where);
   if (!v.is_array()) json_fail(where + "." + key, "expected a list, got " + json_excerpt(v));
   return v;
+}
+
+// A "Sequence" component's list `key`, each entry parsed by `parse(entry, where)`; null
+// entries (what the parsers return for JSON null) are left out.
+template <class Parse>
+auto json_sequence(const Json& spec, const char* key, const std::string& where, Parse parse) {
+  const Json& list = json_array(spec, key, where);
+  std::vector<decltype(parse(list[0], where))> steps;
+  for (std::size_t i = 0; i < list.size(); ++i) {
+    auto step = parse(list[i], where + "." + key + "[" + std::to_string(i) + "]");
+    if (step) steps.push_back(std::move(step));
+  }
+  return steps;
 }
 
 // The "type" of a component ({"type": "ByteLevel", ...}).

@@ -178,13 +178,8 @@ std::unique_ptr<Normalizer> parse_normalizer(const Json& spec, const std::string
                                    json_bool_or(spec, "strip_right", true, where));
   }
   if (type == "Sequence") {
-    const Json& list = json_array(spec, "normalizers", where);
-    std::vector<std::unique_ptr<Normalizer>> steps;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto step = parse_normalizer(list[i], where + ".normalizers[" + std::to_string(i) + "]");
-      if (step) steps.push_back(std::move(step));
-    }
-    return std::make_unique<SequenceNormalizer>(std::move(steps));
+    return std::make_unique<SequenceNormalizer>(
+        json_sequence(spec, "normalizers", where, parse_normalizer));
   }
   json_fail(where, "normalizer type '" + type +
                        "' is not supported (supported: NFC, NFD, NFKC, NFKD, Lowercase, Replace, "

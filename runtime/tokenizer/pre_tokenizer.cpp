@@ -289,13 +289,8 @@ std::unique_ptr<PreTokenizer> parse_pre_tokenizer(const Json& spec, const std::s
     return std::make_unique<Digits>(json_bool_or(spec, "individual_digits", false, where));
   }
   if (type == "Sequence") {
-    const Json& list = json_array(spec, "pretokenizers", where);
-    std::vector<std::unique_ptr<PreTokenizer>> steps;
-    for (std::size_t i = 0; i < list.size(); ++i) {
-      auto step = parse_pre_tokenizer(list[i], where + ".pretokenizers[" + std::to_string(i) + "]");
-      if (step) steps.push_back(std::move(step));
-    }
-    return std::make_unique<SequencePreTokenizer>(std::move(steps));
+    return std::make_unique<SequencePreTokenizer>(
+        json_sequence(spec, "pretokenizers", where, parse_pre_tokenizer));
   }
   json_fail(where, "pre_tokenizer type '" + type +
                        "' is not supported (supported: ByteLevel, Split, Metaspace, Digits, "
