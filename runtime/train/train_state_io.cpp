@@ -132,9 +132,9 @@ namespace {
 // Where and how a run executes, not what it computes: free to differ on resume.
 bool operational_key(const std::string& key) {
   static const char* const kOperational[] = {
-      "output_dir",     "runtime.threads",  "runtime.device",  "runtime.shard_base",
-      "comm.timeout_s", "comm.bucket_mb",   "train.log_every", "train.eval_every",
-      "data.eval",      "data.eval_batches"};
+      "output_dir",     "runtime.threads",   "runtime.device",  "runtime.shard_base",
+      "comm.timeout_s", "comm.bucket_mb",    "train.log_every", "train.eval_every",
+      "data.eval",      "data.eval_batches", "data.eval_format"};
   for (const char* k : kOperational) {
     if (key == k) return true;
   }
