@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "configs/config.h"
+#include "runtime/io/safetensors.h"
 #include "tests/support/run_command.h"
 #include "tests/support/scratch_dir.h"
 
@@ -66,13 +67,18 @@ TEST(JsonlTraining, ChatExampleLearnsAndIsCachedNextToTheSource) {
   EXPECT_TRUE(fs::is_directory(ex.eval + ".peftrun-cache"));
 
   // peftrun eval on the JSONL split reuses the cache and reports loss and perplexity.
-  const auto e = run("eval " + ex.args() + " --adapter " + ex.dir.file("run"));
+  const auto e = run("eval " + ex.args() + " --adapter " + ex.dir.file("run") + " --dump-logits " +
+                     ex.dir.file("logits.safetensors"));
   ASSERT_EQ(e.exit_code, 0) << e.out;
   EXPECT_NE(e.out.find("from cache"), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("perplexity"), std::string::npos) << e.out;
   const std::size_t at = e.out.find("): loss ");
   ASSERT_NE(at, std::string::npos) << e.out;
   EXPECT_NEAR(std::stod(e.out.substr(at + 8)), eval_losses.back(), 1e-3) << e.out;
+  const peftrun::SafetensorsReader dump(ex.dir.file("logits.safetensors"));
+  for (const char* name : {"logits", "input_ids", "labels", "position_ids", "segment_ids"}) {
+    EXPECT_TRUE(dump.contains(name)) << name;
+  }
 }
 
 TEST(JsonlTraining, PaddedRowsAndOtherFormatsTrainToo) {

@@ -33,6 +33,10 @@ EvalResult evaluate(Transformer<float>& model, const DataSource& data, int batch
       result.first_logits.resize(n * std::size_t(model.vocab_size()));
       result.first_inputs = inputs;
       result.first_targets = targets;
+      if (data.uses_segments()) {
+        result.first_positions = positions;
+        result.first_segments = segments;
+      }
       logits = result.first_logits.data();
     }
     sums[0] += model.eval_micro_batch(b, params, logits);
@@ -72,6 +76,11 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
     w.add_f32("logits", {B, T, V}, r.first_logits);
     w.add_i32("input_ids", {B, T}, r.first_inputs);
     w.add_i32("labels", {B, T}, r.first_targets);
+    if (!r.first_segments.empty()) {
+      // Packed rows: the RoPE positions and the document of every token (-1 = padding).
+      w.add_i32("position_ids", {B, T}, r.first_positions);
+      w.add_i32("segment_ids", {B, T}, r.first_segments);
+    }
     w.set_metadata("format", "pt");
     w.set_metadata("note", "labels[b, t] is the target of logits[b, t] (already shifted)");
     w.write(options.dump_logits);

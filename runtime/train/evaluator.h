@@ -19,6 +19,8 @@ struct EvalResult {
   double tokens = 0;
   // Filled when requested: the first batch's inputs/targets [B*T] and logits [B*T, vocab].
   std::vector<std::int32_t> first_inputs, first_targets;
+  // Packed data only (empty for token files): the first batch's positions and segment ids.
+  std::vector<std::int32_t> first_positions, first_segments;
   std::vector<float> first_logits;
 };
 
