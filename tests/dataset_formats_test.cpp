@@ -94,6 +94,8 @@ TEST(DatasetFormats, TextTrainsEveryTokenBetweenBosAndEos) {
   for (std::size_t i = 1; i < ex.ids.size(); ++i) EXPECT_EQ(ex.trained[i], 1) << i;
   const std::vector<std::int32_t> body(ex.ids.begin() + 1, ex.ids.end() - 1);
   EXPECT_EQ(body, f.tokenizer.encode_ids("The river carried boats.", false));
+  // An empty text is no document at all, not BOS -> EOS.
+  EXPECT_TRUE(f.tokenize(R"({"text": ""})", DataFormat::kText).ids.empty());
   // append_eos: false leaves the EOS out.
   const TokenizedExample no_eos =
       f.tokenize(R"({"text": "The river"})", DataFormat::kText, ChatTemplate::kAuto, false);
@@ -274,7 +276,7 @@ TEST(DatasetFormats, MalformedLinesFailWithFileAndLineOrAreSkippedAndCounted) {
   EXPECT_EQ(stats.lines, 6u);
   EXPECT_EQ(stats.bad_lines, 3u);  // lines 3, 4 and 6 (invalid UTF-8)
   EXPECT_EQ(stats.first_bad.rfind(path + ":3:", 0), 0u) << stats.first_bad;
-  // An empty text is well-formed: EOS alone gives nothing to predict, so it is dropped.
+  // An empty text is well-formed but gives nothing to predict: dropped and counted.
   EXPECT_EQ(stats.no_target, 1u);
   ASSERT_EQ(corpus.num_docs(), 2u);
   std::vector<std::int32_t> last(corpus.tokens.begin() + corpus.doc_offsets[1],

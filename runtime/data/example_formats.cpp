@@ -63,6 +63,7 @@ TokenizedExample assemble(const FormatContext& c, const Encoding& body,
 
 TokenizedExample text_example(const Json& obj, const FormatContext& c) {
   const Encoding enc = encode(c, string_field(obj, "text"));
+  if (enc.ids.empty()) return {};  // an empty text is no document (not a lone BOS -> EOS)
   return assemble(c, enc, std::vector<std::uint8_t>(enc.ids.size(), 1));
 }
 
