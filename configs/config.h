@@ -14,10 +14,17 @@ namespace peftrun {
 enum class AdapterType { kLora, kDora, kAdaLora };
 enum class LrSchedule { kConstant, kLinear, kCosine };
 enum class DeviceKind { kAuto, kCpu, kCuda };
+// data.format: pre-tokenized token files, or JSONL tokenized by the model's tokenizer.json.
+// kSame is data.eval_format's default only: the eval file has the training format.
+enum class DataFormat { kSame, kTokens, kText, kPromptCompletion, kChat };
+// data.chat_template: kAuto detects the family from the tokenizer's own chat template.
+enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral };
 
-const char* to_string(AdapterType t);  // "lora" | "dora" | "adalora"
-const char* to_string(LrSchedule s);   // "constant" | "linear" | "cosine"
-const char* to_string(DeviceKind d);   // "auto" | "cpu" | "cuda"
+const char* to_string(AdapterType t);   // "lora" | "dora" | "adalora"
+const char* to_string(LrSchedule s);    // "constant" | "linear" | "cosine"
+const char* to_string(DeviceKind d);    // "auto" | "cpu" | "cuda"
+const char* to_string(DataFormat f);    // "same" | "tokens" | "text" | "prompt_completion" | "chat"
+const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral"
 
 // The seven projection names LoRA may target, in the order layers hold them.
 inline const std::vector<std::string>& all_target_modules() {
@@ -88,6 +95,20 @@ struct DataConfig {
   std::string eval;  // held-out token file; empty = no evaluation
   int seq_len = 128;
   int eval_batches = 8;  // micro-batches per evaluation
+  DataFormat format = DataFormat::kTokens;
+  DataFormat eval_format = DataFormat::kSame;
+  // Folder with tokenizer.json (or the file) for the JSONL formats; empty = model.path.
+  std::string tokenizer;
+  // true: documents packed into full rows (positions and attention restart per document);
+  // false: one document (or piece of one) per row, padded.
+  bool packing = true;
+  bool skip_bad_lines = false;  // skip (and count) malformed JSONL lines instead of failing
+  ChatTemplate chat_template = ChatTemplate::kAuto;
+  bool append_eos = true;  // end every text document and completion with the tokenizer's EOS
+
+  DataFormat effective_eval_format() const {
+    return eval_format == DataFormat::kSame ? format : eval_format;
+  }
 
   bool operator==(const DataConfig&) const = default;
 };

@@ -335,7 +335,23 @@ KeySpec string_key(std::string path, Get get, bool required) {
   return spec;
 }
 
-enum class PathKind { kTokenFile, kCheckpointDir };
+// kTokenFile: data.train/eval (a token file or a JSONL file, per data.format);
+// kTokenizer: a folder holding tokenizer.json, or the file itself.
+enum class PathKind { kTokenFile, kCheckpointDir, kTokenizer };
+
+std::string expected_path_kind(PathKind kind, const Config& c, const std::string& key) {
+  switch (kind) {
+    case PathKind::kTokenFile: {
+      const DataFormat f = key == "data.eval" ? c.data.effective_eval_format() : c.data.format;
+      return f == DataFormat::kTokens ? "a token file" : "a JSONL file";
+    }
+    case PathKind::kCheckpointDir:
+      return "a checkpoint folder";
+    case PathKind::kTokenizer:
+      return "a folder with tokenizer.json, or a tokenizer.json file";
+  }
+  return "";
+}
 
 // An input path: resolved against the config's folder when read, and checked for existence.
 template <class Get>
@@ -348,9 +364,10 @@ KeySpec path_key(std::string path, Get get, PathKind kind, bool required) {
     get(c) = value.empty() ? value : resolve_path(context.base_dir, value);
   };
   spec.write = [get](const Config& c) { return yaml_string(get(c)); };
-  spec.check = [get, kind, required](const Config& c) -> std::string {
+  const std::string key = spec.path;
+  spec.check = [get, kind, required, key](const Config& c) -> std::string {
     const std::string& value = get(c);
-    const char* expected = kind == PathKind::kTokenFile ? "a token file" : "a checkpoint folder";
+    const std::string expected = expected_path_kind(kind, c, key);
     if (value.empty()) {
       return required ? std::string("missing, expected the path of ") + expected : "";
     }
@@ -359,6 +376,10 @@ KeySpec path_key(std::string path, Get get, PathKind kind, bool required) {
     if (!fs::exists(status)) return "'" + value + "' does not exist, expected " + expected;
     if (kind == PathKind::kTokenFile && fs::is_directory(status)) {
       return "'" + value + "' is a directory, expected " + expected;
+    }
+    if (kind == PathKind::kTokenizer && fs::is_directory(status) &&
+        !fs::exists(fs::path(value) / "tokenizer.json", ec)) {
+      return "'" + value + "' has no tokenizer.json, expected " + expected;
     }
     if (kind == PathKind::kCheckpointDir && !fs::is_directory(status)) {
       return "'" + value + "' is not a directory, expected " + expected;
@@ -570,6 +591,36 @@ std::vector<KeySpec> build_schema() {
       "data.seq_len", [](auto& c) -> auto& { return c.data.seq_len; }, greater_than(0)));
   keys.push_back(int_key(
       "data.eval_batches", [](auto& c) -> auto& { return c.data.eval_batches; }, greater_than(0)));
+  const std::vector<DataFormat> formats = {DataFormat::kTokens, DataFormat::kText,
+                                           DataFormat::kPromptCompletion, DataFormat::kChat};
+  keys.push_back(enum_key(
+      "data.format", [](auto& c) -> auto& { return c.data.format; }, formats,
+      ValueAliases{{"jsonl", "text"},
+                   {"completion", "prompt_completion"},
+                   {"messages", "chat"},
+                   {"tok", "tokens"}}));
+  std::vector<DataFormat> eval_formats = formats;
+  eval_formats.insert(eval_formats.begin(), DataFormat::kSame);
+  keys.push_back(enum_key(
+      "data.eval_format", [](auto& c) -> auto& { return c.data.eval_format; }, eval_formats));
+  keys.push_back(path_key(
+      "data.tokenizer", [](auto& c) -> auto& { return c.data.tokenizer; }, PathKind::kTokenizer,
+      false));
+  keys.push_back(bool_key(
+      "data.packing", [](auto& c) -> auto& { return c.data.packing; }));
+  keys.push_back(bool_key(
+      "data.skip_bad_lines", [](auto& c) -> auto& { return c.data.skip_bad_lines; }));
+  keys.push_back(enum_key(
+      "data.chat_template", [](auto& c) -> auto& { return c.data.chat_template; },
+      std::vector<ChatTemplate>{ChatTemplate::kAuto, ChatTemplate::kChatml, ChatTemplate::kLlama3,
+                                ChatTemplate::kLlama2, ChatTemplate::kMistral},
+      ValueAliases{{"qwen2", "chatml"},
+                   {"qwen", "chatml"},
+                   {"smollm", "chatml"},
+                   {"llama-3", "llama3"},
+                   {"llama-2", "llama2"}}));
+  keys.push_back(bool_key(
+      "data.append_eos", [](auto& c) -> auto& { return c.data.append_eos; }));
   // train
   keys.push_back(int_key(
       "train.steps", [](auto& c) -> auto& { return c.train.steps; }, greater_than(0)));
@@ -665,6 +716,27 @@ std::vector<CrossCheck> build_cross_checks() {
                       return std::to_string(c.data.seq_len) + " is more than model.max_seq_len (" +
                              std::to_string(c.model.max_seq_len) + "), expected at most " +
                              std::to_string(c.model.max_seq_len);
+                    }});
+  // JSONL formats are tokenized by the model's tokenizer.json: there must be one.
+  checks.push_back({"data.format",
+                    {"data.eval_format", "data.tokenizer", "model.path"},
+                    [](const Config& c) -> std::string {
+                      const DataFormat eval = c.data.eval.empty() ? DataFormat::kTokens
+                                                                  : c.data.effective_eval_format();
+                      const DataFormat f =
+                          c.data.format != DataFormat::kTokens ? c.data.format : eval;
+                      if (f == DataFormat::kTokens || !c.data.tokenizer.empty()) return "";
+                      const std::string what = std::string(to_string(f)) + " data";
+                      if (c.model.path.empty()) {
+                        return what +
+                               " needs a tokenizer, expected data.tokenizer (a folder "
+                               "with tokenizer.json) or model.path to be set";
+                      }
+                      std::error_code ec;
+                      if (fs::exists(fs::path(c.model.path) / "tokenizer.json", ec)) return "";
+                      return what + " is tokenized with model.path's tokenizer, but '" +
+                             c.model.path +
+                             "' has no tokenizer.json; expected data.tokenizer to name one";
                     }});
   // AdaLoRA's schedule: PEFT crashes (or silently never masks) on these; we refuse them early.
   checks.push_back(

@@ -43,6 +43,38 @@ const char* to_string(DeviceKind d) {
   return "?";
 }
 
+const char* to_string(DataFormat f) {
+  switch (f) {
+    case DataFormat::kSame:
+      return "same";
+    case DataFormat::kTokens:
+      return "tokens";
+    case DataFormat::kText:
+      return "text";
+    case DataFormat::kPromptCompletion:
+      return "prompt_completion";
+    case DataFormat::kChat:
+      return "chat";
+  }
+  return "?";
+}
+
+const char* to_string(ChatTemplate t) {
+  switch (t) {
+    case ChatTemplate::kAuto:
+      return "auto";
+    case ChatTemplate::kChatml:
+      return "chatml";
+    case ChatTemplate::kLlama3:
+      return "llama3";
+    case ChatTemplate::kLlama2:
+      return "llama2";
+    case ChatTemplate::kMistral:
+      return "mistral";
+  }
+  return "?";
+}
+
 double AdapterConfig::scaling() const {
   const double rank = static_cast<double>(r);
   return use_rslora ? alpha / std::sqrt(rank) : alpha / rank;

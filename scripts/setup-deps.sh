@@ -6,7 +6,9 @@ packages=(
   build-essential cmake pkg-config python3
   libyaml-cpp-dev        # config files
   libopenblas-dev        # CPU GEMMs
-  nlohmann-json3-dev     # metrics.jsonl, safetensors headers, adapter_config.json
+  nlohmann-json3-dev     # metrics.jsonl, safetensors headers, adapter_config.json, JSONL data
+  libpcre2-dev           # tokenizer.json pre-tokenizer regexes (Unicode classes, lookahead)
+  libutf8proc-dev        # tokenizer.json Unicode normalisers (NFC, NFKC, ...)
   libopenmpi-dev openmpi-bin  # multi-rank training (mpirun) and the CommMpi tests
   libgtest-dev googletest
 )

@@ -56,7 +56,7 @@ std::vector<std::uint64_t> window_permutation(std::uint64_t num_windows, std::ui
 }
 
 BatchLoader::BatchLoader(TokenFile file, int seq_len, std::uint64_t seed)
-    : file_(std::move(file)), seq_len_(seq_len), seed_(seed), num_windows_(0) {
+    : file_(std::move(file)), seq_len_(seq_len), seed_(seed), num_windows_(0), order_(0, seed) {
   if (seq_len < 1) {
     throw std::invalid_argument("BatchLoader: seq_len must be >= 1, got " +
                                 std::to_string(seq_len));
@@ -69,16 +69,11 @@ BatchLoader::BatchLoader(TokenFile file, int seq_len, std::uint64_t seed)
                              std::to_string(seq_len + std::uint64_t{1}) + " tokens (seq_len " +
                              std::to_string(seq_len) + "); use more data or a shorter seq_len");
   }
+  order_ = SampleOrder(num_windows_, seed);
 }
 
 std::uint64_t BatchLoader::window_of(std::uint64_t sample) {
-  const std::uint64_t epoch = epoch_of(sample);
-  if (!have_cache_ || cached_epoch_ != epoch) {
-    perm_ = window_permutation(num_windows_, seed_, epoch);
-    cached_epoch_ = epoch;
-    have_cache_ = true;
-  }
-  return perm_[sample % num_windows_];
+  return order_.row_of(sample);
 }
 
 void BatchLoader::copy_window(std::uint64_t window, std::size_t row, std::int32_t* inputs,

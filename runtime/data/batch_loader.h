@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "runtime/data/data_source.h"
 #include "runtime/data/token_file.h"
 
 namespace peftrun {
@@ -66,11 +67,7 @@ class BatchLoader {
   int seq_len_;
   std::uint64_t seed_;
   std::uint64_t num_windows_;
-  // Permutation of epoch cached_epoch_; regenerated only when a sample from another epoch is
-  // requested (O(num_windows) once per epoch).
-  bool have_cache_ = false;
-  std::uint64_t cached_epoch_ = 0;
-  std::vector<std::uint64_t> perm_;
+  SampleOrder order_;  // the current epoch's permutation, regenerated once per epoch
 };
 
 }  // namespace peftrun

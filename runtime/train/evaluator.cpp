@@ -7,28 +7,36 @@
 
 #include "kernels/cross_entropy.h"
 #include "kernels/gemm.h"
+#include "runtime/data/dataset_factory.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/train/model_setup.h"
 
 namespace peftrun {
 
-EvalResult evaluate(Transformer<float>& model, const BatchLoader& data, int batch, int seq_len,
+EvalResult evaluate(Transformer<float>& model, const DataSource& data, int batch, int seq_len,
                     int max_batches, const float* params, Communicator& comm,
                     bool keep_first_logits) {
   const std::size_t n = std::size_t(batch) * seq_len;
-  std::vector<std::int32_t> inputs(n), targets(n), positions(n);
+  std::vector<std::int32_t> inputs(n), targets(n), positions(n), segments(n);
   const int batches = std::min(max_batches, data.num_eval_batches(batch));
   EvalResult result;
   double sums[2] = {0, 0};  // loss sum, target tokens
   // Ranks split the batches round-robin; the sums are reduced below.
   for (int i = comm.rank(); i < batches; i += comm.world_size()) {
-    data.fill_eval_batch(i, batch, inputs.data(), targets.data(), positions.data());
-    const Batch b{batch, seq_len, inputs.data(), targets.data(), positions.data(), nullptr};
+    data.fill_eval_batch(i, batch,
+                         {inputs.data(), targets.data(), positions.data(), segments.data()});
+    const Batch b{
+        batch,          seq_len,          inputs.data(),
+        targets.data(), positions.data(), data.uses_segments() ? segments.data() : nullptr};
     float* logits = nullptr;
     if (keep_first_logits && i == 0) {
       result.first_logits.resize(n * std::size_t(model.vocab_size()));
       result.first_inputs = inputs;
       result.first_targets = targets;
+      if (data.uses_segments()) {
+        result.first_positions = positions;
+        result.first_segments = segments;
+      }
       logits = result.first_logits.data();
     }
     sums[0] += model.eval_micro_batch(b, params, logits);
@@ -44,13 +52,12 @@ EvalResult evaluate(Transformer<float>& model, const BatchLoader& data, int batc
 EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::ostream& log,
                             Communicator& comm) {
   if (cfg.data.eval.empty()) {
-    throw std::runtime_error("data.eval: empty; peftrun eval needs a held-out token file");
+    throw std::runtime_error("data.eval: empty; peftrun eval needs a held-out data file");
   }
   cpu::set_blas_threads(cfg.runtime.threads);
   comm.set_timeout(cfg.comm.timeout_s);
   const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len;
-  BatchLoader data(TokenFile::load(cfg.data.eval), T, cfg.train.seed);
-  check_vocab_fits(data.file(), cfg.model.vocab_size);
+  const std::unique_ptr<DataSource> data = DatasetOpener(cfg, log, comm.rank() == 0).open_eval();
   const BaseWeights base = load_base(cfg);
   const AdapterLayout layout = AdapterLayout::plan(cfg.model, cfg.adapter);
   const std::string adapter_dir =
@@ -58,7 +65,7 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   RankPattern pattern;
   const std::vector<float> params = initial_params(cfg, base, layout, adapter_dir, &pattern);
   Transformer<float> model(base, layout, cfg.adapter, B, T);
-  const EvalResult r = evaluate(model, data, B, T, cfg.data.eval_batches, params.data(), comm,
+  const EvalResult r = evaluate(model, *data, B, T, cfg.data.eval_batches, params.data(), comm,
                                 !options.dump_logits.empty());
   log << "eval " << cfg.data.eval << " (" << static_cast<long long>(r.tokens) << " tokens, "
       << "adapter " << (adapter_dir.empty() ? "freshly initialised" : adapter_dir) << "): loss "
@@ -69,6 +76,11 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
     w.add_f32("logits", {B, T, V}, r.first_logits);
     w.add_i32("input_ids", {B, T}, r.first_inputs);
     w.add_i32("labels", {B, T}, r.first_targets);
+    if (!r.first_segments.empty()) {
+      // Packed rows: the RoPE positions and the document of every token (-1 = padding).
+      w.add_i32("position_ids", {B, T}, r.first_positions);
+      w.add_i32("segment_ids", {B, T}, r.first_segments);
+    }
     w.set_metadata("format", "pt");
     w.set_metadata("note", "labels[b, t] is the target of logits[b, t] (already shifted)");
     w.write(options.dump_logits);

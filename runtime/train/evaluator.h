@@ -9,7 +9,7 @@
 
 #include "comm/communicator.h"
 #include "configs/config.h"
-#include "runtime/data/batch_loader.h"
+#include "runtime/data/data_source.h"
 #include "runtime/model/transformer.h"
 
 namespace peftrun {
@@ -19,10 +19,12 @@ struct EvalResult {
   double tokens = 0;
   // Filled when requested: the first batch's inputs/targets [B*T] and logits [B*T, vocab].
   std::vector<std::int32_t> first_inputs, first_targets;
+  // Packed data only (empty for token files): the first batch's positions and segment ids.
+  std::vector<std::int32_t> first_positions, first_segments;
   std::vector<float> first_logits;
 };
 
-EvalResult evaluate(Transformer<float>& model, const BatchLoader& data, int batch, int seq_len,
+EvalResult evaluate(Transformer<float>& model, const DataSource& data, int batch, int seq_len,
                     int max_batches, const float* params, Communicator& comm,
                     bool keep_first_logits = false);
 
@@ -31,8 +33,8 @@ struct EvalOptions {
   std::string dump_logits;  // write the first batch's logits here (safetensors); empty = no
 };
 
-// `peftrun eval`: loss and perplexity of the config's model + adapter on data.eval. Throws
-// std::runtime_error naming the file on failure.
+// `peftrun eval`: loss and perplexity of the config's model + adapter on data.eval (in
+// data.eval_format). Throws std::runtime_error naming the file on failure.
 EvalResult run_eval_command(const Config& config, const EvalOptions& options, std::ostream& log,
                             Communicator& comm);
 

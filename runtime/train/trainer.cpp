@@ -17,13 +17,14 @@
 #include "comm/communicator.h"
 #include "kernels/adalora.h"
 #include "kernels/adamw.h"
+#include "kernels/cross_entropy.h"
 #include "kernels/device.h"
 #include "kernels/gemm.h"
 #include "runtime/adapters/adalora_allocator.h"
 #include "runtime/adapters/adalora_regulariser.h"
 #include "runtime/adapters/adapter_layout.h"
 #include "runtime/adapters/peft_export.h"
-#include "runtime/data/batch_loader.h"
+#include "runtime/data/dataset_factory.h"
 #include "runtime/model/base_weights.h"
 #include "runtime/model/transformer.h"
 #include "runtime/rng.h"
@@ -162,15 +163,12 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
 
   // Data first: a bad file fails before any memory is committed to the model, and every rank
   // learns that one rank could not read its data instead of waiting for it.
-  std::unique_ptr<BatchLoader> train_data, eval_data;
+  std::unique_ptr<DataSource> train_data, eval_data;
   std::string data_error;
   try {
-    train_data = std::make_unique<BatchLoader>(TokenFile::load(cfg.data.train), T, cfg.train.seed);
-    check_vocab_fits(train_data->file(), cfg.model.vocab_size);
-    if (!cfg.data.eval.empty()) {
-      eval_data = std::make_unique<BatchLoader>(TokenFile::load(cfg.data.eval), T, cfg.train.seed);
-      check_vocab_fits(eval_data->file(), cfg.model.vocab_size);
-    }
+    DatasetOpener opener(cfg, log, writer);
+    train_data = opener.open_train();
+    if (!cfg.data.eval.empty()) eval_data = opener.open_eval();
   } catch (const std::exception& e) {
     data_error = e.what();
   }
@@ -205,8 +203,11 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   model.set_debug_checks(options.debug);
   const std::vector<GradBucket> buckets = plan_grad_buckets(
       layout, cfg.model.n_layers, static_cast<std::size_t>(cfg.comm.bucket_mb * 1024 * 1024));
-  std::vector<std::int32_t> inputs(std::size_t(B) * T), targets(inputs.size()),
-      positions(inputs.size());
+  // One step's micro-batches, filled before the first forward: the loss is normalised by the
+  // step's target count, which masked (-100) targets make data-dependent.
+  // Sized once `accum` is final (a resume on another world size changes it).
+  const std::size_t micro_tokens = std::size_t(B) * T;
+  std::vector<std::int32_t> inputs, targets, positions, segments;
   std::vector<float> orth_work;
 
   // Resume: everything that changes from step to step comes back from the checkpoint; the data
@@ -249,6 +250,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     for (const std::string& note : notes) log << note << "\n";
     log << std::flush;
   }
+  for (auto* v : {&inputs, &targets, &positions, &segments}) v->assign(micro_tokens * accum, 0);
   if (writer) {
     for (const std::string& name : remove_stale_checkpoint_temps(cfg.output_dir)) {
       log << "removed " << name << " (left by an interrupted write)\n";
@@ -277,8 +279,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                                std::to_string(full_base_bytes / 1024) + " KiB)"
                          : std::string())
       << ", activations " << model.activation_bytes() / 1024 << " KiB; device " << device_note
-      << ", " << train_data->num_windows() << " training windows of " << T << " tokens; output "
-      << cfg.output_dir << "\n";
+      << ", " << train_data->describe() << "; output " << cfg.output_dir << "\n";
   if (world > 1) {
     log << "data parallel over " << world << " ranks (" << comm->backend() << "): global batch "
         << world * accum * B << " sequences = " << world << " ranks x " << accum << " x " << B
@@ -306,10 +307,21 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   auto optimizer_step = [&]() {
     StepStats s;
     std::fill(st.grads.begin(), st.grads.end(), 0.0f);
-    // Normalise by the token count of the whole global batch, so the result does not depend on
-    // how it is split into micro-batches (or ranks). Token files have no ignored targets, so the
-    // count is known before any forward pass.
-    s.tokens = double(inputs.size()) * accum;
+    // Normalise by the target count of the whole global batch, so the result does not depend
+    // on how it is split into micro-batches (or ranks).
+    // Rank r takes micro-batches [r*accum, (r+1)*accum) of the step's world*accum, so N ranks x
+    // k micro-batches read exactly the samples of 1 rank x N*k (same dropout masks too).
+    auto first_sample = [&](int micro) {
+      return ((std::uint64_t(st.step) * world + rank) * accum + micro) * std::uint64_t(B);
+    };
+    for (int micro = 0; micro < accum; ++micro) {
+      const std::size_t at = std::size_t(micro) * micro_tokens;
+      train_data->fill_batch(
+          first_sample(micro), B,
+          {inputs.data() + at, targets.data() + at, positions.data() + at, segments.data() + at});
+    }
+    s.tokens = double(std::count_if(targets.begin(), targets.end(),
+                                    [](std::int32_t t) { return t != cpu::kIgnoreIndex; }));
     comm->all_reduce_sum(&s.tokens, 1);
     const float grad_scale = static_cast<float>(1.0 / s.tokens);
     double loss_sum = 0;
@@ -326,14 +338,15 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
           comm->progress();
         });
       }
-      // Rank r takes micro-batches [r*accum, (r+1)*accum) of the step's world*accum, so N ranks
-      // x k micro-batches read exactly the samples of 1 rank x N*k (same dropout masks too).
-      const std::uint64_t sample =
-          ((std::uint64_t(st.step) * world + rank) * accum + micro) * std::uint64_t(B);
-      train_data->fill_batch(sample, B, inputs.data(), targets.data(), positions.data());
-      const Batch b{B, T, inputs.data(), targets.data(), positions.data(), nullptr};
+      const std::size_t at = std::size_t(micro) * micro_tokens;
+      const Batch b{B,
+                    T,
+                    inputs.data() + at,
+                    targets.data() + at,
+                    positions.data() + at,
+                    train_data->uses_segments() ? segments.data() + at : nullptr};
       loss_sum += model.train_micro_batch(b, st.params.data(), st.grads.data(), grad_scale,
-                                          derive_key(dropout_root, sample));
+                                          derive_key(dropout_root, first_sample(micro)));
       model.set_layer_backward_hook(nullptr);
     }
     if (world > 1) {
