@@ -10,6 +10,7 @@
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_cuda.cuh"
 #include "kernels/lora_core_cuda.h"
+#include "kernels/reduce_cuda.cuh"
 
 namespace peftrun::cuda {
 namespace {
@@ -18,15 +19,6 @@ constexpr int kRowThreads = 256;
 
 std::size_t sz(int a, int b) {
   return static_cast<std::size_t>(a) * static_cast<std::size_t>(b);
-}
-
-// Tree sum of part[0..kRowThreads) into part[0]; every thread of the block calls it.
-__device__ void block_sum(double* part) {
-  for (int half = kRowThreads / 2; half > 0; half /= 2) {
-    __syncthreads();
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-  }
-  __syncthreads();
 }
 
 // Row k of the chain rule through A~[k, :] = E[k] A[k, :] (one block per row):
@@ -43,7 +35,7 @@ __global__ void e_chain_kernel(const float* dA_scaled, const float* A, const flo
     acc += static_cast<double>(g) * static_cast<double>(A[row + j]);
   }
   part[threadIdx.x] = acc;
-  block_sum(part);
+  block_sum<kRowThreads>(part);
   if (threadIdx.x == 0) dE[blockIdx.x] += static_cast<float>(part[0]);
 }
 
@@ -73,8 +65,8 @@ __global__ void triplet_scores_kernel(const float* ipt, const float* unc, AdaLor
   }
   part_a[threadIdx.x] = sa;
   part_b[threadIdx.x] = sb;
-  block_sum(part_a);
-  block_sum(part_b);
+  block_sum<kRowThreads>(part_a);
+  block_sum<kRowThreads>(part_b);
   if (threadIdx.x == 0) {
     const std::size_t oe = m.e + k;
     scores[k] = triplet_score(ipt[oe], unc[oe], part_a[0], m.in, part_b[0], m.out);

@@ -6,6 +6,7 @@
 #include "kernels/adamw.h"
 #include "kernels/cuda_check.h"
 #include "kernels/dtype_cuda.cuh"
+#include "kernels/reduce_cuda.cuh"
 
 namespace peftrun::cuda {
 namespace {
@@ -21,15 +22,6 @@ __global__ void adamw_kernel(float* params, const float* grads, float* m, float*
   }
 }
 
-// Tree sum of part[0..kReduceThreads) into part[0]; every thread of the block must call it.
-__device__ void block_sum(double* part) {
-  for (int half = kReduceThreads / 2; half > 0; half /= 2) {
-    __syncthreads();
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-  }
-  __syncthreads();
-}
-
 __global__ void sum_squares_partial_kernel(const float* x, std::size_t n, double* partial) {
   __shared__ double part[kReduceThreads];
   double acc = 0.0;
@@ -39,7 +31,7 @@ __global__ void sum_squares_partial_kernel(const float* x, std::size_t n, double
     acc += d * d;  // exact: a float's square fits a double's mantissa
   }
   part[threadIdx.x] = acc;
-  block_sum(part);
+  block_sum<kReduceThreads>(part);
   if (threadIdx.x == 0) partial[blockIdx.x] = part[0];
 }
 
@@ -48,7 +40,7 @@ __global__ void sum_partials_kernel(const double* partial, int count, double* re
   double acc = 0.0;
   for (int i = threadIdx.x; i < count; i += kReduceThreads) acc += partial[i];
   part[threadIdx.x] = acc;
-  block_sum(part);
+  block_sum<kReduceThreads>(part);
   if (threadIdx.x == 0) *result = part[0];
 }
 

@@ -13,6 +13,7 @@
 #include "kernels/dtype_cuda.cuh"
 #include "kernels/gemm_plan.h"
 #include "kernels/lora_core_cuda.h"
+#include "kernels/reduce_cuda.cuh"
 
 namespace peftrun::cuda {
 namespace {
@@ -43,11 +44,7 @@ __global__ void row_sq_norms_kernel(const S* W, int in, float* w_sq) {
     acc += x * x;
   }
   part[threadIdx.x] = acc;
-  __syncthreads();
-  for (int half = kRowThreads / 2; half > 0; half /= 2) {
-    if (threadIdx.x < half) part[threadIdx.x] += part[threadIdx.x + half];
-    __syncthreads();
-  }
+  block_sum<kRowThreads>(part);
   if (threadIdx.x == 0) w_sq[blockIdx.x] = static_cast<float>(part[0]);
 }
 

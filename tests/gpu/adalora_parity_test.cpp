@@ -21,76 +21,42 @@ class GpuAdaLoraLinearParity : public BlasLtTest,
 TEST_P(GpuAdaLoraLinearParity, ForwardAndBackwardMatchTheCpuTwin) {
   const AdapterCase c = GetParam();
   const AdapterInputs v = make_adapter_inputs(c, 3000 + c.n + c.in);
-  const std::size_t n_in = std::size_t(c.n) * c.in, n_out = std::size_t(c.n) * c.out;
-  const std::size_t n_r = std::size_t(c.n) * c.r;
   const float s = 0.75f;
   const std::vector<float> E = random_floats(c.r, 90);
   const std::vector<float> dA0 = random_floats(std::size_t(c.r) * c.in, 91);
   const std::vector<float> dB0 = random_floats(std::size_t(c.out) * c.r, 92);
   const std::vector<float> dE0 = random_floats(c.r, 93);
 
-  const std::vector<double> x = to_double(v.x), W = to_double(v.W), bias = to_double(v.bias),
-                            A = to_double(v.A), B = to_double(v.B), dy = to_double(v.dy),
-                            Ed = to_double(E);
-  std::vector<double> y_ref(n_out), xa_ref(n_r), xd_ref(n_in), dx_ref(n_in);
+  AdapterHost h(c, v);
+  const std::vector<double> Ed = to_double(E);
   std::vector<double> work(cpu::adalora_linear_workspace(c.n, c.in, c.r));
   std::vector<double> dA_ref = to_double(dA0), dB_ref = to_double(dB0), dE_ref = to_double(dE0);
   cpu::AdaLoraLinearArgs<double> ra;
-  ra.lora = {c.n,
-             c.in,
-             c.out,
-             c.r,
-             s,
-             W.data(),
-             c.bias ? bias.data() : nullptr,
-             A.data(),
-             B.data(),
-             c.dropout ? v.keep.data() : nullptr,
-             v.keep_scale,
-             xd_ref.data(),
-             xa_ref.data()};
+  ra.lora = h.lora(s);
   ra.E = Ed.data();
   ra.work = work.data();
-  cpu::adalora_linear_forward(ra, x.data(), y_ref.data());
-  cpu::adalora_linear_backward(ra, x.data(), dy.data(), dx_ref.data(), dA_ref.data(), dE_ref.data(),
-                               dB_ref.data());
+  cpu::adalora_linear_forward(ra, h.x.data(), h.y.data());
+  cpu::adalora_linear_backward(ra, h.x.data(), h.dy.data(), h.dx.data(), dA_ref.data(),
+                               dE_ref.data(), dB_ref.data());
 
-  DeviceTensor dx_in = upload_as(v.x, c.act), dW = upload_as(v.W, c.act);
-  DeviceTensor d_bias = upload_as(v.bias, c.act), d_dy = upload_as(v.dy, c.act);
-  cuda::DeviceBuffer<float> dAp = to_device(v.A), dBp = to_device(v.B), dEp = to_device(E);
-  cuda::DeviceBuffer<std::uint8_t> keep = upload_mask(v.keep);
-  DeviceTensor y = poisoned_as(n_out, c.act), xa = poisoned_as(n_r, c.act);
-  DeviceTensor x_drop = poisoned_as(n_in, c.act), dx = poisoned_as(n_in, c.act);
+  AdapterDevice d(c, v);
+  cuda::DeviceBuffer<float> dEp = to_device(E);
   cuda::DeviceBuffer<unsigned char> ws =
       poisoned_workspace(cuda::adalora_linear_workspace_bytes(c.n, c.in, c.out, c.r, c.act));
   cuda::DeviceBuffer<float> dA = to_device(dA0), dB = to_device(dB0), dE = to_device(dE0);
-
   cuda::AdaLoraLinearArgs a;
-  a.lora.n = c.n;
-  a.lora.in = c.in;
-  a.lora.out = c.out;
-  a.lora.r = c.r;
-  a.lora.scale = s;
-  a.lora.act = c.act;
-  a.lora.W = dW.data();
-  a.lora.bias = c.bias ? d_bias.data() : nullptr;
-  a.lora.A = dAp.data();
-  a.lora.B = dBp.data();
-  a.lora.keep = c.dropout ? keep.data() : nullptr;
-  a.lora.keep_scale = v.keep_scale;
-  a.lora.x_drop = x_drop.data();
-  a.lora.xa = xa.data();
+  a.lora = d.lora(s);
   a.E = dEp.data();
   a.work = ws.data();
-  cuda::adalora_linear_forward(lt(), a, dx_in.data(), y.data(), nullptr);
+  cuda::adalora_linear_forward(lt(), a, d.x.data(), d.y.data(), nullptr);
   const double tol = tolerance(c.act);
-  EXPECT_LT(rel_error(download(y), y_ref), tol);
-  EXPECT_LT(rel_error(download(xa), xa_ref), tol);
+  EXPECT_LT(rel_error(download(d.y), h.y), tol);
+  EXPECT_LT(rel_error(download(d.xa), h.xa), tol);
 
   cuda::device_memset(ws.data(), 0xFF, ws.size());
-  cuda::adalora_linear_backward(lt(), a, dx_in.data(), d_dy.data(), dx.data(), dA.data(), dE.data(),
+  cuda::adalora_linear_backward(lt(), a, d.x.data(), d.dy.data(), d.dx.data(), dA.data(), dE.data(),
                                 dB.data(), nullptr);
-  EXPECT_LT(rel_error(download(dx), dx_ref), tol);
+  EXPECT_LT(rel_error(download(d.dx), h.dx), tol);
   EXPECT_LT(rel_error(increment(to_host(dA), dA0), increment(dA_ref, dA0)), tol);
   EXPECT_LT(rel_error(increment(to_host(dB), dB0), increment(dB_ref, dB0)), tol);
   EXPECT_LT(rel_error(increment(to_host(dE), dE0), increment(dE_ref, dE0)), tol);

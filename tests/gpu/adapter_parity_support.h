@@ -19,6 +19,7 @@
 #include "kernels/dropout.h"
 #include "kernels/dtype.h"
 #include "kernels/half.h"
+#include "kernels/lora_linear.h"
 #include "tests/gpu/gpu_test_support.h"
 
 namespace peftrun::gpu_testing {
@@ -181,6 +182,91 @@ inline cuda::DeviceBuffer<std::uint8_t> upload_mask(const std::vector<std::uint8
   if (!keep.empty()) d.upload(keep.data());
   return d;
 }
+
+// The CPU twin's side of one case: double copies of the inputs and the buffers forward saves.
+struct AdapterHost {
+  std::vector<double> x, W, bias, A, B, dy;
+  std::vector<double> y, xa, x_drop, dx;
+  AdapterCase c;
+  const std::uint8_t* keep = nullptr;
+  double keep_scale = 1.0;
+
+  AdapterHost(const AdapterCase& cs, const AdapterInputs& v)
+      : x(to_double(v.x)),
+        W(to_double(v.W)),
+        bias(to_double(v.bias)),
+        A(to_double(v.A)),
+        B(to_double(v.B)),
+        dy(to_double(v.dy)),
+        y(std::size_t(cs.n) * cs.out),
+        xa(std::size_t(cs.n) * cs.r),
+        x_drop(std::size_t(cs.n) * cs.in),
+        dx(std::size_t(cs.n) * cs.in),
+        c(cs),
+        keep(cs.dropout ? v.keep.data() : nullptr),
+        keep_scale(v.keep_scale) {}
+
+  cpu::LoraLinearArgs<double> lora(double scale) {
+    return {c.n,
+            c.in,
+            c.out,
+            c.r,
+            scale,
+            W.data(),
+            c.bias ? bias.data() : nullptr,
+            A.data(),
+            B.data(),
+            keep,
+            keep_scale,
+            x_drop.data(),
+            xa.data()};
+  }
+};
+
+// The GPU's side of one case: inputs uploaded in their storage types, outputs poisoned.
+struct AdapterDevice {
+  AdapterCase c;
+  DeviceTensor x, W, bias, dy;
+  cuda::DeviceBuffer<float> A, B;
+  cuda::DeviceBuffer<std::uint8_t> keep;
+  float keep_scale = 1.0f;
+  DeviceTensor y, xa, x_drop, dx;
+
+  AdapterDevice(const AdapterCase& cs, const AdapterInputs& v)
+      : c(cs),
+        x(upload_as(v.x, cs.act)),
+        W(upload_as(v.W, cs.act)),
+        bias(upload_as(v.bias, cs.act)),
+        dy(upload_as(v.dy, cs.act)),
+        A(to_device(v.A)),
+        B(to_device(v.B)),
+        keep(upload_mask(v.keep)),
+        keep_scale(v.keep_scale),
+        y(poisoned_as(std::size_t(cs.n) * cs.out, cs.act)),
+        xa(poisoned_as(std::size_t(cs.n) * cs.r, cs.act)),
+        x_drop(poisoned_as(std::size_t(cs.n) * cs.in, cs.act)),
+        dx(poisoned_as(std::size_t(cs.n) * cs.in, cs.act)) {}
+
+  // lora.work is left null: each op passes its own workspace.
+  cuda::LoraLinearArgs lora(float scale) {
+    cuda::LoraLinearArgs a;
+    a.n = c.n;
+    a.in = c.in;
+    a.out = c.out;
+    a.r = c.r;
+    a.scale = scale;
+    a.act = c.act;
+    a.W = W.data();
+    a.bias = c.bias ? bias.data() : nullptr;
+    a.A = A.data();
+    a.B = B.data();
+    a.keep = c.dropout ? keep.data() : nullptr;
+    a.keep_scale = keep_scale;
+    a.x_drop = x_drop.data();
+    a.xa = xa.data();
+    return a;
+  }
+};
 
 // Owns the cuBLASLt context and its workspace; skips the test without a GPU. Fallbacks the
 // kernels report are collected and printed, so a log says which path ran.

@@ -65,16 +65,13 @@ class GpuDoraLinearParity : public BlasLtTest, public ::testing::WithParamInterf
 TEST_P(GpuDoraLinearParity, ForwardAndBackwardMatchTheCpuTwin) {
   const AdapterCase c = GetParam();
   const AdapterInputs v = make_adapter_inputs(c, 2000 + c.n + c.in);
-  const std::size_t n_in = std::size_t(c.n) * c.in, n_out = std::size_t(c.n) * c.out;
-  const std::size_t n_r = std::size_t(c.n) * c.r;
   const double s = 1.5;
+  AdapterHost h(c, v);
 
   // n from the CPU identity; m = n * U(0.5, 1.5) so that g = m / n is not 1.
-  const std::vector<double> x = to_double(v.x), W = to_double(v.W), bias = to_double(v.bias),
-                            A = to_double(v.A), B = to_double(v.B), dy = to_double(v.dy);
   std::vector<double> w_sq(c.out), norm_d(c.out), nwork(cpu::dora_norm_workspace(c.out, c.r));
-  cpu::row_sq_norms(W.data(), c.out, c.in, w_sq.data());
-  cpu::dora_weight_norm(W.data(), w_sq.data(), A.data(), B.data(), c.out, c.in, c.r, s,
+  cpu::row_sq_norms(h.W.data(), c.out, c.in, w_sq.data());
+  cpu::dora_weight_norm(h.W.data(), w_sq.data(), h.A.data(), h.B.data(), c.out, c.in, c.r, s,
                         norm_d.data(), nwork.data());
   std::vector<float> norm(c.out), m(c.out);
   const std::vector<float> wiggle = random_floats(c.out, 9, 0.5f);
@@ -88,72 +85,41 @@ TEST_P(GpuDoraLinearParity, ForwardAndBackwardMatchTheCpuTwin) {
   const std::vector<float> dm0 = random_floats(c.out, 83);
 
   // CPU twin in double.
-  std::vector<double> y_ref(n_out), xa_ref(n_r), xd_ref(n_in), z(n_out), dx_ref(n_in);
-  std::vector<double> work(cpu::dora_linear_workspace(c.n, c.out, c.r));
+  std::vector<double> z(std::size_t(c.n) * c.out),
+      work(cpu::dora_linear_workspace(c.n, c.out, c.r));
   std::vector<double> dA_ref = to_double(dA0), dB_ref = to_double(dB0), dm_ref = to_double(dm0);
   cpu::DoraLinearArgs<double> ra;
-  ra.lora = {c.n,
-             c.in,
-             c.out,
-             c.r,
-             s,
-             W.data(),
-             c.bias ? bias.data() : nullptr,
-             A.data(),
-             B.data(),
-             c.dropout ? v.keep.data() : nullptr,
-             v.keep_scale,
-             xd_ref.data(),
-             xa_ref.data()};
+  ra.lora = h.lora(s);
   ra.magnitude = m_ref.data();
   ra.weight_norm = norm_ref.data();
   ra.z = z.data();
   ra.work = work.data();
-  cpu::dora_linear_forward(ra, x.data(), y_ref.data());
-  cpu::dora_linear_backward(ra, x.data(), dy.data(), dx_ref.data(), dA_ref.data(), dB_ref.data(),
+  cpu::dora_linear_forward(ra, h.x.data(), h.y.data());
+  cpu::dora_linear_backward(ra, h.x.data(), h.dy.data(), h.dx.data(), dA_ref.data(), dB_ref.data(),
                             dm_ref.data());
 
   // GPU.
-  DeviceTensor dx_in = upload_as(v.x, c.act), dW = upload_as(v.W, c.act);
-  DeviceTensor d_bias = upload_as(v.bias, c.act), d_dy = upload_as(v.dy, c.act);
-  cuda::DeviceBuffer<float> dAp = to_device(v.A), dBp = to_device(v.B);
+  AdapterDevice d(c, v);
   cuda::DeviceBuffer<float> d_m = to_device(m), d_norm = to_device(norm);
-  cuda::DeviceBuffer<std::uint8_t> keep = upload_mask(v.keep);
-  DeviceTensor y = poisoned_as(n_out, c.act), xa = poisoned_as(n_r, c.act);
-  DeviceTensor x_drop = poisoned_as(n_in, c.act), dx = poisoned_as(n_in, c.act);
-  DeviceTensor saved_v = poisoned_as(n_out, c.act);
+  DeviceTensor saved_v = poisoned_as(std::size_t(c.n) * c.out, c.act);
   cuda::DeviceBuffer<unsigned char> ws = poisoned_workspace(
       cuda::dora_linear_workspace_bytes(c.n, c.in, c.out, c.r, c.act, c.dropout));
   cuda::DeviceBuffer<float> dA = to_device(dA0), dB = to_device(dB0), dm = to_device(dm0);
-
   cuda::DoraLinearArgs a;
-  a.lora.n = c.n;
-  a.lora.in = c.in;
-  a.lora.out = c.out;
-  a.lora.r = c.r;
-  a.lora.scale = static_cast<float>(s);
-  a.lora.act = c.act;
-  a.lora.W = dW.data();
-  a.lora.bias = c.bias ? d_bias.data() : nullptr;
-  a.lora.A = dAp.data();
-  a.lora.B = dBp.data();
-  a.lora.keep = c.dropout ? keep.data() : nullptr;
-  a.lora.keep_scale = v.keep_scale;
-  a.lora.x_drop = x_drop.data();
-  a.lora.xa = xa.data();
+  a.lora = d.lora(static_cast<float>(s));
   a.magnitude = d_m.data();
   a.weight_norm = d_norm.data();
   a.v = saved_v.data();
   a.work = ws.data();
-  cuda::dora_linear_forward(lt(), a, dx_in.data(), y.data(), nullptr);
+  cuda::dora_linear_forward(lt(), a, d.x.data(), d.y.data(), nullptr);
   const double tol = tolerance(c.act);
-  EXPECT_LT(rel_error(download(y), y_ref), tol);
-  EXPECT_LT(rel_error(download(xa), xa_ref), tol);
+  EXPECT_LT(rel_error(download(d.y), h.y), tol);
+  EXPECT_LT(rel_error(download(d.xa), h.xa), tol);
 
   cuda::device_memset(ws.data(), 0xFF, ws.size());
-  cuda::dora_linear_backward(lt(), a, dx_in.data(), d_dy.data(), dx.data(), dA.data(), dB.data(),
+  cuda::dora_linear_backward(lt(), a, d.x.data(), d.dy.data(), d.dx.data(), dA.data(), dB.data(),
                              dm.data(), nullptr);
-  EXPECT_LT(rel_error(download(dx), dx_ref), tol);
+  EXPECT_LT(rel_error(download(d.dx), h.dx), tol);
   EXPECT_LT(rel_error(increment(to_host(dA), dA0), increment(dA_ref, dA0)), tol);
   EXPECT_LT(rel_error(increment(to_host(dB), dB0), increment(dB_ref, dB0)), tol);
   EXPECT_LT(rel_error(increment(to_host(dm), dm0), increment(dm_ref, dm0)), tol);
