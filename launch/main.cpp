@@ -3,6 +3,7 @@
 //   peftrun CONFIG.yaml [--set key.path=value ...] [--debug]     train
 //   peftrun check CONFIG.yaml [--set ...]                         validate, print resolved config
 //   peftrun eval CONFIG.yaml [--adapter DIR] [--dump-logits F]    held-out loss of an adapter
+//   peftrun merge CONFIG.yaml --adapter DIR --out DIR [...]       merged HF model (merge_command.h)
 //   peftrun --help | --version | --print-default-config
 //
 // Exit codes: 0 success; 2 bad command line or config (one line per problem); 1 runtime failure;
@@ -14,6 +15,7 @@
 
 #include "comm/mpi_runtime.h"
 #include "configs/config.h"
+#include "launch/merge_command.h"
 #include "launch/world.h"
 #include "runtime/train/evaluator.h"
 #include "runtime/train/trainer.h"
@@ -31,6 +33,10 @@ const char* kUsage = R"(usage:
   peftrun check CONFIG.yaml [--set key.path=value ...]       validate; print the resolved config
   peftrun eval CONFIG.yaml [--adapter DIR] [--dump-logits FILE.safetensors] [--set ...]
                                                              mean loss and perplexity on data.eval
+  peftrun merge CONFIG.yaml --adapter DIR --out DIR [--dtype fp16|bf16] [--force]
+                [--max-shard-size SIZE] [--set ...]
+                                                             the base with the adapter folded in,
+                                                             as a Hugging Face model folder
   peftrun --print-default-config                             print the embedded configs/tiny.yaml
   peftrun --help | --version
 
@@ -45,9 +51,14 @@ options:
   --debug                check every activation and gradient after each layer, and the
                          parameters after each step, for non-finite values (names the op,
                          layer and tensor)
-  --adapter DIR          (eval) the PEFT adapter to evaluate (default: adapter.init_from, else
-                         a freshly initialised adapter)
+  --adapter DIR          (eval, merge) the PEFT adapter to evaluate or merge (default:
+                         adapter.init_from; for eval, else a freshly initialised adapter)
   --dump-logits FILE     (eval) write the first eval batch's logits, inputs and labels
+  --out DIR              (merge) the folder to write (config.json, model.safetensors, tokenizer
+                         files); written beside it and renamed into place, never half written
+  --dtype fp16|bf16      (merge) the merged weights' type (default fp16, the base peftrun trains)
+  --force                (merge) replace a non-empty --out that is not a previous merge output
+  --max-shard-size SIZE  (merge) shard the weights above SIZE, e.g. 2GB (default 5GB)
 
 multi-rank: mpirun -np N peftrun CONFIG.yaml (data parallel; see README "Running on a cluster")
 
@@ -201,6 +212,9 @@ int main(int argc, char** argv) {
       return kExitOk;
     }
   }
+  // merge has options of its own and never uses MPI (launch/merge_command.cpp).
+  if (argc > 1 && !std::strcmp(argv[1], "merge"))
+    return peftrun::run_merge_command(argc - 1, argv + 1);
   Args args;
   if (!parse_args(argc, argv, args)) return kExitUsage;
 

@@ -77,17 +77,19 @@ std::vector<std::uint8_t> make_file(const std::string& header, std::size_t data_
 }
 
 // Runs fn, requires a std::runtime_error whose message contains every needle.
+// fn must throw an E whose message holds every needle.
+template <typename E = std::runtime_error>
 void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> needles) {
   try {
     fn();
-  } catch (const std::runtime_error& e) {
+  } catch (const E& e) {
     const std::string msg = e.what();
     for (const auto& n : needles) {
       EXPECT_NE(msg.find(n), std::string::npos) << "message lacks \"" << n << "\": " << msg;
     }
     return;
   }
-  ADD_FAILURE() << "no std::runtime_error thrown";
+  ADD_FAILURE() << "no exception of the expected type thrown";
 }
 
 // Writes a file with the given header (and data) and expects opening it to fail naming the file
@@ -296,6 +298,51 @@ TEST_F(SafetensorsTest, WriteToReadOnlyDirectoryThrowsAndLeavesNothing) {
   expect_error([&] { w.write(p); }, {p, "Permission denied"});
   fs::permissions(sub, fs::perms::owner_all, fs::perm_options::replace);
   EXPECT_TRUE(fs::is_empty(sub));
+}
+
+// --- streaming writer ---------------------------------------------------------------------
+
+TEST_F(SafetensorsTest, StreamWriterRoundTripsInDeclarationOrder) {
+  const std::string p = path("stream.safetensors");
+  const std::vector<half_bits> b = {float_to_half(1.5f), float_to_half(-2.0f),
+                                    float_to_half(0.25f)};
+  const std::vector<half_bits> a = {float_to_half(3.0f), float_to_half(4.0f)};
+  SafetensorsStreamWriter w(p, {{"b", TensorDType::kF16, {3}}, {"a", TensorDType::kF16, {1, 2}}},
+                            {{"format", "pt"}});
+  w.append("b", b.data(), b.size() * 2);
+  w.append("a", a.data(), a.size() * 2);
+  w.finish();
+  EXPECT_EQ(w.data_bytes(), 10u);
+  SafetensorsReader r(p);
+  EXPECT_EQ(r.metadata().at("format"), "pt");
+  EXPECT_EQ(r.info("b").data_begin, 0u);  // declaration order, not name order
+  EXPECT_EQ(r.info("a").shape, (std::vector<std::int64_t>{1, 2}));
+  EXPECT_EQ(r.read_tensor_f32("b"), (std::vector<float>{1.5f, -2.0f, 0.25f}));
+  EXPECT_EQ(r.read_tensor_f32("a"), (std::vector<float>{3.0f, 4.0f}));
+}
+
+TEST_F(SafetensorsTest, StreamWriterRefusesOutOfOrderAndRemovesUnfinishedFiles) {
+  const std::string p = path("partial.safetensors");
+  const std::vector<float> v = {1, 2};
+  {
+    SafetensorsStreamWriter w(p, {{"x", TensorDType::kF32, {2}}, {"y", TensorDType::kF32, {2}}},
+                              {});
+    expect_error<std::logic_error>([&] { w.append("y", v.data(), 8); },
+                                   {p, "appended tensor 'y'", "expected 'x'"});
+    expect_error<std::logic_error>([&] { w.append("x", v.data(), 4); }, {"(4 bytes)", "(8 bytes)"});
+    w.append("x", v.data(), 8);
+    expect_error<std::logic_error>([&] { w.finish(); }, {p, "after 1 of 2"});
+    EXPECT_TRUE(fs::exists(p));
+  }
+  EXPECT_FALSE(fs::exists(p)) << "an unfinished file must not survive its writer";
+  // The file must be new: an existing one is never overwritten in place.
+  std::ofstream(p) << "old";
+  expect_error([&] { SafetensorsStreamWriter(p, {}, {}); }, {p, "File exists"});
+  expect_error<std::invalid_argument>(
+      [&] {
+        SafetensorsStreamWriter(path("d.safetensors"), {{"", TensorDType::kF32, {1}}}, {});
+      },
+      {"name must not be empty"});
 }
 
 // --- malformed files: each is rejected with the file (and tensor) named ----------------------

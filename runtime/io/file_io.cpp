@@ -71,17 +71,11 @@ void write_file_atomic(const std::string& path, std::span<const ByteChunk> chunk
   if (::rename(tmp.c_str(), path.c_str()) != 0) fail("rename failed from", errno, false);
 
   // The rename lives in the directory; fsync it so the new name itself survives a crash.
-  const std::string dir = parent_dir(path);
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd < 0) {
-    throw_os_error("wrote '" + path + "' but cannot open its directory to fsync it", dir, errno);
+  try {
+    fsync_directory(parent_dir(path));
+  } catch (const std::runtime_error& e) {
+    throw std::runtime_error("wrote '" + path + "' but " + e.what());
   }
-  if (::fsync(dfd) != 0) {
-    const int err = errno;
-    ::close(dfd);
-    throw_os_error("wrote '" + path + "' but fsync failed on its directory", dir, err);
-  }
-  ::close(dfd);
 }
 
 ReadOnlyFile::ReadOnlyFile(std::string path) : path_(std::move(path)) {
@@ -135,6 +129,54 @@ void ReadOnlyFile::read_at(std::uint64_t offset, void* dst, std::size_t n) const
     offset += static_cast<std::uint64_t>(r);
     n -= static_cast<std::size_t>(r);
   }
+}
+
+WriteOnlyFile::WriteOnlyFile(std::string path) : path_(std::move(path)) {
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd_ < 0) throw_os_error("cannot create", path_, errno);
+}
+
+WriteOnlyFile::~WriteOnlyFile() {
+  if (fd_ < 0) return;
+  ::close(fd_);
+  ::unlink(path_.c_str());  // never finished: a partial file must not look like a result
+}
+
+WriteOnlyFile::WriteOnlyFile(WriteOnlyFile&& other) noexcept
+    : path_(std::move(other.path_)), fd_(std::exchange(other.fd_, -1)) {}
+
+void WriteOnlyFile::write(const void* data, std::size_t n) {
+  if (fd_ < 0) throw std::logic_error("WriteOnlyFile::write after finish on '" + path_ + "'");
+  if (const int err = write_all(fd_, static_cast<const std::uint8_t*>(data), n); err != 0) {
+    throw_os_error("write failed on", path_, err);
+  }
+}
+
+void WriteOnlyFile::finish() {
+  if (fd_ < 0) throw std::logic_error("WriteOnlyFile::finish twice on '" + path_ + "'");
+  const int fd = std::exchange(fd_, -1);
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(path_.c_str());
+    throw_os_error("fsync failed on", path_, err);
+  }
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(path_.c_str());
+    throw_os_error("close failed on", path_, err);
+  }
+}
+
+void fsync_directory(const std::string& dir) {
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dfd < 0) throw_os_error("cannot open folder", dir, errno);
+  if (::fsync(dfd) != 0) {
+    const int err = errno;
+    ::close(dfd);
+    throw_os_error("fsync failed on folder", dir, err);
+  }
+  ::close(dfd);
 }
 
 }  // namespace peftrun

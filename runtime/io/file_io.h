@@ -52,4 +52,32 @@ class ReadOnlyFile {
   std::uint64_t size_ = 0;
 };
 
+// A new file written front to back, for outputs too large to assemble in memory first (a merged
+// model's shards). Not crash-safe by itself: callers write into a temporary folder that is
+// renamed into place as a whole. Move-only: it owns the descriptor; a file that was never
+// finish()ed is closed and removed by the destructor.
+class WriteOnlyFile {
+ public:
+  // Creates `path`, which must not exist yet (O_EXCL). Throws naming the file and the OS error.
+  explicit WriteOnlyFile(std::string path);
+  ~WriteOnlyFile();
+  WriteOnlyFile(WriteOnlyFile&& other) noexcept;
+  WriteOnlyFile& operator=(WriteOnlyFile&&) = delete;
+  WriteOnlyFile(const WriteOnlyFile&) = delete;
+  WriteOnlyFile& operator=(const WriteOnlyFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  // Appends n bytes; throws naming the file and the OS error (e.g. a full disk).
+  void write(const void* data, std::size_t n);
+  // fsync and close; throws naming the file on failure.
+  void finish();
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+};
+
+// fsyncs a directory, so entries just created or renamed in it survive a crash. Throws naming it.
+void fsync_directory(const std::string& dir);
+
 }  // namespace peftrun

@@ -72,6 +72,39 @@ std::optional<std::uint64_t> checked_bytes(const std::vector<std::int64_t>& shap
   return n;
 }
 
+// The byte size of a tensor to be written, after checking its name and shape; throws
+// std::invalid_argument for an empty or reserved name, a negative dimension or an overflow.
+std::uint64_t checked_tensor_bytes(const std::string& name, TensorDType dtype,
+                                   const std::vector<std::int64_t>& shape) {
+  if (name.empty()) throw std::invalid_argument("safetensors: tensor name must not be empty");
+  if (name == "__metadata__") {
+    throw std::invalid_argument("safetensors: '__metadata__' is reserved, not a tensor name");
+  }
+  for (const std::int64_t d : shape) {
+    if (d < 0) {
+      throw std::invalid_argument("safetensors: tensor '" + name + "' has a negative dimension");
+    }
+  }
+  const auto bytes = checked_bytes(shape, dtype_size(dtype));
+  if (!bytes) {
+    throw std::invalid_argument("safetensors: tensor '" + name + "' needs more than 2^64 bytes");
+  }
+  return *bytes;
+}
+
+// The 8-byte little-endian length prefix plus the JSON header, space-padded so the data section
+// starts 8-aligned in the file (the convention of the reference implementation; it lets tensors
+// be used in place from an mmap).
+std::vector<std::uint8_t> frame_header(const json& header) {
+  std::string text = header.dump();
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::vector<std::uint8_t> out(8 + text.size());
+  const std::uint64_t n = text.size();
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::uint8_t>(n >> (8 * i));
+  std::memcpy(out.data() + 8, text.data(), text.size());
+  return out;
+}
+
 std::string json_type(const json& j) {
   return j.type_name();
 }
@@ -150,24 +183,14 @@ std::uint64_t TensorInfo::numel() const {
 
 void SafetensorsWriter::add(const std::string& name, TensorDType dtype,
                             std::vector<std::int64_t> shape, const void* data, std::size_t nbytes) {
-  if (name.empty()) throw std::invalid_argument("safetensors: tensor name must not be empty");
-  if (name == "__metadata__") {
-    throw std::invalid_argument("safetensors: '__metadata__' is reserved, not a tensor name");
-  }
   if (tensors_.count(name) != 0) {
     throw std::invalid_argument("safetensors: duplicate tensor name '" + name + "'");
   }
-  for (const std::int64_t d : shape) {
-    if (d < 0) {
-      throw std::invalid_argument("safetensors: tensor '" + name + "' has a negative dimension");
-    }
-  }
-  const auto expect = checked_bytes(shape, dtype_size(dtype));
-  if (!expect || *expect != nbytes) {
+  const std::uint64_t expect = checked_tensor_bytes(name, dtype, shape);
+  if (expect != nbytes) {
     throw std::invalid_argument("safetensors: tensor '" + name + "' has " + std::to_string(nbytes) +
                                 " bytes, but its shape and dtype " +
-                                std::string(dtype_name(dtype)) + " need " +
-                                (expect ? std::to_string(*expect) : std::string("> 2^64")));
+                                std::string(dtype_name(dtype)) + " need " + std::to_string(expect));
   }
   Entry e{dtype, std::move(shape), {}};
   if (nbytes > 0) {
@@ -220,16 +243,7 @@ std::vector<std::uint8_t> SafetensorsWriter::serialize_header() const {
                      {"data_offsets", {offset, offset + e.bytes.size()}}};
   }
   if (!metadata_.empty()) header["__metadata__"] = metadata_;
-  std::string text = header.dump();
-  // Pad so the data section starts 8-aligned in the file (the convention of the reference
-  // implementation; it lets tensors be used in place from an mmap).
-  text.append((8 - text.size() % 8) % 8, ' ');
-
-  std::vector<std::uint8_t> out(8 + text.size());
-  const std::uint64_t n = text.size();
-  for (int i = 0; i < 8; ++i) out[i] = static_cast<std::uint8_t>(n >> (8 * i));
-  std::memcpy(out.data() + 8, text.data(), text.size());
-  return out;
+  return frame_header(header);
 }
 
 void SafetensorsWriter::write(const std::string& path) const {
@@ -238,6 +252,52 @@ void SafetensorsWriter::write(const std::string& path) const {
   chunks.emplace_back(header);
   for (const auto& [name, offset] : layout()) chunks.emplace_back(tensors_.at(*name).bytes);
   write_file_atomic(path, chunks);
+}
+
+SafetensorsStreamWriter::SafetensorsStreamWriter(std::string path, std::vector<Tensor> tensors,
+                                                 const std::map<std::string, std::string>& metadata)
+    : file_(std::move(path)), tensors_(std::move(tensors)) {
+  json header = json::object();
+  std::uint64_t offset = 0;
+  for (const Tensor& t : tensors_) {
+    if (header.contains(t.name)) {
+      throw std::invalid_argument("safetensors: duplicate tensor name '" + t.name + "'");
+    }
+    const std::uint64_t bytes = checked_tensor_bytes(t.name, t.dtype, t.shape);
+    header[t.name] = {{"dtype", std::string(dtype_name(t.dtype))},
+                      {"shape", t.shape},
+                      {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  const std::vector<std::uint8_t> framed = frame_header(header);
+  file_.write(framed.data(), framed.size());
+}
+
+void SafetensorsStreamWriter::append(const std::string& name, const void* data,
+                                     std::size_t nbytes) {
+  if (next_ >= tensors_.size()) {
+    throw std::logic_error(file_.path() + ": tensor '" + name + "' appended after all " +
+                           std::to_string(tensors_.size()) + " declared tensors");
+  }
+  const Tensor& t = tensors_[next_];
+  const std::uint64_t want = *checked_bytes(t.shape, dtype_size(t.dtype));
+  if (t.name != name || want != nbytes) {
+    throw std::logic_error(file_.path() + ": appended tensor '" + name + "' (" +
+                           std::to_string(nbytes) + " bytes), expected '" + t.name + "' (" +
+                           std::to_string(want) + " bytes)");
+  }
+  file_.write(data, nbytes);
+  data_bytes_ += nbytes;
+  ++next_;
+}
+
+void SafetensorsStreamWriter::finish() {
+  if (next_ != tensors_.size()) {
+    throw std::logic_error(file_.path() + ": finished after " + std::to_string(next_) + " of " +
+                           std::to_string(tensors_.size()) + " declared tensors");
+  }
+  file_.finish();
 }
 
 // ---------------------------------------------------------------------------------------------

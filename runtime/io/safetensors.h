@@ -102,6 +102,41 @@ class SafetensorsWriter {
   std::map<std::string, std::string> metadata_;
 };
 
+// Writes one safetensors file whose tensors are all declared up front and whose bytes then
+// follow tensor by tensor, in declaration order, so a multi-gigabyte file (a merged model's
+// shard) never has to be held in memory. The data section keeps declaration order, so a tensor
+// starts at a multiple of its element size only when the ones before it keep that (true when
+// all share one dtype). Not crash-safe by itself (see WriteOnlyFile): `peftrun merge` writes
+// into a temporary folder renamed into place as a whole.
+class SafetensorsStreamWriter {
+ public:
+  struct Tensor {
+    std::string name;
+    TensorDType dtype = TensorDType::kF32;
+    std::vector<std::int64_t> shape;
+  };
+
+  // Creates `path` (which must not exist) and writes the header. Throws std::invalid_argument
+  // for what SafetensorsWriter::add refuses, std::runtime_error naming the file on I/O errors.
+  SafetensorsStreamWriter(std::string path, std::vector<Tensor> tensors,
+                          const std::map<std::string, std::string>& metadata);
+
+  // The next tensor's bytes, which must be exactly numel(shape) * dtype_size(dtype) bytes of
+  // the next declared tensor, in declaration order.
+  void append(const std::string& name, const void* data, std::size_t nbytes);
+  // Checks every declared tensor was appended, then fsyncs and closes the file.
+  void finish();
+
+  // Bytes of the data section (header excluded).
+  std::uint64_t data_bytes() const { return data_bytes_; }
+
+ private:
+  WriteOnlyFile file_;
+  std::vector<Tensor> tensors_;
+  std::size_t next_ = 0;
+  std::uint64_t data_bytes_ = 0;
+};
+
 class SafetensorsReader {
  public:
   // Opens the file and reads and validates its header; tensor data is not read yet.

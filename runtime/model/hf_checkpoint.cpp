@@ -3,36 +3,18 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
-#include <filesystem>
-#include <fstream>
-#include <map>
-#include <memory>
 #include <sstream>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "configs/hf_model_config.h"
 #include "runtime/io/safetensors.h"
+#include "runtime/model/hf_checkpoint_files.h"
 
 namespace peftrun {
 namespace {
-
-namespace fs = std::filesystem;
-
-constexpr const char* kSingleFile = "model.safetensors";
-constexpr const char* kIndexFile = "model.safetensors.index.json";
-
-std::string shape_text(const std::vector<std::int64_t>& shape) {
-  std::string out = "[";
-  for (std::size_t i = 0; i < shape.size(); ++i) {
-    out += (i ? ", " : "") + std::to_string(shape[i]);
-  }
-  return out + "]";
-}
 
 std::string number_text(double v) {
   std::ostringstream out;
@@ -49,6 +31,8 @@ std::string bias_text(unsigned mask) {
   }
   return out.empty() ? "no projection" : out;
 }
+
+}  // namespace
 
 // The caller's shape must be the one config.json states: a shape typed into the YAML for a
 // folder without config.json, or assembled by hand, would otherwise decide how the tensors are
@@ -92,126 +76,16 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          bias_text(shape.proj_bias_mask));
 }
 
-// Where each tensor lives: one file, or the shards of an index. Readers open lazily, so a
-// sharded checkpoint only opens the shards that hold tensors the model needs.
-class CheckpointFiles {
- public:
-  explicit CheckpointFiles(const std::string& dir) : dir_(dir) {
-    std::error_code ec;
-    const fs::path single = fs::path(dir) / kSingleFile;
-    const fs::path index = fs::path(dir) / kIndexFile;
-    // transformers prefers the single file when both are present; so do we.
-    if (fs::exists(single, ec)) {
-      single_ = std::make_unique<SafetensorsReader>(single.lexically_normal().string());
-    } else if (fs::exists(index, ec)) {
-      read_index(index.lexically_normal().string());
-    } else {
-      throw std::runtime_error("checkpoint folder '" + dir + "' has neither " + kSingleFile +
-                               " nor " + kIndexFile +
-                               ", expected Hugging Face safetensors weights (pytorch_model.bin is "
-                               "not supported)");
-    }
-  }
-
-  // The file a missing tensor is reported against.
-  const std::string& where() const { return single_ ? single_->path() : index_path_; }
-
-  bool has(const std::string& tensor) const {
-    return single_ ? single_->contains(tensor) : weight_map_.count(tensor) > 0;
-  }
-
-  const SafetensorsReader& reader_for(const std::string& tensor) {
-    if (!has(tensor)) {
-      throw std::runtime_error(where() + ": missing tensor '" + tensor + "'" +
-                               (single_ ? "" : " (not in weight_map)"));
-    }
-    if (single_) return *single_;
-    const std::string& shard = weight_map_.at(tensor);
-    auto& reader = shards_[shard];
-    if (!reader) {
-      const fs::path path = fs::path(dir_) / shard;
-      std::error_code ec;
-      if (!fs::exists(path, ec)) {
-        throw std::runtime_error(index_path_ + ": weight_map puts tensor '" + tensor +
-                                 "' in shard '" + shard + "', which does not exist in '" + dir_ +
-                                 "'");
-      }
-      reader = std::make_unique<SafetensorsReader>(path.lexically_normal().string());
-    }
-    if (!reader->contains(tensor)) {
-      throw std::runtime_error(reader->path() + ": missing tensor '" + tensor + "' (" +
-                               index_path_ + " says it is in this shard)");
-    }
-    return *reader;
-  }
-
-  std::size_t shards_opened() const { return shards_.size(); }
-
- private:
-  void read_index(const std::string& path) {
-    index_path_ = path;
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error(path + ": cannot be opened");
-    nlohmann::json index;
-    try {
-      index = nlohmann::json::parse(in);
-    } catch (const nlohmann::json::exception& e) {
-      throw std::runtime_error(path + ": malformed JSON: " + e.what());
-    }
-    if (!index.is_object() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
-      throw std::runtime_error(path +
-                               ": expected a JSON object with a \"weight_map\" object "
-                               "(tensor name -> shard file)");
-    }
-    for (const auto& [tensor, file] : index["weight_map"].items()) {
-      if (!file.is_string()) {
-        throw std::runtime_error(path + ": weight_map entry for tensor '" + tensor + "' is " +
-                                 file.dump() + ", expected a shard file name");
-      }
-      const std::string name = file.get<std::string>();
-      // Shards sit next to the index; a path would let a downloaded index read arbitrary files.
-      if (name.empty() || name.find('/') != std::string::npos || name == "." || name == "..") {
-        throw std::runtime_error(path + ": weight_map entry for tensor '" + tensor + "' is '" +
-                                 name + "', expected a file name in the same folder");
-      }
-      weight_map_.emplace(tensor, name);
-    }
-  }
-
-  std::string dir_;
-  std::unique_ptr<SafetensorsReader> single_;
-  std::string index_path_;
-  std::map<std::string, std::string> weight_map_;
-  std::map<std::string, std::unique_ptr<SafetensorsReader>> shards_;
-};
-
-// A tensor that passed Loader::check: where it is and what to call it in errors.
-struct CheckedTensor {
-  const SafetensorsReader* reader;
-  const TensorInfo* info;
-  std::string what;  // "<file>: tensor '<name>'"
-};
+namespace {
 
 class Loader {
  public:
   explicit Loader(const std::string& dir) : files_(dir) {}
 
-  // Tensor `name` must exist with `shape` and a dtype we convert. Only the file's header is
-  // consulted, so a rank that reads none of a tensor still refuses a checkpoint that is wrong.
+  // Only the file's header is consulted, so a rank that reads none of a tensor still refuses a
+  // checkpoint that is wrong.
   CheckedTensor check(const std::string& name, const std::vector<std::int64_t>& shape) {
-    const SafetensorsReader& reader = files_.reader_for(name);
-    const TensorInfo& info = reader.info(name);
-    CheckedTensor t{&reader, &info, reader.path() + ": tensor '" + name + "'"};
-    if (info.shape != shape) {
-      throw std::runtime_error(t.what + " has shape " + shape_text(info.shape) + ", expected " +
-                               shape_text(shape));
-    }
-    if (info.dtype != TensorDType::kF16 && info.dtype != TensorDType::kBF16 &&
-        info.dtype != TensorDType::kF32) {
-      throw std::runtime_error(t.what + " has dtype " + std::string(dtype_name(info.dtype)) +
-                               ", expected F32, F16 or BF16");
-    }
-    return t;
+    return files_.check(name, shape);
   }
 
   // Elements [first, first + count) of a checked tensor as fp16 into dst[0 .. count): a whole
@@ -269,7 +143,7 @@ class Loader {
                              std::to_string(i) + ", expected finite weights");
   }
 
-  CheckpointFiles files_;
+  HfCheckpointFiles files_;
   std::vector<std::uint8_t> raw_;
   std::uint64_t bytes_read_ = 0;
 };
@@ -290,6 +164,52 @@ std::string hf_proj_bias_name(int layer, Proj p) {
   return proj_prefix(layer, p) + ".bias";
 }
 
+std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
+  std::vector<HfTensor> out;
+  const std::int64_t dim = shape.dim, vocab = shape.vocab_size;
+  out.push_back(
+      {"model.embed_tokens.weight", {vocab, dim}, HfTensor::Kind::kEmbedding, -1, Proj::kQ});
+  for (int l = 0; l < shape.n_layers; ++l) {
+    for (int p = 0; p < int(Proj::kCount); ++p) {
+      const ProjShape s = proj_shape(shape, Proj(p));
+      out.push_back({hf_proj_weight_name(l, Proj(p)),
+                     {s.out, s.in},
+                     HfTensor::Kind::kProjWeight,
+                     l,
+                     Proj(p)});
+      if (shape.proj_bias_mask & bias_bit(Proj(p))) {
+        out.push_back(
+            {hf_proj_bias_name(l, Proj(p)), {s.out}, HfTensor::Kind::kProjBias, l, Proj(p)});
+      }
+    }
+    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    out.push_back(
+        {prefix + "input_layernorm.weight", {dim}, HfTensor::Kind::kAttnNorm, l, Proj::kQ});
+    out.push_back(
+        {prefix + "post_attention_layernorm.weight", {dim}, HfTensor::Kind::kMlpNorm, l, Proj::kQ});
+  }
+  out.push_back({"model.norm.weight", {dim}, HfTensor::Kind::kFinalNorm, -1, Proj::kQ});
+  if (!shape.tie_embeddings) {
+    out.push_back({"lm_head.weight", {vocab, dim}, HfTensor::Kind::kLmHead, -1, Proj::kQ});
+  }
+  return out;
+}
+
+std::size_t layer_offset(const LayerOffsets& offsets, const HfTensor& t) {
+  switch (t.kind) {
+    case HfTensor::Kind::kAttnNorm:
+      return offsets.attn_norm;
+    case HfTensor::Kind::kMlpNorm:
+      return offsets.mlp_norm;
+    case HfTensor::Kind::kProjWeight:
+      return offsets.proj[int(t.proj)];
+    case HfTensor::Kind::kProjBias:
+      return offsets.bias[int(t.proj)];
+    default:
+      return kNoOffset;
+  }
+}
+
 namespace {
 
 // Layer l's elements [begin, begin + dst_elems) into dst (the part past the layer's end is left
@@ -305,18 +225,12 @@ void read_layer_range(Loader& loader, const ModelConfig& shape, const LayerOffse
     const std::size_t hi = std::min(at + std::size_t(t.info->numel()), end);
     if (lo < hi) loader.read(t, lo - at, hi - lo, dst + (lo - begin));
   };
-  const std::int64_t dim = shape.dim;
-  const BiasMask biases = shape.proj_bias_mask;
-  const std::string prefix = "model.layers." + std::to_string(l) + ".";
-  part(prefix + "input_layernorm.weight", {dim}, offsets.attn_norm);
-  part(prefix + "post_attention_layernorm.weight", {dim}, offsets.mlp_norm);
+  for (const HfTensor& t : hf_model_tensors(shape)) {
+    if (t.layer == l) part(t.name, t.shape, layer_offset(offsets, t));
+  }
   for (int p = 0; p < int(Proj::kCount); ++p) {
-    const ProjShape s = proj_shape(shape, Proj(p));
-    part(hf_proj_weight_name(l, Proj(p)), {s.out, s.in}, offsets.proj[p]);
     const std::string bias = hf_proj_bias_name(l, Proj(p));
-    if (biases & bias_bit(Proj(p))) {
-      part(bias, {s.out}, offsets.bias[p]);
-    } else if (loader.has(bias)) {
+    if (!(shape.proj_bias_mask & bias_bit(Proj(p))) && loader.has(bias)) {
       // Dropping it would quietly compute a different model than the checkpoint's.
       throw std::runtime_error(loader.where() + ": has tensor '" + bias + "', but config.json (" +
                                "model_type, attention_bias, mlp_bias) gives " +

@@ -13,8 +13,10 @@
 // partly infinite would only show up as a diverged run much later.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "configs/config.h"
 #include "runtime/model/base_weights.h"
@@ -24,6 +26,28 @@ namespace peftrun {
 // HF's names, e.g. "model.layers.3.self_attn.q_proj.weight" and "model.layers.3.mlp.up_proj.bias".
 std::string hf_proj_weight_name(int layer, Proj p);
 std::string hf_proj_bias_name(int layer, Proj p);
+
+// One tensor of an HF LLaMA-family checkpoint and the BaseWeights slot it fills.
+struct HfTensor {
+  enum class Kind { kEmbedding, kProjWeight, kProjBias, kAttnNorm, kMlpNorm, kFinalNorm, kLmHead };
+  std::string name;
+  std::vector<std::int64_t> shape;
+  Kind kind = Kind::kEmbedding;
+  int layer = -1;        // the decoder layer; -1 for embedding, final norm and lm_head
+  Proj proj = Proj::kQ;  // for kProjWeight / kProjBias
+};
+
+// Every tensor of a model of `shape` (the biases of shape.proj_bias_mask; no lm_head when the
+// embeddings are tied), in the order transformers' state_dict lists them.
+std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape);
+
+// Where a layer tensor (layer >= 0) starts inside its layer buffer; kNoOffset for the others.
+std::size_t layer_offset(const LayerOffsets& offsets, const HfTensor& t);
+
+// Throws std::runtime_error naming `dir`/config.json and the key when `shape` (normally the
+// resolved config's model section) differs from what that config.json says, or config.json
+// cannot be read or is not a supported model.
+void check_shape_against_config_json(const std::string& dir, const ModelConfig& shape);
 
 // Loads `dir` into a BaseWeights of `shape`, with the biases of shape.proj_bias_mask laid out by
 // LayerOffsets::for_model(shape, shape.proj_bias_mask). `shape` is normally the resolved
