@@ -9,13 +9,33 @@
 // chain rule through A~[k, :] = E[k] A[k, :] gives, with dA~ = dxa^T drop(x):
 //   dA[k, :] += E[k] dA~[k, :]        dE[k] += sum_j dA~[k, j] A[k, j]
 //
-// Orthogonality regulariser (one matrix), importance EMA: see below. The budget allocator that
-// uses them lives in runtime/adapters/adalora_allocator.h.
+// Orthogonality regulariser (one matrix), importance EMA, triplet scores: see below. The budget
+// allocator that uses them lives in runtime/adapters/adalora_allocator.h; it ranks the scores
+// of all modules on the host (a few thousand floats), whichever backend computed them.
+//
+// CUDA twin (namespace peftrun::cuda, adalora_cuda.cu): the linear layer is cuda::lora_linear's
+// matmul sequence with A~ = E * A cast into the workspace; the importance update and the
+// triplet scores run over the flat device buffers with the same per-element functions
+// (kernels/adalora_math.h), so the EMAs are bit-identical to the CPU's.
 #pragma once
 
 #include <cstddef>
 
+#include "kernels/blaslt.h"
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
 #include "kernels/lora_linear.h"
+
+namespace peftrun {
+
+// Where one module's triplets sit in the flat buffers (params, grads, EMAs share the layout):
+// A [r, in] at a, B [out, r] at b, E [r] at e (element offsets).
+struct AdaLoraModuleView {
+  std::size_t a = 0, b = 0, e = 0;
+  int r = 0, in = 0, out = 0;
+};
+
+}  // namespace peftrun
 
 namespace peftrun::cpu {
 
@@ -73,4 +93,45 @@ template <typename T>
 void adalora_update_importance(const T* p, const T* g, T* ipt_ema, T* unc_ema, std::size_t n,
                                double beta1, double beta2, double grad_scale = 1.0);
 
+// Triplet scores of one module (PEFT's _element_score + _combine_ipt):
+//   S_k = s(E_k) + (mean_j s(A[k, j]) + mean_i s(B[i, k])),   s = ipt_ema * unc_ema (fp32)
+// with the means summed in double and rounded once (triplet_score). scores: [m.r].
+void adalora_triplet_scores(const float* ipt_ema, const float* unc_ema, const AdaLoraModuleView& m,
+                            float* scores);
+
 }  // namespace peftrun::cpu
+
+namespace peftrun::cuda {
+
+struct AdaLoraLinearArgs {
+  // Shapes, act, W, bias, lora.A = lora_A (P, not scaled by E), lora.B = lora_B, lora.scale = c,
+  // dropout and the saved xa / x_drop as for cuda::lora_linear (lora.work is not used).
+  LoraLinearArgs lora;
+  const float* E = nullptr;  // [r]
+  void* work = nullptr;      // adalora_linear_workspace_bytes(...), scratch (not saved)
+};
+
+// Scratch: A~ = E * A in act [r, in], B in act [out, r] (16-bit only), dA~ [r, in] fp32 and
+// dxa [n, r] act.
+std::size_t adalora_linear_workspace_bytes(int n, int in, int out, int r, DType act);
+
+// y [n, out] act overwritten; fills lora.xa (and lora.x_drop with dropout).
+void adalora_linear_forward(BlasLt& lt, const AdaLoraLinearArgs& a, const void* x, void* y,
+                            Stream stream);
+
+// dA [r, in], dE [r], dB [out, r] fp32 ACCUMULATED; dx [n, in] act overwritten (nullptr = not
+// needed). x is the forward input, dy [n, out] act.
+void adalora_linear_backward(BlasLt& lt, const AdaLoraLinearArgs& a, const void* x, const void* dy,
+                             void* dx, float* dA, float* dE, float* dB, Stream stream);
+
+// Device twin of cpu::adalora_update_importance<float> over n flat device floats.
+void adalora_update_importance(const float* p, const float* g, float* ipt_ema, float* unc_ema,
+                               std::size_t n, double beta1, double beta2, double grad_scale,
+                               Stream stream);
+
+// Device twin of cpu::adalora_triplet_scores: ipt_ema / unc_ema are the flat device buffers,
+// scores [m.r] device floats.
+void adalora_triplet_scores(const float* ipt_ema, const float* unc_ema, const AdaLoraModuleView& m,
+                            float* scores, Stream stream);
+
+}  // namespace peftrun::cuda

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 
+#include "kernels/adalora_math.h"
 #include "kernels/gemm.h"
 
 namespace peftrun::cpu {
@@ -98,19 +99,28 @@ double orth_reg(const T* P, int rows, int cols, bool is_A, T weight, T* grad, T*
 template <typename T>
 void adalora_update_importance(const T* p, const T* g, T* ipt_ema, T* unc_ema, std::size_t n,
                                double beta1, double beta2, double grad_scale) {
-  // torch evaluates `beta * t` on an fp32 tensor with beta rounded to fp32, and `1 - beta` in
-  // Python double before that rounding; every tensor op rounds its result.
-  const T b1 = static_cast<T>(beta1), c1 = static_cast<T>(1.0 - beta1);
-  const T b2 = static_cast<T>(beta2), c2 = static_cast<T>(1.0 - beta2);
-  const T gs = static_cast<T>(grad_scale);
-  const bool scaled = grad_scale != 1.0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const T gi = scaled ? static_cast<T>(g[i] * gs) : g[i];
-    const T ipt = std::abs(static_cast<T>(p[i] * gi));
-    const T e = static_cast<T>(static_cast<T>(b1 * ipt_ema[i]) + static_cast<T>(c1 * ipt));
-    ipt_ema[i] = e;
-    const T dev = std::abs(static_cast<T>(ipt - e));
-    unc_ema[i] = static_cast<T>(static_cast<T>(b2 * unc_ema[i]) + static_cast<T>(c2 * dev));
+  const ImportanceCoeffs<T> c = importance_coeffs<T>(beta1, beta2, grad_scale);
+  for (std::size_t i = 0; i < n; ++i) importance_element(p[i], g[i], ipt_ema[i], unc_ema[i], c);
+}
+
+void adalora_triplet_scores(const float* ipt, const float* unc, const AdaLoraModuleView& m,
+                            float* scores) {
+  const std::size_t r = static_cast<std::size_t>(m.r);
+  const std::size_t in = static_cast<std::size_t>(m.in);
+  const std::size_t out = static_cast<std::size_t>(m.out);
+  for (std::size_t k = 0; k < r; ++k) {
+    double sum_a = 0.0;
+    for (std::size_t j = 0; j < in; ++j) {
+      const std::size_t o = m.a + k * in + j;  // A[k, j]
+      sum_a += static_cast<double>(mul_rn(ipt[o], unc[o]));
+    }
+    double sum_b = 0.0;
+    for (std::size_t j = 0; j < out; ++j) {
+      const std::size_t o = m.b + j * r + k;  // B[j, k]
+      sum_b += static_cast<double>(mul_rn(ipt[o], unc[o]));
+    }
+    const std::size_t oe = m.e + k;
+    scores[k] = triplet_score(ipt[oe], unc[oe], sum_a, m.in, sum_b, m.out);
   }
 }
 

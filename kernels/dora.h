@@ -16,10 +16,30 @@
 //   n^2 = ||W||^2_row + 2s rowsum(B * (W A^T)) + s^2 rowsum((B (A A^T)) * B)
 // which costs one [out, in] x [in, r] GEMM plus O(r^2 (in + out)); ||W||^2_row is constant
 // and computed once (row_sq_norms).
+//
+// CUDA twin (namespace peftrun::cuda, dora_cuda.cu). The factor g = m / n is applied as
+// cuBLASLt's per-output-channel alpha vector inside the matmuls, so y needs no scaling pass:
+//   no dropout:   v = g * (x W^T)                       [alpha vector g, beta 0]
+//                 y = (s g) * (xa B^T) + v + b          [alpha vector s g, C = v, bias epilogue]
+//   with dropout: v = g * (x~ W^T)                      [alpha vector g]
+//                 y = (x - x~) W^T + v + b              [C = v, bias epilogue]
+//                 y += (s g) * (xa B^T)                 [alpha vector s g, beta 1]
+// (the dropout line is PEFT's form rearranged: x W^T + (g - 1) x~ W^T = (x - x~) W^T + g x~ W^T,
+// still two base GEMMs). Backward needs z = x~ W^T + s xa B^T only through
+// sum_i dy[i, j] z[i, j], which it gets from the saved v = g * (x~ W^T) and P = dy^T xa (the
+// product dB needs anyway): z-sum_j = colsum(dy * v)_j / g_j + s <B_j, P_j>, so no [n, out]
+// z is kept and dm costs one fused pass over dy and v. The price: dm_j divides by m_j, so a
+// magnitude of exactly 0 gives a non-finite dm_j (the CPU twin already fails for n_j = 0).
+// Where cuBLASLt offers no algorithm for the alpha-vector pointer mode on a shape, v falls
+// back to a plain matmul + scale_columns and the LoRA term to s xa (g B)^T (B's rows scaled,
+// [out, r]), each reported once through BlasLt::report_fallback.
 #pragma once
 
 #include <cstddef>
 
+#include "kernels/blaslt.h"
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
 #include "kernels/lora_linear.h"
 
 namespace peftrun::cpu {
@@ -75,3 +95,43 @@ void dora_linear_backward(const DoraLinearArgs<T>& a, const T* x, const T* dy, T
                           T* dm);
 
 }  // namespace peftrun::cpu
+
+namespace peftrun::cuda {
+
+// w_sq[j] = sum_k W[j, k]^2, accumulated in double, stored fp32. W [out, in] in w_type.
+void row_sq_norms(const void* W, DType w_type, int out, int in, float* w_sq, Stream stream);
+
+// Scratch of dora_weight_norm: A cast to w_type [r, in] (none for fp32), P = W A^T [out, r]
+// fp32, G = A A^T [r, r] fp32.
+std::size_t dora_norm_workspace_bytes(int out, int in, int r, DType w_type);
+
+// norm[j] = || W_j + s (B A)_j || (fp32 [out], overwritten) by the rank-r identity: two
+// matmuls (P = W A^T with A rounded to w_type, G = A A^T in fp32) and one thread per row
+// (dora_norm_from_parts, double). W [out, in] in w_type; w_sq = row_sq_norms(W); A [r, in],
+// B [out, r] fp32.
+void dora_weight_norm(BlasLt& lt, const void* W, DType w_type, const float* w_sq, const float* A,
+                      const float* B, int out, int in, int r, float scale, float* norm, void* work,
+                      Stream stream);
+
+struct DoraLinearArgs {
+  // Shapes, act, W, bias, A, B, s, dropout and the saved xa / x_drop as for cuda::lora_linear
+  // (lora.work is not used).
+  LoraLinearArgs lora;
+  const float* magnitude = nullptr;    // m [out]
+  const float* weight_norm = nullptr;  // n [out] from dora_weight_norm (detached)
+  void* v = nullptr;                   // [n, out] act, saved for backward: g * (x~ W^T)
+  void* work = nullptr;                // dora_linear_workspace_bytes(...), scratch (not saved)
+};
+
+std::size_t dora_linear_workspace_bytes(int n, int in, int out, int r, DType act, bool dropout);
+
+// y [n, out] act overwritten; fills v, lora.xa (and lora.x_drop with dropout).
+void dora_linear_forward(BlasLt& lt, const DoraLinearArgs& a, const void* x, void* y,
+                         Stream stream);
+
+// Backward with n held constant. dx [n, in] act overwritten (nullptr = not needed); dA, dB, dm
+// fp32 ACCUMULATED. x is the forward input, dy [n, out] act.
+void dora_linear_backward(BlasLt& lt, const DoraLinearArgs& a, const void* x, const void* dy,
+                          void* dx, float* dA, float* dB, float* dm, Stream stream);
+
+}  // namespace peftrun::cuda

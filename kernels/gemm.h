@@ -2,12 +2,21 @@
 //
 // op(A) is [M, K], op(B) is [K, N], C is [M, N]; lda/ldb/ldc are row strides of the stored
 // matrices (e.g. A stored [M, K] untransposed has lda = K; stored [K, M] and used transposed
-// has lda = M). The CPU implementation calls OpenBLAS (sgemm/dgemm).
+// has lda = M). The CPU implementation calls OpenBLAS (sgemm/dgemm); the CUDA twin calls
+// cuBLASLt (kernels/gemm_cuda.cu, mapping to column-major in kernels/gemm_plan.h).
 #pragma once
 
-namespace peftrun::cpu {
+#include "kernels/blaslt.h"
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
+
+namespace peftrun {
 
 enum class Trans { kNo, kYes };
+
+namespace cpu {
+
+using peftrun::Trans;
 
 template <typename T>
 void gemm(Trans trans_a, Trans trans_b, int M, int N, int K, T alpha, const T* A, int lda,
@@ -16,4 +25,53 @@ void gemm(Trans trans_a, Trans trans_b, int M, int N, int K, T alpha, const T* A
 // Sets the number of BLAS threads (0 = all cores).
 void set_blas_threads(int threads);
 
-}  // namespace peftrun::cpu
+}  // namespace cpu
+
+namespace cuda {
+
+// One cuBLASLt matmul, row-major like the CPU contract, with the fused extras the adapters use:
+//
+//   D[i, j] = a_j * sum_k op(A)[i, k] op(B)[k, j] + beta * C[i, j] + bias[j]
+//   a_j     = alpha_vec ? alpha_vec[j] : alpha
+//
+// Storage: A and B share `ab_type` (cuBLASLt has no mixed 16-bit inputs); D (and C) are
+// `d_type`, which is ab_type or fp32; bias is d_type. Accumulation and scaling are always fp32
+// (CUBLAS_COMPUTE_32F, scale type fp32). C has D's layout and may alias it (nullptr = D:
+// accumulate in place); with beta = 0 it is never read, so D may hold garbage (NaN) before.
+// alpha_vec is a device fp32 vector [N] (a per-output-channel scale: DoRA's m / n); cuBLASLt
+// may offer no algorithm for that pointer mode on a shape: check gemm_supported first and fall
+// back (see dora_cuda.cu), since gemm() throws when no algorithm exists.
+struct GemmArgs {
+  Trans trans_a = Trans::kNo, trans_b = Trans::kNo;
+  int M = 0, N = 0, K = 0;
+  const void* A = nullptr;
+  int lda = 0;
+  const void* B = nullptr;
+  int ldb = 0;
+  DType ab_type = DType::kF16;
+  void* D = nullptr;
+  int ldd = 0;
+  DType d_type = DType::kF16;
+  const void* C = nullptr;  // beta's input, D's layout and type; nullptr = D
+  float alpha = 1.0f;
+  const float* alpha_vec = nullptr;  // device [N] or nullptr
+  float beta = 0.0f;
+  const void* bias = nullptr;  // device [N] of d_type or nullptr (CUBLASLT_EPILOGUE_BIAS)
+};
+
+// Enqueues the matmul on `stream`. Throws std::invalid_argument for inconsistent shapes,
+// strides or types (naming them) and std::runtime_error when cuBLASLt has no algorithm or
+// fails. M or N = 0: nothing to do; K = 0: D = beta * C + bias (a small kernel).
+void gemm(BlasLt& lt, const GemmArgs& g, Stream stream);
+
+// Whether cuBLASLt offers an algorithm for this problem (shape, types, strides, epilogue,
+// pointer mode and pointer alignments), from the plan cache after the first query.
+bool gemm_supported(BlasLt& lt, const GemmArgs& g);
+
+// D[i, j] *= scale[j] for i < rows, j < cols (row stride ldd, d_type storage, scale device fp32
+// [cols]): the fused fallback when no algorithm takes an alpha vector.
+void scale_columns(void* D, DType d_type, int rows, int cols, int ldd, const float* scale,
+                   Stream stream);
+
+}  // namespace cuda
+}  // namespace peftrun

@@ -9,9 +9,19 @@
 // Saved for backward (caller-owned, planned at start-up):
 //   x_drop: [n, in] dropped input (only when keep != nullptr)
 //   xa:     [n, r]  drop(x) A^T
+//
+// CUDA twin (namespace peftrun::cuda, lora_linear_cuda.cu): the same math on device buffers,
+// every product a cuBLASLt matmul (kernels/gemm.h): the base GEMM carries the bias in its
+// epilogue, the LoRA up-projection accumulates into the same y (beta = 1, s in alpha), and in
+// backward dx = dy W and dxa A accumulate into one dx. dA and dB accumulate in fp32.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+
+#include "kernels/blaslt.h"
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
 
 namespace peftrun::cpu {
 
@@ -40,3 +50,40 @@ void lora_linear_backward(const LoraLinearArgs<T>& a, const T* x, const T* dy, T
                           T* dxa);
 
 }  // namespace peftrun::cpu
+
+namespace peftrun::cuda {
+
+// Device pointers. Activation-type (`act`) storage: x, y, dx, dy, W, bias, x_drop, xa (what a
+// matmul reads or writes next to x). W is the frozen base in `act`: the fp16 base as it is for
+// fp16 activations; for bf16 / fp32 activations the caller stages a converted copy
+// (cuda::convert), as the CPU model stages fp16 -> T. A, B and their gradients are fp32 (the
+// flat trainable buffers); for 16-bit activations they are cast into the workspace first.
+// Accumulation is fp32 everywhere; xa is rounded to `act` once, as under autocast.
+struct LoraLinearArgs {
+  int n = 0, in = 0, out = 0, r = 0;
+  float scale = 0.0f;  // s
+  DType act = DType::kF16;
+  const void* W = nullptr;             // [out, in] act
+  const void* bias = nullptr;          // [out] act, or nullptr
+  const float* A = nullptr;            // [r, in]
+  const float* B = nullptr;            // [out, r]
+  const std::uint8_t* keep = nullptr;  // [n, in] keep mask (cuda::dropout_keep_mask) or nullptr
+  float keep_scale = 1.0f;             // 1 / (1 - p)
+  void* x_drop = nullptr;              // [n, in] act, saved for backward (when keep)
+  void* xa = nullptr;                  // [n, r] act, saved for backward
+  void* work = nullptr;                // lora_linear_workspace_bytes(...), scratch (not saved)
+};
+
+// Scratch of forward and backward: A and B cast to `act` (none for fp32) + dxa [n, r] act.
+std::size_t lora_linear_workspace_bytes(int n, int in, int out, int r, DType act);
+
+// y [n, out] act overwritten; fills xa (and x_drop with dropout).
+void lora_linear_forward(BlasLt& lt, const LoraLinearArgs& a, const void* x, void* y,
+                         Stream stream);
+
+// dx [n, in] act overwritten (nullptr = not needed); dA [r, in] and dB [out, r] fp32
+// ACCUMULATED. x is the forward input, dy [n, out] act.
+void lora_linear_backward(BlasLt& lt, const LoraLinearArgs& a, const void* x, const void* dy,
+                          void* dx, float* dA, float* dB, Stream stream);
+
+}  // namespace peftrun::cuda

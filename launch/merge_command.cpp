@@ -51,9 +51,9 @@ bool parse_merge_args(int argc, char** argv, MergeArgs& args) {
       std::string d;
       if (!value(d)) return false;
       if (d == "fp16" || d == "float16") {
-        args.options.dtype = DType::kF16;
+        args.options.dtype = TensorDType::kF16;
       } else if (d == "bf16" || d == "bfloat16") {
-        args.options.dtype = DType::kBF16;
+        args.options.dtype = TensorDType::kBF16;
       } else {
         return usage_error("--dtype '" + d + "': expected fp16 or bf16");
       }

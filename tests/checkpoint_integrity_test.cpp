@@ -63,7 +63,7 @@ void rewrite_state(const fs::path& d, Edit edit) {
   {
     const peftrun::SafetensorsReader r(file.string());
     for (const auto& t : r.tensors()) {
-      peftrun::DType dtype = t.dtype;
+      peftrun::TensorDType dtype = t.dtype;
       std::vector<std::int64_t> shape = t.shape;
       std::vector<std::uint8_t> bytes = r.read_tensor(t.name);
       if (edit(t.name, dtype, shape, bytes))
@@ -102,8 +102,8 @@ TEST(CorruptCheckpoint, BadSafetensorsHeaderIsRefusedNamingTheFile) {
 
 TEST(CorruptCheckpoint, WrongShapeIsRefusedNamingTheTensor) {
   const fs::path d = trained("shape");
-  rewrite_state(d, [](const std::string& name, peftrun::DType&, std::vector<std::int64_t>& shape,
-                      std::vector<std::uint8_t>&) {
+  rewrite_state(d, [](const std::string& name, peftrun::TensorDType&,
+                      std::vector<std::int64_t>& shape, std::vector<std::uint8_t>&) {
     if (name == "adam_m") shape = {2, shape[0] / 2};
     return true;
   });
@@ -112,10 +112,10 @@ TEST(CorruptCheckpoint, WrongShapeIsRefusedNamingTheTensor) {
 
 TEST(CorruptCheckpoint, WrongDtypeIsRefusedNamingTheTensor) {
   const fs::path d = trained("dtype");
-  rewrite_state(d, [](const std::string& name, peftrun::DType& dtype,
+  rewrite_state(d, [](const std::string& name, peftrun::TensorDType& dtype,
                       std::vector<std::int64_t>& shape, std::vector<std::uint8_t>& bytes) {
     if (name == "adam_v") {
-      dtype = peftrun::DType::kF16;
+      dtype = peftrun::TensorDType::kF16;
       bytes.resize(bytes.size() / 2);
     }
     return true;

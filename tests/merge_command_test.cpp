@@ -49,7 +49,7 @@ std::string random_model_yaml(bool tied) {
 // A Qwen2-style checkpoint (q/k/v biases) in fp32, untied, vocab 256 for the byte corpus.
 std::string write_qwen2_base(const fs::path& dir) {
   testing_support::write_synthetic_hf_checkpoint(dir.string(), testing_support::small_qwen2_shape(),
-                                                 DType::kF32, 77);
+                                                 TensorDType::kF32, 77);
   return dir.string();
 }
 
@@ -135,7 +135,7 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
   for (const std::string& name : src.names()) {
     const std::vector<float> from = src.read_tensor_f32(name);
     const std::vector<std::uint8_t> raw = st.read_tensor(name);
-    ASSERT_EQ(st.info(name).dtype, DType::kF16) << name;
+    ASSERT_EQ(st.info(name).dtype, TensorDType::kF16) << name;
     std::vector<half_bits> got(from.size());
     std::memcpy(got.data(), raw.data(), raw.size());
     std::vector<half_bits> rounded(from.size());
@@ -256,7 +256,7 @@ TEST(Merge, ShardedAndBf16OutputsLoadBack) {
   std::ifstream cfg_in(d / "bf16/config.json");
   EXPECT_EQ(nlohmann::json::parse(cfg_in)["torch_dtype"], "bfloat16");
   SafetensorsReader bf((d / "bf16/model.safetensors").string());
-  EXPECT_EQ(bf.info("model.layers.0.self_attn.q_proj.weight").dtype, DType::kBF16);
+  EXPECT_EQ(bf.info("model.layers.0.self_attn.q_proj.weight").dtype, TensorDType::kBF16);
   const std::vector<float> adapted = eval_logits(c.config, "--adapter " + c.adapter, d / "a.st");
   const std::vector<float> from_bf16 =
       eval_logits(c.config, "--set model.path=" + (d / "bf16").string(), d / "f.st");

@@ -53,7 +53,7 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
 
   const std::string qwen2_dir = (root / "qwen2_base").string();
   testing_support::write_synthetic_hf_checkpoint(qwen2_dir, testing_support::small_qwen2_shape(),
-                                                 DType::kF32, 5);
+                                                 TensorDType::kF32, 5);
 
   struct Spec {
     std::string name, type, base, tokens, merge_flags;

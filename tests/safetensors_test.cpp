@@ -123,11 +123,11 @@ TEST_F(SafetensorsTest, RoundTripDtypesAndShapes) {
 
   SafetensorsWriter w;
   w.add_f32("layers.0.weight", {2, 3}, f32);
-  w.add("half", DType::kF16, {5}, f16.data(), f16.size() * 2);
-  w.add("brain", DType::kBF16, {2, 1, 2}, bf16.data(), bf16.size() * 2);
+  w.add("half", TensorDType::kF16, {5}, f16.data(), f16.size() * 2);
+  w.add("brain", TensorDType::kBF16, {2, 1, 2}, bf16.data(), bf16.size() * 2);
   w.add_i32("ids", {3, 2}, i32);
   w.add_f32("scalar", {}, std::span<const float>(&scalar, 1));
-  w.add("empty", DType::kF32, {0, 4}, nullptr, 0);
+  w.add("empty", TensorDType::kF32, {0, 4}, nullptr, 0);
   const std::string p = path("model.safetensors");
   w.write(p);
 
@@ -137,20 +137,20 @@ TEST_F(SafetensorsTest, RoundTripDtypesAndShapes) {
   EXPECT_TRUE(r.contains("half"));
   EXPECT_FALSE(r.contains("hal"));
 
-  EXPECT_EQ(r.info("layers.0.weight").dtype, DType::kF32);
+  EXPECT_EQ(r.info("layers.0.weight").dtype, TensorDType::kF32);
   EXPECT_EQ(r.info("layers.0.weight").shape, (std::vector<std::int64_t>{2, 3}));
   EXPECT_EQ(r.read_tensor("layers.0.weight"), as_bytes(f32.data(), f32.size() * 4));
   EXPECT_EQ(r.read_tensor_f32("layers.0.weight"), f32);
 
-  EXPECT_EQ(r.info("half").dtype, DType::kF16);
+  EXPECT_EQ(r.info("half").dtype, TensorDType::kF16);
   EXPECT_EQ(r.read_tensor("half"), as_bytes(f16.data(), f16.size() * 2));
   EXPECT_EQ(r.read_tensor_f32("half"), f16_vals);
 
-  EXPECT_EQ(r.info("brain").dtype, DType::kBF16);
+  EXPECT_EQ(r.info("brain").dtype, TensorDType::kBF16);
   EXPECT_EQ(r.info("brain").shape, (std::vector<std::int64_t>{2, 1, 2}));
   EXPECT_EQ(r.read_tensor_f32("brain"), bf16_vals);
 
-  EXPECT_EQ(r.info("ids").dtype, DType::kI32);
+  EXPECT_EQ(r.info("ids").dtype, TensorDType::kI32);
   std::vector<std::int32_t> ids(6);
   r.read_tensor_into("ids", ids.data(), ids.size() * 4);
   EXPECT_EQ(ids, i32);
@@ -202,11 +202,11 @@ TEST_F(SafetensorsTest, TensorsAlignedToElementSize) {
   SafetensorsWriter w;
   const std::vector<std::uint16_t> h3 = {1, 2, 3};
   const std::vector<float> f = {1, 2};
-  w.add("a_half", DType::kF16, {3}, h3.data(), 6);
+  w.add("a_half", TensorDType::kF16, {3}, h3.data(), 6);
   w.add_f32("b_float", {2}, f);
   w.add_f32("c_float", {1}, std::span<const float>(f.data(), 1));
   const std::vector<std::uint8_t> u = {9};
-  w.add("d_byte", DType::kU8, {1}, u.data(), 1);
+  w.add("d_byte", TensorDType::kU8, {1}, u.data(), 1);
   const std::string p = path("align.safetensors");
   w.write(p);
   SafetensorsReader r(p);
@@ -255,7 +255,7 @@ TEST_F(SafetensorsTest, WriterRejectsBadInput) {
   EXPECT_THROW(w.add_f32("u", {3}, v), std::invalid_argument);             // size mismatch
   EXPECT_THROW(w.add_f32("__metadata__", {2}, v), std::invalid_argument);  // reserved
   EXPECT_THROW(w.add_f32("", {2}, v), std::invalid_argument);
-  EXPECT_THROW(w.add("neg", DType::kF32, {-1}, nullptr, 0), std::invalid_argument);
+  EXPECT_THROW(w.add("neg", TensorDType::kF32, {-1}, nullptr, 0), std::invalid_argument);
   EXPECT_EQ(w.num_tensors(), 1u);
 }
 
@@ -307,7 +307,7 @@ TEST_F(SafetensorsTest, StreamWriterRoundTripsInDeclarationOrder) {
   const std::vector<half_bits> b = {float_to_half(1.5f), float_to_half(-2.0f),
                                     float_to_half(0.25f)};
   const std::vector<half_bits> a = {float_to_half(3.0f), float_to_half(4.0f)};
-  SafetensorsStreamWriter w(p, {{"b", DType::kF16, {3}}, {"a", DType::kF16, {1, 2}}},
+  SafetensorsStreamWriter w(p, {{"b", TensorDType::kF16, {3}}, {"a", TensorDType::kF16, {1, 2}}},
                             {{"format", "pt"}});
   w.append("b", b.data(), b.size() * 2);
   w.append("a", a.data(), a.size() * 2);
@@ -325,7 +325,8 @@ TEST_F(SafetensorsTest, StreamWriterRefusesOutOfOrderAndRemovesUnfinishedFiles) 
   const std::string p = path("partial.safetensors");
   const std::vector<float> v = {1, 2};
   {
-    SafetensorsStreamWriter w(p, {{"x", DType::kF32, {2}}, {"y", DType::kF32, {2}}}, {});
+    SafetensorsStreamWriter w(p, {{"x", TensorDType::kF32, {2}}, {"y", TensorDType::kF32, {2}}},
+                              {});
     expect_error<std::logic_error>([&] { w.append("y", v.data(), 8); },
                                    {p, "appended tensor 'y'", "expected 'x'"});
     expect_error<std::logic_error>([&] { w.append("x", v.data(), 4); }, {"(4 bytes)", "(8 bytes)"});
@@ -339,7 +340,7 @@ TEST_F(SafetensorsTest, StreamWriterRefusesOutOfOrderAndRemovesUnfinishedFiles) 
   expect_error([&] { SafetensorsStreamWriter(p, {}, {}); }, {p, "File exists"});
   expect_error<std::invalid_argument>(
       [&] {
-        SafetensorsStreamWriter(path("d.safetensors"), {{"", DType::kF32, {1}}}, {});
+        SafetensorsStreamWriter(path("d.safetensors"), {{"", TensorDType::kF32, {1}}}, {});
       },
       {"name must not be empty"});
 }
@@ -524,12 +525,13 @@ TEST_F(SafetensorsTest, FileTruncatedAfterOpen) {
 }
 
 TEST(SafetensorsDType, NamesAndSizes) {
-  EXPECT_EQ(dtype_name(DType::kBF16), "BF16");
-  EXPECT_EQ(dtype_size(DType::kBF16), 2u);
-  EXPECT_EQ(dtype_size(DType::kF64), 8u);
-  EXPECT_EQ(dtype_from_name("F8_E4M3"), DType::kF8E4M3);
+  EXPECT_EQ(dtype_name(TensorDType::kBF16), "BF16");
+  EXPECT_EQ(dtype_size(TensorDType::kBF16), 2u);
+  EXPECT_EQ(dtype_size(TensorDType::kF64), 8u);
+  EXPECT_EQ(dtype_from_name("F8_E4M3"), TensorDType::kF8E4M3);
   EXPECT_EQ(dtype_from_name("f32"), std::nullopt);  // names are case-sensitive in the spec
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI32, DType::kU64}) {
+  for (TensorDType t : {TensorDType::kF32, TensorDType::kF16, TensorDType::kBF16, TensorDType::kI32,
+                        TensorDType::kU64}) {
     EXPECT_EQ(dtype_from_name(dtype_name(t)), t);
   }
 }

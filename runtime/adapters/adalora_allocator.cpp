@@ -97,31 +97,11 @@ void AdaLoraAllocator::update_and_allocate(int step, float* params, const float*
 
 void AdaLoraAllocator::mask_to_budget(int budget, float* params) {
   const std::size_t r = static_cast<std::size_t>(init_r_);
-  const float* ipt = state_.ipt_ema.data();
-  const float* unc = state_.unc_ema.data();
   for (std::size_t i = 0; i < modules_.size(); ++i) {
     const AdaptedModule& m = modules_[i];
-    const std::size_t in = static_cast<std::size_t>(m.shape.in);
-    const std::size_t out = static_cast<std::size_t>(m.shape.out);
-    for (std::size_t k = 0; k < r; ++k) {
-      // Element scores are fp32 products (as PEFT's tensors); the means are taken in double
-      // and rounded once, the closest fp32 value to the exact mean.
-      double sum_a = 0.0;
-      for (std::size_t j = 0; j < in; ++j) {
-        const std::size_t o = m.a + k * in + j;  // A[k, j]
-        sum_a += static_cast<double>(ipt[o] * unc[o]);
-      }
-      double sum_b = 0.0;
-      for (std::size_t j = 0; j < out; ++j) {
-        const std::size_t o = m.b + j * r + k;  // B[j, k]
-        sum_b += static_cast<double>(ipt[o] * unc[o]);
-      }
-      const float mean_a = static_cast<float>(sum_a / static_cast<double>(in));
-      const float mean_b = static_cast<float>(sum_b / static_cast<double>(out));
-      const std::size_t oe = m.e + k;
-      // PEFT: ipt_E + (cat([mean_A, mean_B]).sum(dim=1)), fp32.
-      scores_[i * r + k] = ipt[oe] * unc[oe] + (mean_a + mean_b);
-    }
+    const AdaLoraModuleView view{m.a, m.b, m.e, m.r, m.shape.in, m.shape.out};
+    cpu::adalora_triplet_scores(state_.ipt_ema.data(), state_.unc_ema.data(), view,
+                                scores_.data() + i * r);
   }
 
   const long long n_prune = static_cast<long long>(init_budget_) - budget;

@@ -74,16 +74,16 @@ std::optional<TokenizedCorpus> load_dataset_cache(const std::string& path,
       return std::nullopt;
     }
     TokenizedCorpus c;
-    const auto count = [&](const char* name, DType dtype) -> std::size_t {
+    const auto count = [&](const char* name, TensorDType dtype) -> std::size_t {
       const TensorInfo& info = r.info(name);
       if (info.dtype != dtype || info.shape.size() != 1) {
         throw std::runtime_error(std::string("tensor '") + name + "' has the wrong dtype or rank");
       }
       return static_cast<std::size_t>(info.numel());
     };
-    c.tokens.resize(count("tokens", DType::kI32));
-    c.trained.resize(count("trained", DType::kU8));
-    c.doc_offsets.resize(count("doc_offsets", DType::kI64));
+    c.tokens.resize(count("tokens", TensorDType::kI32));
+    c.trained.resize(count("trained", TensorDType::kU8));
+    c.doc_offsets.resize(count("doc_offsets", TensorDType::kI64));
     r.read_tensor_into("tokens", c.tokens.data(), c.tokens.size() * sizeof(std::int32_t));
     r.read_tensor_into("trained", c.trained.data(), c.trained.size());
     r.read_tensor_into("doc_offsets", c.doc_offsets.data(),
@@ -114,9 +114,9 @@ void store_dataset_cache(const std::string& path, const DatasetCacheKey& key,
   fs::create_directories(fs::path(path).parent_path());
   SafetensorsWriter w;
   w.add_i32("tokens", {static_cast<std::int64_t>(corpus.tokens.size())}, corpus.tokens);
-  w.add("trained", DType::kU8, {static_cast<std::int64_t>(corpus.trained.size())},
+  w.add("trained", TensorDType::kU8, {static_cast<std::int64_t>(corpus.trained.size())},
         corpus.trained.data(), corpus.trained.size());
-  w.add("doc_offsets", DType::kI64, {static_cast<std::int64_t>(corpus.doc_offsets.size())},
+  w.add("doc_offsets", TensorDType::kI64, {static_cast<std::int64_t>(corpus.doc_offsets.size())},
         corpus.doc_offsets.data(), corpus.doc_offsets.size() * sizeof(std::uint64_t));
   w.set_metadata("format", kCacheFormat);
   w.set_metadata("key", key.full());

@@ -94,7 +94,7 @@ class Loader {
   void read(const CheckedTensor& t, std::size_t first, std::size_t count, half_bits* dst) {
     const std::size_t elem = dtype_size(t.info->dtype);
     bytes_read_ += count * elem;
-    if (t.info->dtype == DType::kF16) {
+    if (t.info->dtype == TensorDType::kF16) {
       // Bit-exact: the checkpoint's own fp16 values are the base.
       t.reader->read_tensor_elements(t.info->name, first, count, dst);
       for (std::size_t i = 0; i < count; ++i) {

@@ -92,7 +92,8 @@ CheckedTensor HfCheckpointFiles::check(const std::string& name,
     throw std::runtime_error(t.what + " has shape " + shape_text(info.shape) + ", expected " +
                              shape_text(shape));
   }
-  if (info.dtype != DType::kF16 && info.dtype != DType::kBF16 && info.dtype != DType::kF32) {
+  if (info.dtype != TensorDType::kF16 && info.dtype != TensorDType::kBF16 &&
+      info.dtype != TensorDType::kF32) {
     throw std::runtime_error(t.what + " has dtype " + std::string(dtype_name(info.dtype)) +
                              ", expected F32, F16 or BF16");
   }

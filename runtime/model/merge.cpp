@@ -50,8 +50,8 @@ const std::vector<std::string>& copied_file_names() {
   return names;
 }
 
-const char* torch_dtype_name(DType t) {
-  return t == DType::kBF16 ? "bfloat16" : "float16";
+const char* torch_dtype_name(TensorDType t) {
+  return t == TensorDType::kBF16 ? "bfloat16" : "float16";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -216,7 +216,7 @@ std::vector<Shard> plan_shards(const std::vector<HfTensor>& tensors, std::uint64
 
 // config.json of the merged folder: the checkpoint's own with the dtype entries updated, or a
 // LlamaForCausalLM description of the random base.
-nlohmann::json merged_config_json(const ModelConfig& m, DType dtype) {
+nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
   if (!m.path.empty()) {
     const std::string path = (fs::path(m.path) / kConfigFile).string();
     std::ifstream in(path, std::ios::binary);
@@ -324,7 +324,7 @@ std::uint64_t parse_byte_size(const std::string& text) {
 }
 
 MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostream& log) {
-  if (opt.dtype != DType::kF16 && opt.dtype != DType::kBF16) {
+  if (opt.dtype != TensorDType::kF16 && opt.dtype != TensorDType::kBF16) {
     throw std::invalid_argument("merge_adapter: the output dtype must be F16 or BF16, got " +
                                 std::string(dtype_name(opt.dtype)));
   }
@@ -355,7 +355,7 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
     source = std::move(checkpoint);
   }
 
-  const bool bf16 = opt.dtype == DType::kBF16;
+  const bool bf16 = opt.dtype == TensorDType::kBF16;
   const std::vector<Shard> shards = plan_shards(tensors, 2, opt.max_shard_bytes);
   StagedFolder staged(opt.out_dir);
   const fs::path tmp = staged.path();

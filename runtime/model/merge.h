@@ -33,9 +33,9 @@
 namespace peftrun {
 
 struct MergeOptions {
-  std::string adapter_dir;    // the PEFT adapter folder; empty = adapter.init_from
-  std::string out_dir;        // the folder to write
-  DType dtype = DType::kF16;  // kF16 or kBF16
+  std::string adapter_dir;                // the PEFT adapter folder; empty = adapter.init_from
+  std::string out_dir;                    // the folder to write
+  TensorDType dtype = TensorDType::kF16;  // kF16 or kBF16
   std::uint64_t max_shard_bytes = 5'000'000'000;  // one file up to this size (HF's "5GB")
   bool force = false;  // replace a non-empty --out that is not a merge output
 };

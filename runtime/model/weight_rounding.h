@@ -1,6 +1,6 @@
 // fp32 -> 16-bit storage (fp16 or bf16) for weights peftrun writes, e.g. a merged model.
-// Kept out of files that include runtime/io/safetensors.h: kernels/dtype.h, which has the bf16
-// conversion the CUDA kernels use, declares a peftrun::DType of its own.
+// Uses the bf16 conversion the CUDA kernels use (kernels/dtype.h); its peftrun::DType no longer
+// clashes with the file format's element types, which are peftrun::TensorDType.
 #pragma once
 
 #include <cstddef>

@@ -37,7 +37,7 @@ std::string shape_text(const std::vector<std::int64_t>& shape) {
 void read_exact(const SafetensorsReader& r, const std::string& name,
                 const std::vector<std::int64_t>& shape, void* dst) {
   const TensorInfo& info = r.info(name);  // throws naming the file and tensor when missing
-  if (info.dtype != DType::kF32 || info.shape != shape) {
+  if (info.dtype != TensorDType::kF32 || info.shape != shape) {
     throw std::runtime_error("safetensors file '" + r.path() + "': tensor '" + name + "' is " +
                              std::string(dtype_name(info.dtype)) + " " + shape_text(info.shape) +
                              ", expected F32 " + shape_text(shape) +

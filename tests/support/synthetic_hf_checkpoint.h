@@ -45,8 +45,8 @@ inline ModelConfig small_qwen2_shape() {
 // Writes `dir` (created) for model `m`; its proj_bias_mask must be 0 or kQwen2Biases. Values:
 // projections and lm_head N(0, 1/fan_in), embedding N(0, 1), norms 1 + N(0, 0.1^2), biases
 // N(0, 0.3^2); dtype F32, F16 or BF16.
-inline void write_synthetic_hf_checkpoint(const std::string& dir, const ModelConfig& m, DType dtype,
-                                          std::uint64_t seed) {
+inline void write_synthetic_hf_checkpoint(const std::string& dir, const ModelConfig& m,
+                                          TensorDType dtype, std::uint64_t seed) {
   std::filesystem::create_directories(dir);
   const bool qwen2 = m.proj_bias_mask == kQwen2Biases;
   nlohmann::json cfg = {{"architectures", {qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"}},
@@ -62,9 +62,9 @@ inline void write_synthetic_hf_checkpoint(const std::string& dir, const ModelCon
                         {"rope_theta", m.rope_theta},
                         {"tie_word_embeddings", m.tie_embeddings},
                         {"vocab_size", m.vocab_size},
-                        {"torch_dtype", dtype == DType::kF32   ? "float32"
-                                        : dtype == DType::kF16 ? "float16"
-                                                               : "bfloat16"}};
+                        {"torch_dtype", dtype == TensorDType::kF32   ? "float32"
+                                        : dtype == TensorDType::kF16 ? "float16"
+                                                                     : "bfloat16"}};
   std::ofstream(std::filesystem::path(dir) / "config.json") << cfg.dump(2) << "\n";
 
   std::mt19937_64 rng(seed);
@@ -91,11 +91,11 @@ inline void write_synthetic_hf_checkpoint(const std::string& dir, const ModelCon
     }
     std::vector<float> v(n);
     for (float& x : v) x = mean + sd * normal(rng);
-    if (dtype == DType::kF32) {
+    if (dtype == TensorDType::kF32) {
       w.add_f32(t.name, t.shape, v);
     } else {
       std::vector<std::uint16_t> bits(n);
-      round_weights_to_16bit(v.data(), bits.data(), n, dtype == DType::kBF16);
+      round_weights_to_16bit(v.data(), bits.data(), n, dtype == TensorDType::kBF16);
       w.add(t.name, dtype, t.shape, bits.data(), n * 2);
     }
   }
