@@ -125,14 +125,14 @@ class Case {
 
   std::vector<std::int64_t> i64(const std::string& tensor) const {
     const TensorInfo& t = reader_.info(tensor);
-    EXPECT_EQ(t.dtype, DType::kI64) << tensor;
+    EXPECT_EQ(t.dtype, TensorDType::kI64) << tensor;
     const std::vector<std::uint8_t> bytes = reader_.read_tensor(tensor);
     std::vector<std::int64_t> v(t.numel());
     std::memcpy(v.data(), bytes.data(), v.size() * sizeof(std::int64_t));
     return v;
   }
   std::vector<std::uint8_t> u8(const std::string& tensor) const {
-    EXPECT_EQ(reader_.info(tensor).dtype, DType::kU8) << tensor;
+    EXPECT_EQ(reader_.info(tensor).dtype, TensorDType::kU8) << tensor;
     return reader_.read_tensor(tensor);
   }
   double scalar(const std::string& key) const { return json_scalar(json_.at(key)); }

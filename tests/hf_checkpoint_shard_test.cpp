@@ -82,17 +82,17 @@ Tensors random_tensors(const ModelConfig& m, std::uint64_t seed) {
 }
 
 // F32 as is; F16/BF16 by truncating or rounding the float bits, which is all a test file needs.
-std::vector<std::uint8_t> encode(DType dtype, const std::vector<float>& values) {
+std::vector<std::uint8_t> encode(TensorDType dtype, const std::vector<float>& values) {
   std::vector<std::uint8_t> bytes(values.size() * dtype_size(dtype));
   for (std::size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kF32) {
+    if (dtype == TensorDType::kF32) {
       std::memcpy(&bytes[4 * i], &values[i], 4);
       continue;
     }
     std::uint32_t bits;
     std::memcpy(&bits, &values[i], 4);
-    const std::uint16_t h =
-        dtype == DType::kF16 ? float_to_half(values[i]) : static_cast<std::uint16_t>(bits >> 16);
+    const std::uint16_t h = dtype == TensorDType::kF16 ? float_to_half(values[i])
+                                                       : static_cast<std::uint16_t>(bits >> 16);
     std::memcpy(&bytes[2 * i], &h, 2);
   }
   return bytes;
@@ -113,7 +113,7 @@ class ShardedCheckpoint : public ::testing::Test {
   // A checkpoint folder `name`: config.json plus the tensors as `dtype`, in model.safetensors,
   // or (split) in two index shards: layer 0 and the embedding in one, the rest in the other.
   std::string write(const std::string& name, const ModelConfig& m, const Tensors& tensors,
-                    DType dtype, bool split) {
+                    TensorDType dtype, bool split) {
     const fs::path dir = root_ / name;
     fs::create_directories(dir);
     std::ofstream(dir / "config.json")
@@ -172,13 +172,13 @@ TEST_F(ShardedCheckpoint, EveryRankEqualsTheWholeLoadSliced) {
   const Tensors tensors = random_tensors(m, 11);
   struct Variant {
     const char* name;
-    DType dtype;
+    TensorDType dtype;
     bool split;
   };
   for (const Variant v :
-       {Variant{"f16", DType::kF16, false}, Variant{"bf16", DType::kBF16, false},
-        Variant{"f32", DType::kF32, false}, Variant{"bf16_index", DType::kBF16, true},
-        Variant{"f32_index", DType::kF32, true}}) {
+       {Variant{"f16", TensorDType::kF16, false}, Variant{"bf16", TensorDType::kBF16, false},
+        Variant{"f32", TensorDType::kF32, false}, Variant{"bf16_index", TensorDType::kBF16, true},
+        Variant{"f32_index", TensorDType::kF32, true}}) {
     const std::string dir = write(v.name, m, tensors, v.dtype, v.split);
     const std::size_t elem = dtype_size(v.dtype);
     const std::size_t total = LayerOffsets::for_model(m, m.proj_bias_mask).total;
@@ -210,7 +210,7 @@ TEST_F(ShardedCheckpoint, EveryRankEqualsTheWholeLoadSliced) {
 
 TEST_F(ShardedCheckpoint, RanksOutsideTheWorldAreRefused) {
   const ModelConfig m = qwen2_shape();
-  const std::string dir = write("f16", m, random_tensors(m, 1), DType::kF16, false);
+  const std::string dir = write("f16", m, random_tensors(m, 1), TensorDType::kF16, false);
   EXPECT_THROW(load_hf_checkpoint_shard(dir, m, 2, 2), std::invalid_argument);
   EXPECT_THROW(load_hf_checkpoint_shard(dir, m, -1, 2), std::invalid_argument);
   EXPECT_THROW(load_hf_checkpoint_shard(dir, m, 0, 0), std::invalid_argument);
@@ -234,7 +234,7 @@ TEST_F(ShardedCheckpoint, ShapesAreCheckedOnEveryRankValuesOnlyWhereRead) {
   const std::string last = "model.layers.2.mlp.down_proj.weight";  // at the end of the layer
   Tensors bad_shape = random_tensors(m, 5);
   bad_shape[last].first = {m.ffn_dim, m.dim};  // transposed: same size, wrong shape
-  const std::string shape_dir = write("shape", m, bad_shape, DType::kF32, false);
+  const std::string shape_dir = write("shape", m, bad_shape, TensorDType::kF32, false);
   const std::string e0 = load_error(shape_dir, m, 0, 2), e1 = load_error(shape_dir, m, 1, 2);
   EXPECT_NE(e0.find("'" + last + "' has shape [24, 16], expected [16, 24]"), std::string::npos)
       << e0;
@@ -242,7 +242,7 @@ TEST_F(ShardedCheckpoint, ShapesAreCheckedOnEveryRankValuesOnlyWhereRead) {
 
   Tensors inf = random_tensors(m, 5);
   inf[last].second[100] = std::numeric_limits<float>::infinity();
-  const std::string inf_dir = write("inf", m, inf, DType::kF32, false);
+  const std::string inf_dir = write("inf", m, inf, TensorDType::kF32, false);
   EXPECT_EQ(load_error(inf_dir, m, 0, 2), "");
   const std::string e = load_error(inf_dir, m, 1, 2);
   EXPECT_NE(e.find("'" + last + "' has a non-finite value (inf) at element 100"), std::string::npos)
@@ -251,7 +251,7 @@ TEST_F(ShardedCheckpoint, ShapesAreCheckedOnEveryRankValuesOnlyWhereRead) {
 
   Tensors missing = random_tensors(m, 5);
   missing.erase(last);
-  const std::string missing_dir = write("missing", m, missing, DType::kF16, true);
+  const std::string missing_dir = write("missing", m, missing, TensorDType::kF16, true);
   EXPECT_NE(load_error(missing_dir, m, 0, 3).find("missing tensor '" + last + "'"),
             std::string::npos);
 }
@@ -295,7 +295,7 @@ TEST_F(ShardedCheckpoint, DoraMagnitudeFromAShardedBaseEqualsTheReplicatedOne) {
   cfg.model = qwen2_shape();
   cfg.adapter.type = AdapterType::kDora;
   cfg.adapter.target_modules = {"q_proj", "o_proj", "down_proj"};
-  cfg.model.path = write("f32", cfg.model, random_tensors(cfg.model, 7), DType::kF32, false);
+  cfg.model.path = write("f32", cfg.model, random_tensors(cfg.model, 7), TensorDType::kF32, false);
   const AdapterLayout layout = AdapterLayout::plan(cfg.model, cfg.adapter);
   const std::vector<float> want = initial_params(cfg, load_base(cfg), layout, "", nullptr);
   for (const int world : {2, 3}) {

@@ -77,18 +77,19 @@ float bf16_to_float(std::uint16_t b) {
 }
 
 // The fp16 bits the loader must produce for value `v` stored as `dtype`.
-half_bits expected_half(DType dtype, float v) {
-  return dtype == DType::kBF16 ? float_to_half(bf16_to_float(float_to_bf16(v))) : float_to_half(v);
+half_bits expected_half(TensorDType dtype, float v) {
+  return dtype == TensorDType::kBF16 ? float_to_half(bf16_to_float(float_to_bf16(v)))
+                                     : float_to_half(v);
 }
 
-std::vector<std::uint8_t> encode(DType dtype, const std::vector<float>& values) {
+std::vector<std::uint8_t> encode(TensorDType dtype, const std::vector<float>& values) {
   std::vector<std::uint8_t> bytes(values.size() * dtype_size(dtype));
   for (std::size_t i = 0; i < values.size(); ++i) {
-    if (dtype == DType::kF32) {
+    if (dtype == TensorDType::kF32) {
       std::memcpy(&bytes[4 * i], &values[i], 4);
     } else {
       const std::uint16_t h =
-          dtype == DType::kF16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
+          dtype == TensorDType::kF16 ? float_to_half(values[i]) : float_to_bf16(values[i]);
       std::memcpy(&bytes[2 * i], &h, 2);
     }
   }
@@ -197,14 +198,14 @@ void write_config_json(const std::string& dir, const Checkpoint& c) {
                  ", \"vocab_size\": " + std::to_string(m.vocab_size) + c.extra_json + "}\n");
 }
 
-void add(SafetensorsWriter& w, const std::string& name, const Tensor& t, DType dtype) {
+void add(SafetensorsWriter& w, const std::string& name, const Tensor& t, TensorDType dtype) {
   const std::vector<std::uint8_t> bytes = encode(dtype, t.values);
   w.add(name, dtype, t.shape, bytes.data(), bytes.size());
 }
 
 // config.json + model.safetensors with every tensor stored as `dtype`.
 std::string write_single(const ScratchDir& scratch, const std::string& name, const Checkpoint& c,
-                         DType dtype) {
+                         TensorDType dtype) {
   const std::string dir = scratch.dir(name);
   write_config_json(dir, c);
   SafetensorsWriter w;
@@ -216,7 +217,7 @@ std::string write_single(const ScratchDir& scratch, const std::string& name, con
 
 // config.json + an index over shards; `shard_of` picks each tensor's shard file name.
 std::string write_sharded(const ScratchDir& scratch, const std::string& name, const Checkpoint& c,
-                          DType dtype,
+                          TensorDType dtype,
                           const std::function<std::string(const std::string&)>& shard_of) {
   const std::string dir = scratch.dir(name);
   write_config_json(dir, c);
@@ -236,7 +237,7 @@ std::string write_sharded(const ScratchDir& scratch, const std::string& name, co
 // The base assembled straight from the tensors with from_parts, for comparison with the loader.
 // Names are spelled out here (not taken from hf_proj_weight_name) so a naming slip in the loader
 // cannot cancel out.
-BaseWeights assemble(const Checkpoint& c, DType dtype) {
+BaseWeights assemble(const Checkpoint& c, TensorDType dtype) {
   const ModelConfig& m = c.m;
   const LayerOffsets off = LayerOffsets::for_model(m, m.proj_bias_mask);
   auto put = [&](const std::string& name, half_bits* dst) {
@@ -313,42 +314,45 @@ TEST(HfCheckpoint, NamesAreTransformersNames) {
 TEST(HfCheckpoint, SingleFileF16IsBitExact) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, 0), 1);
-  const std::string dir = write_single(scratch, "f16", c, DType::kF16);
-  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, DType::kF16));
+  const std::string dir = write_single(scratch, "f16", c, TensorDType::kF16);
+  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, TensorDType::kF16));
 }
 
 TEST(HfCheckpoint, SingleFileF32RoundsToNearestEvenFp16) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, 0), 2, /*exact=*/false);
-  const std::string dir = write_single(scratch, "f32", c, DType::kF32);
-  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, DType::kF32));
+  const std::string dir = write_single(scratch, "f32", c, TensorDType::kF32);
+  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, TensorDType::kF32));
 }
 
 TEST(HfCheckpoint, SingleFileF32OfFp16ValuesEqualsTheF16File) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, 0), 3);
-  const BaseWeights from_f32 = load_hf_checkpoint(write_single(scratch, "a", c, DType::kF32), c.m);
-  const BaseWeights from_f16 = load_hf_checkpoint(write_single(scratch, "b", c, DType::kF16), c.m);
+  const BaseWeights from_f32 =
+      load_hf_checkpoint(write_single(scratch, "a", c, TensorDType::kF32), c.m);
+  const BaseWeights from_f16 =
+      load_hf_checkpoint(write_single(scratch, "b", c, TensorDType::kF16), c.m);
   expect_same_bits(from_f32, from_f16);
 }
 
 TEST(HfCheckpoint, SingleFileBf16ConvertsToTheNearestFp16) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, 0), 4, /*exact=*/false);
-  const std::string dir = write_single(scratch, "bf16", c, DType::kBF16);
-  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, DType::kBF16));
+  const std::string dir = write_single(scratch, "bf16", c, TensorDType::kBF16);
+  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, TensorDType::kBF16));
 }
 
 TEST(HfCheckpoint, ShardedIndexOverTwoFilesLoadsLikeOneFile) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, kQkv), 5);
   // Layer 0 and the embedding in shard 1, the rest in shard 2, as transformers splits by size.
-  const std::string dir = write_sharded(scratch, "sharded", c, DType::kBF16, [](const auto& n) {
-    const bool first = n.starts_with("model.layers.0.") || n == "model.embed_tokens.weight";
-    return std::string(first ? "model-00001-of-00002.safetensors"
-                             : "model-00002-of-00002.safetensors");
-  });
-  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, DType::kBF16));
+  const std::string dir =
+      write_sharded(scratch, "sharded", c, TensorDType::kBF16, [](const auto& n) {
+        const bool first = n.starts_with("model.layers.0.") || n == "model.embed_tokens.weight";
+        return std::string(first ? "model-00001-of-00002.safetensors"
+                                 : "model-00002-of-00002.safetensors");
+      });
+  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, TensorDType::kBF16));
 }
 
 TEST(HfCheckpoint, OnlyShardsHoldingNeededTensorsAreOpened) {
@@ -357,29 +361,30 @@ TEST(HfCheckpoint, OnlyShardsHoldingNeededTensorsAreOpened) {
   // A tied checkpoint whose index still lists an lm_head copy in a third shard; that shard is
   // deleted, so the load only succeeds if it is never opened.
   c.tensors["lm_head.weight"] = c.tensors.at("model.embed_tokens.weight");
-  const std::string dir = write_sharded(scratch, "lazy", c, DType::kF16, [](const auto& n) {
+  const std::string dir = write_sharded(scratch, "lazy", c, TensorDType::kF16, [](const auto& n) {
     if (n == "lm_head.weight") return std::string("model-00003-of-00003.safetensors");
     return std::string(n.find("mlp") != std::string::npos ? "model-00002-of-00003.safetensors"
                                                           : "model-00001-of-00003.safetensors");
   });
   fs::remove(fs::path(dir) / "model-00003-of-00003.safetensors");
-  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, DType::kF16));
+  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, TensorDType::kF16));
 }
 
 TEST(HfCheckpoint, SingleFileIsPreferredOverAnIndex) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, 0), 7);
-  const std::string dir = write_single(scratch, "both", c, DType::kF16);
+  const std::string dir = write_single(scratch, "both", c, TensorDType::kF16);
   write_text(fs::path(dir) / "model.safetensors.index.json", "not json");
-  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, DType::kF16));
+  expect_same_bits(load_hf_checkpoint(dir, c.m), assemble(c, TensorDType::kF16));
 }
 
 TEST(HfCheckpoint, TiedEmbeddingsNeedNoLmHead) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(true, 0), 8);
   ASSERT_EQ(c.tensors.count("lm_head.weight"), 0u);
-  const BaseWeights base = load_hf_checkpoint(write_single(scratch, "tied", c, DType::kF16), c.m);
-  expect_same_bits(base, assemble(c, DType::kF16));
+  const BaseWeights base =
+      load_hf_checkpoint(write_single(scratch, "tied", c, TensorDType::kF16), c.m);
+  expect_same_bits(base, assemble(c, TensorDType::kF16));
   EXPECT_EQ(base.lm_head(), base.embedding());
 }
 
@@ -389,8 +394,9 @@ TEST(HfCheckpoint, TiedEmbeddingsIgnoreAPresentLmHead) {
   Tensor other = c.tensors.at("model.embed_tokens.weight");
   for (float& v : other.values) v = -v;
   c.tensors["lm_head.weight"] = other;
-  const BaseWeights base = load_hf_checkpoint(write_single(scratch, "tied2", c, DType::kF16), c.m);
-  expect_same_bits(base, assemble(c, DType::kF16));
+  const BaseWeights base =
+      load_hf_checkpoint(write_single(scratch, "tied2", c, TensorDType::kF16), c.m);
+  expect_same_bits(base, assemble(c, TensorDType::kF16));
   EXPECT_EQ(base.lm_head(), base.embedding());
 }
 
@@ -398,7 +404,8 @@ TEST(HfCheckpoint, Qwen2QkvBiasesLandInTheirLayerOffsetsSlots) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, kQkv), 10);
   ASSERT_EQ(c.model_type, "qwen2");
-  const BaseWeights base = load_hf_checkpoint(write_single(scratch, "qwen", c, DType::kF32), c.m);
+  const BaseWeights base =
+      load_hf_checkpoint(write_single(scratch, "qwen", c, TensorDType::kF32), c.m);
   EXPECT_EQ(base.biases(), kQkv);
   const LayerOffsets& off = base.offsets();
   for (int l = 0; l < c.m.n_layers; ++l) {
@@ -417,16 +424,17 @@ TEST(HfCheckpoint, Qwen2QkvBiasesLandInTheirLayerOffsetsSlots) {
       EXPECT_EQ(off.bias[int(p)], kNoOffset);
     }
   }
-  expect_same_bits(base, assemble(c, DType::kF32));
+  expect_same_bits(base, assemble(c, TensorDType::kF32));
 }
 
 TEST(HfCheckpoint, LlamaAttentionAndMlpBiasesFillAllSevenSlots) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, kAllSeven), 11);
   ASSERT_EQ(c.model_type, "llama");
-  const BaseWeights base = load_hf_checkpoint(write_single(scratch, "llb", c, DType::kBF16), c.m);
+  const BaseWeights base =
+      load_hf_checkpoint(write_single(scratch, "llb", c, TensorDType::kBF16), c.m);
   EXPECT_EQ(base.biases(), kAllSeven);
-  expect_same_bits(base, assemble(c, DType::kBF16));
+  expect_same_bits(base, assemble(c, TensorDType::kBF16));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -437,11 +445,11 @@ class HfCheckpointErrors : public ::testing::Test {
  protected:
   HfCheckpointErrors() : c_(make_checkpoint(tiny_shape(false, 0), 21)) {}
 
-  std::string single(const std::string& name, DType dtype = DType::kF16) {
+  std::string single(const std::string& name, TensorDType dtype = TensorDType::kF16) {
     return write_single(scratch_, name, c_, dtype);
   }
   std::string sharded(const std::string& name) {
-    return write_sharded(scratch_, name, c_, DType::kF16, [](const std::string& n) {
+    return write_sharded(scratch_, name, c_, TensorDType::kF16, [](const std::string& n) {
       return std::string(n.starts_with("model.layers.1.") ? "b.safetensors" : "a.safetensors");
     });
   }
@@ -489,7 +497,7 @@ TEST_F(HfCheckpointErrors, UnsupportedDtypeIsNamed) {
       std::vector<std::int32_t> ints(t.values.size(), 1);
       w.add_i32(name, t.shape, ints);
     } else {
-      add(w, name, t, DType::kF16);
+      add(w, name, t, TensorDType::kF16);
     }
   }
   w.write(dir + "/model.safetensors");
@@ -499,21 +507,21 @@ TEST_F(HfCheckpointErrors, UnsupportedDtypeIsNamed) {
 
 TEST_F(HfCheckpointErrors, F32ValueOverflowingFp16IsRefused) {
   c_.tensors.at("model.layers.0.mlp.down_proj.weight").values[5] = 70000.0f;
-  const std::string dir = single("overflow", DType::kF32);
+  const std::string dir = single("overflow", TensorDType::kF32);
   expect_refused(dir, {dir + "/model.safetensors", "'model.layers.0.mlp.down_proj.weight'",
                        "70000 at element 5, which overflows fp16"});
 }
 
 TEST_F(HfCheckpointErrors, Bf16ValueOverflowingFp16IsRefused) {
   c_.tensors.at("model.embed_tokens.weight").values[0] = -1e6f;
-  const std::string dir = single("overflow16", DType::kBF16);
+  const std::string dir = single("overflow16", TensorDType::kBF16);
   expect_refused(dir, {"'model.embed_tokens.weight'", "at element 0, which overflows fp16"});
 }
 
 TEST_F(HfCheckpointErrors, LargestFp16ValueIsAccepted) {
   c_.tensors.at("model.embed_tokens.weight").values[0] = 65504.0f;
   c_.tensors.at("model.embed_tokens.weight").values[1] = -65519.0f;  // rounds down to -65504
-  const BaseWeights base = load_hf_checkpoint(single("max", DType::kF32), c_.m);
+  const BaseWeights base = load_hf_checkpoint(single("max", TensorDType::kF32), c_.m);
   EXPECT_EQ(half_to_float(base.embedding()[0]), 65504.0f);
   EXPECT_EQ(half_to_float(base.embedding()[1]), -65504.0f);
 }
@@ -527,7 +535,7 @@ TEST_F(HfCheckpointErrors, NonFiniteF16IsRefused) {
 
 TEST_F(HfCheckpointErrors, NanInF32IsRefused) {
   c_.tensors.at("lm_head.weight").values[7] = std::numeric_limits<float>::quiet_NaN();
-  const std::string dir = single("nan32", DType::kF32);
+  const std::string dir = single("nan32", TensorDType::kF32);
   expect_refused(dir, {"'lm_head.weight'", "non-finite value (nan) at element 7"});
 }
 
@@ -661,7 +669,8 @@ std::vector<double> random_params(const AdapterLayout& layout) {
 TEST(HfCheckpointModel, Qwen2StyleBiasedModelGradCheck) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, kQkv), 31);
-  const BaseWeights base = load_hf_checkpoint(write_single(scratch, "grad", c, DType::kBF16), c.m);
+  const BaseWeights base =
+      load_hf_checkpoint(write_single(scratch, "grad", c, TensorDType::kBF16), c.m);
   ASSERT_EQ(base.biases(), kQkv);
   const AdapterConfig a = lora_on_all_seven();
   const AdapterLayout layout = AdapterLayout::plan(c.m, a);
@@ -703,8 +712,9 @@ TEST(HfCheckpointModel, Qwen2StyleBiasedModelGradCheck) {
 TEST(HfCheckpointModel, EvalLossEqualsTheSameWeightsViaFromParts) {
   ScratchDir scratch;
   const Checkpoint c = make_checkpoint(tiny_shape(false, kQkv), 32);
-  const BaseWeights loaded = load_hf_checkpoint(write_single(scratch, "eval", c, DType::kF16), c.m);
-  const BaseWeights direct = assemble(c, DType::kF16);
+  const BaseWeights loaded =
+      load_hf_checkpoint(write_single(scratch, "eval", c, TensorDType::kF16), c.m);
+  const BaseWeights direct = assemble(c, TensorDType::kF16);
   const AdapterConfig a = lora_on_all_seven();
   const AdapterLayout layout = AdapterLayout::plan(c.m, a);
   const std::vector<double> params = random_params(layout);

@@ -33,9 +33,9 @@ class SafetensorsRange : public ::testing::Test {
     for (std::int64_t i = 0; i < 5; ++i) i64_.push_back(-1000 * i + 3);
     SafetensorsWriter w;
     w.add_f32("a.f32", {2, 5}, f32_);
-    w.add("b.f16", DType::kF16, {7}, f16_.data(), f16_.size() * 2);
-    w.add("c.i64", DType::kI64, {5}, i64_.data(), i64_.size() * 8);
-    w.add("empty", DType::kF32, {0, 3}, nullptr, 0);
+    w.add("b.f16", TensorDType::kF16, {7}, f16_.data(), f16_.size() * 2);
+    w.add("c.i64", TensorDType::kI64, {5}, i64_.data(), i64_.size() * 8);
+    w.add("empty", TensorDType::kF32, {0, 3}, nullptr, 0);
     w.write(path());
   }
   void TearDown() override {

@@ -121,11 +121,11 @@ TEST_F(SafetensorsTest, RoundTripDtypesAndShapes) {
 
   SafetensorsWriter w;
   w.add_f32("layers.0.weight", {2, 3}, f32);
-  w.add("half", DType::kF16, {5}, f16.data(), f16.size() * 2);
-  w.add("brain", DType::kBF16, {2, 1, 2}, bf16.data(), bf16.size() * 2);
+  w.add("half", TensorDType::kF16, {5}, f16.data(), f16.size() * 2);
+  w.add("brain", TensorDType::kBF16, {2, 1, 2}, bf16.data(), bf16.size() * 2);
   w.add_i32("ids", {3, 2}, i32);
   w.add_f32("scalar", {}, std::span<const float>(&scalar, 1));
-  w.add("empty", DType::kF32, {0, 4}, nullptr, 0);
+  w.add("empty", TensorDType::kF32, {0, 4}, nullptr, 0);
   const std::string p = path("model.safetensors");
   w.write(p);
 
@@ -135,20 +135,20 @@ TEST_F(SafetensorsTest, RoundTripDtypesAndShapes) {
   EXPECT_TRUE(r.contains("half"));
   EXPECT_FALSE(r.contains("hal"));
 
-  EXPECT_EQ(r.info("layers.0.weight").dtype, DType::kF32);
+  EXPECT_EQ(r.info("layers.0.weight").dtype, TensorDType::kF32);
   EXPECT_EQ(r.info("layers.0.weight").shape, (std::vector<std::int64_t>{2, 3}));
   EXPECT_EQ(r.read_tensor("layers.0.weight"), as_bytes(f32.data(), f32.size() * 4));
   EXPECT_EQ(r.read_tensor_f32("layers.0.weight"), f32);
 
-  EXPECT_EQ(r.info("half").dtype, DType::kF16);
+  EXPECT_EQ(r.info("half").dtype, TensorDType::kF16);
   EXPECT_EQ(r.read_tensor("half"), as_bytes(f16.data(), f16.size() * 2));
   EXPECT_EQ(r.read_tensor_f32("half"), f16_vals);
 
-  EXPECT_EQ(r.info("brain").dtype, DType::kBF16);
+  EXPECT_EQ(r.info("brain").dtype, TensorDType::kBF16);
   EXPECT_EQ(r.info("brain").shape, (std::vector<std::int64_t>{2, 1, 2}));
   EXPECT_EQ(r.read_tensor_f32("brain"), bf16_vals);
 
-  EXPECT_EQ(r.info("ids").dtype, DType::kI32);
+  EXPECT_EQ(r.info("ids").dtype, TensorDType::kI32);
   std::vector<std::int32_t> ids(6);
   r.read_tensor_into("ids", ids.data(), ids.size() * 4);
   EXPECT_EQ(ids, i32);
@@ -200,11 +200,11 @@ TEST_F(SafetensorsTest, TensorsAlignedToElementSize) {
   SafetensorsWriter w;
   const std::vector<std::uint16_t> h3 = {1, 2, 3};
   const std::vector<float> f = {1, 2};
-  w.add("a_half", DType::kF16, {3}, h3.data(), 6);
+  w.add("a_half", TensorDType::kF16, {3}, h3.data(), 6);
   w.add_f32("b_float", {2}, f);
   w.add_f32("c_float", {1}, std::span<const float>(f.data(), 1));
   const std::vector<std::uint8_t> u = {9};
-  w.add("d_byte", DType::kU8, {1}, u.data(), 1);
+  w.add("d_byte", TensorDType::kU8, {1}, u.data(), 1);
   const std::string p = path("align.safetensors");
   w.write(p);
   SafetensorsReader r(p);
@@ -253,7 +253,7 @@ TEST_F(SafetensorsTest, WriterRejectsBadInput) {
   EXPECT_THROW(w.add_f32("u", {3}, v), std::invalid_argument);             // size mismatch
   EXPECT_THROW(w.add_f32("__metadata__", {2}, v), std::invalid_argument);  // reserved
   EXPECT_THROW(w.add_f32("", {2}, v), std::invalid_argument);
-  EXPECT_THROW(w.add("neg", DType::kF32, {-1}, nullptr, 0), std::invalid_argument);
+  EXPECT_THROW(w.add("neg", TensorDType::kF32, {-1}, nullptr, 0), std::invalid_argument);
   EXPECT_EQ(w.num_tensors(), 1u);
 }
 
@@ -478,12 +478,13 @@ TEST_F(SafetensorsTest, FileTruncatedAfterOpen) {
 }
 
 TEST(SafetensorsDType, NamesAndSizes) {
-  EXPECT_EQ(dtype_name(DType::kBF16), "BF16");
-  EXPECT_EQ(dtype_size(DType::kBF16), 2u);
-  EXPECT_EQ(dtype_size(DType::kF64), 8u);
-  EXPECT_EQ(dtype_from_name("F8_E4M3"), DType::kF8E4M3);
+  EXPECT_EQ(dtype_name(TensorDType::kBF16), "BF16");
+  EXPECT_EQ(dtype_size(TensorDType::kBF16), 2u);
+  EXPECT_EQ(dtype_size(TensorDType::kF64), 8u);
+  EXPECT_EQ(dtype_from_name("F8_E4M3"), TensorDType::kF8E4M3);
   EXPECT_EQ(dtype_from_name("f32"), std::nullopt);  // names are case-sensitive in the spec
-  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kI32, DType::kU64}) {
+  for (TensorDType t : {TensorDType::kF32, TensorDType::kF16, TensorDType::kBF16, TensorDType::kI32,
+                        TensorDType::kU64}) {
     EXPECT_EQ(dtype_from_name(dtype_name(t)), t);
   }
 }

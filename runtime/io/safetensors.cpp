@@ -23,42 +23,43 @@ namespace {
 using nlohmann::json;
 
 struct DTypeDesc {
-  DType type;
+  TensorDType type;
   std::string_view name;
   std::size_t size;
 };
 
 constexpr std::array<DTypeDesc, 15> kDTypes = {{
-    {DType::kBool, "BOOL", 1},
-    {DType::kU8, "U8", 1},
-    {DType::kI8, "I8", 1},
-    {DType::kF8E4M3, "F8_E4M3", 1},
-    {DType::kF8E5M2, "F8_E5M2", 1},
-    {DType::kI16, "I16", 2},
-    {DType::kU16, "U16", 2},
-    {DType::kF16, "F16", 2},
-    {DType::kBF16, "BF16", 2},
-    {DType::kI32, "I32", 4},
-    {DType::kU32, "U32", 4},
-    {DType::kF32, "F32", 4},
-    {DType::kF64, "F64", 8},
-    {DType::kI64, "I64", 8},
-    {DType::kU64, "U64", 8},
+    {TensorDType::kBool, "BOOL", 1},
+    {TensorDType::kU8, "U8", 1},
+    {TensorDType::kI8, "I8", 1},
+    {TensorDType::kF8E4M3, "F8_E4M3", 1},
+    {TensorDType::kF8E5M2, "F8_E5M2", 1},
+    {TensorDType::kI16, "I16", 2},
+    {TensorDType::kU16, "U16", 2},
+    {TensorDType::kF16, "F16", 2},
+    {TensorDType::kBF16, "BF16", 2},
+    {TensorDType::kI32, "I32", 4},
+    {TensorDType::kU32, "U32", 4},
+    {TensorDType::kF32, "F32", 4},
+    {TensorDType::kF64, "F64", 8},
+    {TensorDType::kI64, "I64", 8},
+    {TensorDType::kU64, "U64", 8},
 }};
 
-const DTypeDesc& desc(DType t) {
+const DTypeDesc& desc(TensorDType t) {
   for (const auto& d : kDTypes) {
     if (d.type == t) return d;
   }
-  throw std::invalid_argument("invalid DType value " + std::to_string(static_cast<int>(t)));
+  throw std::invalid_argument("invalid TensorDType value " + std::to_string(static_cast<int>(t)));
 }
 
 // A real header is a few KB per thousand tensors; anything this large is a corrupt length
 // field, and rejecting it early avoids a huge allocation.
 constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;
 
-bool is_float_convertible(DType t) {
-  return t == DType::kF32 || t == DType::kF16 || t == DType::kBF16 || t == DType::kF64;
+bool is_float_convertible(TensorDType t) {
+  return t == TensorDType::kF32 || t == TensorDType::kF16 || t == TensorDType::kBF16 ||
+         t == TensorDType::kF64;
 }
 
 // numel * elem_size with overflow detection; nullopt when it does not fit in 64 bits.
@@ -87,36 +88,36 @@ std::string json_type(const json& j) {
 
 }  // namespace
 
-std::size_t dtype_size(DType t) {
+std::size_t dtype_size(TensorDType t) {
   return desc(t).size;
 }
-std::string_view dtype_name(DType t) {
+std::string_view dtype_name(TensorDType t) {
   return desc(t).name;
 }
 
-std::optional<DType> dtype_from_name(std::string_view name) {
+std::optional<TensorDType> dtype_from_name(std::string_view name) {
   for (const auto& d : kDTypes) {
     if (d.name == name) return d.type;
   }
   return std::nullopt;
 }
 
-void convert_to_float(DType t, const void* src, float* dst, std::size_t n) {
+void convert_to_float(TensorDType t, const void* src, float* dst, std::size_t n) {
   if (n == 0) return;  // empty tensors may come with null pointers; memcpy must not see them
   const auto* in = static_cast<const std::uint8_t*>(src);
   // memcpy per element: the source is a byte buffer with no alignment guarantee.
   switch (t) {
-    case DType::kF32:
+    case TensorDType::kF32:
       std::memcpy(dst, in, n * sizeof(float));
       return;
-    case DType::kF16:
+    case TensorDType::kF16:
       for (std::size_t i = 0; i < n; ++i) {
         half_bits h;
         std::memcpy(&h, in + 2 * i, 2);
         dst[i] = half_to_float(h);
       }
       return;
-    case DType::kBF16:
+    case TensorDType::kBF16:
       // bf16 is the top half of an fp32, so widening is exact.
       for (std::size_t i = 0; i < n; ++i) {
         std::uint16_t b;
@@ -124,7 +125,7 @@ void convert_to_float(DType t, const void* src, float* dst, std::size_t n) {
         dst[i] = std::bit_cast<float>(static_cast<std::uint32_t>(b) << 16);
       }
       return;
-    case DType::kF64:
+    case TensorDType::kF64:
       for (std::size_t i = 0; i < n; ++i) {
         double v;
         std::memcpy(&v, in + 8 * i, 8);
@@ -147,8 +148,8 @@ std::uint64_t TensorInfo::numel() const {
 // Writer
 // ---------------------------------------------------------------------------------------------
 
-void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<std::int64_t> shape,
-                            const void* data, std::size_t nbytes) {
+void SafetensorsWriter::add(const std::string& name, TensorDType dtype,
+                            std::vector<std::int64_t> shape, const void* data, std::size_t nbytes) {
   if (name.empty()) throw std::invalid_argument("safetensors: tensor name must not be empty");
   if (name == "__metadata__") {
     throw std::invalid_argument("safetensors: '__metadata__' is reserved, not a tensor name");
@@ -178,12 +179,12 @@ void SafetensorsWriter::add(const std::string& name, DType dtype, std::vector<st
 
 void SafetensorsWriter::add_f32(const std::string& name, std::vector<std::int64_t> shape,
                                 std::span<const float> values) {
-  add(name, DType::kF32, std::move(shape), values.data(), values.size_bytes());
+  add(name, TensorDType::kF32, std::move(shape), values.data(), values.size_bytes());
 }
 
 void SafetensorsWriter::add_i32(const std::string& name, std::vector<std::int64_t> shape,
                                 std::span<const std::int32_t> values) {
-  add(name, DType::kI32, std::move(shape), values.data(), values.size_bytes());
+  add(name, TensorDType::kI32, std::move(shape), values.data(), values.size_bytes());
 }
 
 void SafetensorsWriter::set_metadata(const std::string& key, const std::string& value) {

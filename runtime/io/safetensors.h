@@ -27,7 +27,7 @@ namespace peftrun {
 // The element types of the safetensors specification. peftrun itself writes F32/F16/BF16/I32;
 // the reader also accepts the other standard types so that a checkpoint carrying, say, an I64
 // buffer still opens (such tensors can be read raw, just not converted to float).
-enum class DType : std::uint8_t {
+enum class TensorDType : std::uint8_t {
   kBool,
   kU8,
   kI8,
@@ -45,16 +45,16 @@ enum class DType : std::uint8_t {
   kU64,
 };
 
-std::size_t dtype_size(DType t);                              // bytes per element
-std::string_view dtype_name(DType t);                         // "F32", "BF16", ...
-std::optional<DType> dtype_from_name(std::string_view name);  // nullopt if not a known name
+std::size_t dtype_size(TensorDType t);                              // bytes per element
+std::string_view dtype_name(TensorDType t);                         // "F32", "BF16", ...
+std::optional<TensorDType> dtype_from_name(std::string_view name);  // nullopt if not a known name
 
 // Converts n elements of F32/F16/BF16/F64 to float; throws std::invalid_argument for other types.
-void convert_to_float(DType t, const void* src, float* dst, std::size_t n);
+void convert_to_float(TensorDType t, const void* src, float* dst, std::size_t n);
 
 struct TensorInfo {
   std::string name;
-  DType dtype = DType::kF32;
+  TensorDType dtype = TensorDType::kF32;
   std::vector<std::int64_t> shape;  // empty = 0-d scalar (one element)
   std::uint64_t data_begin = 0;     // [begin, end) relative to the data section
   std::uint64_t data_end = 0;
@@ -70,8 +70,8 @@ class SafetensorsWriter {
   // Throws std::invalid_argument on an empty, duplicate or reserved ("__metadata__") name, a
   // negative dimension, or nbytes != numel(shape) * dtype_size(dtype). Bytes are in the file's
   // byte order (little-endian), i.e. the host's on every platform peftrun supports.
-  void add(const std::string& name, DType dtype, std::vector<std::int64_t> shape, const void* data,
-           std::size_t nbytes);
+  void add(const std::string& name, TensorDType dtype, std::vector<std::int64_t> shape,
+           const void* data, std::size_t nbytes);
   void add_f32(const std::string& name, std::vector<std::int64_t> shape,
                std::span<const float> values);
   void add_i32(const std::string& name, std::vector<std::int64_t> shape,
@@ -91,7 +91,7 @@ class SafetensorsWriter {
 
  private:
   struct Entry {
-    DType dtype;
+    TensorDType dtype;
     std::vector<std::int64_t> shape;
     std::vector<std::uint8_t> bytes;
   };

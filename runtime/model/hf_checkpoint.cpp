@@ -206,7 +206,8 @@ class Loader {
       throw std::runtime_error(t.what + " has shape " + shape_text(info.shape) + ", expected " +
                                shape_text(shape));
     }
-    if (info.dtype != DType::kF16 && info.dtype != DType::kBF16 && info.dtype != DType::kF32) {
+    if (info.dtype != TensorDType::kF16 && info.dtype != TensorDType::kBF16 &&
+        info.dtype != TensorDType::kF32) {
       throw std::runtime_error(t.what + " has dtype " + std::string(dtype_name(info.dtype)) +
                                ", expected F32, F16 or BF16");
     }
@@ -219,7 +220,7 @@ class Loader {
   void read(const CheckedTensor& t, std::size_t first, std::size_t count, half_bits* dst) {
     const std::size_t elem = dtype_size(t.info->dtype);
     bytes_read_ += count * elem;
-    if (t.info->dtype == DType::kF16) {
+    if (t.info->dtype == TensorDType::kF16) {
       // Bit-exact: the checkpoint's own fp16 values are the base.
       t.reader->read_tensor_elements(t.info->name, first, count, dst);
       for (std::size_t i = 0; i < count; ++i) {

@@ -22,7 +22,7 @@ void write_text_atomic(const std::string& path, const std::string& text) {
 
 void read_exact(const SafetensorsReader& r, const std::string& name, std::vector<float>& dst) {
   const TensorInfo& info = r.info(name);  // throws naming the file and tensor when missing
-  if (info.dtype != DType::kF32 || info.numel() != dst.size()) {
+  if (info.dtype != TensorDType::kF32 || info.numel() != dst.size()) {
     throw std::runtime_error(
         r.path() + ": tensor '" + name + "' has " + std::to_string(info.numel()) + " " +
         std::string(dtype_name(info.dtype)) + " elements, expected " + std::to_string(dst.size()) +
