@@ -91,6 +91,71 @@ PEFTRUN_HD float tile_dot(Span<float> a, int ra, Span<float> b, int rb, int hd, 
   return acc;
 }
 
+// The output columns a thread holds: d = cg, cg + kTpr, ... below hd.
+template <class Tile>
+struct Columns {
+  float v[Tile::kColsPerThread];
+  int cg, hd;
+
+  PEFTRUN_HD Columns(int cg_, int hd_) : cg(cg_), hd(hd_) {
+    for (float& x : v) x = 0.0f;
+  }
+  PEFTRUN_HD void scale(float a) {
+    for (float& x : v) x *= a;
+  }
+  // v[d] += w * tile[row, d]
+  PEFTRUN_HD void add_row(float w, Span<float> tile, int row, int ld) {
+    const std::size_t o = static_cast<std::size_t>(row) * ld;
+    for (int x = 0; x < Tile::kColsPerThread; ++x) {
+      const int d = cg + Tile::kTpr * x;
+      if (d < hd) v[x] += w * tile[o + d];
+    }
+  }
+  // dst[offset + d] = a * v[d], rounded to St.
+  template <class St>
+  PEFTRUN_HD void store(Span<typename St::Elem> dst, std::int64_t offset, float a) const {
+    for (int x = 0; x < Tile::kColsPerThread; ++x) {
+      const int d = cg + Tile::kTpr * x;
+      if (d < hd) dst[static_cast<std::size_t>(offset + d)] = St::from_float(a * v[x]);
+    }
+  }
+};
+
+// Where a thread of a query-tile block (forward, dQ) stands: tile row r of query t of head h of
+// sequence b, reading kv head kvh.
+struct QueryRow {
+  int r, cg, b, h, kvh, t0, t;
+  bool ok;           // t < T (the last tile has idle rows)
+  bool packed;       // segment ids given
+  std::int64_t seq;  // offset of sequence b in [B * T]
+  std::size_t stat;  // index of (b, h, t) in [B, H, T]
+  std::int32_t seg;  // segment id of t (0 when not packed or !ok)
+};
+
+template <class Tile, class Ctx>
+PEFTRUN_HD QueryRow query_row(const Ctx& ctx, const AttentionShape& s,
+                              Span<const std::int32_t> segment) {
+  QueryRow q;
+  q.r = ctx.thread() / Tile::kTpr;
+  q.cg = ctx.thread() % Tile::kTpr;
+  q.b = ctx.block_z();
+  q.h = ctx.block_y();
+  q.kvh = q.h / (s.H / s.KV);
+  q.t0 = ctx.block_x() * Tile::kRows;
+  q.t = q.t0 + q.r;
+  q.ok = q.t < s.T;
+  q.packed = segment.size > 0;
+  q.seq = static_cast<std::int64_t>(q.b) * s.T;
+  q.stat = static_cast<std::size_t>((static_cast<std::int64_t>(q.b) * s.H + q.h) * s.T + q.t);
+  q.seg = q.packed && q.ok ? segment[static_cast<std::size_t>(q.seq + q.t)] : 0;
+  return q;
+}
+
+// Key tiles a query tile starting at t0 sees: up to the one holding its last row.
+PEFTRUN_HD int key_tiles_until_diagonal(int t0, int rows, int other, int T) {
+  return (imin(T, t0 + rows) - 1) / other + 1;
+}
+
 // Forward. Block (query tile, head h, sequence b); thread (row r, column group cg).
 //   for each key tile j up to the diagonal:
 //     S = scale Q_i K_j^T (masked: -inf);  m' = max(m, rowmax S);  P = e^(S - m')
@@ -107,49 +172,40 @@ struct FlashForward {
   AttentionShape s;
   float scale;
 
-  static std::size_t smem_bytes(int hd) {
-    const std::size_t ld = static_cast<std::size_t>(hd) + 1;
-    return SharedBudget()
-        .add(Tile::kRows * ld, sizeof(float))                  // Q tile
-        .add(Tile::kOther * ld, sizeof(float))                 // K, then V tile
-        .add(Tile::kRows * (Tile::kOther + 1), sizeof(float))  // P
-        .add(Tile::kRows * Tile::kTpr, sizeof(float))          // row max / sum partials
-        .add(Tile::kOther, sizeof(std::int32_t))               // key segment ids
-        .bytes();
-  }
+  struct Shared {
+    Span<float> q, kv, p, red;  // Q tile, K then V tile, P, row max / sum partials
+    Span<std::int32_t> seg;     // key segment ids
+    PEFTRUN_HD static Shared carve(SharedCarver& c, int hd) {
+      const std::size_t ld = static_cast<std::size_t>(hd) + 1;
+      Shared m;
+      m.q = c.take<float>(Tile::kRows * ld);
+      m.kv = c.take<float>(Tile::kOther * ld);
+      m.p = c.take<float>(Tile::kRows * (Tile::kOther + 1));
+      m.red = c.take<float>(Tile::kRows * Tile::kTpr);
+      m.seg = c.take<std::int32_t>(Tile::kOther);
+      return m;
+    }
+  };
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
     constexpr int R = Tile::kRows, C = Tile::kOther, P = Tile::kTpr;
     const int hd = s.hd, ld = hd + 1, T = s.T;
-    SharedCarver carve(smem);
-    const Span<float> sQ = carve.take<float>(static_cast<std::size_t>(R) * ld);
-    const Span<float> sKV = carve.take<float>(static_cast<std::size_t>(C) * ld);
-    const Span<float> sP = carve.take<float>(R * (C + 1));
-    const Span<float> sRed = carve.take<float>(R * P);
-    const Span<std::int32_t> sSeg = carve.take<std::int32_t>(C);
+    SharedCarver carver(smem);
+    const Shared sh = Shared::carve(carver, hd);
+    const QueryRow qr = query_row<Tile>(ctx, s, segment);
+    const int r = qr.r, cg = qr.cg;
 
-    const int r = ctx.thread() / P, cg = ctx.thread() % P;
-    const int b = ctx.block_z(), h = ctx.block_y(), t0 = ctx.block_x() * R;
-    const int kvh = h / (s.H / s.KV);
-    const int t = t0 + r;
-    const bool row_ok = t < T;
-    const bool packed = segment.size > 0;
-    const std::int64_t seq = static_cast<std::int64_t>(b) * T;  // offset of sequence b in [B*T]
-    const std::int32_t seg_t = packed && row_ok ? segment[static_cast<std::size_t>(seq + t)] : 0;
-
-    load_head_rows<St>(ctx, q, sQ, R, b, t0, h, s.H, s);
+    load_head_rows<St>(ctx, q, sh.q, R, qr.b, qr.t0, qr.h, s.H, s);
     float m = -float_inf(), l = 0.0f;
-    float acc[Tile::kColsPerThread];
-    for (float& a : acc) a = 0.0f;
+    Columns<Tile> acc(cg, hd);
 
-    // Keys past the tile's last query are never visible.
-    const int n_key_tiles = (imin(T, t0 + R) - 1) / C + 1;
+    const int n_key_tiles = key_tiles_until_diagonal(qr.t0, R, C, T);
     for (int j = 0; j < n_key_tiles; ++j) {
       const int s0 = j * C;
       ctx.sync();  // the previous tile's P and V are no longer read
-      load_head_rows<St>(ctx, k, sKV, C, b, s0, kvh, s.KV, s);
-      if (packed) load_row_values(ctx, segment, sSeg, C, seq, s0, T);
+      load_head_rows<St>(ctx, k, sh.kv, C, qr.b, s0, qr.kvh, s.KV, s);
+      if (qr.packed) load_row_values(ctx, segment, sh.seg, C, qr.seq, s0, T);
       ctx.sync();
 
       float sc[Tile::kScoresPerThread];
@@ -157,56 +213,45 @@ struct FlashForward {
       for (int e = 0; e < Tile::kScoresPerThread; ++e) {
         const int c = cg + P * e;
         sc[e] = -float_inf();
-        if (row_ok && attention_visible(t, s0 + c, packed, seg_t,
-                                        packed ? sSeg[static_cast<std::size_t>(c)] : 0)) {
-          sc[e] = tile_dot(sQ, r, sKV, c, hd, ld) * scale;
+        if (qr.ok && attention_visible(qr.t, s0 + c, qr.packed, qr.seg,
+                                       qr.packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
+          sc[e] = tile_dot(sh.q, r, sh.kv, c, hd, ld) * scale;
         }
         tile_max = fmax2(tile_max, sc[e]);
       }
-      sRed[static_cast<std::size_t>(r * P + cg)] = tile_max;
+      sh.red[static_cast<std::size_t>(r * P + cg)] = tile_max;
       ctx.sync();
       float m_tile = -float_inf();
-      for (int g = 0; g < P; ++g) m_tile = fmax2(m_tile, sRed[static_cast<std::size_t>(r * P + g)]);
+      for (int g = 0; g < P; ++g) {
+        m_tile = fmax2(m_tile, sh.red[static_cast<std::size_t>(r * P + g)]);
+      }
       const float m_new = fmax2(m, m_tile);
       // Until a row has seen a visible key m stays -inf and everything stays 0.
       const float alpha = m == -float_inf() ? 0.0f : std::exp(m - m_new);
       float p_sum = 0.0f;
       for (int e = 0; e < Tile::kScoresPerThread; ++e) {
         const float p = sc[e] == -float_inf() ? 0.0f : std::exp(sc[e] - m_new);
-        sP[static_cast<std::size_t>(r * (C + 1) + cg + P * e)] = p;
+        sh.p[static_cast<std::size_t>(r * (C + 1) + cg + P * e)] = p;
         p_sum += p;
       }
       ctx.sync();  // maxima read, K no longer needed
-      sRed[static_cast<std::size_t>(r * P + cg)] = p_sum;
-      load_head_rows<St>(ctx, v, sKV, C, b, s0, kvh, s.KV, s);
+      sh.red[static_cast<std::size_t>(r * P + cg)] = p_sum;
+      load_head_rows<St>(ctx, v, sh.kv, C, qr.b, s0, qr.kvh, s.KV, s);
       ctx.sync();
       float l_tile = 0.0f;
-      for (int g = 0; g < P; ++g) l_tile += sRed[static_cast<std::size_t>(r * P + g)];
+      for (int g = 0; g < P; ++g) l_tile += sh.red[static_cast<std::size_t>(r * P + g)];
       l = alpha * l + l_tile;
       m = m_new;
-      for (int x = 0; x < Tile::kColsPerThread; ++x) acc[x] *= alpha;
+      acc.scale(alpha);
       for (int c = 0; c < C; ++c) {
-        const float p = sP[static_cast<std::size_t>(r * (C + 1) + c)];
-        const std::size_t vrow = static_cast<std::size_t>(c) * ld;
-        for (int x = 0; x < Tile::kColsPerThread; ++x) {
-          const int d = cg + P * x;
-          if (d < hd) acc[x] += p * sKV[vrow + d];
-        }
+        acc.add_row(sh.p[static_cast<std::size_t>(r * (C + 1) + c)], sh.kv, c, ld);
       }
     }
 
-    if (!row_ok) return;  // after the last barrier
+    if (!qr.ok) return;  // after the last barrier
     // l >= 1: the diagonal key is always visible and carries e^0 at the running max.
-    const float inv_l = 1.0f / l;
-    const std::int64_t orow = ((seq + t) * s.H + h) * hd;
-    for (int x = 0; x < Tile::kColsPerThread; ++x) {
-      const int d = cg + P * x;
-      if (d < hd) out[static_cast<std::size_t>(orow + d)] = St::from_float(acc[x] * inv_l);
-    }
-    if (cg == 0) {
-      lse[static_cast<std::size_t>((static_cast<std::int64_t>(b) * s.H + h) * T + t)] =
-          m + std::log(l);
-    }
+    acc.template store<St>(out, ((qr.seq + qr.t) * s.H + qr.h) * hd, 1.0f / l);
+    if (cg == 0) lse[qr.stat] = m + std::log(l);
   }
 };
 
@@ -248,83 +293,63 @@ struct FlashBackwardDq {
   AttentionShape s;
   float scale;
 
-  static std::size_t smem_bytes(int hd) {
-    const std::size_t ld = static_cast<std::size_t>(hd) + 1;
-    return SharedBudget()
-        .add(Tile::kRows * ld, sizeof(float))                  // Q
-        .add(Tile::kRows * ld, sizeof(float))                  // dO
-        .add(Tile::kOther * ld, sizeof(float))                 // K
-        .add(Tile::kOther * ld, sizeof(float))                 // V
-        .add(Tile::kRows * (Tile::kOther + 1), sizeof(float))  // dS
-        .add(Tile::kOther, sizeof(std::int32_t))               // key segment ids
-        .bytes();
-  }
+  struct Shared {
+    Span<float> q, dout, k, v, ds;  // tiles of Q, dO (owned rows), K, V (streamed), dS
+    Span<std::int32_t> seg;         // key segment ids
+    PEFTRUN_HD static Shared carve(SharedCarver& c, int hd) {
+      const std::size_t ld = static_cast<std::size_t>(hd) + 1;
+      Shared m;
+      m.q = c.take<float>(Tile::kRows * ld);
+      m.dout = c.take<float>(Tile::kRows * ld);
+      m.k = c.take<float>(Tile::kOther * ld);
+      m.v = c.take<float>(Tile::kOther * ld);
+      m.ds = c.take<float>(Tile::kRows * (Tile::kOther + 1));
+      m.seg = c.take<std::int32_t>(Tile::kOther);
+      return m;
+    }
+  };
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
     constexpr int R = Tile::kRows, C = Tile::kOther, P = Tile::kTpr;
     const int hd = s.hd, ld = hd + 1, T = s.T;
-    SharedCarver carve(smem);
-    const Span<float> sQ = carve.take<float>(static_cast<std::size_t>(R) * ld);
-    const Span<float> sdO = carve.take<float>(static_cast<std::size_t>(R) * ld);
-    const Span<float> sK = carve.take<float>(static_cast<std::size_t>(C) * ld);
-    const Span<float> sV = carve.take<float>(static_cast<std::size_t>(C) * ld);
-    const Span<float> sdS = carve.take<float>(R * (C + 1));
-    const Span<std::int32_t> sSeg = carve.take<std::int32_t>(C);
+    SharedCarver carver(smem);
+    const Shared sh = Shared::carve(carver, hd);
+    const QueryRow qr = query_row<Tile>(ctx, s, segment);
+    const int r = qr.r, cg = qr.cg;
+    const float lse_t = qr.ok ? lse[qr.stat] : 0.0f;
+    const float d_t = qr.ok ? dvec[qr.stat] : 0.0f;
 
-    const int r = ctx.thread() / P, cg = ctx.thread() % P;
-    const int b = ctx.block_z(), h = ctx.block_y(), t0 = ctx.block_x() * R;
-    const int kvh = h / (s.H / s.KV);
-    const int t = t0 + r;
-    const bool row_ok = t < T;
-    const bool packed = segment.size > 0;
-    const std::int64_t seq = static_cast<std::int64_t>(b) * T;
-    const std::size_t row_stat =
-        static_cast<std::size_t>((static_cast<std::int64_t>(b) * s.H + h) * T + t);
-    const std::int32_t seg_t = packed && row_ok ? segment[static_cast<std::size_t>(seq + t)] : 0;
-    const float lse_t = row_ok ? lse[row_stat] : 0.0f;
-    const float d_t = row_ok ? dvec[row_stat] : 0.0f;
+    load_head_rows<St>(ctx, q, sh.q, R, qr.b, qr.t0, qr.h, s.H, s);
+    load_head_rows<St>(ctx, dout, sh.dout, R, qr.b, qr.t0, qr.h, s.H, s);
+    Columns<Tile> acc(cg, hd);
 
-    load_head_rows<St>(ctx, q, sQ, R, b, t0, h, s.H, s);
-    load_head_rows<St>(ctx, dout, sdO, R, b, t0, h, s.H, s);
-    float acc[Tile::kColsPerThread];
-    for (float& a : acc) a = 0.0f;
-
-    const int n_key_tiles = (imin(T, t0 + R) - 1) / C + 1;
+    const int n_key_tiles = key_tiles_until_diagonal(qr.t0, R, C, T);
     for (int j = 0; j < n_key_tiles; ++j) {
       const int s0 = j * C;
       ctx.sync();  // the previous tile's dS and K are no longer read
-      load_head_rows<St>(ctx, k, sK, C, b, s0, kvh, s.KV, s);
-      load_head_rows<St>(ctx, v, sV, C, b, s0, kvh, s.KV, s);
-      if (packed) load_row_values(ctx, segment, sSeg, C, seq, s0, T);
+      load_head_rows<St>(ctx, k, sh.k, C, qr.b, s0, qr.kvh, s.KV, s);
+      load_head_rows<St>(ctx, v, sh.v, C, qr.b, s0, qr.kvh, s.KV, s);
+      if (qr.packed) load_row_values(ctx, segment, sh.seg, C, qr.seq, s0, T);
       ctx.sync();
       for (int e = 0; e < Tile::kScoresPerThread; ++e) {
         const int c = cg + P * e;
         float ds = 0.0f;
-        if (row_ok && attention_visible(t, s0 + c, packed, seg_t,
-                                        packed ? sSeg[static_cast<std::size_t>(c)] : 0)) {
-          const float p = std::exp(tile_dot(sQ, r, sK, c, hd, ld) * scale - lse_t);
-          ds = softmax_grad(p, tile_dot(sdO, r, sV, c, hd, ld), d_t);
+        if (qr.ok && attention_visible(qr.t, s0 + c, qr.packed, qr.seg,
+                                       qr.packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
+          const float p = std::exp(tile_dot(sh.q, r, sh.k, c, hd, ld) * scale - lse_t);
+          ds = softmax_grad(p, tile_dot(sh.dout, r, sh.v, c, hd, ld), d_t);
         }
-        sdS[static_cast<std::size_t>(r * (C + 1) + c)] = ds;
+        sh.ds[static_cast<std::size_t>(r * (C + 1) + c)] = ds;
       }
       ctx.sync();
       for (int c = 0; c < C; ++c) {
-        const float ds = sdS[static_cast<std::size_t>(r * (C + 1) + c)];
-        const std::size_t krow = static_cast<std::size_t>(c) * ld;
-        for (int x = 0; x < Tile::kColsPerThread; ++x) {
-          const int d = cg + P * x;
-          if (d < hd) acc[x] += ds * sK[krow + d];
-        }
+        acc.add_row(sh.ds[static_cast<std::size_t>(r * (C + 1) + c)], sh.k, c, ld);
       }
     }
 
-    if (!row_ok) return;
-    const std::int64_t orow = ((seq + t) * s.H + h) * hd;
-    for (int x = 0; x < Tile::kColsPerThread; ++x) {
-      const int d = cg + P * x;
-      if (d < hd) dq[static_cast<std::size_t>(orow + d)] = St::from_float(scale * acc[x]);
-    }
+    if (!qr.ok) return;
+    acc.template store<St>(dq, ((qr.seq + qr.t) * s.H + qr.h) * hd, scale);
   }
 };
 
@@ -343,36 +368,32 @@ struct FlashBackwardDkDv {
   AttentionShape s;
   float scale;
 
-  static std::size_t smem_bytes(int hd) {
-    const std::size_t ld = static_cast<std::size_t>(hd) + 1;
-    return SharedBudget()
-        .add(Tile::kRows * ld, sizeof(float))                  // K
-        .add(Tile::kRows * ld, sizeof(float))                  // V
-        .add(Tile::kOther * ld, sizeof(float))                 // Q
-        .add(Tile::kOther * ld, sizeof(float))                 // dO
-        .add(Tile::kRows * (Tile::kOther + 1), sizeof(float))  // P^T
-        .add(Tile::kRows * (Tile::kOther + 1), sizeof(float))  // dS^T
-        .add(Tile::kOther, sizeof(float))                      // lse of the query rows
-        .add(Tile::kOther, sizeof(float))                      // D of the query rows
-        .add(Tile::kOther, sizeof(std::int32_t))               // query segment ids
-        .bytes();
-  }
+  struct Shared {
+    Span<float> k, v, q, dout, pt, dst;  // K, V (owned rows), Q, dO (streamed), P^T, dS^T
+    Span<float> lse, d;                  // per streamed query row
+    Span<std::int32_t> seg;              // query segment ids
+    PEFTRUN_HD static Shared carve(SharedCarver& c, int hd) {
+      const std::size_t ld = static_cast<std::size_t>(hd) + 1;
+      Shared m;
+      m.k = c.take<float>(Tile::kRows * ld);
+      m.v = c.take<float>(Tile::kRows * ld);
+      m.q = c.take<float>(Tile::kOther * ld);
+      m.dout = c.take<float>(Tile::kOther * ld);
+      m.pt = c.take<float>(Tile::kRows * (Tile::kOther + 1));
+      m.dst = c.take<float>(Tile::kRows * (Tile::kOther + 1));
+      m.lse = c.take<float>(Tile::kOther);
+      m.d = c.take<float>(Tile::kOther);
+      m.seg = c.take<std::int32_t>(Tile::kOther);
+      return m;
+    }
+  };
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
     constexpr int R = Tile::kRows, C = Tile::kOther, P = Tile::kTpr;
     const int hd = s.hd, ld = hd + 1, T = s.T;
-    SharedCarver carve(smem);
-    const Span<float> sK = carve.take<float>(static_cast<std::size_t>(R) * ld);
-    const Span<float> sV = carve.take<float>(static_cast<std::size_t>(R) * ld);
-    const Span<float> sQ = carve.take<float>(static_cast<std::size_t>(C) * ld);
-    const Span<float> sdO = carve.take<float>(static_cast<std::size_t>(C) * ld);
-    const Span<float> sPt = carve.take<float>(R * (C + 1));
-    const Span<float> sdSt = carve.take<float>(R * (C + 1));
-    const Span<float> sLse = carve.take<float>(C);
-    const Span<float> sD = carve.take<float>(C);
-    const Span<std::int32_t> sSeg = carve.take<std::int32_t>(C);
-
+    SharedCarver carver(smem);
+    const Shared sh = Shared::carve(carver, hd);
     const int c = ctx.thread() / P, cg = ctx.thread() % P;
     const int b = ctx.block_z(), kvh = ctx.block_y(), s0 = ctx.block_x() * R;
     const int group = s.H / s.KV;
@@ -382,10 +403,9 @@ struct FlashBackwardDkDv {
     const std::int64_t seq = static_cast<std::int64_t>(b) * T;
     const std::int32_t seg_c = packed && key_ok ? segment[static_cast<std::size_t>(seq + key)] : 0;
 
-    load_head_rows<St>(ctx, k, sK, R, b, s0, kvh, s.KV, s);
-    load_head_rows<St>(ctx, v, sV, R, b, s0, kvh, s.KV, s);
-    float acc_k[Tile::kColsPerThread], acc_v[Tile::kColsPerThread];
-    for (int x = 0; x < Tile::kColsPerThread; ++x) acc_k[x] = acc_v[x] = 0.0f;
+    load_head_rows<St>(ctx, k, sh.k, R, b, s0, kvh, s.KV, s);
+    load_head_rows<St>(ctx, v, sh.v, R, b, s0, kvh, s.KV, s);
+    Columns<Tile> acc_k(cg, hd), acc_v(cg, hd);
 
     // Queries before s0 see none of these keys.
     const int first_q_tile = s0 / C, n_q_tiles = ceil_div(T, C);
@@ -395,51 +415,36 @@ struct FlashBackwardDkDv {
       for (int i = first_q_tile; i < n_q_tiles; ++i) {
         const int t0 = i * C;
         ctx.sync();  // the previous tile's P^T, dS^T, Q and dO are no longer read
-        load_head_rows<St>(ctx, q, sQ, C, b, t0, h, s.H, s);
-        load_head_rows<St>(ctx, dout, sdO, C, b, t0, h, s.H, s);
-        load_row_values(ctx, lse, sLse, C, stats, t0, T);
-        load_row_values(ctx, dvec, sD, C, stats, t0, T);
-        if (packed) load_row_values(ctx, segment, sSeg, C, seq, t0, T);
+        load_head_rows<St>(ctx, q, sh.q, C, b, t0, h, s.H, s);
+        load_head_rows<St>(ctx, dout, sh.dout, C, b, t0, h, s.H, s);
+        load_row_values(ctx, lse, sh.lse, C, stats, t0, T);
+        load_row_values(ctx, dvec, sh.d, C, stats, t0, T);
+        if (packed) load_row_values(ctx, segment, sh.seg, C, seq, t0, T);
         ctx.sync();
         for (int e = 0; e < Tile::kScoresPerThread; ++e) {
           const int rq = cg + P * e, t = t0 + rq;
+          const std::size_t iq = static_cast<std::size_t>(rq);
           float p = 0.0f, ds = 0.0f;
           if (key_ok && t < T &&
-              attention_visible(t, key, packed, packed ? sSeg[static_cast<std::size_t>(rq)] : 0,
-                                seg_c)) {
-            p = std::exp(tile_dot(sQ, rq, sK, c, hd, ld) * scale -
-                         sLse[static_cast<std::size_t>(rq)]);
-            ds =
-                softmax_grad(p, tile_dot(sdO, rq, sV, c, hd, ld), sD[static_cast<std::size_t>(rq)]);
+              attention_visible(t, key, packed, packed ? sh.seg[iq] : 0, seg_c)) {
+            p = std::exp(tile_dot(sh.q, rq, sh.k, c, hd, ld) * scale - sh.lse[iq]);
+            ds = softmax_grad(p, tile_dot(sh.dout, rq, sh.v, c, hd, ld), sh.d[iq]);
           }
-          sPt[static_cast<std::size_t>(c * (C + 1) + rq)] = p;
-          sdSt[static_cast<std::size_t>(c * (C + 1) + rq)] = ds;
+          sh.pt[static_cast<std::size_t>(c * (C + 1) + rq)] = p;
+          sh.dst[static_cast<std::size_t>(c * (C + 1) + rq)] = ds;
         }
         ctx.sync();
         for (int rq = 0; rq < C; ++rq) {
-          const float p = sPt[static_cast<std::size_t>(c * (C + 1) + rq)];
-          const float ds = sdSt[static_cast<std::size_t>(c * (C + 1) + rq)];
-          const std::size_t qrow = static_cast<std::size_t>(rq) * ld;
-          for (int x = 0; x < Tile::kColsPerThread; ++x) {
-            const int d = cg + P * x;
-            if (d < hd) {
-              acc_v[x] += p * sdO[qrow + d];
-              acc_k[x] += ds * sQ[qrow + d];
-            }
-          }
+          acc_v.add_row(sh.pt[static_cast<std::size_t>(c * (C + 1) + rq)], sh.dout, rq, ld);
+          acc_k.add_row(sh.dst[static_cast<std::size_t>(c * (C + 1) + rq)], sh.q, rq, ld);
         }
       }
     }
 
     if (!key_ok) return;
     const std::int64_t orow = ((seq + key) * s.KV + kvh) * hd;
-    for (int x = 0; x < Tile::kColsPerThread; ++x) {
-      const int d = cg + P * x;
-      if (d < hd) {
-        dk[static_cast<std::size_t>(orow + d)] = St::from_float(scale * acc_k[x]);
-        dv[static_cast<std::size_t>(orow + d)] = St::from_float(acc_v[x]);
-      }
-    }
+    acc_k.template store<St>(dk, orow, scale);
+    acc_v.template store<St>(dv, orow, 1.0f);
   }
 };
 
@@ -484,7 +489,7 @@ void launch_attention_forward(const Launcher& launch, const void* q, const void*
       g.grid_y = H;
       g.grid_z = B;
       g.threads = Tile::kThreads;
-      g.smem_bytes = FlashForward<Tile, St>::smem_bytes(hd);
+      g.smem_bytes = shared_bytes<typename FlashForward<Tile, St>::Shared>(hd);
       launch(op, g, kern);
     });
   });
@@ -530,7 +535,7 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
       g.grid_y = H;
       g.grid_z = B;
       g.threads = Tile::kThreads;
-      g.smem_bytes = FlashBackwardDq<Tile, St>::smem_bytes(hd);
+      g.smem_bytes = shared_bytes<typename FlashBackwardDq<Tile, St>::Shared>(hd);
       launch("attention_backward_dq", g, kdq);
 
       const FlashBackwardDkDv<Tile, St> kdkv{sq,
@@ -545,7 +550,7 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
                                              s,
                                              scale};
       g.grid_y = KV;
-      g.smem_bytes = FlashBackwardDkDv<Tile, St>::smem_bytes(hd);
+      g.smem_bytes = shared_bytes<typename FlashBackwardDkDv<Tile, St>::Shared>(hd);
       launch("attention_backward_dkdv", g, kdkv);
     });
   });

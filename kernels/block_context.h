@@ -79,27 +79,33 @@ PEFTRUN_HD Span<T> make_span(T* p, std::size_t n) {
   return Span<T>{p, n};
 }
 
-// Hands out consecutive, 16-byte aligned pieces of a block's shared memory. The op's geometry
-// function computes the launch size with the same sequence of takes, so the two agree; in the
-// emulator a take beyond the launched size is reported (and yields an empty span).
+// Hands out consecutive, 16-byte aligned pieces of a block's shared memory. Each kernel carves
+// its layout in one function that also sizes the launch: run on SharedCarver::measure() (no
+// memory, unbounded) it hands out empty pointers and used() is the bytes the layout needs, so
+// the launch size and the carving cannot disagree. In the emulator a take beyond the launched
+// size is reported (and yields an empty span).
 class SharedCarver {
  public:
   PEFTRUN_HD explicit SharedCarver(Span<unsigned char> smem) : smem_(smem) {}
+  static SharedCarver measure() {
+    return SharedCarver(Span<unsigned char>{nullptr, ~std::size_t(0)});
+  }
+
   template <typename T>
   PEFTRUN_HD Span<T> take(std::size_t n) {
-    const std::size_t bytes = round_up(n * sizeof(T));
+    const std::size_t bytes = (n * sizeof(T) + 15) / 16 * 16;
 #if !defined(__CUDA_ARCH__)
-    if (used_ + bytes > smem_.size) {
+    if (bytes > smem_.size - used_) {
       emu::out_of_bounds<unsigned char>(used_ + bytes, smem_.size);
       return Span<T>{reinterpret_cast<T*>(smem_.ptr), 0};
     }
 #endif
-    T* p = reinterpret_cast<T*>(smem_.ptr + used_);
+    T* p = smem_.ptr ? reinterpret_cast<T*>(smem_.ptr + used_) : nullptr;
     used_ += bytes;
     return Span<T>{p, n};
   }
-  PEFTRUN_HD static std::size_t round_up(std::size_t bytes) {
-    return (bytes + 15) / 16 * 16;
+  PEFTRUN_HD std::size_t used() const {
+    return used_;
   }
 
  private:
@@ -107,18 +113,14 @@ class SharedCarver {
   std::size_t used_ = 0;
 };
 
-// Host-side twin of a sequence of SharedCarver::take calls: the bytes they need.
-class SharedBudget {
- public:
-  SharedBudget& add(std::size_t n, std::size_t elem_bytes) {
-    bytes_ += SharedCarver::round_up(n * elem_bytes);
-    return *this;
-  }
-  std::size_t bytes() const { return bytes_; }
-
- private:
-  std::size_t bytes_ = 0;
-};
+// Bytes of shared memory a kernel's layout (a type with a static carve(SharedCarver&, args...))
+// takes.
+template <class Layout, class... A>
+std::size_t shared_bytes(const A&... args) {
+  SharedCarver c = SharedCarver::measure();
+  (void)Layout::carve(c, args...);
+  return c.used();
+}
 
 // The CUDA built-ins as a Ctx. Its host-side bodies are never executed (a kernel body is only
 // ever called from a __global__ function on the device); they exist so the HD templates compile

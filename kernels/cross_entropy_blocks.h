@@ -40,17 +40,18 @@ struct CrossEntropyRows {
   int V;
   float grad_scale;
 
-  static SharedBudget budget() {
-    return SharedBudget()
-        .add(kCrossEntropyThreads, sizeof(float))
-        .add(kCrossEntropyThreads, sizeof(float));
-  }
+  struct Shared {
+    Span<float> max, sum;  // per-thread (max, sum) pairs of the merge tree
+    PEFTRUN_HD static Shared carve(SharedCarver& c) {
+      return {c.take<float>(kCrossEntropyThreads), c.take<float>(kCrossEntropyThreads)};
+    }
+  };
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
-    SharedCarver carve(smem);
-    const Span<float> s_max = carve.take<float>(kCrossEntropyThreads);
-    const Span<float> s_sum = carve.take<float>(kCrossEntropyThreads);
+    SharedCarver carver(smem);
+    const Shared sh = Shared::carve(carver);
+    const Span<float> s_max = sh.max, s_sum = sh.sum;
     const int t = ctx.thread(), nt = ctx.threads();
     const std::size_t r = static_cast<std::size_t>(ctx.block_x());
     const std::size_t base = r * static_cast<std::size_t>(V);
@@ -108,13 +109,19 @@ struct CrossEntropyRows {
 // *loss_sum += sum of row_loss[0, n) in fp64, one block, fixed order.
 struct SumRowLosses {
   static constexpr int kMaxThreads = kCrossEntropyThreads;
+  struct Shared {
+    Span<double> scratch;  // block_sum
+    PEFTRUN_HD static Shared carve(SharedCarver& c) {
+      return {c.take<double>(kCrossEntropyThreads)};
+    }
+  };
   Span<const float> row_loss;
   Span<double> loss_sum;  // [1]
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
-    SharedCarver carve(smem);
-    const Span<double> scratch = carve.take<double>(kCrossEntropyThreads);
+    SharedCarver carver(smem);
+    const Span<double> scratch = Shared::carve(carver).scratch;
     double part = 0.0;
     for (std::size_t i = static_cast<std::size_t>(ctx.thread()); i < row_loss.size;
          i += static_cast<std::size_t>(ctx.threads())) {
@@ -147,14 +154,14 @@ void launch_cross_entropy_forward_backward(const Launcher& launch, const void* l
     LaunchGeometry g;
     g.grid_x = n;
     g.threads = kCrossEntropyThreads;
-    g.smem_bytes = CrossEntropyRows<St>::budget().bytes();
+    g.smem_bytes = shared_bytes<typename CrossEntropyRows<St>::Shared>();
     launch(op, g, k);
   });
   if (loss_sum) {
     const SumRowLosses k{{row_loss, static_cast<std::size_t>(n)}, {loss_sum, 1}};
     LaunchGeometry g;
     g.threads = kCrossEntropyThreads;
-    g.smem_bytes = SharedBudget().add(kCrossEntropyThreads, sizeof(double)).bytes();
+    g.smem_bytes = shared_bytes<SumRowLosses::Shared>();
     launch("cross_entropy_sum_rows", g, k);
   }
 }

@@ -15,11 +15,19 @@ namespace peftrun::blocks {
 
 inline constexpr int kRmsNormThreads = 256;  // a power of two (block_sum)
 
+// Shared memory of both kernels: the block_sum scratch.
+struct RmsNormShared {
+  Span<float> scratch;
+  PEFTRUN_HD static RmsNormShared carve(SharedCarver& c) {
+    return {c.take<float>(kRmsNormThreads)};
+  }
+};
+
 inline LaunchGeometry rmsnorm_geometry(int rows) {
   LaunchGeometry g;
   g.grid_x = rows;
   g.threads = kRmsNormThreads;
-  g.smem_bytes = SharedBudget().add(kRmsNormThreads, sizeof(float)).bytes();
+  g.smem_bytes = shared_bytes<RmsNormShared>();
   return g;
 }
 
@@ -37,8 +45,8 @@ struct RmsNormForward {
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
-    SharedCarver carve(smem);
-    const Span<float> scratch = carve.take<float>(kRmsNormThreads);
+    SharedCarver carver(smem);
+    const Span<float> scratch = RmsNormShared::carve(carver).scratch;
     const std::size_t row = static_cast<std::size_t>(ctx.block_x()) * dim;
     float ss = 0.0f;
     for (int i = ctx.thread(); i < dim; i += ctx.threads()) {
@@ -68,8 +76,8 @@ struct RmsNormBackward {
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
-    SharedCarver carve(smem);
-    const Span<float> scratch = carve.take<float>(kRmsNormThreads);
+    SharedCarver carver(smem);
+    const Span<float> scratch = RmsNormShared::carve(carver).scratch;
     const std::size_t row = static_cast<std::size_t>(ctx.block_x()) * dim;
     float dot = 0.0f;
     for (int i = ctx.thread(); i < dim; i += ctx.threads()) {
