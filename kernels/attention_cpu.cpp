@@ -10,6 +10,7 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/attention_math.h"
 #include "kernels/gemm.h"
 
 namespace peftrun::cpu {
@@ -58,14 +59,19 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
           T* row = P + static_cast<size_t>(t) * T_len;  // [T]
           // Visible keys: s <= t, and same document when packed. s == t is always visible, so
           // every row has at least one entry and the normaliser is >= 1.
+          const bool packed = seg != nullptr;
+          const std::int32_t seg_t = packed ? seg[t] : 0;
+          auto visible = [&](int s) {
+            return attention_visible(t, s, packed, seg_t, packed ? seg[s] : 0);
+          };
           T mx = -std::numeric_limits<T>::infinity();
           for (int s = 0; s <= t; ++s) {
-            if (seg && seg[s] != seg[t]) continue;
+            if (!visible(s)) continue;
             mx = std::max(mx, row[s]);
           }
           T sum = 0;
           for (int s = 0; s <= t; ++s) {
-            if (seg && seg[s] != seg[t]) {
+            if (!visible(s)) {
               row[s] = 0;
               continue;
             }
@@ -130,7 +136,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
           // Causal: only s <= t can be non-zero; s in (t, t1) must be zeroed for the GEMMs below.
           T dot = 0;
           for (int s = 0; s <= t; ++s) dot += prow[s] * drow[s];
-          for (int s = 0; s <= t; ++s) drow[s] = prow[s] * (drow[s] - dot);
+          for (int s = 0; s <= t; ++s) drow[s] = softmax_grad(prow[s], drow[s], dot);
           std::fill(drow + t + 1, drow + t1, T(0));
         }
         // dQ[t0:t1] = scale dS_blk K[0:t1]   (overwrites this head's rows of dq)

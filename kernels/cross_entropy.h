@@ -10,6 +10,9 @@
 
 #include <cstdint>
 
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
+
 namespace peftrun::cpu {
 
 inline constexpr std::int32_t kIgnoreIndex = -100;
@@ -19,3 +22,20 @@ double cross_entropy_forward_backward(const T* logits, const std::int32_t* targe
                                       int n, int V, T grad_scale);
 
 }  // namespace peftrun::cpu
+
+// CUDA twin (cross_entropy_cuda.cu, kernels in cross_entropy_blocks.h), with the same semantics
+// over one row chunk: the model runs the lm_head GEMM per chunk and calls this on each, so the
+// full [tokens, V] logits never exist. logits and dlogits are stored in `dtype`, math is fp32.
+// row_loss [n] (fp32, device) receives each row's loss (0 for ignored rows); when loss_sum (one
+// device double) is non-null the chunk's rows are added to it in a fixed order, so the sum over
+// chunks is deterministic. dlogits may be null (loss only) or alias logits. A target outside
+// [0, V) other than kIgnoreIndex makes that row's loss and gradient NaN (the non-finite checks
+// then name the op). With fp16 dlogits, fold the loss scale into grad_scale: softmax / tokens
+// underflows fp16 otherwise.
+namespace peftrun::cuda {
+
+void cross_entropy_forward_backward(const void* logits, const std::int32_t* targets, void* dlogits,
+                                    float* row_loss, double* loss_sum, int n, int V,
+                                    float grad_scale, DType dtype, Stream stream);
+
+}  // namespace peftrun::cuda

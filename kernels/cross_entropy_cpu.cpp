@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "kernels/cross_entropy_math.h"
+
 namespace peftrun::cpu {
 
 // Per row: loss = logsumexp(x) - x[target] with the max subtracted before exp, the normaliser and
@@ -34,11 +36,11 @@ double cross_entropy_forward_backward(const T* logits, const std::int32_t* targe
     } else {
       for (int j = 0; j < V; ++j) sum += static_cast<double>(std::exp(x[j] - mx));
     }
-    total += static_cast<double>(mx) + std::log(sum) - static_cast<double>(x_target);
+    total += ce_row_loss(static_cast<double>(mx), sum, static_cast<double>(x_target));
     if (d) {
       const T k = static_cast<T>(static_cast<double>(grad_scale) / sum);  // softmax * grad_scale
-      for (int j = 0; j < V; ++j) d[j] *= k;
-      d[target] -= grad_scale;
+      for (int j = 0; j < V; ++j) d[j] = ce_softmax_grad(d[j], k);
+      d[target] = ce_target_grad(d[target], grad_scale);
     }
   }
   return total;

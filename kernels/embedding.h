@@ -5,9 +5,23 @@
 
 #include <cstdint>
 
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
+#include "kernels/half.h"
+
 namespace peftrun::cpu {
 
 template <typename T>
 void embedding_forward(const std::int32_t* tokens, const T* table, T* out, int n, int dim);
 
 }  // namespace peftrun::cpu
+
+// CUDA twin (embedding_cuda.cu, kernels in embedding_blocks.h): the frozen fp16 table [vocab,
+// dim] converted into out [n, dim] stored in out_dtype. It also takes vocab: an id outside
+// [0, vocab) yields a NaN row instead of an out-of-bounds read.
+namespace peftrun::cuda {
+
+void embedding_forward(const std::int32_t* tokens, const half_bits* table, void* out, int n,
+                       int dim, int vocab, DType out_dtype, Stream stream);
+
+}  // namespace peftrun::cuda

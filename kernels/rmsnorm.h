@@ -4,6 +4,10 @@
 // The norm weight is part of the frozen base, so backward produces only dx (overwritten).
 #pragma once
 
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
+#include "kernels/half.h"
+
 namespace peftrun::cpu {
 
 template <typename T>
@@ -14,3 +18,16 @@ void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, T
                       int dim);
 
 }  // namespace peftrun::cpu
+
+// CUDA twin (rmsnorm_cuda.cu, kernels in rmsnorm_blocks.h): x, y, dy, dx stored in `dtype`, the
+// frozen weight in fp16 (as the base layer buffer holds it), rstd [rows] in fp32; math in fp32
+// (rmsnorm_math.h). y may alias x and dx may alias dy.
+namespace peftrun::cuda {
+
+void rmsnorm_forward(const void* x, const half_bits* weight, void* y, float* rstd, int rows,
+                     int dim, float eps, DType dtype, Stream stream);
+
+void rmsnorm_backward(const void* dy, const void* x, const half_bits* weight, const float* rstd,
+                      void* dx, int rows, int dim, DType dtype, Stream stream);
+
+}  // namespace peftrun::cuda

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <cstddef>
 
+#include "kernels/rmsnorm_math.h"
+
 namespace peftrun::cpu {
 
 template <typename T>
@@ -14,9 +16,9 @@ void rmsnorm_forward(const T* x, const T* weight, T* y, T* rstd, int rows, int d
     // removes the summation error at negligible cost.
     double ss = 0.0;
     for (int i = 0; i < dim; ++i) ss += static_cast<double>(xr[i]) * xr[i];
-    const T rs = static_cast<T>(1.0 / std::sqrt(ss / dim + static_cast<double>(eps)));
+    const T rs = static_cast<T>(rmsnorm_rstd(ss, dim, static_cast<double>(eps)));
     rstd[r] = rs;
-    for (int i = 0; i < dim; ++i) yr[i] = xr[i] * rs * weight[i];
+    for (int i = 0; i < dim; ++i) yr[i] = rmsnorm_scale(xr[i], rs, weight[i]);
   }
 }
 
@@ -33,8 +35,8 @@ void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, T
     double dot = 0.0;         // sum_i dy_i w_i x_i
     for (int i = 0; i < dim; ++i) dot += static_cast<double>(dyr[i]) * weight[i] * xr[i];
     const T rs = rstd[r];
-    const T c = static_cast<T>(dot / dim * static_cast<double>(rs) * rs * rs);
-    for (int i = 0; i < dim; ++i) dxr[i] = rs * dyr[i] * weight[i] - c * xr[i];
+    const T c = static_cast<T>(rmsnorm_dx_coef(dot, dim, static_cast<double>(rs)));
+    for (int i = 0; i < dim; ++i) dxr[i] = rmsnorm_dx(rs, dyr[i], weight[i], c, xr[i]);
   }
 }
 

@@ -9,6 +9,9 @@
 
 #include <cstdint>
 
+#include "kernels/cuda_memory.h"
+#include "kernels/dtype.h"
+
 namespace peftrun::cpu {
 
 template <typename T>
@@ -21,3 +24,16 @@ void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int 
                    float theta);
 
 }  // namespace peftrun::cpu
+
+// CUDA twin (rope_cuda.cu, kernels in rope_blocks.h): x in place, stored in `dtype`; pos [tokens]
+// int32 on the device. The inverse frequencies are computed on the host by the same function as
+// the CPU's (rope_math.h), so both rotate by the same float angles. head_dim must be even and at
+// most 256.
+namespace peftrun::cuda {
+
+void rope_forward(void* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
+                  float theta, DType dtype, Stream stream);
+void rope_backward(void* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
+                   float theta, DType dtype, Stream stream);
+
+}  // namespace peftrun::cuda

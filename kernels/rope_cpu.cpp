@@ -4,20 +4,18 @@
 #include <cstddef>
 #include <vector>
 
+#include "kernels/rope_math.h"
+
 namespace peftrun::cpu {
 namespace {
 
-// inv_freq[i] = 1 / theta^(2i / head_dim), i < head_dim / 2, each step in float exactly as HF
-// LLaMA builds it (arange(0, dim, 2).float() / dim, then base ** that, then 1.0 / that), so the
-// angles -- and hence the rotated activations -- match the reference model bit-for-bit as far as
-// libm allows.
+// inv_freq[i] for i < head_dim / 2 (rope_math.h), so the angles -- and hence the rotated
+// activations -- match the reference model bit-for-bit as far as libm allows.
 std::vector<float> inverse_frequencies(int head_dim, float theta) {
   const int half = head_dim / 2;
   std::vector<float> inv_freq(static_cast<std::size_t>(half));
-  for (int i = 0; i < half; ++i) {
-    const float expo = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    inv_freq[static_cast<std::size_t>(i)] = 1.0f / std::pow(theta, expo);
-  }
+  for (int i = 0; i < half; ++i)
+    inv_freq[static_cast<std::size_t>(i)] = rope_inv_freq(i, head_dim, theta);
   return inv_freq;
 }
 
@@ -47,10 +45,7 @@ void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim
       for (int i = 0; i < half; ++i) {
         const T c = cos_t[static_cast<std::size_t>(i)];
         const T s = sin_t[static_cast<std::size_t>(i)];
-        const T ai = a[i];
-        const T bi = b[i];
-        a[i] = ai * c - bi * s;
-        b[i] = bi * c + ai * s;
+        rope_rotate_pair(a[i], b[i], c, s, &a[i], &b[i]);
       }
     }
   }

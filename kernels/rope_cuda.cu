@@ -1,0 +1,20 @@
+// RoPE on the GPU: the kernel of rope_blocks.h launched by CudaLauncher.
+#include "kernels/cuda_launch.cuh"
+#include "kernels/rope.h"
+#include "kernels/rope_blocks.h"
+
+namespace peftrun::cuda {
+
+void rope_forward(void* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
+                  float theta, DType dtype, Stream stream) {
+  blocks::launch_rope_forward(CudaLauncher(stream), x, pos, tokens, n_heads, head_dim, theta,
+                              dtype);
+}
+
+void rope_backward(void* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
+                   float theta, DType dtype, Stream stream) {
+  blocks::launch_rope_backward(CudaLauncher(stream), dx, pos, tokens, n_heads, head_dim, theta,
+                               dtype);
+}
+
+}  // namespace peftrun::cuda

@@ -1,0 +1,83 @@
+// The CUDA kernels of cross-entropy, RMSNorm, RoPE, SwiGLU and the embedding lookup
+// (kernels/*_blocks.h), run in the CPU block emulator against their CPU twins: the cases of
+// tests/gpu/*_cases.h in every storage dtype. On a GPU machine tests/gpu/*_parity_test.cpp run
+// the same cases on the device.
+#include <gtest/gtest.h>
+
+#include "tests/gpu/cross_entropy_cases.h"
+#include "tests/gpu/embedding_cases.h"
+#include "tests/gpu/rmsnorm_cases.h"
+#include "tests/gpu/rope_cases.h"
+#include "tests/gpu/swiglu_cases.h"
+#include "tests/support/emulated_env.h"
+
+namespace peftrun::gpu_testing {
+namespace {
+
+template <class Case>
+std::string name_of(const ::testing::TestParamInfo<Case>& info) {
+  return info.param.name;
+}
+
+class EmulatedCrossEntropy : public ::testing::TestWithParam<CrossEntropyCase> {};
+TEST_P(EmulatedCrossEntropy, MatchesCpuTwin) {
+  emu::EmuEnv env;
+  for (const DType dt : kAllDTypes) check_cross_entropy(env, GetParam(), dt);
+}
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedCrossEntropy,
+                         ::testing::ValuesIn(all_cross_entropy_cases()), name_of<CrossEntropyCase>);
+TEST(EmulatedCrossEntropyRows, TargetOutsideVocabPoisonsOnlyItsRow) {
+  emu::EmuEnv env;
+  check_cross_entropy_bad_target(env);
+}
+TEST(EmulatedCrossEntropyRows, ReversedThreadOrder) {
+  emu::EmuEnv env(emu::Schedule::kReversed);
+  check_cross_entropy(env, cross_entropy_cases::kSmallVocabTail, DType::kF32);
+}
+
+class EmulatedRmsNorm : public ::testing::TestWithParam<RmsNormCase> {};
+TEST_P(EmulatedRmsNorm, MatchesCpuTwin) {
+  emu::EmuEnv env;
+  for (const DType dt : kAllDTypes) check_rmsnorm(env, GetParam(), dt);
+}
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedRmsNorm, ::testing::ValuesIn(all_rmsnorm_cases()),
+                         name_of<RmsNormCase>);
+TEST(EmulatedRmsNormOrder, ReversedThreadOrder) {
+  emu::EmuEnv env(emu::Schedule::kReversed);
+  check_rmsnorm(env, rmsnorm_cases::kDim1000, DType::kF32);
+}
+
+class EmulatedRope : public ::testing::TestWithParam<RopeCase> {};
+TEST_P(EmulatedRope, MatchesCpuTwin) {
+  emu::EmuEnv env;
+  for (const DType dt : kAllDTypes) check_rope(env, GetParam(), dt);
+}
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedRope, ::testing::ValuesIn(all_rope_cases()),
+                         name_of<RopeCase>);
+TEST(EmulatedRopeRefusals, OddOrTooLargeHeadDim) {
+  emu::EmuEnv env;
+  check_rope_refusals(env);
+}
+
+class EmulatedSwiglu : public ::testing::TestWithParam<SwigluCase> {};
+TEST_P(EmulatedSwiglu, MatchesCpuTwin) {
+  emu::EmuEnv env;
+  for (const DType dt : kAllDTypes) check_swiglu(env, GetParam(), dt);
+}
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedSwiglu, ::testing::ValuesIn(all_swiglu_cases()),
+                         name_of<SwigluCase>);
+
+class EmulatedEmbedding : public ::testing::TestWithParam<EmbeddingCase> {};
+TEST_P(EmulatedEmbedding, MatchesCpuTwin) {
+  emu::EmuEnv env;
+  for (const DType dt : kAllDTypes) check_embedding(env, GetParam(), dt);
+}
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedEmbedding, ::testing::ValuesIn(all_embedding_cases()),
+                         name_of<EmbeddingCase>);
+TEST(EmulatedEmbeddingTokens, IdOutsideVocabGivesNanRow) {
+  emu::EmuEnv env;
+  check_embedding_bad_token(env);
+}
+
+}  // namespace
+}  // namespace peftrun::gpu_testing

@@ -1,0 +1,77 @@
+// Parity cases of the RoPE kernel against the CPU twin (kernels/rope_cpu.cpp), for
+// tests/gpu/rope_parity_test.cpp (GPU) and tests/emulated_kernels_test.cpp (CPU emulator); see
+// tests/gpu/parity_support.h. The CPU twin in double rotates by the same float angles.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/rope.h"
+#include "tests/gpu/parity_support.h"
+
+namespace peftrun::gpu_testing {
+
+struct RopeCase {
+  const char* name;
+  int tokens, heads, hd;
+  int max_pos;  // positions are random in [0, max_pos] (packed sequences restart anywhere)
+  float theta = 10000.0f;
+};
+
+template <class Env>
+void check_rope(Env& env, const RopeCase& c, DType dt) {
+  const std::string where = std::string(c.name) + " " + dtype_name(dt);
+  const std::uint64_t seed = seed_of(c.name);
+  const std::size_t n = static_cast<std::size_t>(c.tokens) * c.heads * c.hd;
+  const std::vector<float> x = rounded(random_floats(n, seed, 2.0f), dt);
+  std::mt19937_64 rng(seed + 1);
+  std::uniform_int_distribution<int> dist(0, c.max_pos);
+  std::vector<std::int32_t> pos(static_cast<std::size_t>(c.tokens));
+  for (auto& p : pos) p = dist(rng);
+
+  auto d_pos = env.upload(pos);
+  for (const bool forward : {true, false}) {
+    std::vector<double> ref = to_double(x);
+    auto d_x = env.upload(encode(x, dt));  // rotated in place
+    if (forward) {
+      cpu::rope_forward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, c.theta);
+      env.rope_forward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, c.theta, dt);
+    } else {
+      cpu::rope_backward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, c.theta);
+      env.rope_backward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, c.theta, dt);
+    }
+    expect_close(where, forward ? "forward" : "backward", decode(env.download(d_x), dt), ref,
+                 tolerance(dt));
+  }
+}
+
+template <class Env>
+void check_rope_refusals(Env& env) {
+  auto x = env.template poisoned<float>(64);
+  auto pos = env.upload(std::vector<std::int32_t>{0, 1});
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 7, 1e4f, DType::kF32),
+               std::invalid_argument);  // odd head_dim
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 258, 1e4f, DType::kF32),
+               std::invalid_argument);  // above 256
+}
+
+namespace rope_cases {
+inline const RopeCase kOneToken{"OneTokenHd64", 1, 1, 64, 1};
+inline const RopeCase kTinyConfig{"TinyConfigHd32", 7, 3, 32, 100};
+inline const RopeCase kLongPositions{"Hd128Pos4096", 33, 4, 128, 4096};
+inline const RopeCase kHd256{"Hd256Pos8191", 5, 2, 256, 8191};
+inline const RopeCase kHd8{"Hd8", 9, 2, 8, 50};
+inline const RopeCase kLlama3Theta{"Theta500000", 6, 3, 64, 2000, 500000.0f};
+}  // namespace rope_cases
+
+inline std::vector<RopeCase> all_rope_cases() {
+  using namespace rope_cases;
+  return {kOneToken, kTinyConfig, kLongPositions, kHd256, kHd8, kLlama3Theta};
+}
+
+}  // namespace peftrun::gpu_testing

@@ -1,0 +1,214 @@
+// Runs CUDA kernel functors (kernels/*_blocks.h) on the CPU: every thread of a block is a fiber
+// (ucontext) and sync() switches back to a scheduler, which resumes the threads once all of them
+// have arrived. This is the launcher the CPU test suite hands to the ops' shared launch code in
+// place of kernels/cuda_launch.cuh's CudaLauncher, so the very kernel bodies the GPU runs are
+// checked here against their CPU twins.
+//
+// What it catches beyond wrong results:
+//  - out-of-bounds indices into any Span (global or shared memory), named with the launch;
+//  - barrier divergence (some threads leave the kernel while others wait at sync());
+//  - missing barriers, by running the threads of each phase in order, reversed or shuffled:
+//    a read that races with another thread's write sees a different value under another order;
+//  - reads of shared memory never written (it is filled with 0xFF = NaN before every block);
+//  - launch geometries CUDA would refuse (threads, grid, shared memory above sm_80's limit).
+// Not thread-safe: one emulated launch at a time per OS thread.
+#pragma once
+
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "kernels/block_context.h"
+
+namespace peftrun::emu {
+
+enum class Schedule { kInOrder, kReversed, kShuffled };
+
+inline const char* schedule_name(Schedule s) {
+  return s == Schedule::kInOrder ? "in-order" : s == Schedule::kReversed ? "reversed" : "shuffled";
+}
+
+// The threads of one block as fibers.
+class BlockEmulator {
+ public:
+  BlockEmulator(int threads, Schedule schedule, std::uint64_t seed)
+      : threads_(threads), schedule_(schedule), seed_(seed), fibers_(threads) {
+    page_ = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+    for (Fiber& f : fibers_) {
+      // One guard page below each stack: an overflow faults instead of corrupting a neighbour.
+      void* mem = mmap(nullptr, kStackBytes + page_, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (mem == MAP_FAILED) throw std::runtime_error("block emulator: cannot map a fiber stack");
+      mprotect(mem, page_, PROT_NONE);
+      f.stack = static_cast<char*>(mem);
+    }
+  }
+  ~BlockEmulator() {
+    for (Fiber& f : fibers_) munmap(f.stack, kStackBytes + page_);
+  }
+  BlockEmulator(const BlockEmulator&) = delete;
+  BlockEmulator& operator=(const BlockEmulator&) = delete;
+
+  // Runs body(thread) for every thread of one block, interleaved at barriers. Throws on barrier
+  // divergence.
+  void run_block(const std::function<void(int)>& body) {
+    body_ = &body;
+    for (Fiber& f : fibers_) {
+      getcontext(&f.context);
+      f.context.uc_stack.ss_sp = f.stack + page_;
+      f.context.uc_stack.ss_size = kStackBytes;
+      f.context.uc_link = &scheduler_;
+      makecontext(&f.context, &BlockEmulator::trampoline, 0);
+      f.state = State::kReady;
+    }
+    std::vector<int> order(static_cast<std::size_t>(threads_));
+    for (int phase = 0;; ++phase) {
+      std::iota(order.begin(), order.end(), 0);
+      if (schedule_ == Schedule::kReversed) std::reverse(order.begin(), order.end());
+      if (schedule_ == Schedule::kShuffled) {
+        std::mt19937_64 rng(seed_ * 1000003u + static_cast<std::uint64_t>(phase));
+        std::shuffle(order.begin(), order.end(), rng);
+      }
+      for (const int t : order) {
+        running_ = t;
+        current() = this;
+        fibers_[static_cast<std::size_t>(t)].state = State::kRunning;
+        swapcontext(&scheduler_, &fibers_[static_cast<std::size_t>(t)].context);
+      }
+      const auto done = std::count_if(fibers_.begin(), fibers_.end(),
+                                      [](const Fiber& f) { return f.state == State::kDone; });
+      if (done == threads_) return;
+      if (done > 0) {
+        throw std::runtime_error("barrier divergence: " + std::to_string(done) + " of " +
+                                 std::to_string(threads_) +
+                                 " threads left the kernel while the others wait at barrier " +
+                                 std::to_string(phase + 1));
+      }
+    }
+  }
+
+  // Called by the running fiber at sync().
+  void barrier() {
+    Fiber& f = fibers_[static_cast<std::size_t>(running_)];
+    f.state = State::kAtBarrier;
+    swapcontext(&f.context, &scheduler_);
+  }
+
+ private:
+  enum class State { kReady, kRunning, kAtBarrier, kDone };
+  struct Fiber {
+    ucontext_t context{};
+    char* stack = nullptr;
+    State state = State::kReady;
+  };
+  static constexpr std::size_t kStackBytes = 256 * 1024;
+
+  static BlockEmulator*& current() {
+    static thread_local BlockEmulator* emulator = nullptr;
+    return emulator;
+  }
+  static void trampoline() {
+    BlockEmulator* e = current();
+    const int t = e->running_;
+    (*e->body_)(t);
+    e->fibers_[static_cast<std::size_t>(t)].state = State::kDone;
+    // returning resumes uc_link, the scheduler
+  }
+
+  int threads_;
+  Schedule schedule_;
+  std::uint64_t seed_;
+  std::size_t page_ = 4096;
+  std::vector<Fiber> fibers_;
+  ucontext_t scheduler_{};
+  const std::function<void(int)>* body_ = nullptr;
+  int running_ = 0;
+};
+
+// The Ctx of an emulated thread (see kernels/block_context.h).
+class EmulatedBlock {
+ public:
+  EmulatedBlock(BlockEmulator* emulator, int thread, const LaunchGeometry& g, int bx, int by,
+                int bz)
+      : emulator_(emulator), thread_(thread), g_(g), bx_(bx), by_(by), bz_(bz) {}
+  int thread() const { return thread_; }
+  int threads() const { return g_.threads; }
+  int block_x() const { return bx_; }
+  int block_y() const { return by_; }
+  int block_z() const { return bz_; }
+  int grid_x() const { return g_.grid_x; }
+  void sync() const { emulator_->barrier(); }
+
+ private:
+  BlockEmulator* emulator_;
+  int thread_;
+  LaunchGeometry g_;
+  int bx_, by_, bz_;
+};
+
+// Same interface as cuda::CudaLauncher: launcher(name, geometry, kernel).
+class EmulatedLauncher {
+ public:
+  explicit EmulatedLauncher(Schedule schedule = Schedule::kInOrder, std::uint64_t seed = 1)
+      : schedule_(schedule), seed_(seed) {}
+
+  template <class K>
+  void operator()(const char* name, const LaunchGeometry& g, const K& kernel) const {
+    if (g.empty()) return;
+    if (g.threads > K::kMaxThreads || g.threads > 1024 || g.grid_y > kMaxGridYZ ||
+        g.grid_z > kMaxGridYZ) {
+      throw std::invalid_argument(std::string(name) + ": launch geometry outside CUDA's limits");
+    }
+    if (g.smem_bytes > kMaxSharedBytesSm80) {
+      throw std::invalid_argument(std::string(name) + " needs " + std::to_string(g.smem_bytes) +
+                                  " bytes of shared memory per block; sm_80 allows " +
+                                  std::to_string(kMaxSharedBytesSm80));
+    }
+    BlockEmulator emulator(g.threads, schedule_, seed_);
+    std::vector<unsigned char> smem(g.smem_bytes + 2 * kGuardBytes);
+    unsigned char* base = smem.data() + kGuardBytes;
+    g_out_of_bounds.clear();
+    for (int bz = 0; bz < g.grid_z; ++bz) {
+      for (int by = 0; by < g.grid_y; ++by) {
+        for (int bx = 0; bx < g.grid_x; ++bx) {
+          std::memset(smem.data(), 0xFF, smem.size());
+          const std::function<void(int)> body = [&](int t) {
+            kernel(EmulatedBlock(&emulator, t, g, bx, by, bz),
+                   Span<unsigned char>{base, g.smem_bytes});
+          };
+          const std::string where = std::string(name) + " block (" + std::to_string(bx) + "," +
+                                    std::to_string(by) + "," + std::to_string(bz) + ")";
+          try {
+            emulator.run_block(body);
+          } catch (const std::runtime_error& e) {
+            throw std::runtime_error(where + ": " + e.what());
+          }
+          if (!g_out_of_bounds.empty()) throw std::runtime_error(where + ": " + g_out_of_bounds);
+          for (std::size_t i = 0; i < kGuardBytes; ++i) {
+            if (smem[i] != 0xFF || smem[kGuardBytes + g.smem_bytes + i] != 0xFF) {
+              throw std::runtime_error(where + ": wrote outside its shared memory");
+            }
+          }
+        }
+      }
+    }
+  }
+
+ private:
+  static constexpr std::size_t kGuardBytes = 64;
+  Schedule schedule_;
+  std::uint64_t seed_;
+};
+
+}  // namespace peftrun::emu
