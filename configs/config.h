@@ -14,6 +14,9 @@ namespace peftrun {
 enum class AdapterType { kLora, kDora, kAdaLora };
 enum class LrSchedule { kConstant, kLinear, kCosine };
 enum class DeviceKind { kAuto, kCpu, kCuda };
+// runtime.compute_dtype: the activations' storage type on the GPU. kAuto = bf16 on cuda, fp32
+// on the CPU (which always computes in fp32).
+enum class ComputeDtype { kAuto, kFp32, kFp16, kBf16 };
 // data.format: pre-tokenized token files, or JSONL tokenized by the model's tokenizer.json.
 // kSame is data.eval_format's default only: the eval file has the training format.
 enum class DataFormat { kSame, kTokens, kText, kPromptCompletion, kChat };
@@ -23,6 +26,7 @@ enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral };
 const char* to_string(AdapterType t);   // "lora" | "dora" | "adalora"
 const char* to_string(LrSchedule s);    // "constant" | "linear" | "cosine"
 const char* to_string(DeviceKind d);    // "auto" | "cpu" | "cuda"
+const char* to_string(ComputeDtype d);  // "auto" | "fp32" | "fp16" | "bf16"
 const char* to_string(DataFormat f);    // "same" | "tokens" | "text" | "prompt_completion" | "chat"
 const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral"
 
@@ -147,6 +151,9 @@ struct CheckpointConfig {
 
 struct RuntimeConfig {
   DeviceKind device = DeviceKind::kAuto;
+  // Activations on the GPU (parameters, gradients and optimizer state are fp32 always); fp16
+  // turns on dynamic loss scaling. The CPU computes in fp32 whatever this says.
+  ComputeDtype compute_dtype = ComputeDtype::kAuto;
   int threads = 0;  // 0 = all cores
   // With several ranks, each keeps only 1/world of every layer's fp16 weights and all-gathers a
   // layer just before use. Ignored (nothing to shard) with one rank.

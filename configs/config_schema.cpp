@@ -664,6 +664,15 @@ std::vector<KeySpec> build_schema() {
       "runtime.device", [](auto& c) -> auto& { return c.runtime.device; },
       std::vector<DeviceKind>{DeviceKind::kAuto, DeviceKind::kCpu, DeviceKind::kCuda},
       ValueAliases{{"gpu", "cuda"}}));
+  keys.push_back(enum_key(
+      "runtime.compute_dtype", [](auto& c) -> auto& { return c.runtime.compute_dtype; },
+      std::vector<ComputeDtype>{ComputeDtype::kAuto, ComputeDtype::kFp32, ComputeDtype::kFp16,
+                                ComputeDtype::kBf16},
+      ValueAliases{{"float32", "fp32"},
+                   {"float", "fp32"},
+                   {"float16", "fp16"},
+                   {"half", "fp16"},
+                   {"bfloat16", "bf16"}}));
   keys.push_back(int_key(
       "runtime.threads", [](auto& c) -> auto& { return c.runtime.threads; }, at_least(0)));
   keys.push_back(bool_key(
@@ -761,6 +770,18 @@ std::vector<CrossCheck> build_cross_checks() {
                              std::to_string(total) + " - " + std::to_string(a.tfinal) + " = " +
                              std::to_string(total - a.tfinal);
                     }});
+  // The CPU backend computes in fp32 only; a 16-bit request there would be silently ignored.
+  checks.push_back(
+      {"runtime.compute_dtype", {"runtime.device"}, [](const Config& c) -> std::string {
+         const ComputeDtype d = c.runtime.compute_dtype;
+         if (c.runtime.device != DeviceKind::kCpu || d == ComputeDtype::kAuto ||
+             d == ComputeDtype::kFp32) {
+           return "";
+         }
+         return std::string(to_string(d)) +
+                " with runtime.device: cpu, expected auto or fp32 (the CPU backend computes in "
+                "fp32; fp16 and bf16 apply to cuda)";
+       }});
   // warmup == steps is allowed: the whole run warms up, which is odd but well defined.
   checks.push_back({"optim.warmup_steps", {"train.steps"}, [](const Config& c) -> std::string {
                       if (c.optim.warmup_steps <= c.train.steps) return "";

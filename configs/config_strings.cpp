@@ -43,6 +43,20 @@ const char* to_string(DeviceKind d) {
   return "?";
 }
 
+const char* to_string(ComputeDtype d) {
+  switch (d) {
+    case ComputeDtype::kAuto:
+      return "auto";
+    case ComputeDtype::kFp32:
+      return "fp32";
+    case ComputeDtype::kFp16:
+      return "fp16";
+    case ComputeDtype::kBf16:
+      return "bf16";
+  }
+  return "?";
+}
+
 const char* to_string(DataFormat f) {
   switch (f) {
     case DataFormat::kSame:

@@ -1,5 +1,6 @@
 #include "kernels/cuda_memory.h"
 
+#include <atomic>
 #include <string>
 
 #include "kernels/cuda_check.h"
@@ -10,6 +11,10 @@ void set_device(int device) {
   PEFTRUN_CUDA_CHECK(cudaSetDevice(device));
 }
 
+namespace {
+std::atomic<std::size_t> g_allocations{0};
+}  // namespace
+
 void* device_malloc(std::size_t bytes) {
   void* p = nullptr;
   const cudaError_t err = cudaMalloc(&p, bytes);
@@ -18,7 +23,12 @@ void* device_malloc(std::size_t bytes) {
     throw std::runtime_error("cudaMalloc of " + std::to_string(bytes) +
                              " bytes failed: " + cudaGetErrorString(err));
   }
+  g_allocations.fetch_add(1, std::memory_order_relaxed);
   return p;
+}
+
+std::size_t device_allocation_count() {
+  return g_allocations.load(std::memory_order_relaxed);
 }
 
 void device_free(void* p) noexcept {

@@ -19,6 +19,9 @@ using Stream = CUstream_st*;
 
 void set_device(int device);
 void* device_malloc(std::size_t bytes);
+// Successful device_malloc calls of this process so far. The training step loop must not
+// change it (the device model plans every buffer at start-up; tests assert the count).
+std::size_t device_allocation_count();
 void device_free(void* p) noexcept;
 void copy_host_to_device(void* dst, const void* src, std::size_t bytes);
 void copy_device_to_host(void* dst, const void* src, std::size_t bytes);

@@ -15,4 +15,7 @@ struct DeviceInventory {
 
 DeviceInventory query_devices();
 
+// "NVIDIA H200 (sm_90, 139.8 GiB)" for the log; "" in a build without CUDA or on any error.
+std::string cuda_device_description(int device);
+
 }  // namespace peftrun

@@ -9,5 +9,9 @@ DeviceInventory query_devices() {
   return inv;
 }
 
+std::string cuda_device_description(int) {
+  return "";
+}
+
 }  // namespace peftrun
 #endif

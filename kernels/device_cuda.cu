@@ -1,5 +1,7 @@
 #include <cuda_runtime.h>
 
+#include <cstdio>
+
 #include "kernels/device.h"
 
 namespace peftrun {
@@ -17,6 +19,18 @@ DeviceInventory query_devices() {
   inv.cuda_devices = count;
   if (count == 0) inv.note = "no CUDA device present";
   return inv;
+}
+
+std::string cuda_device_description(int device) {
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, device) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return "";
+  }
+  char buf[320];
+  std::snprintf(buf, sizeof(buf), "%s (sm_%d%d, %.1f GiB)", prop.name, prop.major, prop.minor,
+                double(prop.totalGlobalMem) / double(1ull << 30));
+  return buf;
 }
 
 }  // namespace peftrun

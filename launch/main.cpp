@@ -20,6 +20,7 @@
 #include "launch/merge_command.h"
 #include "launch/signals.h"
 #include "launch/world.h"
+#include "runtime/train/backend_choice.h"
 #include "runtime/train/evaluator.h"
 #include "runtime/train/trainer.h"
 
@@ -172,7 +173,11 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
   }
 
   try {
-    auto comm = peftrun::make_world_communicator(world, loaded.config.comm.timeout_s);
+    // GPU ranks reduce and gather device buffers: NCCL, over the host communicator.
+    const peftrun::BackendChoice backend =
+        peftrun::choose_backend(loaded.config.runtime, peftrun::query_devices());
+    auto comm = peftrun::make_world_communicator(world, loaded.config.comm.timeout_s,
+                                                 backend.cuda() && world.world_size != 1);
     if (args.command == "eval") {
       peftrun::EvalOptions options;
       options.adapter_dir = args.adapter_dir;

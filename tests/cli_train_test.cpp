@@ -22,6 +22,7 @@
 #include <nlohmann/json.hpp>
 
 #include "configs/config.h"
+#include "kernels/device.h"
 #include "runtime/io/safetensors.h"
 
 namespace fs = std::filesystem;
@@ -110,11 +111,14 @@ TEST(Cli, BadSetOverrideIsRejectedBeforeAnyWork) {
   EXPECT_FALSE(fs::exists(d / "out"));
 }
 
-TEST(Cli, CudaDeviceIsRefusedClearlyUntilTheBackendExists) {
+TEST(Cli, CudaDeviceWithoutAGpuIsRefusedClearly) {
+  const peftrun::DeviceInventory devices = peftrun::query_devices();
+  if (devices.cuda_devices > 0) GTEST_SKIP() << "a CUDA device is usable here";
   const fs::path d = fresh_dir("cuda");
   const RunResult r = run(kTiny + " --set runtime.device=cuda --set output_dir=" + d.string());
   EXPECT_EQ(r.exit_code, 1);
-  EXPECT_NE(r.out.find("runtime.device"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("runtime.device: 'cuda' requested"), std::string::npos) << r.out;
+  EXPECT_FALSE(fs::exists(d / "metrics.jsonl")) << "nothing may train on the CPU instead";
 }
 
 // The demo's promise, on a shorter run: held-out loss at least 30% below its step-0 value.

@@ -143,6 +143,7 @@ TEST_F(ConfigLoading, TinyYamlValuesAreAllRead) {
   EXPECT_EQ(c.optim.warmup_steps, 10);
   EXPECT_EQ(c.checkpoint.keep_last, 3);
   EXPECT_EQ(c.runtime.device, DeviceKind::kAuto);
+  EXPECT_EQ(c.runtime.compute_dtype, ComputeDtype::kAuto);
   EXPECT_EQ(c.output_dir, "runs/tiny");
   // Keys tiny.yaml leaves out keep config.h's defaults.
   EXPECT_EQ(c.model.norm_eps, ModelConfig{}.norm_eps);
@@ -530,6 +531,7 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "checkpoint.every_steps",
                                            "checkpoint.keep_last",
                                            "runtime.device",
+                                           "runtime.compute_dtype",
                                            "runtime.threads",
                                            "runtime.shard_base",
                                            "comm.timeout_s",
@@ -748,6 +750,16 @@ std::vector<BadCase> bad_cases() {
       file_case("RejectsUnknownDevice", minimal_plus("runtime:\n  device: gpu\n"), "runtime.device",
                 "unknown value 'gpu', expected one of auto, cpu, cuda; did you mean 'cuda'?",
                 "cfg.yaml:4:11"),
+      file_case("RejectsUnknownComputeDtype", minimal_plus("runtime:\n  compute_dtype: bfloat16\n"),
+                "runtime.compute_dtype",
+                "unknown value 'bfloat16', expected one of auto, fp32, fp16, bf16; did you mean "
+                "'bf16'?",
+                "cfg.yaml:4:18"),
+      file_case("RejectsSixteenBitComputeOnTheCpu",
+                minimal_plus("runtime:\n  device: cpu\n  compute_dtype: bf16\n"),
+                "runtime.compute_dtype",
+                "bf16 with runtime.device: cpu, expected auto or fp32 (the CPU backend computes "
+                "in fp32; fp16 and bf16 apply to cuda)"),
       file_case("RejectsEmptyOutputDir", minimal_plus("output_dir: \"\"\n"), "output_dir",
                 "is empty"),
       // Model shape

@@ -1,10 +1,12 @@
-// The CUDA kernels of cross-entropy, RMSNorm, RoPE, SwiGLU and the embedding lookup
+// The CUDA kernels of cross-entropy, RMSNorm, RoPE, SwiGLU, the embedding lookup and the
+// element-wise ops
 // (kernels/*_blocks.h), run in the CPU block emulator against their CPU twins: the cases of
 // tests/gpu/*_cases.h in every storage dtype. On a GPU machine tests/gpu/*_parity_test.cpp run
 // the same cases on the device.
 #include <gtest/gtest.h>
 
 #include "tests/gpu/cross_entropy_cases.h"
+#include "tests/gpu/elementwise_cases.h"
 #include "tests/gpu/embedding_cases.h"
 #include "tests/gpu/rmsnorm_cases.h"
 #include "tests/gpu/rope_cases.h"
@@ -66,6 +68,19 @@ TEST_P(EmulatedSwiglu, MatchesCpuTwin) {
 }
 INSTANTIATE_TEST_SUITE_P(Cases, EmulatedSwiglu, ::testing::ValuesIn(all_swiglu_cases()),
                          name_of<SwigluCase>);
+
+class EmulatedAddInPlace : public ::testing::TestWithParam<AddCase> {};
+TEST_P(EmulatedAddInPlace, MatchesCpuTwin) {
+  emu::EmuEnv env;
+  for (const DType dt : kAllDTypes) check_add_inplace(env, GetParam(), dt);
+}
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedAddInPlace, ::testing::ValuesIn(all_add_cases()),
+                         name_of<AddCase>);
+TEST(EmulatedZeroMaskedRows, MatchesCpuTwin) {
+  emu::EmuEnv env(emu::Schedule::kShuffled);
+  check_zero_masked_rows(env, 1, 1);
+  check_zero_masked_rows(env, 28, 12);
+}
 
 class EmulatedEmbedding : public ::testing::TestWithParam<EmbeddingCase> {};
 TEST_P(EmulatedEmbedding, MatchesCpuTwin) {

@@ -66,11 +66,32 @@ AdaLoraBudget AdaLoraAllocator::budget_schedule(int step) const {
                                  deltaT_);
 }
 
+AdaLoraStepPlan AdaLoraAllocator::plan_step(int step) const {
+  const int final_start = total_step_ - tfinal_;
+  AdaLoraStepPlan plan;
+  if (step < final_start) {
+    // Budget phase (and warm-up): every A, B, E entry, then a mask when the schedule says so.
+    plan.update_ema = true;
+    const AdaLoraBudget b = budget_schedule(step);
+    plan.mask = b.mask;
+    plan.budget = b.budget;
+  } else if (step == final_start) {
+    // PEFT skips the EMA update here (its update_ipt is guarded by step < T - tfinal) and
+    // forces a mask; the schedule's cubic is exactly the target budget at this step.
+    plan.mask = true;
+    plan.budget = budget_schedule(step).budget;
+    plan.fix = true;
+  } else {
+    plan.reapply = true;
+  }
+  return plan;
+}
+
 void AdaLoraAllocator::update_and_allocate(int step, float* params, const float* grads,
                                            double grad_scale) {
-  const int final_start = total_step_ - tfinal_;
-  if (step < final_start) {
-    // Budget phase (and warm-up): every A, B, E entry, each tensor a contiguous range.
+  const AdaLoraStepPlan plan = plan_step(step);
+  if (plan.update_ema) {
+    // Each tensor a contiguous range.
     for (const AdaptedModule& m : modules_) {
       const std::size_t r = static_cast<std::size_t>(m.r);
       const std::size_t ranges[3][2] = {{m.a, r * static_cast<std::size_t>(m.shape.in)},
@@ -81,18 +102,16 @@ void AdaLoraAllocator::update_and_allocate(int step, float* params, const float*
                                        state_.unc_ema.data() + off, n, beta1_, beta2_, grad_scale);
       }
     }
-    const AdaLoraBudget b = budget_schedule(step);
-    if (b.mask) mask_to_budget(b.budget, params);
-  } else if (step == final_start) {
-    // PEFT skips the EMA update here (its update_ipt is guarded by step < T - tfinal) and
-    // forces a mask; the schedule's cubic is exactly the target budget at this step.
-    mask_to_budget(budget_schedule(step).budget, params);
-    state_.fixed = true;
-    std::fill(state_.ipt_ema.begin(), state_.ipt_ema.end(), 0.0f);  // reset_ipt
-    std::fill(state_.unc_ema.begin(), state_.unc_ema.end(), 0.0f);
-  } else {
-    apply_mask(params);
   }
+  if (plan.mask) mask_to_budget(plan.budget, params);
+  if (plan.fix) fix_pattern();
+  if (plan.reapply) apply_mask(params);
+}
+
+void AdaLoraAllocator::fix_pattern() {
+  state_.fixed = true;
+  std::fill(state_.ipt_ema.begin(), state_.ipt_ema.end(), 0.0f);  // reset_ipt
+  std::fill(state_.unc_ema.begin(), state_.unc_ema.end(), 0.0f);
 }
 
 void AdaLoraAllocator::mask_to_budget(int budget, float* params) {
@@ -103,7 +122,11 @@ void AdaLoraAllocator::mask_to_budget(int budget, float* params) {
     cpu::adalora_triplet_scores(state_.ipt_ema.data(), state_.unc_ema.data(), view,
                                 scores_.data() + i * r);
   }
+  decide_mask(budget);
+  apply_mask(params);
+}
 
+void AdaLoraAllocator::decide_mask(int budget) {
   const long long n_prune = static_cast<long long>(init_budget_) - budget;
   state_.has_pattern = true;
   if (n_prune <= 0 || scores_.empty()) {
@@ -121,7 +144,6 @@ void AdaLoraAllocator::mask_to_budget(int budget, float* params) {
   for (std::size_t t = 0; t < scores_.size(); ++t) {
     state_.mask[t] = scores_[t] <= threshold ? 0.0f : 1.0f;  // PEFT's masked_fill_(S <= thr)
   }
-  apply_mask(params);
 }
 
 void AdaLoraAllocator::apply_mask(float* params) const {

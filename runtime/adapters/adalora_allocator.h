@@ -35,6 +35,17 @@ struct AdaLoraBudget {
   bool mask = false;  // whether this step masks to the budget
 };
 
+// What update_and_allocate does after one step, in its order: update the EMAs with the step's
+// gradients; rank all triplets and prune to `budget`; make that mask the final pattern and
+// reset the EMAs; or only re-zero the E entries the final pattern prunes.
+struct AdaLoraStepPlan {
+  bool update_ema = false;
+  bool mask = false;
+  int budget = 0;
+  bool fix = false;
+  bool reapply = false;
+};
+
 // PEFT's RankAllocator.budget_schedule(step) (the cubic is evaluated in double and truncated,
 // as Python's int() does). `step > total_step - tfinal` gives (target, true), as in PEFT.
 AdaLoraBudget adalora_budget_schedule(int step, int init_budget, int target_budget, int tinit,
@@ -62,6 +73,16 @@ class AdaLoraAllocator {
   // factor the optimizer applied to grads (global-norm clipping), so the importance sees the
   // clipped gradient as PEFT does. Zeroes pruned E entries in params.
   void update_and_allocate(int step, float* params, const float* grads, double grad_scale = 1.0);
+
+  // The same step for a backend that keeps the EMAs and computes the scores in its own memory
+  // (the CUDA trainer): plan_step says what update_and_allocate would do at `step`; the
+  // backend updates its EMAs, computes the triplet scores into scores_buffer() and calls
+  // decide_mask (the host decision, identical on every rank), then fix_pattern() when plan.fix,
+  // and zeroes E wherever state().mask is 0 after a mask or a reapply.
+  AdaLoraStepPlan plan_step(int step) const;
+  float* scores_buffer() { return scores_.data(); }  // [#modules * init_r], module-major
+  void decide_mask(int budget);                      // from scores_buffer()
+  void fix_pattern();                                // state().fixed, host EMAs cleared
 
   AdaLoraBudget budget_schedule(int step) const;
 

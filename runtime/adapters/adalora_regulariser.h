@@ -17,7 +17,10 @@ namespace peftrun {
 // parallel it is added after the gradient all-reduce so every rank adds the same term once.
 // `work` is resized as needed (kept by the caller so the step loop does not allocate).
 // Returns 0 and leaves `grads` alone when orth_reg_weight <= 0 or there is no module.
+// `grad_scale`: the factor the gradients in `grads` carry (fp16 dynamic loss scaling, a power
+// of two); the term's gradient is added at that scale too. 1 = plain gradients.
 double add_adalora_orth_regulariser(const AdapterLayout& layout, const AdapterConfig& cfg,
-                                    const float* params, float* grads, std::vector<float>& work);
+                                    const float* params, float* grads, std::vector<float>& work,
+                                    double grad_scale = 1.0);
 
 }  // namespace peftrun

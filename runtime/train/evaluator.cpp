@@ -10,12 +10,12 @@
 #include "runtime/data/dataset_factory.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/train/model_setup.h"
+#include "runtime/train/training_backend.h"
 
 namespace peftrun {
 
-EvalResult evaluate(Transformer<float>& model, const DataSource& data, int batch, int seq_len,
-                    int max_batches, const float* params, Communicator& comm,
-                    bool keep_first_logits) {
+EvalResult evaluate(EvalModel& model, const DataSource& data, int batch, int seq_len,
+                    int max_batches, Communicator& comm, bool keep_first_logits) {
   const std::size_t n = std::size_t(batch) * seq_len;
   std::vector<std::int32_t> inputs(n), targets(n), positions(n), segments(n);
   const int batches = std::min(max_batches, data.num_eval_batches(batch));
@@ -39,7 +39,7 @@ EvalResult evaluate(Transformer<float>& model, const DataSource& data, int batch
       }
       logits = result.first_logits.data();
     }
-    sums[0] += model.eval_micro_batch(b, params, logits);
+    sums[0] += model.eval_micro_batch(b, logits);
     sums[1] += double(std::count_if(targets.begin(), targets.end(),
                                     [](int t) { return t != cpu::kIgnoreIndex; }));
   }
@@ -54,6 +54,7 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   if (cfg.data.eval.empty()) {
     throw std::runtime_error("data.eval: empty; peftrun eval needs a held-out data file");
   }
+  const BackendChoice choice = choose_backend(cfg.runtime, query_devices());
   cpu::set_blas_threads(cfg.runtime.threads);
   comm.set_timeout(cfg.comm.timeout_s);
   const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len;
@@ -63,11 +64,24 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   const std::string adapter_dir =
       options.adapter_dir.empty() ? cfg.adapter.init_from : options.adapter_dir;
   RankPattern pattern;
-  const std::vector<float> params = initial_params(cfg, base, layout, adapter_dir, &pattern);
-  Transformer<float> model(base, layout, cfg.adapter, B, T);
-  const EvalResult r = evaluate(model, *data, B, T, cfg.data.eval_batches, params.data(), comm,
-                                !options.dump_logits.empty());
-  log << "eval " << cfg.data.eval << " (" << static_cast<long long>(r.tokens) << " tokens, "
+  TrainState st;
+  st.params = initial_params(cfg, base, layout, adapter_dir, &pattern);
+  for (auto* v : {&st.grads, &st.adam_m, &st.adam_v}) v->assign(st.params.size(), 0.0f);
+  BackendSetup setup;
+  setup.config = &cfg;
+  setup.base = &base;
+  setup.layout = &layout;
+  setup.state = &st;
+  setup.comm = &comm;
+  setup.max_batch = B;
+  setup.seq_len = T;
+  setup.log = &log;
+  const std::unique_ptr<TrainingBackend> model = make_training_backend(choice, setup);
+  model->push_state();
+  const EvalResult r =
+      evaluate(*model, *data, B, T, cfg.data.eval_batches, comm, !options.dump_logits.empty());
+  log << "eval " << cfg.data.eval << " on " << model->describe() << " ("
+      << static_cast<long long>(r.tokens) << " tokens, "
       << "adapter " << (adapter_dir.empty() ? "freshly initialised" : adapter_dir) << "): loss "
       << r.mean_loss << ", perplexity " << std::exp(r.mean_loss) << "\n";
   if (!options.dump_logits.empty() && comm.rank() == 0) {

@@ -10,7 +10,7 @@
 #include "comm/communicator.h"
 #include "configs/config.h"
 #include "runtime/data/data_source.h"
-#include "runtime/model/transformer.h"
+#include "runtime/train/eval_model.h"
 
 namespace peftrun {
 
@@ -24,9 +24,9 @@ struct EvalResult {
   std::vector<float> first_logits;
 };
 
-EvalResult evaluate(Transformer<float>& model, const DataSource& data, int batch, int seq_len,
-                    int max_batches, const float* params, Communicator& comm,
-                    bool keep_first_logits = false);
+// The model's own parameters are evaluated (a backend's, on its device).
+EvalResult evaluate(EvalModel& model, const DataSource& data, int batch, int seq_len,
+                    int max_batches, Communicator& comm, bool keep_first_logits = false);
 
 struct EvalOptions {
   std::string adapter_dir;  // PEFT adapter to evaluate; empty = adapter.init_from or PEFT init
@@ -34,7 +34,8 @@ struct EvalOptions {
 };
 
 // `peftrun eval`: loss and perplexity of the config's model + adapter on data.eval (in
-// data.eval_format). Throws std::runtime_error naming the file on failure.
+// data.eval_format), on the backend runtime.device chooses. Throws std::runtime_error naming
+// the file on failure.
 EvalResult run_eval_command(const Config& config, const EvalOptions& options, std::ostream& log,
                             Communicator& comm);
 

@@ -26,16 +26,18 @@
 #include "runtime/adapters/peft_export.h"
 #include "runtime/data/dataset_factory.h"
 #include "runtime/model/base_weights.h"
-#include "runtime/model/transformer.h"
 #include "runtime/rng.h"
 #include "runtime/train/checkpoint_commit.h"
 #include "runtime/train/evaluator.h"
 #include "runtime/train/grad_buckets.h"
+#include "runtime/train/loss_scaling.h"
 #include "runtime/train/lr_schedule.h"
 #include "runtime/train/metrics.h"
 #include "runtime/train/model_setup.h"
 #include "runtime/train/resume_plan.h"
+#include "runtime/train/train_state.h"
 #include "runtime/train/train_state_io.h"
+#include "runtime/train/training_backend.h"
 
 namespace peftrun {
 
@@ -58,22 +60,12 @@ std::string format_duration(double s) {
   return o.str();
 }
 
-// Everything that changes from step to step (what a checkpoint must hold to resume exactly).
-struct TrainState {
-  std::vector<float> params, grads, adam_m, adam_v;  // one flat layout (AdapterLayout)
-  std::optional<AdaLoraAllocator> allocator;         // AdaLoRA only
-  int step = 0;                                      // optimizer steps taken
-
-  RankPattern rank_pattern() const {
-    if (!allocator || !allocator->state().has_pattern) return {};
-    return allocator->rank_pattern();
-  }
-};
-
 struct StepStats {
   double loss = 0;      // what was optimised: mean CE (+ AdaLoRA's orthogonality term)
   double orth_reg = 0;  // AdaLoRA's weighted orthogonality term (0 otherwise)
   double grad_norm = 0, lr = 0, tokens = 0;
+  bool skipped = false;  // fp16 loss scaling: non-finite gradients, the update was skipped
+  double loss_scale = 1;
 };
 
 // The AdaLoRA mask is computed independently on every rank from the all-reduced gradients;
@@ -143,18 +135,9 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   const int world = comm->world_size(), rank = comm->rank();
   const bool writer = rank == 0;  // only rank 0 touches output_dir
   const auto t_start = Clock::now();
-  // The CUDA backend's ops arrive with their own issue; until then 'auto' resolves to the CPU
-  // (saying why) and an explicit 'cuda' is refused rather than silently run on the CPU.
-  const DeviceInventory devices = query_devices();
-  if (cfg.runtime.device == DeviceKind::kCuda) {
-    throw std::runtime_error(
-        "runtime.device: 'cuda' requested, but the CUDA training backend is "
-        "not implemented yet (" +
-        std::to_string(devices.cuda_devices) + " CUDA device(s) visible); use 'cpu' or 'auto'");
-  }
-  const std::string device_note = devices.cuda_devices > 0
-                                      ? "cpu (CUDA training backend not implemented yet)"
-                                      : "cpu (" + devices.note + ")";
+  // runtime.device: auto picks CUDA when a device is usable; an explicit 'cuda' that cannot be
+  // honoured is an error (backend_choice.h), never a silent CPU run.
+  const BackendChoice choice = choose_backend(cfg.runtime, query_devices());
   cpu::set_blas_threads(cfg.runtime.threads);
   comm->set_timeout(cfg.comm.timeout_s);
 
@@ -199,8 +182,19 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       s.has_pattern = true;
     }
   }
-  Transformer<float> model(base, layout, cfg.adapter, B, T, comm);
-  model.set_debug_checks(options.debug);
+  BackendSetup setup;
+  setup.config = &cfg;
+  setup.base = &base;
+  setup.layout = &layout;
+  setup.state = &st;
+  setup.comm = comm;
+  setup.max_batch = B;
+  setup.seq_len = T;
+  setup.debug = options.debug;
+  setup.log = &log;
+  const std::unique_ptr<TrainingBackend> backend = make_training_backend(choice, setup);
+  // fp16 activations: GradScaler's dynamic loss scale (a checkpoint carries the scale).
+  LossScaling loss_scale(choice.loss_scaling());
   const std::vector<GradBucket> buckets = plan_grad_buckets(
       layout, cfg.model.n_layers, static_cast<std::size_t>(cfg.comm.bucket_mb * 1024 * 1024));
   // One step's micro-batches, filled before the first forward: the loss is normalised by the
@@ -208,7 +202,6 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   // Sized once `accum` is final (a resume on another world size changes it).
   const std::size_t micro_tokens = std::size_t(B) * T;
   std::vector<std::int32_t> inputs, targets, positions, segments;
-  std::vector<float> orth_work;
 
   // Resume: everything that changes from step to step comes back from the checkpoint; the data
   // order and random streams follow from the step alone. Every rank reads and checks it, and
@@ -239,6 +232,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                                  ", beyond train.steps = " + std::to_string(cfg.train.steps));
       }
       st.step = view.step;
+      loss_scale.restore(view.loss_scale);
       accum = plan.grad_accum;
       notes = plan.notes;
       notes.push_back("resumed from " + dir + " at step " + std::to_string(st.step));
@@ -251,6 +245,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     log << std::flush;
   }
   for (auto* v : {&inputs, &targets, &positions, &segments}) v->assign(micro_tokens * accum, 0);
+  backend->push_state();  // initial or resumed state into the backend's memory
   if (writer) {
     for (const std::string& name : remove_stale_checkpoint_temps(cfg.output_dir)) {
       log << "removed " << name << " (left by an interrupted write)\n";
@@ -278,8 +273,9 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       << (base.sharded() ? " (sharded 1/" + std::to_string(world) + " of " +
                                std::to_string(full_base_bytes / 1024) + " KiB)"
                          : std::string())
-      << ", activations " << model.activation_bytes() / 1024 << " KiB; device " << device_note
-      << ", " << train_data->describe() << "; output " << cfg.output_dir << "\n";
+      << ", " << backend->memory_summary() << "; device "
+      << (choice.cuda() ? backend->describe() + " [" + choice.note + "]" : choice.note) << ", "
+      << train_data->describe() << "; output " << cfg.output_dir << "\n";
   if (world > 1) {
     log << "data parallel over " << world << " ranks (" << comm->backend() << "): global batch "
         << world * accum * B << " sequences = " << world << " ranks x " << accum << " x " << B
@@ -292,7 +288,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   auto run_eval = [&](int step) {
     if (!eval_data) return;
     const double loss =
-        evaluate(model, *eval_data, B, T, cfg.data.eval_batches, st.params.data(), *comm).mean_loss;
+        evaluate(*backend, *eval_data, B, T, cfg.data.eval_batches, *comm).mean_loss;
     if (metrics) metrics->write({{"step", step}, {"eval_loss", loss}});
     progress.line() << "eval step " << step << ": eval_loss " << std::fixed << std::setprecision(4)
                     << loss << "\n"
@@ -306,7 +302,9 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   const std::uint64_t dropout_root = derive_key(cfg.train.seed, std::uint64_t(RngTag::kDropout));
   auto optimizer_step = [&]() {
     StepStats s;
-    std::fill(st.grads.begin(), st.grads.end(), 0.0f);
+    const double S = loss_scale.factor();  // the factor every gradient carries
+    s.loss_scale = S;
+    backend->zero_grads();
     // Normalise by the target count of the whole global batch, so the result does not depend
     // on how it is split into micro-batches (or ranks).
     // Rank r takes micro-batches [r*accum, (r+1)*accum) of the step's world*accum, so N ranks x
@@ -323,17 +321,17 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     s.tokens = double(std::count_if(targets.begin(), targets.end(),
                                     [](std::int32_t t) { return t != cpu::kIgnoreIndex; }));
     comm->all_reduce_sum(&s.tokens, 1);
-    const float grad_scale = static_cast<float>(1.0 / s.tokens);
+    const float grad_scale = static_cast<float>(S / s.tokens);
     double loss_sum = 0;
     for (int micro = 0; micro < accum; ++micro) {
       // On the last micro-batch, each bucket's all-reduce starts as soon as backward is below
       // it, overlapping communication with the backward of the remaining layers.
       std::size_t next_bucket = 0;
       if (world > 1 && micro == accum - 1) {
-        model.set_layer_backward_hook([&](int layer) {
+        backend->set_layer_backward_hook([&](int layer) {
           while (next_bucket < buckets.size() && buckets[next_bucket].lowest_layer >= layer) {
             const GradBucket& g = buckets[next_bucket++];
-            comm->start_all_reduce_sum(st.grads.data() + g.begin, g.end - g.begin);
+            comm->start_all_reduce_sum(backend->grads() + g.begin, g.end - g.begin);
           }
           comm->progress();
         });
@@ -345,25 +343,34 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                     targets.data() + at,
                     positions.data() + at,
                     train_data->uses_segments() ? segments.data() + at : nullptr};
-      loss_sum += model.train_micro_batch(b, st.params.data(), st.grads.data(), grad_scale,
-                                          derive_key(dropout_root, first_sample(micro)));
-      model.set_layer_backward_hook(nullptr);
+      loss_sum +=
+          backend->train_micro_batch(b, grad_scale, derive_key(dropout_root, first_sample(micro)));
+      backend->set_layer_backward_hook(nullptr);
     }
     if (world > 1) {
       comm->wait_all();  // the buckets started during the last micro-batch's backward
     } else {
-      comm->all_reduce_sum(st.grads.data(), st.grads.size());
+      comm->all_reduce_sum(backend->grads(), P);
     }
     comm->all_reduce_sum(&loss_sum, 1);
     s.loss = loss_sum / s.tokens;
     if (layout.type() == AdapterType::kAdaLora) {
       // After the all-reduce: every rank adds the same term to the same reduced gradient.
-      s.orth_reg = add_adalora_orth_regulariser(layout, cfg.adapter, st.params.data(),
-                                                st.grads.data(), orth_work);
+      s.orth_reg = backend->add_adalora_orth_regulariser(cfg.adapter, S);
       s.loss += s.orth_reg;
     }
-    s.grad_norm = std::sqrt(cpu::sum_squares(st.grads.data(), st.grads.size()));
-    if (!std::isfinite(s.loss) || !std::isfinite(s.grad_norm)) {
+    // Unscaled (S is a power of two, so dividing is exact).
+    s.grad_norm = std::sqrt(backend->grad_sum_squares()) / S;
+    // Every rank sees the same reduced values, so all take the same verdict.
+    const StepVerdict verdict =
+        loss_scale.judge(std::isfinite(s.loss) && std::isfinite(s.grad_norm));
+    if (verdict == StepVerdict::kSkip) {  // fp16 overflow: GradScaler skips the update
+      s.lr = learning_rate(cfg.optim, cfg.train.steps, st.step);
+      s.skipped = true;
+      ++st.step;
+      return s;
+    }
+    if (verdict == StepVerdict::kDiverged) {
       throw NonFiniteError(
           "non-finite " + std::string(std::isfinite(s.loss) ? "gradient" : "loss") + " at step " +
           std::to_string(st.step + 1) + " (loss " + std::to_string(s.loss) + ", grad_norm " +
@@ -381,21 +388,18 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     h.eps = cfg.optim.eps;
     h.weight_decay = cfg.optim.weight_decay;
     h.step = st.step + 1;
-    h.grad_scale = clip;
-    cpu::adamw_step(st.params.data(), st.grads.data(), st.adam_m.data(), st.adam_v.data(), P, h);
+    h.grad_scale = clip / S;  // clipping and the loss-scale undo, folded into AdamW
+    backend->adamw_step(h);
     if (st.allocator) {
       // PEFT calls update_and_allocate after optimizer.step() with the (clipped) grads.
-      st.allocator->update_and_allocate(st.step, st.params.data(), st.grads.data(), clip);
-      if (world > 1) check_same_mask_everywhere(*st.allocator, *comm, st.step + 1);
+      backend->adalora_step(*st.allocator, st.step, clip / S);
+      if (world > 1) check_same_mask_everywhere(*st.allocator, comm->host(), st.step + 1);
     }
     if (options.debug) {
-      for (const auto& t : layout.tensors()) {
-        for (std::size_t i = 0; i < t.numel(); ++i) {
-          if (!std::isfinite(st.params[t.offset + i])) {
-            throw NonFiniteError("non-finite value in " + t.name + " after step " +
-                                 std::to_string(st.step + 1));
-          }
-        }
+      const std::string bad = backend->first_nonfinite_param();
+      if (!bad.empty()) {
+        throw NonFiniteError("non-finite value in " + bad + " after step " +
+                             std::to_string(st.step + 1));
       }
     }
     ++st.step;
@@ -409,6 +413,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   const int first_step = st.step;  // > 0 when resumed
   // What a checkpoint borrows from the running state (the step is filled in per commit).
   auto commit = [&]() {
+    backend->pull_state();  // the device state into the host mirror the checkpoint writes
     const RankPattern pattern = st.rank_pattern();
     CheckpointContents c;
     c.config = &cfg;
@@ -420,12 +425,14 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     c.state.adam_m = &st.adam_m;
     c.state.adam_v = &st.adam_v;
     c.state.adalora = st.allocator ? &st.allocator->state() : nullptr;
+    c.state.loss_scale = loss_scale.checkpoint_value();
     summary.checkpoint_dir = commit_checkpoint(c, *comm, progress.line());
   };
   const auto t_train = Clock::now();
   while (st.step < cfg.train.steps) {
     const auto t_step = Clock::now();
     const StepStats s = optimizer_step();
+    backend->end_of_step();
     const double dt = seconds_since(t_step);
     tokens_done += s.tokens;
     tokens_this_run += s.tokens;
@@ -436,6 +443,10 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                              {"tokens_per_s", s.tokens / std::max(dt, 1e-9)},
                              {"step_time_s", dt},
                              {"tokens", tokens_done}};
+    if (loss_scale.enabled()) {
+      record["loss_scale"] = s.loss_scale;
+      if (s.skipped) record["skipped"] = true;
+    }
     if (st.allocator) {
       record["orth_reg"] = s.orth_reg;
       int kept = 0;
@@ -463,6 +474,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   }
   if (!summary.stopped_by) run_eval(cfg.train.steps);
   const RankPattern pattern = st.rank_pattern();
+  if (!summary.stopped_by) backend->pull_params();
   if (writer && !summary.stopped_by) {
     write_peft_adapter(cfg.output_dir, cfg, layout, st.params.data(),
                        pattern.empty() ? nullptr : &pattern);
@@ -472,7 +484,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     // (forward and backward) per micro-batch, plus the evaluations.
     progress.line() << "comm per step: " << P * sizeof(float) / 1024 << " KiB all-reduced in "
                     << buckets.size() << " bucket(s); "
-                    << model.gathered_bytes() / std::max(1, st.step - first_step) / 1024
+                    << backend->gathered_bytes() / std::max(1, st.step - first_step) / 1024
                     << " KiB all-gathered per rank (incl. evaluation)\n";
   }
   if (st.allocator) {
@@ -481,6 +493,10 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     progress.line() << "adalora ranks per module: " << ranks.str() << "\n";
   }
 
+  const std::string device_report = backend->end_of_run_report();
+  if (!device_report.empty()) progress.line() << device_report;
+  summary.device_allocations_in_loop = backend->device_allocations_since_start();
+  summary.backend = backend->describe();
   summary.steps = st.step;
   summary.total_steps = cfg.train.steps;
   summary.seconds = seconds_since(t_start);

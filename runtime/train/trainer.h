@@ -45,6 +45,10 @@ struct TrainSummary {
   double tokens_per_s = 0;
   double seconds = 0;
   std::string adapter_dir;
+  std::string backend;  // what trained: "cpu" or "cuda:0 NVIDIA H200 (...), bf16 compute"
+  // CUDA: device allocations after the backend was built (the step loop must make none);
+  // -1 on the CPU.
+  long long device_allocations_in_loop = -1;
 };
 
 // A failure every rank agreed on (Communicator::agree): all ranks exit with it together.

@@ -9,6 +9,7 @@
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_memory.h"
+#include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -73,6 +74,15 @@ struct GpuEnv {
   template <class... A>
   void embedding_forward(A&&... a) {
     cuda::embedding_forward(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void add_inplace(A&&... a) {
+    cuda::add_inplace(std::forward<A>(a)..., nullptr);
+  }
+  // data_elems bounds the emulator's checks; the device API does not take it.
+  void zero_masked_rows(float* data, std::size_t /*data_elems*/, const std::uint64_t* offsets,
+                        const float* mask, int groups, int per_group) {
+    cuda::zero_masked_rows(data, offsets, mask, groups, per_group, nullptr);
   }
 };
 

@@ -12,6 +12,7 @@
 
 #include "kernels/attention_blocks.h"
 #include "kernels/cross_entropy_blocks.h"
+#include "kernels/elementwise_blocks.h"
 #include "kernels/embedding_blocks.h"
 #include "kernels/rmsnorm_blocks.h"
 #include "kernels/rope_blocks.h"
@@ -105,6 +106,14 @@ class EmuEnv {
   template <class... A>
   void embedding_forward(A&&... a) {
     blocks::launch_embedding_forward(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void add_inplace(A&&... a) {
+    blocks::launch_add_inplace(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void zero_masked_rows(A&&... a) {
+    blocks::launch_zero_masked_rows(launch_, std::forward<A>(a)...);
   }
 
  private:

@@ -1,0 +1,25 @@
+#include <cstddef>
+#include <cstdint>
+
+#include "kernels/elementwise.h"
+
+namespace peftrun::cpu {
+
+template <typename T>
+void add_inplace(T* y, const T* x, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) y[i] += x[i];
+}
+
+void zero_masked_rows(float* data, const std::uint64_t* offsets, const float* mask, int groups,
+                      int per_group) {
+  for (int g = 0; g < groups; ++g) {
+    for (int k = 0; k < per_group; ++k) {
+      if (mask[std::size_t(g) * per_group + k] == 0.0f) data[offsets[g] + std::size_t(k)] = 0.0f;
+    }
+  }
+}
+
+template void add_inplace<float>(float*, const float*, std::size_t);
+template void add_inplace<double>(double*, const double*, std::size_t);
+
+}  // namespace peftrun::cpu

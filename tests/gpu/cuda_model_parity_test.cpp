@@ -1,0 +1,264 @@
+// The device model and the CUDA trainer against the CPU: skipped without a GPU.
+//
+//  - GpuModelParity.*: one training micro-batch of CudaTransformer against Transformer<double>
+//    (the CPU model in fp64) on the tiny model shape with all seven projections adapted, for
+//    LoRA, DoRA and AdaLoRA, with and without dropout (the same counter-based masks), in fp32,
+//    fp16 and bf16 compute: logits, loss and every adapter gradient by ||gpu - cpu|| / ||cpu||.
+//    Parameters are random (B, E and m away from their zero / norm init) so that no gradient is
+//    trivially zero; outputs start poisoned (NaN).
+//  - GpuTraining.*: the tiny config trained end to end on cpu and on cuda by run_training: the
+//    per-step losses, the final eval loss and the adapters compared; no device allocation in
+//    the step loop; peftrun eval on cuda equals the training's final evaluation.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "configs/config.h"
+#include "kernels/cuda_memory.h"
+#include "runtime/adapters/adapter_layout.h"
+#include "runtime/model/base_weights.h"
+#include "runtime/model/cuda_transformer.h"
+#include "runtime/model/transformer.h"
+#include "runtime/rng.h"
+#include "runtime/train/evaluator.h"
+#include "runtime/train/model_setup.h"
+#include "runtime/train/trainer.h"
+#include "tests/gpu/gpu_test_support.h"
+#include "tests/gpu/parity_support.h"
+#include "tests/support/e2e.h"
+
+namespace peftrun::gpu_testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Model-level tolerances (four layers of rounding, not one op's).
+double model_tolerance(DType act) {
+  return act == DType::kF32 ? 1e-4 : act == DType::kF16 ? 1e-2 : 6e-2;
+}
+
+// A scalar by the same rule and report line as expect_close.
+void expect_scalar_close(const std::string& where, const char* what, double got, double ref,
+                         double tol) {
+  const double err = std::isfinite(got) ? std::abs(got - ref) / std::abs(ref) : INFINITY;
+  if (std::getenv("PEFTRUN_PARITY_REPORT")) {
+    std::printf("parity %s %s rel_error %.3e tol %.1e\n", where.c_str(), what, err, tol);
+  }
+  EXPECT_LE(err, tol) << where << ": " << what << " " << got << " vs " << ref;
+}
+
+template <typename T>
+std::vector<T> slice(const std::vector<T>& v, std::size_t at, std::size_t n) {
+  std::vector<T> out(n);
+  for (std::size_t i = 0; i < n; ++i) out[i] = v[at + i];
+  return out;
+}
+
+const char* short_name(AdapterType t) {
+  return t == AdapterType::kLora ? "lora" : t == AdapterType::kDora ? "dora" : "adalora";
+}
+
+struct ModelCase {
+  AdapterType type;
+  double dropout;
+};
+
+void check_micro_batch(const ModelCase& c, DType act) {
+  const std::string where =
+      std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout " : " ") + dtype_name(act);
+  Config cfg;
+  cfg.adapter.type = c.type;
+  cfg.adapter.dropout = c.dropout;
+  cfg.adapter.target_modules = all_target_modules();
+  const ModelConfig& m = cfg.model;
+  const int B = 2, T = 64, n = B * T, V = m.vocab_size;
+  const BaseWeights base = BaseWeights::random(m, cfg.train.seed);
+  const AdapterLayout layout = AdapterLayout::plan(m, cfg.adapter);
+  std::vector<float> params = initial_params(cfg, base, layout, "", nullptr);
+  // Move B (and E, m) off their init so every gradient is non-zero.
+  const std::vector<float> noise = random_floats(params.size(), seed_of(where), 0.05f);
+  for (const AdaptedModule& mod : layout.modules()) {
+    for (std::size_t i = 0; i < std::size_t(mod.shape.out) * mod.r; ++i) {
+      params[mod.b + i] = noise[mod.b + i];
+    }
+    if (mod.e != kNoTensor) {
+      for (int k = 0; k < mod.r; ++k) params[mod.e + k] = 0.5f + noise[mod.e + k];
+    }
+    if (mod.m != kNoTensor) {
+      for (int j = 0; j < mod.shape.out; ++j) params[mod.m + j] *= 1.0f + noise[mod.m + j];
+    }
+  }
+  // A batch: token windows of the random model's vocabulary, some targets ignored.
+  std::vector<std::int32_t> inputs(n), targets(n);
+  for (int i = 0; i < n; ++i) {
+    inputs[i] = static_cast<std::int32_t>(splitmix64(seed_of(where, 1) + i) % V);
+    targets[i] =
+        i % 7 == 3 ? -100 : static_cast<std::int32_t>(splitmix64(seed_of(where, 2) + i) % V);
+  }
+  int kept = 0;
+  for (int t : targets) kept += t != -100;
+  const Batch b{B, T, inputs.data(), targets.data(), nullptr, nullptr};
+  const std::uint64_t key = derive_key(cfg.train.seed, std::uint64_t(RngTag::kDropout));
+  // fp16 gradients need a loss scale (as the trainer applies), else softmax / tokens underflows.
+  const double scale = act == DType::kF16 ? 1024.0 : 1.0;
+
+  // CPU reference in double.
+  Transformer<double> cpu(base, layout, cfg.adapter, B, T);
+  const std::vector<double> p64(params.begin(), params.end());
+  std::vector<double> g64(params.size());
+  std::vector<double> logits64(std::size_t(n) * V);
+  const double loss_ref =
+      cpu.train_micro_batch(b, p64.data(), g64.data(), 1.0 / kept, key, logits64.data());
+
+  // The device model.
+  cuda::DeviceBuffer<float> d_params = to_device(params);
+  cuda::DeviceBuffer<float> d_grads(params.size());
+  cuda::device_memset(d_grads.data(), 0, d_grads.bytes());
+  CudaTransformer gpu(base, layout, cfg.adapter, B, T, act);
+  std::vector<float> logits(std::size_t(n) * V, std::nanf(""));
+  const double loss = gpu.train_micro_batch(b, d_params.data(), d_grads.data(),
+                                            static_cast<float>(scale / kept), key, logits.data());
+  std::vector<float> grads = to_host(d_grads);
+  for (float& g : grads) g = static_cast<float>(g / scale);
+
+  const double tol = model_tolerance(act);
+  expect_close(where, "logits", logits, logits64, tol);
+  expect_scalar_close(where, "loss", loss, loss_ref, tol);
+  for (const TrainableTensor& t : layout.tensors()) {
+    expect_close(where, ("grad " + t.name).c_str(), slice(grads, t.offset, t.numel()),
+                 slice(g64, t.offset, t.numel()), tol);
+  }
+  // Evaluation: no dropout, the same loss as the CPU's eval forward.
+  const double eval_ref = cpu.eval_micro_batch(b, p64.data());
+  const double eval = gpu.eval_micro_batch(b, d_params.data());
+  expect_scalar_close(where, "eval loss", eval, eval_ref, tol);
+}
+
+void run_model_case(const ModelCase& c) {
+  for (const DType act : kAllDTypes) check_micro_batch(c, act);
+}
+
+TEST(GpuModelParity, Lora) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kLora, 0.0});
+}
+TEST(GpuModelParity, LoraDropout) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kLora, 0.1});
+}
+TEST(GpuModelParity, Dora) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kDora, 0.0});
+}
+TEST(GpuModelParity, DoraDropout) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kDora, 0.1});
+}
+TEST(GpuModelParity, AdaLora) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kAdaLora, 0.0});
+}
+TEST(GpuModelParity, AdaLoraDropout) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kAdaLora, 0.1});
+}
+
+// --- end to end -------------------------------------------------------------------------------
+
+// The source tree, which the GPU check may run from another path than the build's
+// (scripts/gpu_check.sh sets PEFTRUN_SOURCE_DIR).
+std::string source_dir() {
+  const char* moved = std::getenv("PEFTRUN_SOURCE_DIR");
+  return moved && *moved ? moved : PEFTRUN_SOURCE_DIR;
+}
+const std::string kTiny = source_dir() + "/configs/tiny.yaml";
+
+struct Run {
+  TrainSummary summary;
+  std::vector<double> losses;
+  std::vector<float> adapter;
+  std::string log;
+};
+
+Run train(const fs::path& out, const std::vector<std::string>& overrides) {
+  std::vector<std::string> all = overrides;
+  all.push_back("output_dir=" + out.string());
+  const ConfigLoadResult loaded = load_config_file(kTiny, all);
+  EXPECT_TRUE(loaded.ok());
+  std::ostringstream log;
+  auto comm = make_local_communicator();
+  Run r;
+  r.summary = run_training(loaded.config, TrainOptions{}, log, *comm);
+  r.log = log.str();
+  r.losses = testing_support::train_losses(out / "metrics.jsonl");
+  r.adapter = testing_support::adapter_values(out);
+  return r;
+}
+
+void compare_runs(const std::string& adapter, const std::string& dtype, double loss_tol,
+                  double adapter_tol) {
+  const fs::path d = testing_support::fresh_dir("gpu_train_" + adapter + "_" + dtype);
+  const std::vector<std::string> common = {"train.steps=12", "train.eval_every=0",
+                                           "data.eval_batches=2", "adapter.type=" + adapter,
+                                           "adapter.dropout=0.05"};
+  std::vector<std::string> cpu_args = common, gpu_args = common;
+  cpu_args.push_back("runtime.device=cpu");
+  gpu_args.push_back("runtime.device=cuda");
+  gpu_args.push_back("runtime.compute_dtype=" + dtype);
+  const Run cpu = train(d / "cpu", cpu_args);
+  const Run gpu = train(d / "cuda", gpu_args);
+  std::printf("%s", gpu.log.c_str());
+  const std::string where = "train " + adapter + " " + dtype;
+  ASSERT_EQ(cpu.losses.size(), gpu.losses.size());
+  for (std::size_t i = 0; i < cpu.losses.size(); ++i) {
+    std::printf("loss_curve %s step %zu cpu %.6f cuda %.6f\n", where.c_str(), i + 1, cpu.losses[i],
+                gpu.losses[i]);
+  }
+  expect_close(where, "per-step loss", gpu.losses, cpu.losses, loss_tol);
+  expect_scalar_close(where, "final eval loss", gpu.summary.final_eval_loss,
+                      cpu.summary.final_eval_loss, loss_tol);
+  expect_close(where, "adapter", gpu.adapter, cpu.adapter, adapter_tol);
+  EXPECT_EQ(gpu.summary.device_allocations_in_loop, 0) << gpu.log;
+  EXPECT_NE(gpu.summary.backend.find("cuda"), std::string::npos) << gpu.summary.backend;
+
+  // peftrun eval on cuda: the trained adapter's held-out loss equals the run's last eval.
+  const ConfigLoadResult loaded =
+      load_config_file(kTiny, {"data.eval_batches=2", "adapter.type=" + adapter,
+                               "runtime.device=cuda", "runtime.compute_dtype=" + dtype});
+  ASSERT_TRUE(loaded.ok());
+  std::ostringstream log;
+  auto comm = make_local_communicator();
+  EvalOptions eval;
+  eval.adapter_dir = (d / "cuda").string();
+  const EvalResult e = run_eval_command(loaded.config, eval, log, *comm);
+  expect_scalar_close(where, "eval command loss", e.mean_loss, gpu.summary.final_eval_loss, 1e-6);
+}
+
+TEST(GpuTraining, LoraFp32MatchesTheCpu) {
+  PEFTRUN_REQUIRE_GPU();
+  compare_runs("lora", "fp32", 1e-4, 2e-3);
+}
+TEST(GpuTraining, LoraBf16FollowsTheCpu) {
+  PEFTRUN_REQUIRE_GPU();
+  compare_runs("lora", "bf16", 2e-2, 0.15);
+}
+TEST(GpuTraining, LoraFp16FollowsTheCpu) {
+  PEFTRUN_REQUIRE_GPU();
+  compare_runs("lora", "fp16", 1e-2, 0.1);
+}
+TEST(GpuTraining, DoraFp32MatchesTheCpu) {
+  PEFTRUN_REQUIRE_GPU();
+  compare_runs("dora", "fp32", 1e-4, 2e-3);
+}
+TEST(GpuTraining, AdaLoraFp32MatchesTheCpu) {
+  PEFTRUN_REQUIRE_GPU();
+  compare_runs("adalora", "fp32", 1e-4, 2e-3);
+}
+
+}  // namespace
+}  // namespace peftrun::gpu_testing
