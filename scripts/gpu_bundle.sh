@@ -7,8 +7,8 @@
 #   build-gpu/lib/    the non-CUDA shared libraries they need (from ldd), so LD_LIBRARY_PATH=
 #                     build-gpu/lib finds them; the largest travel xz-compressed (*.xz) and
 #                     scripts/gpu_check.sh unpacks them on the GPU machine
-#   build-gpu/lib/fallback/   libstdc++, libgcc_s and libcudart of this machine, used there
-#                     only if the machine's own are missing or too old
+#   build-gpu/lib/fallback/   libstdc++, libgcc_s, libcudart, libz and libudev of this
+#                     machine, used there only if the machine's own are missing or too old
 #
 # CUDA's big libraries (cuBLASLt, NCCL) and the driver are NOT copied: the GPU machine has
 # them. Test executables are run directly by gpu_check.sh (no ctest: the CTest files hold this
@@ -35,14 +35,14 @@ strip --strip-unneeded "$out"/bin/*
 
 # Shared libraries: everything ldd resolves except the C runtime, the CUDA driver and CUDA's
 # own libraries (present on the GPU machine; libcudart also goes to fallback/, it is small).
-skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|libcuda\.so|libcublas|libcublasLt|libnccl|libstdc\+\+|libgcc_s|libcudart)'
+skip='^(linux-vdso|ld-linux|libc\.so|libm\.so|libdl\.so|librt\.so|libpthread\.so|libcuda\.so|libcublas|libcublasLt|libnccl|libstdc\+\+|libgcc_s|libcudart|libz\.so|libudev)'
 for bin in "$out"/bin/*; do
   ldd "$bin" | awk '/=> \//{print $1, $3}'
 done | sort -u | while read -r name path; do
   if [[ $name =~ $skip ]]; then continue; fi
   cp -L "$path" "$out/lib/$name"
 done
-for name in libstdc++.so.6 libgcc_s.so.1 libcudart.so.13; do
+for name in libstdc++.so.6 libgcc_s.so.1 libcudart.so.13 libz.so.1 libudev.so.1; do
   path=$(ldd "$out/bin/peftrun" | awk -v n="$name" '$1 == n {print $3}')
   if [ -n "$path" ]; then cp -L "$path" "$out/lib/fallback/$name"; fi
 done

@@ -39,19 +39,20 @@ for lib in libcublasLt.so.13 libnccl.so.2 libcudart.so.13; do
   fi
   if [ -n "$found" ]; then cuda_dirs="$cuda_dirs:$(dirname "$found")"; fi
 done
-export LD_LIBRARY_PATH="$libdir${cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# This machine's libstdc++ / libcudart when present and new enough; the build machine's if not.
-if ldd "$bundle/bin/peftrun" 2>&1 | grep -Eq 'not found|GLIBCXX_[0-9.]+. not found'; then
-  export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$libdir/fallback"
+# Only our binaries run with it (nvidia-smi and python3 keep the machine's own libraries).
+ld_path="$libdir${cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# This machine's libstdc++, libcudart, ... when present and new enough; the build machine's if not.
+if env LD_LIBRARY_PATH="$ld_path" ldd "$bundle/bin/peftrun" 2>&1 | grep -q 'not found'; then
+  ld_path="$ld_path:$libdir/fallback"
 fi
-export PEFTRUN_SOURCE_DIR="$root"
+ours() { env LD_LIBRARY_PATH="$ld_path" PEFTRUN_SOURCE_DIR="$root" "$@"; }
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(hostname)"
   cat "$bundle/BUILD_INFO" 2>/dev/null
-  echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH"
+  echo "LD_LIBRARY_PATH for peftrun: $ld_path"
   echo "--- ldd build-gpu/bin/peftrun"
-  ldd "$bundle/bin/peftrun" 2>&1
+  ours ldd "$bundle/bin/peftrun" 2>&1
 } >"$out/environment.txt"
 nvidia-smi >"$out/nvidia-smi.txt" 2>&1
 gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null | head -1)
@@ -67,12 +68,15 @@ for bin in "$bundle"/bin/gpu_*; do
   fi
   log=/tmp/peftrun-$name.log
   t0=$(date +%s)
-  PEFTRUN_PARITY_REPORT=1 timeout 240 "$bin" --gtest_color=no >"$log" 2>&1
+  ours env PEFTRUN_PARITY_REPORT=1 timeout 240 "$bin" --gtest_color=no >"$log" 2>&1
   rc=$?
   dt=$(( $(date +%s) - t0 ))
-  passed=$(grep -c '^\[       OK \]' "$log")
-  failed=$(grep -c '^\[  FAILED  \] [A-Za-z]' "$log")
-  skipped=$(grep -c '^\[  SKIPPED \] [A-Za-z]' "$log")
+  # gtest's closing summary: "[  PASSED  ] N tests.", "[  SKIPPED ] N tests, listed below:", ...
+  count() { sed -n "s/^\[  $1 *\] \([0-9]*\) tests\{0,1\}[.,].*/\1/p" "$log" | tail -1; }
+  passed=$(count PASSED)
+  failed=$(count FAILED)
+  skipped=$(count SKIPPED)
+  passed=${passed:-0} failed=${failed:-0} skipped=${skipped:-0}
   [ "$rc" = 124 ] && failed="$failed (timed out)"
   test_rows="$test_rows| $name | $passed | $failed | $skipped | $rc | ${dt}s |\n"
   { echo "=== $name (exit $rc, ${dt}s)"; cat "$log"; } >>"$out/gpu_tests.log"
@@ -93,7 +97,7 @@ run_tiny() {  # label, then peftrun arguments
   rm -rf "$dir"
   local t0
   t0=$(date +%s)
-  timeout 200 "$bundle/bin/peftrun" configs/tiny.yaml --set output_dir="$dir" "$@" \
+  ours timeout 200 "$bundle/bin/peftrun" configs/tiny.yaml --set output_dir="$dir" "$@" \
     >"/tmp/peftrun-e2e-$label.log" 2>&1
   local rc=$?
   local dt=$(( $(date +%s) - t0 ))

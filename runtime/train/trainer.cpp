@@ -165,7 +165,9 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   const std::size_t P = layout.total();
   TrainState st;
   RankPattern init_pattern;
-  st.params = initial_params(cfg, base, layout, cfg.adapter.init_from, &init_pattern, comm);
+  // Host buffers (DoRA's magnitude init gathers layers): the host communicator, also for GPUs.
+  st.params =
+      initial_params(cfg, base, layout, cfg.adapter.init_from, &init_pattern, &comm->host());
   st.grads.assign(P, 0.0f);
   st.adam_m.assign(P, 0.0f);
   st.adam_v.assign(P, 0.0f);
