@@ -13,6 +13,7 @@ struct DeviceInventory {
   std::string note;            // why there are none, for the log
 };
 
+// Asked once per process; later calls return the first answer.
 DeviceInventory query_devices();
 
 // "NVIDIA H200 (sm_90, 139.8 GiB)" for the log; "" in a build without CUDA or on any error.

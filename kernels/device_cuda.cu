@@ -6,19 +6,24 @@
 
 namespace peftrun {
 
+// Asked once per process (the driver's answer does not change while we run, and a failing
+// runtime initialisation is not free): main, the trainer and the tests share the answer.
 DeviceInventory query_devices() {
-  DeviceInventory inv;
-  inv.cuda_compiled = true;
-  int count = 0;
-  const cudaError_t err = cudaGetDeviceCount(&count);
-  if (err != cudaSuccess) {
-    inv.note = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
-    (void)cudaGetLastError();  // clear the sticky error so later calls start clean
+  static const DeviceInventory inventory = [] {
+    DeviceInventory inv;
+    inv.cuda_compiled = true;
+    int count = 0;
+    const cudaError_t err = cudaGetDeviceCount(&count);
+    if (err != cudaSuccess) {
+      inv.note = std::string("no usable CUDA device: ") + cudaGetErrorString(err);
+      (void)cudaGetLastError();  // clear the sticky error so later calls start clean
+      return inv;
+    }
+    inv.cuda_devices = count;
+    if (count == 0) inv.note = "no CUDA device present";
     return inv;
-  }
-  inv.cuda_devices = count;
-  if (count == 0) inv.note = "no CUDA device present";
-  return inv;
+  }();
+  return inventory;
 }
 
 std::string cuda_device_description(int device) {

@@ -59,6 +59,26 @@ struct GemmArgs {
   const void* bias = nullptr;  // device [N] of d_type or nullptr (CUBLASLT_EPILOGUE_BIAS)
 };
 
+// A row-major GemmArgs with alpha = 1, beta = 0, no bias (callers adjust the rest).
+inline GemmArgs make_gemm(Trans ta, Trans tb, int M, int N, int K, const void* A, int lda,
+                          const void* B, int ldb, DType ab_type, void* D, int ldd, DType d_type) {
+  GemmArgs g;
+  g.trans_a = ta;
+  g.trans_b = tb;
+  g.M = M;
+  g.N = N;
+  g.K = K;
+  g.A = A;
+  g.lda = lda;
+  g.B = B;
+  g.ldb = ldb;
+  g.ab_type = ab_type;
+  g.D = D;
+  g.ldd = ldd;
+  g.d_type = d_type;
+  return g;
+}
+
 // Enqueues the matmul on `stream`. Throws std::invalid_argument for inconsistent shapes,
 // strides or types (naming them) and std::runtime_error when cuBLASLt has no algorithm or
 // fails. M or N = 0: nothing to do; K = 0: D = beta * C + bias (a small kernel).

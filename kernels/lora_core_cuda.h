@@ -11,25 +11,7 @@
 
 namespace peftrun::cuda::detail {
 
-// A row-major GemmArgs with alpha = 1, beta = 0, no bias (callers adjust).
-inline GemmArgs make_gemm(Trans ta, Trans tb, int M, int N, int K, const void* A, int lda,
-                          const void* B, int ldb, DType ab_type, void* D, int ldd, DType d_type) {
-  GemmArgs g;
-  g.trans_a = ta;
-  g.trans_b = tb;
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  g.A = A;
-  g.lda = lda;
-  g.B = B;
-  g.ldb = ldb;
-  g.ab_type = ab_type;
-  g.D = D;
-  g.ldd = ldd;
-  g.d_type = d_type;
-  return g;
-}
+using peftrun::cuda::make_gemm;  // kernels/gemm.h
 
 // Throws std::invalid_argument naming `op` and the first missing or inconsistent field.
 void validate_lora_args(const LoraLinearArgs& a, const char* op);

@@ -45,21 +45,7 @@ void* offset(void* p, std::size_t elems, DType t) {
 // Row-major D[M, N] = A op(B) in `t` (fp32 accumulation), alpha 1, beta 0.
 cuda::GemmArgs matmul(Trans tb, int M, int N, int K, const void* A, int lda, const void* B, int ldb,
                       void* D, int ldd, DType t) {
-  cuda::GemmArgs g;
-  g.trans_a = Trans::kNo;
-  g.trans_b = tb;
-  g.M = M;
-  g.N = N;
-  g.K = K;
-  g.A = A;
-  g.lda = lda;
-  g.B = B;
-  g.ldb = ldb;
-  g.ab_type = t;
-  g.D = D;
-  g.ldd = ldd;
-  g.d_type = t;
-  return g;
+  return cuda::make_gemm(Trans::kNo, tb, M, N, K, A, lda, B, ldb, t, D, ldd, t);
 }
 
 #if PEFTRUN_WITH_NCCL

@@ -67,16 +67,8 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   TrainState st;
   st.params = initial_params(cfg, base, layout, adapter_dir, &pattern);
   for (auto* v : {&st.grads, &st.adam_m, &st.adam_v}) v->assign(st.params.size(), 0.0f);
-  BackendSetup setup;
-  setup.config = &cfg;
-  setup.base = &base;
-  setup.layout = &layout;
-  setup.state = &st;
-  setup.comm = &comm;
-  setup.max_batch = B;
-  setup.seq_len = T;
-  setup.log = &log;
-  const std::unique_ptr<TrainingBackend> model = make_training_backend(choice, setup);
+  const std::unique_ptr<TrainingBackend> model =
+      make_training_backend(choice, backend_setup(cfg, base, layout, st, &comm, &log));
   model->push_state();
   const EvalResult r =
       evaluate(*model, *data, B, T, cfg.data.eval_batches, comm, !options.dump_logits.empty());

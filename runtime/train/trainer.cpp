@@ -184,16 +184,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
       s.has_pattern = true;
     }
   }
-  BackendSetup setup;
-  setup.config = &cfg;
-  setup.base = &base;
-  setup.layout = &layout;
-  setup.state = &st;
-  setup.comm = comm;
-  setup.max_batch = B;
-  setup.seq_len = T;
+  BackendSetup setup = backend_setup(cfg, base, layout, st, comm, &log);
   setup.debug = options.debug;
-  setup.log = &log;
   const std::unique_ptr<TrainingBackend> backend = make_training_backend(choice, setup);
   // fp16 activations: GradScaler's dynamic loss scale (a checkpoint carries the scale).
   LossScaling loss_scale(choice.loss_scaling());

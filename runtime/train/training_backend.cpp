@@ -4,6 +4,21 @@
 
 namespace peftrun {
 
+BackendSetup backend_setup(const Config& config, const BaseWeights& base,
+                           const AdapterLayout& layout, TrainState& state, Communicator* comm,
+                           std::ostream* log) {
+  BackendSetup s;
+  s.config = &config;
+  s.base = &base;
+  s.layout = &layout;
+  s.state = &state;
+  s.comm = comm;
+  s.max_batch = config.train.micro_batch_size;
+  s.seq_len = config.data.seq_len;
+  s.log = log;
+  return s;
+}
+
 std::unique_ptr<TrainingBackend> make_training_backend(const BackendChoice& choice,
                                                        const BackendSetup& setup) {
   if (!choice.cuda()) return make_cpu_training_backend(setup);

@@ -82,6 +82,12 @@ struct BackendSetup {
   std::ostream* log = nullptr;  // cuBLASLt fallbacks are reported here once each
 };
 
+// The setup for one config: the model's micro-batch shape from train.micro_batch_size and
+// data.seq_len.
+BackendSetup backend_setup(const Config& config, const BaseWeights& base,
+                           const AdapterLayout& layout, TrainState& state, Communicator* comm,
+                           std::ostream* log);
+
 // The backend `choice` names. Throws std::runtime_error when the CUDA backend is asked for but
 // not built, or when several CUDA ranks lack the NCCL communicator.
 std::unique_ptr<TrainingBackend> make_training_backend(const BackendChoice& choice,
