@@ -54,8 +54,9 @@ TEST(ConfigDigest, CoversTheMathAndNothingElse) {
   EXPECT_EQ(base.size(), 8u + 16u);
   // Where and how it runs, the safe keys and the split of the global batch: same digest.
   EXPECT_EQ(digest(config({"output_dir=/elsewhere", "runtime.threads=1", "comm.timeout_s=5",
-                           "train.steps=300", "optim.lr=1e-3", "checkpoint.every_steps=7",
-                           "train.grad_accum=4", "train.micro_batch_size=2"})),
+                           "runtime.device=cuda", "runtime.compute_dtype=bf16", "train.steps=300",
+                           "optim.lr=1e-3", "checkpoint.every_steps=7", "train.grad_accum=4",
+                           "train.micro_batch_size=2"})),
             base);
   // Anything that changes the math: another digest.
   for (const char* key : {"adapter.r=4", "adapter.type=dora", "train.seed=7", "data.seq_len=64",
@@ -125,6 +126,8 @@ TEST(PlanResume, MathKeysAreRefusedByNameSafeKeysNeedForce) {
   EXPECT_TRUE(plan.bitwise);
   // Operational keys need nothing.
   EXPECT_EQ(refusal(h, config({"runtime.threads=1", "output_dir=/x", "train.log_every=5"}), 1), "");
+  // A CPU checkpoint continues on a GPU, in any compute dtype (and back).
+  EXPECT_EQ(refusal(h, config({"runtime.device=cuda", "runtime.compute_dtype=fp16"}), 1), "");
 }
 
 TEST(PlanResume, AdaLoraStepsAreMathBecauseTheyMoveTheBudgetSchedule) {

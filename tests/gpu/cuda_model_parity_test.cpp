@@ -255,9 +255,11 @@ TEST(GpuTraining, DoraFp32MatchesTheCpu) {
   PEFTRUN_REQUIRE_GPU();
   compare_runs("dora", "fp32", 1e-4, 2e-3);
 }
+// AdaLoRA masks every step here: a triplet whose score sits at the threshold can be pruned on
+// one side and kept on the other, so the adapters may differ more than the losses.
 TEST(GpuTraining, AdaLoraFp32MatchesTheCpu) {
   PEFTRUN_REQUIRE_GPU();
-  compare_runs("adalora", "fp32", 1e-4, 2e-3);
+  compare_runs("adalora", "fp32", 1e-4, 5e-2);
 }
 
 }  // namespace
