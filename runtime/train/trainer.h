@@ -61,7 +61,9 @@ struct NonFiniteError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-// Runs the whole job described by `config`, logging human-readable lines to `log`. Throws
+// Runs the whole job described by `config`, logging human-readable lines to `log`, on the
+// backend runtime.device chooses (training_backend.h; CUDA with several ranks needs `comm` to
+// be the NCCL communicator, which launch/main.cpp asks for). Throws
 // std::runtime_error (with the file/tensor/step named) on failure; the output folder then holds
 // the metrics up to the failure and no partial adapter.
 // With several ranks (`comm.world_size() > 1`) every rank calls this; each trains on its own
