@@ -154,6 +154,36 @@ INSTANTIATE_TEST_SUITE_P(Mpirun, ShardedBase, ::testing::Values(Case{"lora", 2},
                            return p.param.type + "_np" + std::to_string(p.param.ranks);
                          });
 
+// Evaluation batches that do not divide over the ranks: with a sharded base every forward is a
+// collective (the layer all-gathers), so the rank with fewer batches must still take part. The
+// step-0 evaluation (before any update) must equal the 1-rank run's.
+TEST(ShardedBaseEval, UnevenEvalBatchesNeitherHangNorChangeTheLoss) {
+  if (!have_mpi()) GTEST_SKIP() << "built without MPI or no mpirun on PATH";
+  allow_mpirun_as_root();
+  const fs::path d = fresh_dir("uneven_eval");
+  const std::string args =
+      std::string(PEFTRUN_BINARY) + " " + kTiny +
+      " --set train.steps=1 --set optim.warmup_steps=0 --set data.eval_batches=3 "
+      "--set train.micro_batch_size=2 --set runtime.threads=1 "
+      "--set comm.timeout_s=20 --set runtime.shard_base=true "
+      "--set output_dir=";
+  const RunResult one = run(args + (d / "one").string());
+  ASSERT_EQ(one.exit_code, 0) << one.out;
+  const RunResult two = run("mpirun --oversubscribe -np 2 " + args + (d / "two").string());
+  ASSERT_EQ(two.exit_code, 0) << two.out;
+  auto step0_eval = [](const fs::path& out) {
+    std::ifstream in(out / "metrics.jsonl");
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json j = nlohmann::json::parse(line);
+      if (j.contains("eval_loss") && j["step"] == 0) return j["eval_loss"].get<double>();
+    }
+    return std::nan("");
+  };
+  const double a = step0_eval(d / "one"), b = step0_eval(d / "two");
+  ASSERT_TRUE(std::isfinite(a)) << one.out;
+  EXPECT_NEAR(b, a, 1e-9 * a) << two.out;
+}
+
 // SIGKILL one rank of a 4-rank run mid-training: every rank must be gone, with a non-zero
 // exit, within comm.timeout_s + 10 s.
 TEST(DataParallelFaults, KilledRankEndsTheWholeJobWithinTheTimeout) {

@@ -21,8 +21,23 @@ EvalResult evaluate(EvalModel& model, const DataSource& data, int batch, int seq
   const int batches = std::min(max_batches, data.num_eval_batches(batch));
   EvalResult result;
   double sums[2] = {0, 0};  // loss sum, target tokens
-  // Ranks split the batches round-robin; the sums are reduced below.
-  for (int i = comm.rank(); i < batches; i += comm.world_size()) {
+  // Ranks split the batches round-robin; the sums are reduced below. Every rank runs the same
+  // number of forwards: with a sharded base each forward all-gathers the layers, a collective,
+  // so a rank with one batch fewer would leave the others waiting in it. Such a rank repeats a
+  // batch and drops its result.
+  const int world = comm.world_size();
+  const int rounds = (batches + world - 1) / world;
+  for (int round = 0; round < rounds; ++round) {
+    const int i = round * world + comm.rank();
+    if (i >= batches) {
+      data.fill_eval_batch(0, batch,
+                           {inputs.data(), targets.data(), positions.data(), segments.data()});
+      const Batch pad{
+          batch,          seq_len,          inputs.data(),
+          targets.data(), positions.data(), data.uses_segments() ? segments.data() : nullptr};
+      (void)model.eval_micro_batch(pad, nullptr);
+      continue;
+    }
     data.fill_eval_batch(i, batch,
                          {inputs.data(), targets.data(), positions.data(), segments.data()});
     const Batch b{
