@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -46,6 +47,9 @@ def parse_args(argv):
                     help="the Python with torch, transformers, peft and numpy (default: this one)")
     ap.add_argument("--work", default=os.path.join(BENCH_DIR, "work"), help="cache of bases, data, runs")
     ap.add_argument("--results", default=os.path.join(BENCH_DIR, "results"))
+    ap.add_argument("--blas-env", choices=("auto", "keep"), default="auto",
+                    help="auto: clear OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the runs, so OpenBLAS "
+                         "picks the kernels of this CPU; keep: run with them as set (bench/README.md)")
     ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--update-readme", action="store_true",
                     help="put the table into bench/README.md's block for this case")
@@ -76,8 +80,17 @@ def list_cases():
               f"{c.batch}, {c.steps} steps; {c.note}")
 
 
-def thread_env(case):
+# Overrides of OpenBLAS's CPU detection. Some machines set them because old OpenBLAS builds
+# misdetect new CPUs; forcing an older kernel set (e.g. Haswell's AVX2 on an AVX-512 CPU) halves
+# sgemm. The table names the kernels peftrun actually ran (its log line).
+BLAS_OVERRIDES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def thread_env(case, blas_env="auto"):
     env = dict(os.environ)
+    if blas_env == "auto":
+        for key in BLAS_OVERRIDES:
+            env.pop(key, None)
     if case.threads:
         for key in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env[key] = str(case.threads)
@@ -238,6 +251,9 @@ def run_peftrun(args, case, adapter, prepared, run_dir, env):
     out = peftrun_side.read_run(out_dir, log)
     out["status"], out["maxrss_kib"] = "ok", rss
     out["other_cores"] = LAST_RUN.get("other_cores")
+    blas = re.search(r"OpenBLAS [^,(]+\([^)]*\)", log)
+    if blas:
+        out["blas"] = blas.group(0)
     if not prepared.init[adapter]:
         out["note"] = "peftrun's own adapter init (no PEFT init adapter: torch side unavailable)"
     return out
@@ -265,8 +281,9 @@ def main(argv=None):
     if args.list:
         list_cases()
         return 0
-    env = thread_env(case)
+    env = thread_env(case, args.blas_env)
     info = machine_info.describe(REPO, args.peftrun)
+    info["blas_env"] = args.blas_env
     torch_missing = None
     if "torch" not in args.systems:
         torch_missing = "not requested (--systems)"

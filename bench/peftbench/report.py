@@ -36,6 +36,8 @@ def summarize(case, adapter, runs, peak):
     others = [r["other_cores"] for r in ok if r.get("other_cores") is not None]
     if others:
         out["other_cores_max"] = max(others)
+    if ok[0].get("blas"):
+        out["blas"] = ok[0]["blas"]
     gpu = [r["gpu_peak_bytes"] for r in ok if "gpu_peak_bytes" in r]
     if gpu:
         out["gpu_peak_mib"] = max(gpu) / 2**20
@@ -123,6 +125,9 @@ def table(case, results, comparison, machine, peak, versions):
                      f"{peak['peak_flops'] / scale:.1f} {'TFLOP/s' if gpu else 'GFLOP/s'} (bench/README.md: formula)")
     lines.append("- other load: cores kept busy by other processes during that system's run (worst repeat); "
                  "above ~0.1 the timings are disturbed")
+    blas = next((s["blas"] for by in results.values() for s in by.values() if s.get("blas")), None)
+    if blas and not gpu:
+        lines.append(f"- peftrun's BLAS: {blas}; PyTorch: its bundled MKL / oneDNN")
     load = f"{machine['load_average_start']} -> {machine.get('load_average_end')}"
     lines.append(f"- load average (1, 5, 15 min) at start -> end: {load}")
     lines.append(f"- versions: peftrun {machine['peftrun_version'] or '?'} ({machine['peftrun_commit']}); "
