@@ -334,7 +334,8 @@ def main(argv=None):
         "results": results, "comparison": comparison, "flops_formula": "see bench/peftbench/cases.py"})
     plotted = report.plot(os.path.join(out_dir, "loss.png"), case, results)
     print(f"results: {out_dir}" + ("" if plotted else " (no loss.png: matplotlib missing)"))
-    if args.update_readme and report.update_readme(os.path.join(BENCH_DIR, "README.md"), case.name, table_md,
-                                                    out_dir):
-        print("bench/README.md updated")
+    if args.update_readme:  # every README with a block for this case: bench/'s, and the top one for some
+        for readme in (os.path.join(BENCH_DIR, "README.md"), os.path.join(REPO, "README.md")):
+            if report.update_readme(readme, case.name, table_md, out_dir):
+                print(f"{os.path.relpath(readme, REPO)} updated")
     return 0

@@ -36,6 +36,8 @@ def summarize(case, adapter, runs, peak):
     others = [r["other_cores"] for r in ok if r.get("other_cores") is not None]
     if others:
         out["other_cores_max"] = max(others)
+    if ok[0].get("rss_after_import_kib"):
+        out["rss_after_import_mib"] = ok[0]["rss_after_import_kib"] / 1024
     if ok[0].get("blas"):
         out["blas"] = ok[0]["blas"]
     gpu = [r["gpu_peak_bytes"] for r in ok if "gpu_peak_bytes" in r]
@@ -126,6 +128,11 @@ def table(case, results, comparison, machine, peak, versions):
     lines.append("- other load: cores kept busy by other processes during that system's run (worst repeat); "
                  "above ~0.1 the timings are disturbed")
     blas = next((s["blas"] for by in results.values() for s in by.values() if s.get("blas")), None)
+    base_rss = next((s["rss_after_import_mib"] for by in results.values() for s in by.values()
+                     if s.get("rss_after_import_mib")), None)
+    if base_rss:
+        lines.append(f"- PyTorch's peak RSS includes {base_rss:.0f} MiB that its process holds right after "
+                     "importing torch, transformers and peft")
     if blas and not gpu:
         lines.append(f"- peftrun's BLAS: {blas}; PyTorch: its bundled MKL / oneDNN")
     load = f"{machine['load_average_start']} -> {machine.get('load_average_end')}"

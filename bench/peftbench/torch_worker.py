@@ -170,8 +170,13 @@ def main():
     with open(sys.argv[1]) as f:
         spec = json.load(f)
     torch = setup(spec)
+    import peft  # noqa: F401  (imported before anything is allocated: the libraries' own RSS)
+    import transformers.models.llama.modeling_llama  # noqa: F401
+
+    baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     mode = {"init": init_adapter, "train": train, "gemm_peak": gemm_peak}[spec["mode"]]
     result = mode(torch, spec)
+    result["rss_after_import_kib"] = baseline
     result["versions"] = versions(torch)
     with open(spec["out"], "w") as f:
         json.dump(result, f)
