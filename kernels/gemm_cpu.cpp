@@ -1,6 +1,7 @@
 // GEMM through OpenBLAS (row-major cblas). Every CPU matrix product in peftrun goes through here,
 // so the BLAS choice and its threading are decided in one place.
 #include "kernels/gemm.h"
+#include "kernels/parallel.h"
 
 #include <cblas.h>
 
@@ -47,6 +48,8 @@ void set_blas_threads(int threads) {
   // 0 (or negative) leaves OpenBLAS at its default, which is every core unless the user pinned it
   // with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS in the environment.
   if (threads > 0) openblas_set_num_threads(threads);
+  // peftrun's own loops (parallel.h) use as many: 0 = every core, like OpenBLAS's default.
+  set_kernel_threads(threads);
 }
 
 std::string blas_description() {
