@@ -50,6 +50,9 @@ def parse_args(argv):
     ap.add_argument("--blas-env", choices=("auto", "keep"), default="auto",
                     help="auto: clear OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE for the runs, so OpenBLAS "
                          "picks the kernels of this CPU; keep: run with them as set (bench/README.md)")
+    ap.add_argument("--wait-quiet", type=float, default=0, metavar="S",
+                    help="before each run, wait up to S seconds for the other processes to use "
+                         "less than 0.1 core (shared machines)")
     ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--update-readme", action="store_true",
                     help="put the table into bench/README.md's block for this case")
@@ -109,6 +112,22 @@ def busy_cpu_seconds():
         return None
     user, nice, system, idle, iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_until_quiet(limit_s, threshold=0.1, window_s=2.0):
+    """Waits (at most limit_s) until the machine is busy less than `threshold` cores over a
+    window while nothing of ours runs; returns the last busy figure seen (None if unknown)."""
+    deadline, busy = time.perf_counter() + limit_s, None
+    while limit_s > 0:
+        b0 = busy_cpu_seconds()
+        time.sleep(window_s)
+        b1 = busy_cpu_seconds()
+        if b0 is None or b1 is None:
+            return None
+        busy = (b1 - b0) / window_s
+        if busy < threshold or time.perf_counter() > deadline:
+            break
+    return busy
 
 
 LAST_RUN = {}  # what run_measured saw of the rest of the machine during its last run
@@ -306,6 +325,10 @@ def main(argv=None):
             run_dir = os.path.join(run_root, f"{adapter}-{rep}")
             os.makedirs(run_dir, exist_ok=True)
             for system in order:
+                if args.wait_quiet > 0:
+                    busy = wait_until_quiet(args.wait_quiet)
+                    if busy is not None and busy >= 0.1:
+                        print(f"  (machine still busy: {busy:.2f} cores after {args.wait_quiet:.0f} s)")
                 if system == "peftrun":
                     r = (run_peftrun(args, case, adapter, prepared, run_dir, env) if "peftrun" in args.systems
                          else {"status": "skipped: not requested (--systems)"})
