@@ -108,7 +108,7 @@ def table(case, results, comparison, machine, peak, versions):
         row += ["–" if agree is None else
                 f"Δ {agree['final_rel_diff']:.1e} {'ok' if agree['agree'] else '**DISAGREE**'}", "", "", ""]
         rows.append(row)
-    where = machine["gpu"] if gpu else f"{machine['cpu']} ({machine['cores']} cores, {case.threads} threads each)"
+    where = (machine["gpu"] or "no GPU visible") if gpu else f"{machine['cpu']} ({machine['cores']} cores, {case.threads} threads each)"
     lines = [f"**{case.name}** ({case.note}): seq {case.seq_len} × batch {case.batch}, {case.steps} steps "
              f"(median over steps {case.warmup + 1}..{case.steps}), r={case.adapter.r} "
              f"(AdaLoRA {case.adapter.init_r}→{case.adapter.target_r}) on {len(case.adapter.target_modules)} "
