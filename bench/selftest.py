@@ -175,6 +175,8 @@ class PeftrunConfig(unittest.TestCase):
             r = peftrun_side.read_run(d, "peak device memory: 1536 MiB\n")
             self.assertEqual((r["losses"], r["step_times_s"], r["gpu_peak_bytes"]), ([4.5], [0.25], 1536 * 2**20))
             self.assertNotIn("gpu_peak_bytes", peftrun_side.read_run(d, ""))
+            line = "device memory: arenas 3.10 GiB, peak in use 4.50 GiB (cudaMemGetInfo: ...)\n"
+            self.assertEqual(peftrun_side.read_run(d, line)["gpu_peak_bytes"], 4.5 * 2**30)
 
 
 if __name__ == "__main__":

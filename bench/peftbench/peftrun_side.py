@@ -46,9 +46,11 @@ def config_text(case, adapter, base_dir, tokens, init_adapter, output_dir):
     return "\n".join(lines) + "\n"
 
 
-# A device-memory high-water mark in peftrun's log, once the CUDA backend prints one, e.g.
-# "peak device memory 1234.5 MiB". Absent today: the table then says "not logged".
-PEAK_LINE = re.compile(r"peak (?:device|gpu|cuda) memory[^0-9]*([0-9.]+)\s*(KiB|MiB|GiB)", re.IGNORECASE)
+# The device-memory high-water mark in peftrun's log: the CUDA backend's end-of-run line
+# "device memory: arenas 3.10 GiB, peak in use 4.52 GiB (cudaMemGetInfo: the whole device, CUDA
+# context and libraries included) ...", or a plain "peak device memory N MiB". Absent on the CPU.
+PEAK_LINE = re.compile(r"(?:peak in use|peak (?:device|gpu|cuda) memory)[^0-9]*([0-9.]+)\s*(KiB|MiB|GiB)",
+                       re.IGNORECASE)
 
 
 def read_run(output_dir, log_text):
