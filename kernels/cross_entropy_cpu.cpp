@@ -3,19 +3,22 @@
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <vector>
 
 #include "kernels/cross_entropy_math.h"
+#include "kernels/parallel.h"
 
 namespace peftrun::cpu {
+
+namespace {
 
 // Per row: loss = logsumexp(x) - x[target] with the max subtracted before exp, the normaliser and
 // the loss accumulated in double. The gradient softmax - onehot is written in the second pass,
 // element j only after x[j] has been read, which is what makes dlogits == logits legal.
 template <typename T>
-double cross_entropy_forward_backward(const T* logits, const std::int32_t* targets, T* dlogits,
-                                      int n, int V, T grad_scale) {
-  double total = 0.0;
-  for (int r = 0; r < n; ++r) {
+void cross_entropy_rows(const T* logits, const std::int32_t* targets, T* dlogits, int r_begin,
+                        int r_end, int V, T grad_scale, double* row_loss) {
+  for (int r = r_begin; r < r_end; ++r) {
     const T* x = logits + static_cast<std::size_t>(r) * V;                 // [V]
     T* d = dlogits ? dlogits + static_cast<std::size_t>(r) * V : nullptr;  // [V] or null
     const std::int32_t target = targets[r];
@@ -36,12 +39,34 @@ double cross_entropy_forward_backward(const T* logits, const std::int32_t* targe
     } else {
       for (int j = 0; j < V; ++j) sum += static_cast<double>(std::exp(x[j] - mx));
     }
-    total += ce_row_loss(static_cast<double>(mx), sum, static_cast<double>(x_target));
+    row_loss[r] = ce_row_loss(static_cast<double>(mx), sum, static_cast<double>(x_target));
     if (d) {
       const T k = static_cast<T>(static_cast<double>(grad_scale) / sum);  // softmax * grad_scale
       for (int j = 0; j < V; ++j) d[j] = ce_softmax_grad(d[j], k);
       d[target] = ce_target_grad(d[target], grad_scale);
     }
+  }
+}
+
+}  // namespace
+
+// Rows are independent: they are split over the kernel threads (parallel.h), each row's loss
+// kept and the total summed in row order afterwards, so the result is the serial loop's bits.
+template <typename T>
+double cross_entropy_forward_backward(const T* logits, const std::int32_t* targets, T* dlogits,
+                                      int n, int V, T grad_scale) {
+  thread_local std::vector<double> row_losses;  // grows once, then reused every chunk
+  row_losses.assign(static_cast<std::size_t>(std::max(n, 0)), 0.0);
+  double* row_loss = row_losses.data();
+  const std::size_t rows_per_part =
+      std::max<std::size_t>(1, (std::size_t(1) << 15) / std::max(V, 1));
+  parallel_for(
+      static_cast<std::size_t>(std::max(n, 0)), rows_per_part, [&](std::size_t r0, std::size_t r1) {
+        cross_entropy_rows(logits, targets, dlogits, int(r0), int(r1), V, grad_scale, row_loss);
+      });
+  double total = 0.0;
+  for (int r = 0; r < n; ++r) {
+    if (targets[r] != kIgnoreIndex) total += row_loss[r];
   }
   return total;
 }

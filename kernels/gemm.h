@@ -6,6 +6,8 @@
 // cuBLASLt (kernels/gemm_cuda.cu, mapping to column-major in kernels/gemm_plan.h).
 #pragma once
 
+#include <string>
+
 #include "kernels/blaslt.h"
 #include "kernels/cuda_memory.h"
 #include "kernels/dtype.h"
@@ -24,6 +26,11 @@ void gemm(Trans trans_a, Trans trans_b, int M, int N, int K, T alpha, const T* A
 
 // Sets the number of BLAS threads (0 = all cores).
 void set_blas_threads(int threads);
+
+// The BLAS in use, its kernel set and thread count, e.g. "OpenBLAS 0.3.21 (Cooperlake kernels,
+// 2 threads)". The kernel set decides the CPU backend's speed (an OPENBLAS_CORETYPE override to
+// an older set halves it on AVX-512 machines), so the run log names it.
+std::string blas_description();
 
 }  // namespace cpu
 

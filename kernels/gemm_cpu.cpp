@@ -1,10 +1,12 @@
 // GEMM through OpenBLAS (row-major cblas). Every CPU matrix product in peftrun goes through here,
 // so the BLAS choice and its threading are decided in one place.
 #include "kernels/gemm.h"
+#include "kernels/parallel.h"
 
 #include <cblas.h>
 
 #include <cstddef>
+#include <string>
 
 namespace peftrun::cpu {
 namespace {
@@ -46,6 +48,18 @@ void set_blas_threads(int threads) {
   // 0 (or negative) leaves OpenBLAS at its default, which is every core unless the user pinned it
   // with OPENBLAS_NUM_THREADS / OMP_NUM_THREADS in the environment.
   if (threads > 0) openblas_set_num_threads(threads);
+  // peftrun's own loops (parallel.h) use as many: 0 = every core, like OpenBLAS's default.
+  set_kernel_threads(threads);
+}
+
+std::string blas_description() {
+  // openblas_get_config() reads e.g. "OpenBLAS 0.3.21 NO_LAPACKE DYNAMIC_ARCH NO_AFFINITY
+  // Haswell MAX_THREADS=64": keep the name and version only.
+  std::string config = openblas_get_config();
+  std::size_t cut = config.find(' ');
+  if (cut != std::string::npos) cut = config.find(' ', cut + 1);
+  return config.substr(0, cut) + " (" + openblas_get_corename() + " kernels, " +
+         std::to_string(openblas_get_num_threads()) + " threads)";
 }
 
 template void gemm<float>(Trans, Trans, int, int, int, float, const float*, int, const float*, int,

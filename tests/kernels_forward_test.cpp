@@ -726,6 +726,31 @@ TEST(HalfConversion, HalfToRealBulk) {
   EXPECT_EQ(dst[3], 65504.0);
 }
 
+// The fp32 bulk path (vector instructions where the CPU has them) equals half_to_float for every
+// one of the 65536 patterns, at every offset of the vector tail; NaNs stay NaN with their sign.
+TEST(HalfConversion, FloatBulkMatchesScalarForEveryHalf) {
+  std::vector<half_bits> src(65536 + 17);
+  for (std::size_t i = 0; i < src.size(); ++i) src[i] = static_cast<half_bits>(i);
+  std::vector<float> dst(src.size());
+  for (std::size_t start : {std::size_t(0), std::size_t(3), std::size_t(17)}) {
+    const std::size_t n = src.size() - start;
+    half_to_real(src.data() + start, dst.data(), n);
+    for (std::size_t i = 0; i < n; ++i) {
+      const half_bits h = src[start + i];
+      const float want = half_to_float(h);
+      if (std::isnan(want)) {
+        ASSERT_TRUE(std::isnan(dst[i])) << std::hex << h;
+        ASSERT_EQ(std::signbit(dst[i]), std::signbit(want)) << std::hex << h;
+        continue;
+      }
+      std::uint32_t got_bits, want_bits;
+      std::memcpy(&got_bits, &dst[i], 4);
+      std::memcpy(&want_bits, &want, 4);
+      ASSERT_EQ(got_bits, want_bits) << "half 0x" << std::hex << h << " at offset " << start;
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // AdamW
 // ---------------------------------------------------------------------------------------------
