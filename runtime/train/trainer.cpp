@@ -268,8 +268,9 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                                std::to_string(full_base_bytes / 1024) + " KiB)"
                          : std::string())
       << ", " << backend->memory_summary() << "; device "
-      << (choice.cuda() ? backend->describe() + " [" + choice.note + "]" : choice.note) << ", "
-      << train_data->describe() << "; output " << cfg.output_dir << "\n";
+      << (choice.cuda() ? backend->describe() + " [" + choice.note + "]"
+                        : choice.note + " with " + cpu::blas_description())
+      << ", " << train_data->describe() << "; output " << cfg.output_dir << "\n";
   if (world > 1) {
     log << "data parallel over " << world << " ranks (" << comm->backend() << "): global batch "
         << world * accum * B << " sequences = " << world << " ranks x " << accum << " x " << B
