@@ -160,6 +160,27 @@ TEST(CorruptCheckpoint, MalformedTrainerStateJsonIsRefusedNamingTheField) {
   j["config"]["adapter.r"] = "4";
   std::ofstream(json_file) << j.dump();
   expect_refused(d, {json_file, "config_digest", "does not match"});
+
+  // More AdamW updates than steps cannot happen (skipped fp16 steps make it fewer).
+  j = nlohmann::json::parse(text);
+  EXPECT_EQ(j["optimizer_steps"], 2);
+  EXPECT_EQ(j["loss_scale_good_steps"], 0);  // the CPU does not scale the loss
+  j["optimizer_steps"] = 3;
+  std::ofstream(json_file) << j.dump();
+  expect_refused(d, {json_file, "optimizer_steps must be in [0, step = 2]"});
+}
+
+TEST(CorruptCheckpoint, CheckpointWithoutOptimizerStepCountsStillResumes) {
+  // Written before optimizer_steps and loss_scale_good_steps existed: no step was skipped.
+  const fs::path d = trained("old_fields");
+  const std::string json_file = state_file(d, "trainer_state.json");
+  nlohmann::json j = nlohmann::json::parse(file_bytes(json_file));
+  j.erase("optimizer_steps");
+  j.erase("loss_scale_good_steps");
+  std::ofstream(json_file) << j.dump();
+  const CommandResult r = run_peftrun(run_args(d) + " --resume " + (d / "checkpoint-2").string());
+  EXPECT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
 }
 
 TEST(CorruptCheckpoint, LatestNamingAMissingFolderIsRefused) {

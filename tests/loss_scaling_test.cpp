@@ -51,5 +51,21 @@ TEST(LossScaling, ResumeKeepsASavedScaleButNotTheOneOfAnUnscaledRun) {
   EXPECT_EQ(s.factor(), 512.0);
 }
 
+TEST(LossScaling, ResumedGoodStepsGrowOnTheSameStepAsAnUninterruptedRun) {
+  LossScaleConfig c;
+  c.init_scale = 4;
+  c.growth_interval = 3;
+  LossScaling run(true, c);
+  EXPECT_EQ(run.judge(true), StepVerdict::kApply);
+  EXPECT_EQ(run.judge(true), StepVerdict::kApply);
+  EXPECT_EQ(run.good_steps(), 2);
+  LossScaling resumed(true, c);
+  resumed.restore(run.checkpoint_value(), run.good_steps());
+  EXPECT_EQ(resumed.judge(true), StepVerdict::kApply);
+  EXPECT_EQ(resumed.factor(), 8.0);  // the third good step, as in `run`
+  EXPECT_EQ(resumed.good_steps(), 0);
+  EXPECT_EQ(LossScaling(false).good_steps(), 0);
+}
+
 }  // namespace
 }  // namespace peftrun

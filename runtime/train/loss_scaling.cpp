@@ -8,8 +8,8 @@ StepVerdict LossScaling::judge(bool finite) {
   return scale_.update(!finite) ? StepVerdict::kApply : StepVerdict::kSkip;
 }
 
-void LossScaling::restore(float saved) {
-  if (enabled_ && saved != 1.0f) scale_.restore(saved, 0);
+void LossScaling::restore(float saved, int good_steps) {
+  if (enabled_ && saved != 1.0f) scale_.restore(saved, good_steps);
 }
 
 }  // namespace peftrun

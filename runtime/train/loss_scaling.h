@@ -34,11 +34,11 @@ class LossScaling {
 
   // What trainer_state.safetensors records as loss_scale.
   float checkpoint_value() const { return static_cast<float>(factor()); }
-  // Resume: a saved value other than 1 continues (1 is what every unscaled run writes, so an
-  // fp16 run resumed from one starts at the initial scale). The count of good steps is not
-  // checkpointed: the next growth may come up to growth_interval steps later than in an
-  // uninterrupted run.
-  void restore(float saved);
+  // Finite steps since the scale last changed (checkpointed, so growth resumes on time).
+  int good_steps() const { return enabled_ ? scale_.good_steps() : 0; }
+  // Resume: a saved value other than 1 continues, with its count of good steps (1 is what
+  // every unscaled run writes, so an fp16 run resumed from one starts at the initial scale).
+  void restore(float saved, int good_steps = 0);
 
  private:
   bool enabled_;

@@ -14,7 +14,10 @@ namespace peftrun {
 struct TrainState {
   std::vector<float> params, grads, adam_m, adam_v;  // one flat layout (AdapterLayout)
   std::optional<AdaLoraAllocator> allocator;         // AdaLoRA only
-  int step = 0;                                      // optimizer steps taken
+  int step = 0;             // steps taken (the data cursor, the LR schedule, AdaLoRA's budget)
+  int optimizer_steps = 0;  // AdamW updates applied: fewer than `step` when fp16 loss scaling
+                            // skipped some (GradScaler skips optimizer.step(), so torch's
+                            // AdamW bias correction counts only the applied ones)
 
   RankPattern rank_pattern() const {
     if (!allocator || !allocator->state().has_pattern) return {};

@@ -84,6 +84,8 @@ void write_train_state(const std::string& dir, const Config& config, const Train
   j["format"] = "peftrun-checkpoint";
   j["format_version"] = kFormatVersion;
   j["step"] = s.step;
+  j["optimizer_steps"] = s.optimizer_steps;
+  j["loss_scale_good_steps"] = s.loss_scale_good_steps;
   j["world_size"] = s.batch.world_size;
   j["batch"] = {{"grad_accum", s.batch.grad_accum},
                 {"micro_batch_size", s.batch.micro_batch_size},
@@ -142,6 +144,17 @@ CheckpointHeader read_checkpoint_header(const std::string& dir) {
                              std::to_string(kFormatVersion));
   }
   h.step = field<int>(j, "step", file);
+  // Added after format version 1 was first written: absent means no step was ever skipped.
+  h.optimizer_steps =
+      j.contains("optimizer_steps") ? field<int>(j, "optimizer_steps", file) : h.step;
+  h.loss_scale_good_steps =
+      j.contains("loss_scale_good_steps") ? field<int>(j, "loss_scale_good_steps", file) : 0;
+  if (h.optimizer_steps < 0 || h.optimizer_steps > h.step || h.loss_scale_good_steps < 0) {
+    throw std::runtime_error(
+        file + ": optimizer_steps must be in [0, step = " + std::to_string(h.step) +
+        "] and loss_scale_good_steps >= 0 (found " + std::to_string(h.optimizer_steps) + " and " +
+        std::to_string(h.loss_scale_good_steps) + ")");
+  }
   h.batch.world_size = field<int>(j, "world_size", file);
   const json batch = field<json>(j, "batch", file);
   h.batch.grad_accum = field<int>(batch, "grad_accum", file + ": batch");
@@ -203,6 +216,8 @@ void read_train_state(const CheckpointHeader& h, const Config& config, const Ada
                              "' but adapter.type is '" + to_string(config.adapter.type) + "'");
   }
   s.step = h.step;
+  s.optimizer_steps = h.optimizer_steps;
+  s.loss_scale_good_steps = h.loss_scale_good_steps;
   s.batch = h.batch;
   // The tensors' own header first: it names the tensor a truncation cut into.
   const SafetensorsReader r(h.dir + "/" + kStateTensors);

@@ -6,7 +6,8 @@
 //   trainer_state.safetensors   params, adam_m, adam_v [layout.total()]; loss_scale [] (1: the
 //                               CPU backend does not scale the loss); adalora_ipt_ema,
 //                               adalora_unc_ema [layout.total()], adalora_mask [modules*init_r]
-//   trainer_state.json          step, world_size, batch (how the global batch was split),
+//   trainer_state.json          step, optimizer_steps, loss_scale_good_steps, world_size, batch
+//   (how the global batch was split),
 //                               data_cursor, rng, adapter type, AdaLoRA flags, peftrun version,
 //                               config (every resolved key), config_digest, files (the name and
 //                               byte size of every other file of the folder; written last)
@@ -41,6 +42,8 @@ struct TrainStateView {
   std::vector<float>* adam_v = nullptr;
   AdaLoraState* adalora = nullptr;  // nullptr unless the adapter is AdaLoRA
   float loss_scale = 1.0f;
+  int loss_scale_good_steps = 0;  // finite steps since the scale last changed
+  int optimizer_steps = 0;        // AdamW updates applied (<= step)
 };
 
 // What trainer_state.json says, every field checked for presence and type on reading.
@@ -48,7 +51,9 @@ struct CheckpointHeader {
   std::string dir;        // the checkpoint folder
   std::string json_path;  // dir/trainer_state.json, for messages
   int step = 0;
-  BatchSplit batch;  // the split the run that wrote it used
+  int optimizer_steps = 0;        // optional on reading: `step` when absent (older checkpoints)
+  int loss_scale_good_steps = 0;  // optional on reading: 0 when absent
+  BatchSplit batch;               // the split the run that wrote it used
   std::string adapter_type;
   std::string peftrun_version;
   std::uint64_t trainable_elements = 0;

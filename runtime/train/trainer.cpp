@@ -226,7 +226,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                                  ", beyond train.steps = " + std::to_string(cfg.train.steps));
       }
       st.step = view.step;
-      loss_scale.restore(view.loss_scale);
+      st.optimizer_steps = view.optimizer_steps;
+      loss_scale.restore(view.loss_scale, view.loss_scale_good_steps);
       accum = plan.grad_accum;
       notes = plan.notes;
       notes.push_back("resumed from " + dir + " at step " + std::to_string(st.step));
@@ -382,8 +383,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     h.beta2 = cfg.optim.beta2;
     h.eps = cfg.optim.eps;
     h.weight_decay = cfg.optim.weight_decay;
-    h.step = st.step + 1;
-    h.grad_scale = clip / S;  // clipping and the loss-scale undo, folded into AdamW
+    h.step = st.optimizer_steps + 1;  // bias correction counts applied updates only
+    h.grad_scale = clip / S;          // clipping and the loss-scale undo, folded into AdamW
     backend->adamw_step(h);
     if (st.allocator) {
       // PEFT calls update_and_allocate after optimizer.step() with the (clipped) grads.
@@ -397,6 +398,7 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
                              std::to_string(st.step + 1));
       }
     }
+    ++st.optimizer_steps;
     ++st.step;
     return s;
   };
@@ -421,6 +423,8 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     c.state.adam_v = &st.adam_v;
     c.state.adalora = st.allocator ? &st.allocator->state() : nullptr;
     c.state.loss_scale = loss_scale.checkpoint_value();
+    c.state.loss_scale_good_steps = loss_scale.good_steps();
+    c.state.optimizer_steps = st.optimizer_steps;
     summary.checkpoint_dir = commit_checkpoint(c, *comm, progress.line());
   };
   const auto t_train = Clock::now();
