@@ -63,7 +63,8 @@ options:
   --dump-logits FILE     (eval) write the first eval batch's logits, inputs and labels
   --out DIR              (merge) the folder to write (config.json, model.safetensors, tokenizer
                          files); written beside it and renamed into place, never half written
-  --dtype fp16|bf16      (merge) the merged weights' type (default fp16, the base peftrun trains)
+  --dtype fp16|bf16      (merge) the merged weights' type (default: the base's, bf16 for a bf16
+                         checkpoint, else fp16)
   --force                (merge) replace a non-empty --out that is not a previous merge output
   --max-shard-size SIZE  (merge) shard the weights above SIZE, e.g. 2GB (default 5GB)
 

@@ -271,6 +271,50 @@ TEST(Merge, ShardedAndBf16OutputsLoadBack) {
   SafetensorsReader twice((d / "twice/model.safetensors").string());
   EXPECT_EQ(twice.names(), single.names());
   EXPECT_FALSE(fs::exists(d / "twice/model.safetensors.index.json"));
+  EXPECT_EQ(twice.info("model.layers.0.self_attn.q_proj.weight").dtype, TensorDType::kF16);
+
+  // Without --dtype the output follows the base: a bf16 base merges to bf16 (fp16 could
+  // overflow it), said in the log; --dtype still overrides.
+  const std::string on_bf16 = "--set model.path=" + (d / "bf16").string();
+  const CommandResult auto_bf16 = peftrun_cli(merge_args(c, d / "from_bf16", on_bf16));
+  ASSERT_EQ(auto_bf16.exit_code, 0) << auto_bf16.out;
+  EXPECT_NE(auto_bf16.out.find("bf16, as the base"), std::string::npos) << auto_bf16.out;
+  SafetensorsReader from_bf16_base((d / "from_bf16/model.safetensors").string());
+  EXPECT_EQ(from_bf16_base.info("model.layers.0.mlp.down_proj.weight").dtype, TensorDType::kBF16);
+  const CommandResult forced =
+      peftrun_cli(merge_args(c, d / "forced_fp16", on_bf16 + " --dtype fp16"));
+  ASSERT_EQ(forced.exit_code, 0) << forced.out;
+  EXPECT_EQ(forced.out.find("as the base"), std::string::npos) << forced.out;
+  SafetensorsReader forced_fp16((d / "forced_fp16/model.safetensors").string());
+  EXPECT_EQ(forced_fp16.info("model.layers.0.mlp.down_proj.weight").dtype, TensorDType::kF16);
+  if (!HasFailure()) fs::remove_all(d);
+}
+
+// A merge killed mid-write leaves `.OUT.tmp-HOST-PID` beside --out; the next merge into the same
+// folder removes it when that process of this machine is gone, and says so. Another machine's
+// (a shared filesystem) and a live process's are left alone.
+TEST(Merge, LeftoversOfKilledMergesOnThisMachineAreRemoved) {
+  const fs::path d = fresh_test_dir("leftovers");
+  const MergeCase c = train_merge_case(d, "lora", random_model_yaml(false), kCorpus);
+  char host[256] = {};
+  ASSERT_EQ(::gethostname(host, sizeof host - 1), 0);
+  const std::string mine = std::string(".merged.tmp-") + host + "-";
+  const fs::path dead = d / (mine + "999999999");  // above any pid_max: never a live process
+  const fs::path live = d / (mine + std::to_string(::getpid()));
+  const fs::path other_host = d / ".merged.tmp-some-other-node-12";
+  for (const fs::path& p : {dead, live, other_host}) {
+    fs::create_directories(p);
+    std::ofstream(p / "model.safetensors") << "half written";
+  }
+  const CommandResult r = peftrun_cli(merge_args(c, d / "merged"));
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("removed " + dead.string() + " (left by an interrupted merge)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_FALSE(fs::exists(dead));
+  EXPECT_TRUE(fs::exists(live / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(other_host / "model.safetensors"));
+  EXPECT_TRUE(fs::exists(d / "merged/model.safetensors"));
   if (!HasFailure()) fs::remove_all(d);
 }
 

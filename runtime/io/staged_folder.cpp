@@ -1,6 +1,7 @@
 #include "runtime/io/staged_folder.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -17,14 +18,41 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// ".NAME.<tag>-PID": hidden, and unique per process. (Built with appends: GCC 12 warns falsely,
-// -Wrestrict, on "." + std::string.)
-std::string hidden_sibling_name(const fs::path& target, const char* tag) {
+std::string host_name() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof buf - 1) != 0) return "localhost";
+  return buf;
+}
+
+// ".NAME<tag>" (e.g. ".out.tmp-"): the start of every hidden sibling of `target` with that tag.
+// (Built with appends: GCC 12 warns falsely, -Wrestrict, on "." + std::string.)
+std::string hidden_prefix(const fs::path& target, const char* tag) {
   std::string name(".");
   name += target.filename().string();
   name += tag;
-  name += std::to_string(::getpid());
   return name;
+}
+
+// ".NAME<tag>HOST-PID": hidden, unique per process, and on a folder that several machines
+// share, says which machine's process it belongs to.
+std::string hidden_sibling_name(const fs::path& target, const char* tag) {
+  return hidden_prefix(target, tag) + host_name() + "-" + std::to_string(::getpid());
+}
+
+// A sibling "<prefix>HOST-PID" left by a process of this machine that no longer runs (killed
+// mid-write). Another machine's, or a live process's, is never touched.
+bool left_by_dead_local_process(const std::string& name, const std::string& prefix) {
+  if (name.compare(0, prefix.size(), prefix) != 0) return false;
+  const std::size_t dash = name.rfind('-');
+  if (dash == std::string::npos || dash < prefix.size()) return false;
+  if (name.substr(prefix.size(), dash - prefix.size()) != host_name()) return false;
+  const std::string digits = name.substr(dash + 1);
+  if (digits.empty() || digits.size() > 9 ||
+      digits.find_first_not_of("0123456789") != std::string::npos) {
+    return false;
+  }
+  const pid_t pid = static_cast<pid_t>(std::stol(digits));
+  return pid != ::getpid() && ::kill(pid, 0) != 0 && errno == ESRCH;
 }
 
 // Every file written into the folder was fsynced by its writer; the folder's own entries need
@@ -56,6 +84,21 @@ StagedFolder::StagedFolder(const std::string& target) {
   }
   tmp_ = (parent / hidden_sibling_name(t, ".tmp-")).string();
   fs::remove_all(tmp_, ec);  // a leftover of a killed run that had our pid
+  // Leftovers of killed runs of this machine: a half-written temporary folder is garbage; a
+  // previous target moved aside is garbage only once the target exists again (otherwise it is
+  // the only copy, and stays for the user to rename back).
+  const std::string tmp_prefix = hidden_prefix(t, ".tmp-");
+  const std::string old_prefix = hidden_prefix(t, ".old-");
+  const bool target_exists = fs::exists(fs::symlink_status(t, ec));
+  for (const auto& e : fs::directory_iterator(parent, ec)) {
+    const std::string name = e.path().filename().string();
+    if (left_by_dead_local_process(name, tmp_prefix) ||
+        (target_exists && left_by_dead_local_process(name, old_prefix))) {
+      std::error_code rm;
+      fs::remove_all(e.path(), rm);
+      if (!rm) removed_leftovers_.push_back(e.path().string());
+    }
+  }
   if (!fs::create_directory(tmp_, ec) || ec) {
     throw std::runtime_error("cannot write '" + target_ +
                              "': cannot create the temporary folder '" + tmp_ +

@@ -113,6 +113,8 @@ class CheckpointSource : public BaseSource {
     return c.reader->read_tensor_f32(t.name);
   }
   std::string describe() const override { return "'" + dir_ + "'"; }
+  // How the checkpoint stores tensor `t` (F32, F16 or BF16).
+  TensorDType stored_dtype(const HfTensor& t) { return files_.check(t.name, t.shape).info->dtype; }
 
   // Names the checkpoint holds that are not part of the model of `tensors`; a bias the model
   // has no slot for is an error, as when training loads it (dropping it changes the model).
@@ -324,9 +326,9 @@ std::uint64_t parse_byte_size(const std::string& text) {
 }
 
 MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostream& log) {
-  if (opt.dtype != TensorDType::kF16 && opt.dtype != TensorDType::kBF16) {
+  if (opt.dtype && *opt.dtype != TensorDType::kF16 && *opt.dtype != TensorDType::kBF16) {
     throw std::invalid_argument("merge_adapter: the output dtype must be F16 or BF16, got " +
-                                std::string(dtype_name(opt.dtype)));
+                                std::string(dtype_name(*opt.dtype)));
   }
   const std::string adapter_dir = opt.adapter_dir.empty() ? cfg.adapter.init_from : opt.adapter_dir;
   if (adapter_dir.empty()) {
@@ -352,19 +354,34 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
     check_shape_against_config_json(cfg.model.path, cfg.model);
     auto checkpoint = std::make_unique<CheckpointSource>(cfg.model.path);
     summary.dropped_tensors = checkpoint->extra_tensors(tensors);
+    if (!opt.dtype) {
+      // A bf16 model merged into fp16 could overflow (fp16 tops out at 65504), and a user who
+      // trained on a bf16 base expects a bf16 merge: follow the base's projection weights.
+      for (const HfTensor& t : tensors) {
+        if (t.kind != HfTensor::Kind::kProjWeight) continue;
+        if (checkpoint->stored_dtype(t) == TensorDType::kBF16) summary.dtype = TensorDType::kBF16;
+        break;
+      }
+    }
     source = std::move(checkpoint);
   }
+  summary.dtype_from_base = !opt.dtype;
+  if (opt.dtype) summary.dtype = *opt.dtype;
+  const TensorDType out_dtype = summary.dtype;
 
-  const bool bf16 = opt.dtype == TensorDType::kBF16;
+  const bool bf16 = out_dtype == TensorDType::kBF16;
   const std::vector<Shard> shards = plan_shards(tensors, 2, opt.max_shard_bytes);
   StagedFolder staged(opt.out_dir);
+  for (const std::string& path : staged.removed_leftovers()) {
+    log << "removed " << path << " (left by an interrupted merge)\n";
+  }
   const fs::path tmp = staged.path();
   std::vector<float> scratch;
   std::vector<std::uint16_t> rounded;
   nlohmann::json weight_map = nlohmann::json::object();
   for (const Shard& shard : shards) {
     std::vector<SafetensorsStreamWriter::Tensor> decl;
-    for (const HfTensor* t : shard.tensors) decl.push_back({t->name, opt.dtype, t->shape});
+    for (const HfTensor* t : shard.tensors) decl.push_back({t->name, out_dtype, t->shape});
     SafetensorsStreamWriter writer((tmp / shard.file).string(), decl, {{"format", "pt"}});
     for (const HfTensor* t : shard.tensors) {
       std::vector<float> values = source->read(*t);
@@ -403,7 +420,7 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
     write_text_file((tmp / kIndexFile).string(), index.dump(2) + "\n");
   }
   write_text_file((tmp / kConfigFile).string(),
-                  merged_config_json(cfg.model, opt.dtype).dump(2) + "\n");
+                  merged_config_json(cfg.model, out_dtype).dump(2) + "\n");
   if (!cfg.model.path.empty()) {
     for (const std::string& name : copied_file_names()) {
       const fs::path from = fs::path(cfg.model.path) / name;
@@ -421,7 +438,7 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
   marker["adapter"] = fs::absolute(adapter_dir).lexically_normal().string();
   marker["adapter_type"] = to_string(cfg.adapter.type);
   marker["merged_modules"] = summary.merged_modules;
-  marker["dtype"] = torch_dtype_name(opt.dtype);
+  marker["dtype"] = torch_dtype_name(out_dtype);
   marker["weight_files"] = summary.weight_files;
   marker["dropped_tensors"] = summary.dropped_tensors;
   write_text_file((tmp / kMergeMarkerFile).string(), marker.dump(2) + "\n");
@@ -434,7 +451,8 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
       << (shards.size() == 1 ? std::string(kSingleFile)
                              : std::to_string(shards.size()) + " shards + " + kIndexFile)
       << " (" << summary.tensors << " tensors, " << human_bytes(summary.weight_bytes) << " "
-      << (bf16 ? "bf16" : "fp16") << ") + config.json";
+      << (bf16 ? "bf16" : "fp16")
+      << (summary.dtype_from_base ? ", as the base; --dtype to choose" : "") << ") + config.json";
   for (const std::string& f : summary.copied_files) log << " + " << f;
   log << "\n";
   if (!summary.dropped_tensors.empty()) {

@@ -4,7 +4,8 @@
 //
 //   config.json             the base's own (model.path) with its dtype entry updated, or, for a
 //                           random base, a LlamaForCausalLM config made from the model section
-//   model.safetensors       every tensor in fp16 or bf16; above max_shard_bytes instead
+//   model.safetensors       every tensor in fp16 or bf16 (default: as the base); above
+//   max_shard_bytes instead
 //                           model-0000K-of-0000N.safetensors + model.safetensors.index.json
 //   tokenizer files, generation_config.json    copied from model.path when present
 //   peftrun_merge.json      what was merged; marks the folder as a merge output
@@ -23,6 +24,7 @@
 
 #include <cstdint>
 #include <iosfwd>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -33,9 +35,11 @@
 namespace peftrun {
 
 struct MergeOptions {
-  std::string adapter_dir;                // the PEFT adapter folder; empty = adapter.init_from
-  std::string out_dir;                    // the folder to write
-  TensorDType dtype = TensorDType::kF16;  // kF16 or kBF16
+  std::string adapter_dir;  // the PEFT adapter folder; empty = adapter.init_from
+  std::string out_dir;      // the folder to write
+  // kF16 or kBF16; unset = the base's own: bf16 when the checkpoint stores its projection
+  // weights as BF16, else fp16 (F16 and F32 checkpoints, and the random base)
+  std::optional<TensorDType> dtype;
   std::uint64_t max_shard_bytes = 5'000'000'000;  // one file up to this size (HF's "5GB")
   bool force = false;  // replace a non-empty --out that is not a merge output
 };
@@ -57,6 +61,8 @@ struct MergeSummary {
   bool replaced = false;                     // --out existed and was replaced
   std::vector<std::string> copied_files;     // from model.path (tokenizer, generation config)
   std::vector<std::string> dropped_tensors;  // in the base checkpoint but not part of the model
+  TensorDType dtype = TensorDType::kF16;     // what the weights were written as
+  bool dtype_from_base = false;              // chosen from the base (no --dtype)
 };
 
 // The marker file of a merge output.
