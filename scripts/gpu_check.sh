@@ -23,29 +23,9 @@ bundle=$root/build-gpu
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
 
-# --- libraries -----------------------------------------------------------------------------
-libdir=/tmp/peftrun-gpu-lib
-rm -rf "$libdir"
-mkdir -p "$libdir"
-cp -r "$bundle/lib/." "$libdir/"
-for f in "$libdir"/*.xz; do [ -e "$f" ] && xz -d "$f"; done
-# CUDA's own libraries: the toolkit's folders, the system's, or the pip wheels of PyTorch.
-cuda_dirs=""
-for lib in libcublasLt.so.13 libnccl.so.2 libcudart.so.13; do
-  found=$( (ldconfig -p 2>/dev/null | awk -v n="$lib" '$1 == n {print $NF; exit}'); true)
-  if [ -z "$found" ]; then
-    found=$(find /usr/local/cuda* /usr/lib/x86_64-linux-gnu /opt /usr/local/lib -name "$lib" \
-              2>/dev/null | head -1)
-  fi
-  if [ -n "$found" ]; then cuda_dirs="$cuda_dirs:$(dirname "$found")"; fi
-done
-# Only our binaries run with it (nvidia-smi and python3 keep the machine's own libraries).
-ld_path="$libdir${cuda_dirs}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-# This machine's libstdc++, libcudart, ... when present and new enough; the build machine's if not.
-if env LD_LIBRARY_PATH="$ld_path" ldd "$bundle/bin/peftrun" 2>&1 | grep -q 'not found'; then
-  ld_path="$ld_path:$libdir/fallback"
-fi
-ours() { env LD_LIBRARY_PATH="$ld_path" PEFTRUN_SOURCE_DIR="$root" "$@"; }
+# --- libraries (scripts/gpu_libs.sh: $ld_path and `ours`) --------------------------------
+# shellcheck source=scripts/gpu_libs.sh
+source "$root/scripts/gpu_libs.sh"
 {
   echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "host: $(hostname)"
