@@ -94,6 +94,25 @@ TEST(DistributedHf, ShardedCheckpointLoadGivesTheReplicatedDoraAdapter) {
   const std::vector<std::uint8_t> a = adapter_bytes(d / "sharded");
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, adapter_bytes(d / "replicated"));
+
+  // `peftrun eval` shards the base the same way: 2 ranks (each holding half of every layer)
+  // give the loss of 1 process, for the trained adapter and for a fresh DoRA one (whose
+  // magnitudes come from all-gathered layers).
+  for (const std::string& adapter : {" --adapter " + (d / "sharded").string(), std::string()}) {
+    const std::string eval = std::string(PEFTRUN_BINARY) + " eval " + (d / "train.yaml").string() +
+                             " --set data.eval=" + (d / "train.tok").string() + adapter;
+    const auto [one_rc, one_out] = run(eval);
+    ASSERT_EQ(one_rc, 0) << one_out;
+    const auto [two_rc, two_out] = run("mpirun --oversubscribe -np 2 " + eval);
+    ASSERT_EQ(two_rc, 0) << two_out;
+    EXPECT_NE(two_out.find("sharded 1/2"), std::string::npos) << two_out;
+    auto loss = [](const std::string& out) {
+      const std::size_t at = out.find("): loss ");
+      return at == std::string::npos ? std::string("?") : out.substr(at, out.find(',', at) - at);
+    };
+    EXPECT_NE(loss(one_out), "?") << one_out;
+    EXPECT_EQ(loss(one_out), loss(two_out)) << one_out << "\n---\n" << two_out;
+  }
   fs::remove_all(d);
 }
 

@@ -74,21 +74,28 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   comm.set_timeout(cfg.comm.timeout_s);
   const int B = cfg.train.micro_batch_size, T = cfg.data.seq_len;
   const std::unique_ptr<DataSource> data = DatasetOpener(cfg, log, comm.rank() == 0).open_eval();
-  const BaseWeights base = load_base(cfg);
+  // Sharded as in training (runtime.shard_base, default with several ranks): each rank reads
+  // only its slices, and the backend all-gathers a layer just before use.
+  const BaseWeights base = load_base(cfg, comm.rank(), comm.world_size(), cfg.runtime.shard_base);
   const AdapterLayout layout = AdapterLayout::plan(cfg.model, cfg.adapter);
   const std::string adapter_dir =
       options.adapter_dir.empty() ? cfg.adapter.init_from : options.adapter_dir;
   RankPattern pattern;
   TrainState st;
-  st.params = initial_params(cfg, base, layout, adapter_dir, &pattern);
+  // A fresh DoRA adapter's magnitudes need whole layers: gathered over the host communicator.
+  st.params = initial_params(cfg, base, layout, adapter_dir, &pattern, &comm.host());
   for (auto* v : {&st.grads, &st.adam_m, &st.adam_v}) v->assign(st.params.size(), 0.0f);
   const std::unique_ptr<TrainingBackend> model =
       make_training_backend(choice, backend_setup(cfg, base, layout, st, &comm, &log));
   model->push_state();
   const EvalResult r =
       evaluate(*model, *data, B, T, cfg.data.eval_batches, comm, !options.dump_logits.empty());
-  log << "eval " << cfg.data.eval << " on " << model->describe() << " ("
-      << static_cast<long long>(r.tokens) << " tokens, "
+  log << "eval " << cfg.data.eval << " on " << model->describe()
+      << (base.sharded() ? ", base sharded 1/" + std::to_string(comm.world_size()) + " (" +
+                               std::to_string(base.bytes() / 1024) + " KiB resident of " +
+                               std::to_string(base.unsharded_bytes() / 1024) + " KiB)"
+                         : std::string())
+      << " (" << static_cast<long long>(r.tokens) << " tokens, "
       << "adapter " << (adapter_dir.empty() ? "freshly initialised" : adapter_dir) << "): loss "
       << r.mean_loss << ", perplexity " << std::exp(r.mean_loss) << "\n";
   if (!options.dump_logits.empty() && comm.rank() == 0) {
