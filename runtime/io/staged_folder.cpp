@@ -24,29 +24,29 @@ std::string host_name() {
   return buf;
 }
 
-// ".NAME<tag>" (e.g. ".out.tmp-"): the start of every hidden sibling of `target` with that tag.
-// (Built with appends: GCC 12 warns falsely, -Wrestrict, on "." + std::string.)
-std::string hidden_prefix(const fs::path& target, const char* tag) {
+// ".NAME<tag>HOST-" (e.g. ".out.tmp-node7-"): what every hidden sibling of `target` that this
+// machine's processes make with that tag starts with; the PID follows. The host keeps apart the
+// processes of several machines sharing the folder. (Built with appends: GCC 12 warns falsely,
+// -Wrestrict, on "." + std::string.)
+std::string local_sibling_prefix(const fs::path& target, const char* tag) {
   std::string name(".");
   name += target.filename().string();
   name += tag;
+  name += host_name();
+  name += '-';
   return name;
 }
 
-// ".NAME<tag>HOST-PID": hidden, unique per process, and on a folder that several machines
-// share, says which machine's process it belongs to.
+// ".NAME<tag>HOST-PID": hidden and unique per process.
 std::string hidden_sibling_name(const fs::path& target, const char* tag) {
-  return hidden_prefix(target, tag) + host_name() + "-" + std::to_string(::getpid());
+  return local_sibling_prefix(target, tag) + std::to_string(::getpid());
 }
 
-// A sibling "<prefix>HOST-PID" left by a process of this machine that no longer runs (killed
-// mid-write). Another machine's, or a live process's, is never touched.
-bool left_by_dead_local_process(const std::string& name, const std::string& prefix) {
-  if (name.compare(0, prefix.size(), prefix) != 0) return false;
-  const std::size_t dash = name.rfind('-');
-  if (dash == std::string::npos || dash < prefix.size()) return false;
-  if (name.substr(prefix.size(), dash - prefix.size()) != host_name()) return false;
-  const std::string digits = name.substr(dash + 1);
+// `name` is "<local_prefix>PID" of a process that no longer runs (killed mid-write). Another
+// machine's sibling never has the prefix; a live process's is never touched.
+bool left_by_dead_local_process(const std::string& name, const std::string& local_prefix) {
+  if (name.compare(0, local_prefix.size(), local_prefix) != 0) return false;
+  const std::string digits = name.substr(local_prefix.size());
   if (digits.empty() || digits.size() > 9 ||
       digits.find_first_not_of("0123456789") != std::string::npos) {
     return false;
@@ -87,8 +87,8 @@ StagedFolder::StagedFolder(const std::string& target) {
   // Leftovers of killed runs of this machine: a half-written temporary folder is garbage; a
   // previous target moved aside is garbage only once the target exists again (otherwise it is
   // the only copy, and stays for the user to rename back).
-  const std::string tmp_prefix = hidden_prefix(t, ".tmp-");
-  const std::string old_prefix = hidden_prefix(t, ".old-");
+  const std::string tmp_prefix = local_sibling_prefix(t, ".tmp-");
+  const std::string old_prefix = local_sibling_prefix(t, ".old-");
   const bool target_exists = fs::exists(fs::symlink_status(t, ec));
   for (const auto& e : fs::directory_iterator(parent, ec)) {
     const std::string name = e.path().filename().string();

@@ -357,15 +357,15 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
     if (!opt.dtype) {
       // A bf16 model merged into fp16 could overflow (fp16 tops out at 65504), and a user who
       // trained on a bf16 base expects a bf16 merge: follow the base's projection weights.
-      for (const HfTensor& t : tensors) {
-        if (t.kind != HfTensor::Kind::kProjWeight) continue;
-        if (checkpoint->stored_dtype(t) == TensorDType::kBF16) summary.dtype = TensorDType::kBF16;
-        break;
+      const auto proj = std::find_if(tensors.begin(), tensors.end(), [](const HfTensor& t) {
+        return t.kind == HfTensor::Kind::kProjWeight;
+      });
+      if (proj != tensors.end() && checkpoint->stored_dtype(*proj) == TensorDType::kBF16) {
+        summary.dtype = TensorDType::kBF16;
       }
     }
     source = std::move(checkpoint);
   }
-  summary.dtype_from_base = !opt.dtype;
   if (opt.dtype) summary.dtype = *opt.dtype;
   const TensorDType out_dtype = summary.dtype;
 
@@ -451,8 +451,8 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
       << (shards.size() == 1 ? std::string(kSingleFile)
                              : std::to_string(shards.size()) + " shards + " + kIndexFile)
       << " (" << summary.tensors << " tensors, " << human_bytes(summary.weight_bytes) << " "
-      << (bf16 ? "bf16" : "fp16")
-      << (summary.dtype_from_base ? ", as the base; --dtype to choose" : "") << ") + config.json";
+      << (bf16 ? "bf16" : "fp16") << (opt.dtype ? "" : ", as the base; --dtype to choose")
+      << ") + config.json";
   for (const std::string& f : summary.copied_files) log << " + " << f;
   log << "\n";
   if (!summary.dropped_tensors.empty()) {

@@ -5,8 +5,8 @@
 //   config.json             the base's own (model.path) with its dtype entry updated, or, for a
 //                           random base, a LlamaForCausalLM config made from the model section
 //   model.safetensors       every tensor in fp16 or bf16 (default: as the base); above
-//   max_shard_bytes instead
-//                           model-0000K-of-0000N.safetensors + model.safetensors.index.json
+//                           max_shard_bytes instead model-0000K-of-0000N.safetensors +
+//                           model.safetensors.index.json
 //   tokenizer files, generation_config.json    copied from model.path when present
 //   peftrun_merge.json      what was merged; marks the folder as a merge output
 //
@@ -62,7 +62,6 @@ struct MergeSummary {
   std::vector<std::string> copied_files;     // from model.path (tokenizer, generation config)
   std::vector<std::string> dropped_tensors;  // in the base checkpoint but not part of the model
   TensorDType dtype = TensorDType::kF16;     // what the weights were written as
-  bool dtype_from_base = false;              // chosen from the base (no --dtype)
 };
 
 // The marker file of a merge output.

@@ -6,11 +6,11 @@
 //   trainer_state.safetensors   params, adam_m, adam_v [layout.total()]; loss_scale [] (1: the
 //                               CPU backend does not scale the loss); adalora_ipt_ema,
 //                               adalora_unc_ema [layout.total()], adalora_mask [modules*init_r]
-//   trainer_state.json          step, optimizer_steps, loss_scale_good_steps, world_size, batch
-//   (how the global batch was split),
-//                               data_cursor, rng, adapter type, AdaLoRA flags, peftrun version,
-//                               config (every resolved key), config_digest, files (the name and
-//                               byte size of every other file of the folder; written last)
+//   trainer_state.json          step, optimizer_steps, loss_scale_good_steps, world_size,
+//                               batch (how the global batch was split), data_cursor, rng,
+//                               adapter type, AdaLoRA flags, peftrun version, config (every
+//                               resolved key), config_digest, files (the name and byte size of
+//                               every other file of the folder; written last)
 #pragma once
 
 #include <cstdint>
