@@ -9,8 +9,11 @@
 //
 // Exit codes: 0 success; 2 bad command line or config (one line per problem); 1 runtime failure;
 // 3 training diverged (non-finite loss or gradient); 4 a collective timed out (comm/).
+#include <cmath>
 #include <cstring>
+#include <iomanip>
 #include <iostream>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -199,10 +202,15 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
           << " (continue with --resume latest)\n";
       return kExitOk;
     }
-    log << "done: " << s.steps << " steps in " << s.seconds << " s, "
-        << static_cast<long>(s.tokens_per_s) << " tok/s; train loss " << s.final_train_loss
-        << "; eval loss " << s.initial_eval_loss << " -> " << s.final_eval_loss
-        << "\nadapter: " << s.adapter_dir << "/adapter_model.safetensors + adapter_config.json\n";
+    std::ostringstream done;
+    done << std::fixed << "done: " << s.steps << " steps in " << std::setprecision(1) << s.seconds
+         << " s, " << static_cast<long>(s.tokens_per_s) << " tok/s; train loss "
+         << std::setprecision(4) << s.final_train_loss;
+    if (!std::isnan(s.final_eval_loss)) {  // NaN: no data.eval split
+      done << "; eval loss " << s.initial_eval_loss << " -> " << s.final_eval_loss;
+    }
+    log << done.str() << "\nadapter: " << s.adapter_dir
+        << "/adapter_model.safetensors + adapter_config.json\n";
     return kExitOk;
   } catch (const peftrun::NonFiniteError& e) {
     // Loss and gradients are all-reduced before the check: every rank sees the same values.

@@ -99,19 +99,22 @@ class ProgressLog {
             double elapsed) {
     if (tty_) {
       const int width = 30, filled = width * done / total_;
-      log_ << "\r[" << std::string(filled, '#') << std::string(width - filled, ' ') << "] " << done
-           << "/" << total_ << " loss " << std::fixed << std::setprecision(4) << s.loss << " lr "
-           << std::scientific << std::setprecision(2) << s.lr << std::fixed << " "
-           << std::setprecision(0) << tokens_total / elapsed << " tok/s eta "
-           << format_duration(elapsed / std::max(done - first_, 1) * (total_ - done)) << "   "
-           << std::defaultfloat << std::flush;
+      // Formatted apart, so the log stream's own precision and flags are left as they were.
+      std::ostringstream o;
+      o << "\r[" << std::string(filled, '#') << std::string(width - filled, ' ') << "] " << done
+        << "/" << total_ << " loss " << std::fixed << std::setprecision(4) << s.loss << " lr "
+        << std::scientific << std::setprecision(2) << s.lr << std::fixed << " "
+        << std::setprecision(0) << tokens_total / elapsed << " tok/s eta "
+        << format_duration(elapsed / std::max(done - first_, 1) * (total_ - done)) << "   ";
+      log_ << o.str() << std::flush;
       bar_open_ = true;
     } else if (done % every_ == 0 || done == total_ || done == 1) {
-      log_ << "step " << done << "/" << total_ << " loss " << std::fixed << std::setprecision(4)
-           << s.loss << " lr " << std::scientific << std::setprecision(3) << s.lr << " grad_norm "
-           << std::fixed << std::setprecision(4) << s.grad_norm << " " << std::setprecision(0)
-           << s.tokens / std::max(step_seconds, 1e-9) << " tok/s" << std::defaultfloat
-           << std::endl;  // a log file shows each line as it happens
+      std::ostringstream o;
+      o << "step " << done << "/" << total_ << " loss " << std::fixed << std::setprecision(4)
+        << s.loss << " lr " << std::scientific << std::setprecision(3) << s.lr << " grad_norm "
+        << std::fixed << std::setprecision(4) << s.grad_norm << " " << std::setprecision(0)
+        << s.tokens / std::max(step_seconds, 1e-9) << " tok/s";
+      log_ << o.str() << std::endl;  // a log file shows each line as it happens
     }
   }
   // Any other line first ends the progress bar's line.
@@ -286,9 +289,9 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
     const double loss =
         evaluate(*backend, *eval_data, B, T, cfg.data.eval_batches, *comm).mean_loss;
     if (metrics) metrics->write({{"step", step}, {"eval_loss", loss}});
-    progress.line() << "eval step " << step << ": eval_loss " << std::fixed << std::setprecision(4)
-                    << loss << "\n"
-                    << std::defaultfloat;
+    std::ostringstream o;
+    o << "eval step " << step << ": eval_loss " << std::fixed << std::setprecision(4) << loss;
+    progress.line() << o.str() << "\n";
     if (step == 0) summary.initial_eval_loss = loss;
     summary.final_eval_loss = loss;
   };
