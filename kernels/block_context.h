@@ -190,6 +190,25 @@ PEFTRUN_HD T block_sum(const Ctx& ctx, Span<T> scratch, T value) {
   return total;
 }
 
+// Integer atomics, for reductions whose result does not depend on the order of the updates
+// (sums and minima of integers), so they stay deterministic. In the emulator the threads of a
+// block run one at a time between barriers and blocks run one after another, so a plain
+// read-modify-write is already atomic there.
+PEFTRUN_HD void atomic_add(Span<unsigned long long> s, std::size_t i, unsigned long long v) {
+#if defined(__CUDA_ARCH__)
+  atomicAdd(s.ptr + i, v);
+#else
+  s[i] += v;
+#endif
+}
+PEFTRUN_HD void atomic_min(Span<unsigned long long> s, std::size_t i, unsigned long long v) {
+#if defined(__CUDA_ARCH__)
+  atomicMin(s.ptr + i, v);
+#else
+  if (v < s[i]) s[i] = v;
+#endif
+}
+
 // A grid-stride launch over n elements: blocks of 256 threads, at most 4096 blocks (each thread
 // then loops).
 inline constexpr int kPointwiseThreads = 256;

@@ -6,11 +6,15 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/adamw.h"
 #include "kernels/attention.h"
+#include "kernels/convert.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_memory.h"
+#include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
+#include "kernels/nonfinite.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
@@ -78,6 +82,45 @@ struct GpuEnv {
   template <class... A>
   void add_inplace(A&&... a) {
     cuda::add_inplace(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void adamw_step(A&&... a) {
+    cuda::adamw_step(std::forward<A>(a)..., nullptr);
+  }
+  std::size_t sum_squares_workspace_bytes(std::size_t n) const {
+    return cuda::sum_squares_workspace_bytes(n);
+  }
+  template <class... A>
+  void sum_squares(A&&... a) {
+    cuda::sum_squares(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void nonfinite_reset(A&&... a) {
+    cuda::nonfinite_reset(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void nonfinite_scan(A&&... a) {
+    cuda::nonfinite_scan(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void convert(A&&... a) {
+    cuda::convert(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void cast_rows_scaled(A&&... a) {
+    cuda::cast_rows_scaled(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void dropout_keep_mask(A&&... a) {
+    cuda::dropout_keep_mask(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void apply_dropout(A&&... a) {
+    cuda::apply_dropout(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void mask_by_keep(A&&... a) {
+    cuda::mask_by_keep(std::forward<A>(a)..., nullptr);
   }
   // data_elems bounds the emulator's checks; the device API does not take it.
   void zero_masked_rows(float* data, std::size_t /*data_elems*/, const std::uint64_t* offsets,

@@ -10,10 +10,15 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/adamw.h"
+#include "kernels/adamw_blocks.h"
 #include "kernels/attention_blocks.h"
+#include "kernels/convert_blocks.h"
 #include "kernels/cross_entropy_blocks.h"
+#include "kernels/dropout_blocks.h"
 #include "kernels/elementwise_blocks.h"
 #include "kernels/embedding_blocks.h"
+#include "kernels/nonfinite_blocks.h"
 #include "kernels/rmsnorm_blocks.h"
 #include "kernels/rope_blocks.h"
 #include "kernels/swiglu_blocks.h"
@@ -114,6 +119,45 @@ class EmuEnv {
   template <class... A>
   void zero_masked_rows(A&&... a) {
     blocks::launch_zero_masked_rows(launch_, std::forward<A>(a)...);
+  }
+
+  void adamw_step(float* params, const float* grads, float* m, float* v, std::size_t n,
+                  const AdamWHyper& h) {
+    blocks::launch_adamw_step(launch_, params, grads, m, v, n, adamw_scalars(h));
+  }
+  std::size_t sum_squares_workspace_bytes(std::size_t n) const {
+    return static_cast<std::size_t>(blocks::sum_squares_blocks(n)) * sizeof(double);
+  }
+  void sum_squares(const float* x, std::size_t n, double* result, void* work) {
+    blocks::launch_sum_squares(launch_, x, n, result, static_cast<double*>(work));
+  }
+  template <class... A>
+  void nonfinite_reset(A&&... a) {
+    blocks::launch_nonfinite_reset(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void nonfinite_scan(A&&... a) {
+    blocks::launch_nonfinite_scan(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void convert(A&&... a) {
+    blocks::launch_convert(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void cast_rows_scaled(A&&... a) {
+    blocks::launch_cast_rows_scaled(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void dropout_keep_mask(A&&... a) {
+    blocks::launch_dropout_keep_mask(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void apply_dropout(A&&... a) {
+    blocks::launch_apply_dropout(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void mask_by_keep(A&&... a) {
+    blocks::launch_mask_by_keep(launch_, std::forward<A>(a)...);
   }
 
  private:
