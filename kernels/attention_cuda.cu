@@ -1,6 +1,7 @@
-// Flash attention on the GPU: the kernels of attention_blocks.h launched by CudaLauncher.
+// Flash attention on the GPU: the kernels of attention_blocks.h and attention_tc_blocks.h,
+// chosen by attention_launch.h and launched by CudaLauncher.
 #include "kernels/attention.h"
-#include "kernels/attention_blocks.h"
+#include "kernels/attention_launch.h"
 #include "kernels/cuda_launch.cuh"
 
 namespace peftrun::cuda {

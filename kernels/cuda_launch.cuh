@@ -18,7 +18,7 @@ namespace peftrun::cuda {
 // size allows (and a launch with more threads is refused below rather than failing on the GPU).
 template <class K>
 __global__ void __launch_bounds__(K::kMaxThreads) run_block(const K kernel) {
-  extern __shared__ __align__(16) unsigned char peftrun_smem[];
+  extern __shared__ __align__(128) unsigned char peftrun_smem[];  // tensor_core.h: 32
   // The size is only checked by the emulator; on the device the launch provides what the
   // geometry asked for.
   kernel(CudaBlock{}, Span<unsigned char>{peftrun_smem, ~std::size_t(0)});

@@ -176,8 +176,11 @@ class EmulatedLauncher {
                                   std::to_string(kMaxSharedBytesSm80));
     }
     BlockEmulator emulator(g.threads, schedule_, seed_);
-    std::vector<unsigned char> smem(g.smem_bytes + 2 * kGuardBytes);
-    unsigned char* base = smem.data() + kGuardBytes;
+    // The block's shared memory starts 128-byte aligned, as on the device (cuda_launch.cuh), so
+    // alignment rules (tensor_core.h) are checked on real addresses.
+    std::vector<unsigned char> smem(g.smem_bytes + 2 * kGuardBytes + kBaseAlign);
+    const std::uintptr_t raw = reinterpret_cast<std::uintptr_t>(smem.data()) + kGuardBytes;
+    unsigned char* base = smem.data() + kGuardBytes + (kBaseAlign - raw % kBaseAlign) % kBaseAlign;
     g_out_of_bounds.clear();
     for (int bz = 0; bz < g.grid_z; ++bz) {
       for (int by = 0; by < g.grid_y; ++by) {
@@ -196,7 +199,8 @@ class EmulatedLauncher {
           }
           if (!g_out_of_bounds.empty()) throw std::runtime_error(where + ": " + g_out_of_bounds);
           for (std::size_t i = 0; i < kGuardBytes; ++i) {
-            if (smem[i] != 0xFF || smem[kGuardBytes + g.smem_bytes + i] != 0xFF) {
+            if (base[-1 - static_cast<std::ptrdiff_t>(i)] != 0xFF ||
+                base[g.smem_bytes + i] != 0xFF) {
               throw std::runtime_error(where + ": wrote outside its shared memory");
             }
           }
@@ -207,6 +211,7 @@ class EmulatedLauncher {
 
  private:
   static constexpr std::size_t kGuardBytes = 64;
+  static constexpr std::size_t kBaseAlign = 128;
   Schedule schedule_;
   std::uint64_t seed_;
 };

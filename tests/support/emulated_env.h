@@ -12,7 +12,7 @@
 
 #include "kernels/adamw.h"
 #include "kernels/adamw_blocks.h"
-#include "kernels/attention_blocks.h"
+#include "kernels/attention_launch.h"
 #include "kernels/convert_blocks.h"
 #include "kernels/cross_entropy_blocks.h"
 #include "kernels/dropout_blocks.h"
