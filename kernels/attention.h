@@ -27,15 +27,15 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 
 }  // namespace peftrun::cpu
 
-// CUDA twin (attention_cuda.cu; kernels in attention_blocks.h, forward on tensor cores for
-// fp16 / bf16 with head_dim % 16 == 0 up to 128 in attention_tc_blocks.h, the choice in
+// CUDA twin (attention_cuda.cu; kernels in attention_blocks.h, and on tensor cores for fp16 /
+// bf16 with head_dim % 16 == 0 up to 128 in attention_tc_blocks.h, the choice in
 // attention_launch.h): the same semantics and layouts,
 // flash-style, so the [T, T] matrix never exists. It differs from the CPU contract in what
 // forward saves for backward: instead of probs, lse [B, H, T] (fp32), the logsumexp of each
 // query row's scaled, masked scores; backward recomputes the probabilities from q, k and lse
 // and also needs the forward output and the segment ids. q, k, v, out and the gradients are
 // stored in `dtype` (fp32, fp16 or bf16); all arithmetic is fp32, except that the tensor-core
-// forward rounds the probabilities to `dtype` before multiplying them with V. dk/dv sum over the
+// kernels round P and dS to `dtype` before their second products. dk/dv sum over the
 // query heads of a group in fp32 before being rounded once. All outputs are overwritten.
 //
 // head_dim must be a multiple of 8 in [8, 256] (attention_head_dim_supported); other shapes,

@@ -1,7 +1,7 @@
 // The host side of flash attention on the GPU, shared by attention_cuda.cu and the CPU emulator
-// tests: shape and workspace checks, and the choice of kernel. Forward runs on tensor cores
+// tests: shape and workspace checks, and the choice of kernel: tensor cores
 // (attention_tc_blocks.h) for fp16 / bf16 activations with head_dim a multiple of 16 up to 128,
-// else on the CUDA cores (attention_blocks.h); backward runs on the CUDA cores.
+// forward and backward; otherwise on the CUDA cores (attention_blocks.h).
 #pragma once
 
 #include <cmath>
@@ -119,6 +119,48 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
     const FlashRowDot<St> pre{sdo, {static_cast<const E*>(out), nq}, {dvec, nrow}, s};
     launch("attention_backward_rowdot", pointwise_geometry(static_cast<std::int64_t>(B) * T * H),
            pre);
+    if constexpr (!std::is_same_v<St, F32Storage>) {
+      if (attention_tc_supported(hd)) {  // 16-bit activations: tensor cores
+        with_tc_tile(hd, [&](auto tile) {
+          using Tile = decltype(tile);
+          using Kdq = FlashBackwardDqTc<Tile, St>;
+          const Kdq kdq{sq,
+                        sk,
+                        sv,
+                        sdo,
+                        {segment, nseg},
+                        {lse, nrow},
+                        {dvec, nrow},
+                        {static_cast<E*>(dq), nq},
+                        s,
+                        scale};
+          LaunchGeometry g;
+          g.grid_x = ceil_div(T, Tile::kRows);
+          g.grid_y = H;
+          g.grid_z = B;
+          g.threads = Tile::kThreads;
+          g.smem_bytes = shared_bytes<typename Kdq::Shared>();
+          launch("attention_backward_dq_tc", g, kdq);
+
+          using Kkv = FlashBackwardDkDvTc<Tile, St>;
+          const Kkv kdkv{sq,
+                         sk,
+                         sv,
+                         sdo,
+                         {segment, nseg},
+                         {lse, nrow},
+                         {dvec, nrow},
+                         {static_cast<E*>(dk), nkv},
+                         {static_cast<E*>(dv), nkv},
+                         s,
+                         scale};
+          g.grid_y = KV;
+          g.smem_bytes = shared_bytes<typename Kkv::Shared>();
+          launch("attention_backward_dkdv_tc", g, kdkv);
+        });
+        return;
+      }
+    }
     with_flash_tile(hd, [&](auto tile) {
       using Tile = decltype(tile);
       const FlashBackwardDq<Tile, St> kdq{

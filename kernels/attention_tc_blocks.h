@@ -1,4 +1,4 @@
-// Flash attention forward on tensor cores (kernels/tensor_core.h) for 16-bit activations: the
+// Flash attention on tensor cores (kernels/tensor_core.h) for 16-bit activations. Forward: the
 // same contract and algorithm as FlashForward in attention_blocks.h (online softmax, only the
 // output and the per-row logsumexp saved, the [T, T] matrix never stored), with the two
 // products of every key tile, S = Q K^T and O += P V, done as warp-level 16 x 16 x 16 matrix
@@ -14,8 +14,10 @@
 //   3. each warp: O[its 16 rows, hd] += P V                        (tensor cores)
 // O lives in shared memory rather than in accumulator fragments because step 2 rescales it by
 // row, and a fragment's element-to-thread mapping is unspecified.
+// Backward: FlashBackwardDqTc and FlashBackwardDkDvTc below, the CUDA-core backward's two
+// kernels in this tiling (dS and P^T rounded to the storage type before their products).
 // head_dim must be a multiple of 16 up to 128 (attention_tc_supported); other head dims and fp32
-// activations use FlashForward.
+// activations use attention_blocks.h's kernels.
 #pragma once
 
 #include <cmath>
@@ -225,6 +227,287 @@ struct FlashForwardTc {
     if (cp == 0) {
       lse[static_cast<std::size_t>((static_cast<std::int64_t>(b) * s.H + h) * T + t)] =
           m + std::log(l);
+    }
+  }
+};
+
+// dQ on tensor cores. Block (64 query rows, head h, sequence b), the forward's tiling; per key
+// tile: S = Q K^T and dP = dO V^T (tensor cores, fp32 into shared memory); two threads per row
+// form dS = P (dP - D) with P = e^(scale S - lse), rounded to the storage type; then
+// dQ += dS K (tensor cores) in accumulator fragments that live across the key tiles.
+// dq = scale dQ.
+template <class Tile, class St>
+struct FlashBackwardDqTc {
+  using E = typename St::Elem;
+  static constexpr int kMaxThreads = Tile::kThreads;
+  static constexpr int kColTiles = Tile::kMaxHd / tc::kTile;
+  Span<const E> q, k, v, dout;
+  Span<const std::int32_t> segment;
+  Span<const float> lse, dvec;  // [B, H, T]
+  Span<E> dq;
+  AttentionShape s;
+  float scale;
+
+  struct Shared {
+    Span<E> q, dout, k, v, ds;
+    // S at 0 and dP at kRows * kLdS; at the end the dQ rows [kRows][kLdO] for the write-out.
+    Span<float> sdp;
+    Span<std::int32_t> seg;  // key segment ids
+    PEFTRUN_HD static Shared carve(SharedCarver& c) {
+      static_assert(Tile::kLdO <= 2 * Tile::kLdS, "dQ staging must fit where S and dP were");
+      Shared m;
+      m.q = c.take<E>(static_cast<std::size_t>(Tile::kRows) * Tile::kLdE);
+      m.dout = c.take<E>(static_cast<std::size_t>(Tile::kRows) * Tile::kLdE);
+      m.k = c.take<E>(static_cast<std::size_t>(Tile::kOther) * Tile::kLdE);
+      m.v = c.take<E>(static_cast<std::size_t>(Tile::kOther) * Tile::kLdE);
+      m.sdp = c.take<float>(2 * static_cast<std::size_t>(Tile::kRows) * Tile::kLdS);
+      m.ds = c.take<E>(static_cast<std::size_t>(Tile::kRows) * Tile::kLdP);
+      m.seg = c.take<std::int32_t>(Tile::kOther);
+      return m;
+    }
+  };
+
+  template <class Ctx>
+  PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
+    constexpr int R = Tile::kRows, C = Tile::kOther, P = Tile::kTpr, W = tc::kTile;
+    constexpr int kLdE = Tile::kLdE, kLdS = Tile::kLdS, kLdP = Tile::kLdP, kLdO = Tile::kLdO;
+    const int hd = s.hd, T = s.T;
+    SharedCarver carver(smem);
+    const Shared sh = Shared::carve(carver);
+    const std::size_t dp_at = static_cast<std::size_t>(R) * kLdS;
+    const int warp = ctx.thread() / tc::kWarp;
+    const std::size_t wrow = static_cast<std::size_t>(W) * warp;
+    const int r = ctx.thread() / P, cp = ctx.thread() % P;
+    const int b = ctx.block_z(), h = ctx.block_y(), kvh = h / (s.H / s.KV);
+    const int t0 = ctx.block_x() * R, t = t0 + r;
+    const bool ok = t<T, packed = segment.size> 0;
+    const std::int64_t seq = static_cast<std::int64_t>(b) * T;
+    const std::int32_t seg_t = packed && ok ? segment[static_cast<std::size_t>(seq + t)] : 0;
+    const std::size_t stat =
+        static_cast<std::size_t>((static_cast<std::int64_t>(b) * s.H + h) * T + t);
+    const float lse_t = ok ? lse[stat] : 0.0f;
+    const float d_t = ok ? dvec[stat] : 0.0f;
+
+    copy_head_rows<St>(ctx, q, sh.q, R, kLdE, b, t0, h, s.H, s);
+    copy_head_rows<St>(ctx, dout, sh.dout, R, kLdE, b, t0, h, s.H, s);
+    tc::FragAcc acc[kColTiles];
+    for (tc::FragAcc& a : acc) tc::fill(a, 0.0f);
+
+    const int n_key_tiles = key_tiles_until_diagonal(t0, R, C, T);
+    for (int j = 0; j < n_key_tiles; ++j) {
+      const int s0 = j * C;
+      ctx.sync();  // the previous tile's dS and K are no longer read
+      copy_head_rows<St>(ctx, k, sh.k, C, kLdE, b, s0, kvh, s.KV, s);
+      copy_head_rows<St>(ctx, v, sh.v, C, kLdE, b, s0, kvh, s.KV, s);
+      if (packed) load_row_values(ctx, segment, sh.seg, C, seq, s0, T);
+      ctx.sync();
+
+      for (int n = 0; n < C / W; ++n) {  // S = Q K^T and dP = dO V^T, 16 keys at a time
+        tc::FragAcc sf, pf;
+        tc::fill(sf, 0.0f);
+        tc::fill(pf, 0.0f);
+        for (int kk = 0; kk < hd / W; ++kk) {
+          const std::size_t key_at = static_cast<std::size_t>(W) * n * kLdE + W * kk;
+          tc::FragA<St> a;
+          tc::FragBCols<St> bt;
+          tc::load_a<St>(a, const_span(sh.q), wrow * kLdE + W * kk, kLdE);
+          tc::load_b_cols<St>(bt, const_span(sh.k), key_at, kLdE);
+          tc::mma(sf, a, bt, sf);
+          tc::load_a<St>(a, const_span(sh.dout), wrow * kLdE + W * kk, kLdE);
+          tc::load_b_cols<St>(bt, const_span(sh.v), key_at, kLdE);
+          tc::mma(pf, a, bt, pf);
+        }
+        tc::store_acc(ctx, sh.sdp, wrow * kLdS + W * n, kLdS, sf);
+        tc::store_acc(ctx, sh.sdp, dp_at + wrow * kLdS + W * n, kLdS, pf);
+      }
+      ctx.sync();
+
+      for (int e = 0; e < Tile::kColsPerThread; ++e) {
+        const int c = cp * Tile::kColsPerThread + e;
+        const std::size_t at = static_cast<std::size_t>(r) * kLdS + c;
+        float ds = 0.0f;
+        if (ok && attention_visible(t, s0 + c, packed, seg_t,
+                                    packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
+          const float p = std::exp(sh.sdp[at] * scale - lse_t);
+          ds = softmax_grad(p, sh.sdp[dp_at + at], d_t);
+        }
+        sh.ds[static_cast<std::size_t>(r) * kLdP + c] = St::from_float(ds);
+      }
+      ctx.sync();
+
+      for (int n = 0; n < hd / W; ++n) {  // dQ += dS K
+        for (int kk = 0; kk < C / W; ++kk) {
+          tc::FragA<St> a;
+          tc::FragBRows<St> bk;
+          tc::load_a<St>(a, const_span(sh.ds), wrow * kLdP + W * kk, kLdP);
+          tc::load_b_rows<St>(bk, const_span(sh.k), static_cast<std::size_t>(W) * kk * kLdE + W * n,
+                              kLdE);
+          tc::mma(acc[n], a, bk, acc[n]);
+        }
+      }
+    }
+
+    ctx.sync();  // S and dP are no longer read: their space takes the dQ rows
+    for (int n = 0; n < hd / W; ++n) tc::store_acc(ctx, sh.sdp, wrow * kLdO + W * n, kLdO, acc[n]);
+    ctx.sync();
+    if (!ok) return;
+    const std::int64_t o = ((seq + t) * s.H + h) * hd;
+    for (int d = cp; d < hd; d += P) {
+      dq[static_cast<std::size_t>(o + d)] =
+          St::from_float(scale * sh.sdp[static_cast<std::size_t>(r) * kLdO + d]);
+    }
+  }
+};
+
+// dK, dV on tensor cores. Block (64 key rows, kv head, sequence b), one 16-key slice per warp.
+// For every query head of the group and every query tile from the diagonal on:
+//   S^T = K Q^T, dP^T = V dO^T (tensor cores); P^T = e^(scale S^T - lse), dS^T = P^T (dP^T - D)
+//   (two threads per key row, rounded to the storage type); dV += P^T dO, dK += dS^T Q (tensor
+//   cores, accumulator fragments kept over the whole loop, so the group's heads are summed there).
+// dk = scale dK, dv = dV.
+template <class Tile, class St>
+struct FlashBackwardDkDvTc {
+  using E = typename St::Elem;
+  static constexpr int kMaxThreads = Tile::kThreads;
+  static constexpr int kColTiles = Tile::kMaxHd / tc::kTile;
+  Span<const E> q, k, v, dout;
+  Span<const std::int32_t> segment;
+  Span<const float> lse, dvec;
+  Span<E> dk, dv;
+  AttentionShape s;
+  float scale;
+
+  struct Shared {
+    Span<E> k, v, q, dout, pt, dst;  // K, V (owned rows), Q, dO (streamed), P^T, dS^T
+    // S^T at 0 and dP^T at kRows * kLdS; at the end dK, then dV, rows [kRows][kLdO].
+    Span<float> sdp;
+    Span<float> lse, d;      // per streamed query row
+    Span<std::int32_t> seg;  // query segment ids
+    PEFTRUN_HD static Shared carve(SharedCarver& c) {
+      static_assert(Tile::kLdO <= 2 * Tile::kLdS, "dK / dV staging must fit where S and dP were");
+      Shared m;
+      m.k = c.take<E>(static_cast<std::size_t>(Tile::kRows) * Tile::kLdE);
+      m.v = c.take<E>(static_cast<std::size_t>(Tile::kRows) * Tile::kLdE);
+      m.q = c.take<E>(static_cast<std::size_t>(Tile::kOther) * Tile::kLdE);
+      m.dout = c.take<E>(static_cast<std::size_t>(Tile::kOther) * Tile::kLdE);
+      m.sdp = c.take<float>(2 * static_cast<std::size_t>(Tile::kRows) * Tile::kLdS);
+      m.pt = c.take<E>(static_cast<std::size_t>(Tile::kRows) * Tile::kLdP);
+      m.dst = c.take<E>(static_cast<std::size_t>(Tile::kRows) * Tile::kLdP);
+      m.lse = c.take<float>(Tile::kOther);
+      m.d = c.take<float>(Tile::kOther);
+      m.seg = c.take<std::int32_t>(Tile::kOther);
+      return m;
+    }
+  };
+
+  template <class Ctx>
+  PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
+    constexpr int R = Tile::kRows, C = Tile::kOther, P = Tile::kTpr, W = tc::kTile;
+    constexpr int kLdE = Tile::kLdE, kLdS = Tile::kLdS, kLdP = Tile::kLdP, kLdO = Tile::kLdO;
+    const int hd = s.hd, T = s.T;
+    SharedCarver carver(smem);
+    const Shared sh = Shared::carve(carver);
+    const std::size_t dp_at = static_cast<std::size_t>(R) * kLdS;
+    const int warp = ctx.thread() / tc::kWarp;
+    const std::size_t wrow = static_cast<std::size_t>(W) * warp;
+    const int c = ctx.thread() / P, cp = ctx.thread() % P;  // key row c, query columns part cp
+    const int b = ctx.block_z(), kvh = ctx.block_y(), s0 = ctx.block_x() * R;
+    const int group = s.H / s.KV;
+    const int key = s0 + c;
+    const bool key_ok = key<T, packed = segment.size> 0;
+    const std::int64_t seq = static_cast<std::int64_t>(b) * T;
+    const std::int32_t seg_c = packed && key_ok ? segment[static_cast<std::size_t>(seq + key)] : 0;
+
+    copy_head_rows<St>(ctx, k, sh.k, R, kLdE, b, s0, kvh, s.KV, s);
+    copy_head_rows<St>(ctx, v, sh.v, R, kLdE, b, s0, kvh, s.KV, s);
+    tc::FragAcc acc_k[kColTiles], acc_v[kColTiles];
+    for (int n = 0; n < kColTiles; ++n) {
+      tc::fill(acc_k[n], 0.0f);
+      tc::fill(acc_v[n], 0.0f);
+    }
+
+    // Queries before s0 see none of these keys.
+    const int first_q_tile = s0 / C, n_q_tiles = ceil_div(T, C);
+    for (int g = 0; g < group; ++g) {
+      const int h = kvh * group + g;
+      const std::int64_t stats = (static_cast<std::int64_t>(b) * s.H + h) * T;
+      for (int i = first_q_tile; i < n_q_tiles; ++i) {
+        const int t0 = i * C;
+        ctx.sync();  // the previous tile's P^T, dS^T, Q and dO are no longer read
+        copy_head_rows<St>(ctx, q, sh.q, C, kLdE, b, t0, h, s.H, s);
+        copy_head_rows<St>(ctx, dout, sh.dout, C, kLdE, b, t0, h, s.H, s);
+        load_row_values(ctx, lse, sh.lse, C, stats, t0, T);
+        load_row_values(ctx, dvec, sh.d, C, stats, t0, T);
+        if (packed) load_row_values(ctx, segment, sh.seg, C, seq, t0, T);
+        ctx.sync();
+
+        for (int n = 0; n < C / W; ++n) {  // S^T = K Q^T and dP^T = V dO^T, 16 queries at a time
+          tc::FragAcc sf, pf;
+          tc::fill(sf, 0.0f);
+          tc::fill(pf, 0.0f);
+          for (int kk = 0; kk < hd / W; ++kk) {
+            const std::size_t query_at = static_cast<std::size_t>(W) * n * kLdE + W * kk;
+            tc::FragA<St> a;
+            tc::FragBCols<St> bt;
+            tc::load_a<St>(a, const_span(sh.k), wrow * kLdE + W * kk, kLdE);
+            tc::load_b_cols<St>(bt, const_span(sh.q), query_at, kLdE);
+            tc::mma(sf, a, bt, sf);
+            tc::load_a<St>(a, const_span(sh.v), wrow * kLdE + W * kk, kLdE);
+            tc::load_b_cols<St>(bt, const_span(sh.dout), query_at, kLdE);
+            tc::mma(pf, a, bt, pf);
+          }
+          tc::store_acc(ctx, sh.sdp, wrow * kLdS + W * n, kLdS, sf);
+          tc::store_acc(ctx, sh.sdp, dp_at + wrow * kLdS + W * n, kLdS, pf);
+        }
+        ctx.sync();
+
+        for (int e = 0; e < Tile::kColsPerThread; ++e) {
+          const int rq = cp * Tile::kColsPerThread + e, t = t0 + rq;
+          const std::size_t iq = static_cast<std::size_t>(rq);
+          const std::size_t at = static_cast<std::size_t>(c) * kLdS + rq;
+          float p = 0.0f, ds = 0.0f;
+          if (key_ok && t < T &&
+              attention_visible(t, key, packed, packed ? sh.seg[iq] : 0, seg_c)) {
+            p = std::exp(sh.sdp[at] * scale - sh.lse[iq]);
+            ds = softmax_grad(p, sh.sdp[dp_at + at], sh.d[iq]);
+          }
+          sh.pt[static_cast<std::size_t>(c) * kLdP + rq] = St::from_float(p);
+          sh.dst[static_cast<std::size_t>(c) * kLdP + rq] = St::from_float(ds);
+        }
+        ctx.sync();
+
+        for (int n = 0; n < hd / W; ++n) {  // dV += P^T dO, dK += dS^T Q
+          for (int kk = 0; kk < C / W; ++kk) {
+            const std::size_t query_at = static_cast<std::size_t>(W) * kk * kLdE + W * n;
+            tc::FragA<St> a;
+            tc::FragBRows<St> bq;
+            tc::load_a<St>(a, const_span(sh.pt), wrow * kLdP + W * kk, kLdP);
+            tc::load_b_rows<St>(bq, const_span(sh.dout), query_at, kLdE);
+            tc::mma(acc_v[n], a, bq, acc_v[n]);
+            tc::load_a<St>(a, const_span(sh.dst), wrow * kLdP + W * kk, kLdP);
+            tc::load_b_rows<St>(bq, const_span(sh.q), query_at, kLdE);
+            tc::mma(acc_k[n], a, bq, acc_k[n]);
+          }
+        }
+      }
+    }
+
+    // Write-out through shared memory, dK then dV, in the space S and dP used.
+    const std::int64_t orow = ((seq + key) * s.KV + kvh) * hd;
+    const std::size_t srow = static_cast<std::size_t>(c) * kLdO;
+    for (int pass = 0; pass < 2; ++pass) {
+      ctx.sync();  // S^T / dP^T, or the dK rows, are no longer read
+      for (int n = 0; n < hd / W; ++n) {
+        tc::store_acc(ctx, sh.sdp, wrow * kLdO + W * n, kLdO, pass == 0 ? acc_k[n] : acc_v[n]);
+      }
+      ctx.sync();
+      if (key_ok) {
+        Span<E> dst = pass == 0 ? dk : dv;
+        const float a = pass == 0 ? scale : 1.0f;
+        for (int d = cp; d < hd; d += P) {
+          dst[static_cast<std::size_t>(orow + d)] = St::from_float(a * sh.sdp[srow + d]);
+        }
+      }
     }
   }
 };
