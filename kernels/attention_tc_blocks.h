@@ -335,7 +335,7 @@ struct FlashBackwardDqTc {
       }
       ctx.sync();
 
-      for (int n = 0; n < hd / W; ++n) {  // dQ += dS K
+      for (int n = 0; n < kColTiles && n < hd / W; ++n) {  // dQ += dS K
         for (int kk = 0; kk < C / W; ++kk) {
           tc::FragA<St> a;
           tc::FragBRows<St> bk;
@@ -348,7 +348,8 @@ struct FlashBackwardDqTc {
     }
 
     ctx.sync();  // S and dP are no longer read: their space takes the dQ rows
-    for (int n = 0; n < hd / W; ++n) tc::store_acc(ctx, sh.sdp, wrow * kLdO + W * n, kLdO, acc[n]);
+    for (int n = 0; n < kColTiles && n < hd / W; ++n)
+      tc::store_acc(ctx, sh.sdp, wrow * kLdO + W * n, kLdO, acc[n]);
     ctx.sync();
     if (!ok) return;
     const std::int64_t o = ((seq + t) * s.H + h) * hd;
@@ -476,7 +477,7 @@ struct FlashBackwardDkDvTc {
         }
         ctx.sync();
 
-        for (int n = 0; n < hd / W; ++n) {  // dV += P^T dO, dK += dS^T Q
+        for (int n = 0; n < kColTiles && n < hd / W; ++n) {  // dV += P^T dO, dK += dS^T Q
           for (int kk = 0; kk < C / W; ++kk) {
             const std::size_t query_at = static_cast<std::size_t>(W) * kk * kLdE + W * n;
             tc::FragA<St> a;
@@ -497,7 +498,7 @@ struct FlashBackwardDkDvTc {
     const std::size_t srow = static_cast<std::size_t>(c) * kLdO;
     for (int pass = 0; pass < 2; ++pass) {
       ctx.sync();  // S^T / dP^T, or the dK rows, are no longer read
-      for (int n = 0; n < hd / W; ++n) {
+      for (int n = 0; n < kColTiles && n < hd / W; ++n) {
         tc::store_acc(ctx, sh.sdp, wrow * kLdO + W * n, kLdO, pass == 0 ? acc_k[n] : acc_v[n]);
       }
       ctx.sync();
