@@ -79,6 +79,19 @@ PEFTRUN_HD Span<T> make_span(T* p, std::size_t n) {
   return Span<T>{p, n};
 }
 
+// Elements [offset, offset + n) of s as a span of their own (a row of a matrix, for a per-row
+// function). In the emulator a range reaching past s is reported (and yields an empty span).
+template <typename T>
+PEFTRUN_HD Span<T> subspan(Span<T> s, std::size_t offset, std::size_t n) {
+#if !defined(__CUDA_ARCH__)
+  if (offset > s.size || n > s.size - offset) {
+    emu::out_of_bounds<unsigned char>(offset + n, s.size);
+    return Span<T>{s.ptr, 0};
+  }
+#endif
+  return Span<T>{s.ptr + offset, n};
+}
+
 // Hands out consecutive, 16-byte aligned pieces of a block's shared memory. Each kernel carves
 // its layout in one function that also sizes the launch: run on SharedCarver::measure() (no
 // memory, unbounded) it hands out empty pointers and used() is the bytes the layout needs, so

@@ -134,4 +134,25 @@ void dora_linear_forward(BlasLt& lt, const DoraLinearArgs& a, const void* x, voi
 void dora_linear_backward(BlasLt& lt, const DoraLinearArgs& a, const void* x, const void* dy,
                           void* dx, float* dA, float* dB, float* dm, Stream stream);
 
+// The non-matmul steps of dora_weight_norm and dora_linear_* (the kernels of dora_blocks.h),
+// exposed so the parity tests (tests/gpu/dora_cases.h) can check each one on the device as the
+// CPU emulator does. Device pointers, fp32 unless noted.
+namespace dora_steps {
+// norm[j] = dora_norm_from_parts(w_sq[j], B_j, P_j, G): w_sq, norm [out]; B, P [out, r];
+// G [r, r].
+void norm_rows(const float* w_sq, const float* B, const float* P, const float* G, int out, int r,
+               float scale, float* norm, Stream stream);
+// g = m / n, sg = s g, gm1 = g - 1 ([out] each).
+void factors(const float* m, const float* n, float scale, int out, float* g, float* sg, float* gm1,
+             Stream stream);
+// partial[split, j] = sum of dy[i, j] v[i, j] over the split's rows (n rows cut into `splits`
+// chunks of ceil(n / splits)), dyg = dy * fac; dy, v, dyg [n, out] act; partial [splits, out].
+void dy_v_columns(const void* dy, const void* v, const float* fac, DType act, int n, int out,
+                  int splits, float* partial, void* dyg, Stream stream);
+// dB += s g P, dm += colsum / m + (s / n) <B, P> with colsum the partials summed over splits.
+void grad_rows(const float* g, const float* m, const float* nrm, float scale, const float* partial,
+               int splits, const float* B, const float* P, int out, int r, float* dB, float* dm,
+               Stream stream);
+}  // namespace dora_steps
+
 }  // namespace peftrun::cuda

@@ -1,115 +1,27 @@
 // DoRA on the GPU (see dora.h for the math and the matmul plan): the factor g = m / n rides in
-// cuBLASLt's alpha vector; dm comes from the saved v = g * (x~ W^T) and P = dy^T xa.
+// cuBLASLt's alpha vector; dm comes from the saved v = g * (x~ W^T) and P = dy^T xa. The
+// matmuls are cuBLASLt's; the kernels between them are dora_blocks.h's, launched by
+// CudaLauncher (the CPU emulator runs the same bodies).
 #include <algorithm>
 #include <cstddef>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/convert.h"
-#include "kernels/cuda_check.h"
+#include "kernels/cuda_launch.cuh"
 #include "kernels/dora.h"
-#include "kernels/dora_math.h"
+#include "kernels/dora_blocks.h"
 #include "kernels/dropout.h"
-#include "kernels/dtype_cuda.cuh"
 #include "kernels/gemm_plan.h"
 #include "kernels/lora_core_cuda.h"
-#include "kernels/reduce_cuda.cuh"
 
 namespace peftrun::cuda {
 namespace {
 
 using detail::make_gemm;
 
-constexpr int kRowThreads = 256;  // row_sq_norms: threads summing one row
-constexpr int kColTile = 32;      // column pass: columns per block (one warp wide)
-constexpr int kColRows = 8;       // column pass: rows walked in parallel per block
-constexpr int kMaxColSplits = 64;
-
 std::size_t sz(int a, int b) {
   return static_cast<std::size_t>(a) * static_cast<std::size_t>(b);
-}
-
-// Row chunks of the backward column pass (deterministic partial sums, summed in order later).
-int column_splits(int n) {
-  return std::clamp((n + 127) / 128, 1, kMaxColSplits);
-}
-
-template <typename S>
-__global__ void row_sq_norms_kernel(const S* W, int in, float* w_sq) {
-  __shared__ double part[kRowThreads];
-  const S* w = W + static_cast<std::size_t>(blockIdx.x) * static_cast<std::size_t>(in);
-  double acc = 0.0;
-  for (int k = threadIdx.x; k < in; k += kRowThreads) {
-    const double x = to_f32(w[k]);
-    acc += x * x;
-  }
-  part[threadIdx.x] = acc;
-  block_sum<kRowThreads>(part);
-  if (threadIdx.x == 0) w_sq[blockIdx.x] = static_cast<float>(part[0]);
-}
-
-__global__ void norm_rows_kernel(const float* w_sq, const float* B, const float* P, const float* G,
-                                 int out, int r, float scale, float* norm) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= out) return;
-  const std::size_t row = static_cast<std::size_t>(j) * static_cast<std::size_t>(r);
-  norm[j] = dora_norm_from_parts(w_sq[j], B + row, P + row, G, r, scale);
-}
-
-// g = m / n, s g and g - 1: [out] each.
-__global__ void factors_kernel(const float* m, const float* n, float scale, int out, float* g,
-                               float* sg, float* gm1) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= out) return;
-  const float f = m[j] / n[j];
-  g[j] = f;
-  sg[j] = scale * f;
-  gm1[j] = f - 1.0f;
-}
-
-// One pass over dy and v ([n, out]): partial[split, j] = sum over the split's rows of
-// dy[i, j] v[i, j], and dyg[i, j] = dy[i, j] * fac[j].
-template <typename S>
-__global__ void dy_v_columns_kernel(const S* dy, const S* v, const float* fac, int n, int out,
-                                    int rows_per_split, float* partial, S* dyg) {
-  __shared__ float acc_s[kColRows][kColTile];
-  const int j = blockIdx.x * kColTile + threadIdx.x;
-  const int row0 = blockIdx.y * rows_per_split;
-  const int row1 = min(n, row0 + rows_per_split);
-  float acc = 0.0f;
-  if (j < out) {
-    const float f = fac[j];
-    for (int i = row0 + static_cast<int>(threadIdx.y); i < row1; i += kColRows) {
-      const std::size_t at = static_cast<std::size_t>(i) * static_cast<std::size_t>(out) + j;
-      const float d = to_f32(dy[at]);
-      acc += d * to_f32(v[at]);
-      dyg[at] = from_f32<S>(d * f);
-    }
-  }
-  acc_s[threadIdx.y][threadIdx.x] = acc;
-  __syncthreads();
-  if (threadIdx.y == 0 && j < out) {
-    float sum = 0.0f;
-    for (int t = 0; t < kColRows; ++t) sum += acc_s[t][threadIdx.x];
-    partial[static_cast<std::size_t>(blockIdx.y) * static_cast<std::size_t>(out) + j] = sum;
-  }
-}
-
-__global__ void grad_rows_kernel(const float* g, const float* m, const float* nrm, float scale,
-                                 const float* partial, int splits, const float* B, const float* P,
-                                 int out, int r, float* dB, float* dm) {
-  const int j = blockIdx.x * blockDim.x + threadIdx.x;
-  if (j >= out) return;
-  float colsum = 0.0f;
-  for (int t = 0; t < splits; ++t) {
-    colsum += partial[static_cast<std::size_t>(t) * static_cast<std::size_t>(out) + j];
-  }
-  const std::size_t row = static_cast<std::size_t>(j) * static_cast<std::size_t>(r);
-  dm[j] += dora_row_grads(g[j], m[j], nrm[j], scale, colsum, B + row, P + row, dB + row, r);
-}
-
-unsigned blocks_for(int n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
 struct NormWork {
@@ -154,7 +66,7 @@ DoraWork carve_dora(void* base, int n, int in, int out, int r, DType act, bool d
   WorkspaceCarver fwd = w.fork();
   if (dropout) k.x_rest = fwd.take_bytes(sz(n, in) * es);
   WorkspaceCarver bwd = w.fork();
-  k.splits = column_splits(n);
+  k.splits = blocks::dora_column_splits(n);
   k.P = bwd.take<float>(sz(out, r));
   k.partial = bwd.take<float>(sz(k.splits, out));
   k.dxa = bwd.take_bytes(sz(n, r) * es);
@@ -172,10 +84,8 @@ void validate_dora(const DoraLinearArgs& a, const char* op) {
 }
 
 void launch_factors(const DoraLinearArgs& a, const DoraWork& k, Stream stream) {
-  const int out = a.lora.out;
-  factors_kernel<<<blocks_for(out, 256), 256, 0, stream>>>(a.magnitude, a.weight_norm, a.lora.scale,
-                                                           out, k.g, k.sg, k.gm1);
-  PEFTRUN_CUDA_CHECK_LAUNCH();
+  dora_steps::factors(a.magnitude, a.weight_norm, a.lora.scale, a.lora.out, k.g, k.sg, k.gm1,
+                      stream);
 }
 
 // D = vec * (op(A) op(B)) (+ beta C + bias) through the alpha vector, or, where cuBLASLt has no
@@ -200,15 +110,35 @@ void gemm_alpha_vector(BlasLt& lt, const GemmArgs& g, const char* what, Fallback
 
 }  // namespace
 
+namespace dora_steps {
+
+void norm_rows(const float* w_sq, const float* B, const float* P, const float* G, int out, int r,
+               float scale, float* norm, Stream stream) {
+  blocks::launch_dora_norm_rows(CudaLauncher(stream), w_sq, B, P, G, out, r, scale, norm);
+}
+
+void factors(const float* m, const float* n, float scale, int out, float* g, float* sg, float* gm1,
+             Stream stream) {
+  blocks::launch_dora_factors(CudaLauncher(stream), m, n, scale, out, g, sg, gm1);
+}
+
+void dy_v_columns(const void* dy, const void* v, const float* fac, DType act, int n, int out,
+                  int splits, float* partial, void* dyg, Stream stream) {
+  blocks::launch_dora_dy_v_columns(CudaLauncher(stream), dy, v, fac, act, n, out, splits, partial,
+                                   dyg);
+}
+
+void grad_rows(const float* g, const float* m, const float* nrm, float scale, const float* partial,
+               int splits, const float* B, const float* P, int out, int r, float* dB, float* dm,
+               Stream stream) {
+  blocks::launch_dora_grad_rows(CudaLauncher(stream), g, m, nrm, scale, partial, splits, B, P, out,
+                                r, dB, dm);
+}
+
+}  // namespace dora_steps
+
 void row_sq_norms(const void* W, DType w_type, int out, int in, float* w_sq, Stream stream) {
-  if (out <= 0) return;
-  if (in <= 0) throw std::invalid_argument("cuda::row_sq_norms: in must be > 0");
-  dispatch_storage(w_type, [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    row_sq_norms_kernel<S><<<static_cast<unsigned>(out), kRowThreads, 0, stream>>>(
-        static_cast<const S*>(W), in, w_sq);
-  });
-  PEFTRUN_CUDA_CHECK_LAUNCH();
+  blocks::launch_dora_row_sq_norms(CudaLauncher(stream), W, w_type, out, in, w_sq);
 }
 
 std::size_t dora_norm_workspace_bytes(int out, int in, int r, DType w_type) {
@@ -237,9 +167,7 @@ void dora_weight_norm(BlasLt& lt, const void* W, DType w_type, const float* w_sq
   gemm(lt,
        make_gemm(Trans::kNo, Trans::kYes, r, r, in, A, in, A, in, DType::kF32, k.G, r, DType::kF32),
        stream);
-  norm_rows_kernel<<<blocks_for(out, 128), 128, 0, stream>>>(w_sq, B, k.P, k.G, out, r, scale,
-                                                             norm);
-  PEFTRUN_CUDA_CHECK_LAUNCH();
+  dora_steps::norm_rows(w_sq, B, k.P, k.G, out, r, scale, norm, stream);
 }
 
 std::size_t dora_linear_workspace_bytes(int n, int in, int out, int r, DType act, bool dropout) {
@@ -344,19 +272,11 @@ void dora_linear_backward(BlasLt& lt, const DoraLinearArgs& a, const void* x, co
                  DType::kF32),
        stream);
   // colsum(dy * v) partials and dyg = dy * g (dy * (g - 1) with dropout) in one pass.
-  const int rows_per_split = (l.n + k.splits - 1) / k.splits;
-  dispatch_storage(t, [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    const dim3 grid(blocks_for(l.out, kColTile), static_cast<unsigned>(k.splits));
-    dy_v_columns_kernel<S><<<grid, dim3(kColTile, kColRows), 0, stream>>>(
-        static_cast<const S*>(dy), static_cast<const S*>(a.v), l.keep ? k.gm1 : k.g, l.n, l.out,
-        rows_per_split, k.partial, static_cast<S*>(k.dyg));
-  });
-  PEFTRUN_CUDA_CHECK_LAUNCH();
+  dora_steps::dy_v_columns(dy, a.v, l.keep ? k.gm1 : k.g, t, l.n, l.out, k.splits, k.partial, k.dyg,
+                           stream);
   // dB += s g P, dm += colsum / m + (s / n) <B, P>, row by row.
-  grad_rows_kernel<<<blocks_for(l.out, 128), 128, 0, stream>>>(
-      k.g, a.magnitude, a.weight_norm, l.scale, k.partial, k.splits, l.B, k.P, l.out, l.r, dB, dm);
-  PEFTRUN_CUDA_CHECK_LAUNCH();
+  dora_steps::grad_rows(k.g, a.magnitude, a.weight_norm, l.scale, k.partial, k.splits, l.B, k.P,
+                        l.out, l.r, dB, dm, stream);
   // dxa = s (dy g) B = s dy (diag(g) B) [n, r]
   GemmArgs gx =
       make_gemm(Trans::kNo, Trans::kNo, l.n, l.r, l.out, dy, l.out, k.Bg, l.r, t, k.dxa, l.r, t);

@@ -1,5 +1,5 @@
-// Per-row DoRA math shared by the CUDA kernels (dora_cuda.cu) and the CPU tests that check the
-// GPU's algorithm against the CPU twin without a GPU (tests/dora_gpu_math_test.cpp).
+// Per-row DoRA math shared by the CUDA kernels (kernels/dora_blocks.h) and the CPU tests that
+// check the GPU's algorithm against the CPU twin in double (tests/device_math_test.cpp).
 // See dora.h for the definitions (g = m / n, the rank-r norm identity, the saved v).
 #pragma once
 
@@ -12,10 +12,12 @@ namespace peftrun {
 // Row j of the rank-r norm identity:
 //   n^2 = ||W_j||^2 + 2s <B_j, P_j> + s^2 B_j G B_j^T,   P = W A^T [out, r], G = A A^T [r, r]
 // in double, clamped at 0 before the square root (the expansion can round a ~0 row below 0).
-// b, p: row j of B and P ([r] each); G row-major [r, r].
+// b, p: row j of B and P ([r] each); G row-major [r, r]; any of them a pointer or a Span (the
+// kernels pass bounds-checked Spans, kernels/dora_blocks.h).
 // T = float on the GPU; the CPU tests also run it in double.
-template <typename T>
-PEFTRUN_HD T dora_norm_from_parts(T w_sq, const T* b, const T* p, const T* G, int r, T scale) {
+template <typename T, class BRow, class PRow, class GMat>
+PEFTRUN_HD T dora_norm_from_parts(T w_sq, const BRow& b, const PRow& p, const GMat& G, int r,
+                                  T scale) {
   const double s = scale;
   double cross = 0.0, quad = 0.0;
   for (int k = 0; k < r; ++k) {
@@ -33,10 +35,10 @@ PEFTRUN_HD T dora_norm_from_parts(T w_sq, const T* b, const T* p, const T* G, in
 //   dB[j, k] += s g_j P[j, k]                         (= s (dy g)^T xa)
 //   dm_j     += colsum_j / m_j + (s / n_j) <B_j, P_j>  (= sum_i dy[i, j] z[i, j] / n_j)
 // since z = x~ W^T + s xa B^T = v / g + s xa B^T and g n = m. Returns the dm increment; b, p,
-// db: row j of B, P and dB ([r] each).
-template <typename T>
-PEFTRUN_HD T dora_row_grads(T g, T m, T n, T scale, T colsum, const T* b, const T* p, T* db,
-                            int r) {
+// db: row j of B, P and dB ([r] each; pointers or Spans).
+template <typename T, class BRow, class PRow, class DbRow>
+PEFTRUN_HD T dora_row_grads(T g, T m, T n, T scale, T colsum, const BRow& b, const PRow& p,
+                            const DbRow& db, int r) {
   T bp = T(0);
   for (int k = 0; k < r; ++k) {
     db[k] += scale * g * p[k];

@@ -1,6 +1,7 @@
 // cuBLASLt matmuls (the CUDA twin of gemm_cpu.cpp) and the BlasLt context: plans are built
 // once per GemmKey (descriptor, layouts, heuristic algorithm) and reused; the column-major
-// mapping and the key live in gemm_plan.cpp, where they are unit-tested on the CPU.
+// mapping and the key live in gemm_plan.cpp, where they are unit-tested on the CPU. The two
+// small kernels (K = 0 and scale_columns) are gemm_blocks.h's, launched by CudaLauncher.
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -8,8 +9,10 @@
 #include <utility>
 
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_launch.cuh"
 #include "kernels/dtype_cuda.cuh"
 #include "kernels/gemm.h"
+#include "kernels/gemm_blocks.h"
 #include "kernels/gemm_plan.h"
 
 namespace peftrun::cuda {
@@ -189,34 +192,6 @@ detail::GemmPlan& plan_for(BlasLt& lt, const GemmArgs& g) {
   return *im.plans.get_or_create(key, [&] { return make_plan(im, g, key); });
 }
 
-// K = 0: the product is empty, D = beta * C + bias (C is not read when beta = 0).
-template <typename S>
-__global__ void empty_product_kernel(S* D, const S* C, int ldd, int rows, int cols, float beta,
-                                     const S* bias) {
-  const std::size_t total = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
-  for (std::size_t e = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; e < total;
-       e += std::size_t(gridDim.x) * blockDim.x) {
-    const std::size_t i = e / static_cast<std::size_t>(cols);
-    const int j = static_cast<int>(e % static_cast<std::size_t>(cols));
-    const std::size_t at = i * static_cast<std::size_t>(ldd) + static_cast<std::size_t>(j);
-    float v = beta == 0.0f ? 0.0f : beta * to_f32(C[at]);
-    if (bias) v += to_f32(bias[j]);
-    D[at] = from_f32<S>(v);
-  }
-}
-
-template <typename S>
-__global__ void scale_columns_kernel(S* D, int ldd, int rows, int cols, const float* scale) {
-  const std::size_t total = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
-  for (std::size_t e = blockIdx.x * std::size_t(blockDim.x) + threadIdx.x; e < total;
-       e += std::size_t(gridDim.x) * blockDim.x) {
-    const std::size_t i = e / static_cast<std::size_t>(cols);
-    const int j = static_cast<int>(e % static_cast<std::size_t>(cols));
-    S& d = D[i * static_cast<std::size_t>(ldd) + static_cast<std::size_t>(j)];
-    d = from_f32<S>(to_f32(d) * scale[j]);
-  }
-}
-
 }  // namespace
 
 bool gemm_supported(BlasLt& lt, const GemmArgs& g) {
@@ -228,15 +203,9 @@ bool gemm_supported(BlasLt& lt, const GemmArgs& g) {
 void gemm(BlasLt& lt, const GemmArgs& g, Stream stream) {
   validate_gemm(g);
   if (g.M == 0 || g.N == 0) return;
-  if (g.K == 0) {
-    const std::size_t n = static_cast<std::size_t>(g.M) * static_cast<std::size_t>(g.N);
-    dispatch_storage(g.d_type, [&](auto tag) {
-      using S = typename decltype(tag)::type;
-      empty_product_kernel<S><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(
-          static_cast<S*>(g.D), static_cast<const S*>(g.C ? g.C : g.D), g.ldd, g.M, g.N, g.beta,
-          static_cast<const S*>(g.bias));
-    });
-    PEFTRUN_CUDA_CHECK_LAUNCH();
+  if (g.K == 0) {  // the product is empty: D = beta C + bias (gemm_blocks.h)
+    blocks::launch_empty_product(CudaLauncher(stream), g.D, g.C, g.d_type, g.M, g.N, g.ldd, g.beta,
+                                 g.bias);
     return;
   }
   detail::GemmPlan& p = plan_for(lt, g);
@@ -263,15 +232,7 @@ void gemm(BlasLt& lt, const GemmArgs& g, Stream stream) {
 
 void scale_columns(void* D, DType d_type, int rows, int cols, int ldd, const float* scale,
                    Stream stream) {
-  if (rows <= 0 || cols <= 0) return;
-  if (ldd < cols) throw std::invalid_argument("scale_columns: ldd shorter than a row");
-  const std::size_t n = static_cast<std::size_t>(rows) * static_cast<std::size_t>(cols);
-  dispatch_storage(d_type, [&](auto tag) {
-    using S = typename decltype(tag)::type;
-    scale_columns_kernel<S><<<elementwise_blocks(n), kElementwiseThreads, 0, stream>>>(
-        static_cast<S*>(D), ldd, rows, cols, scale);
-  });
-  PEFTRUN_CUDA_CHECK_LAUNCH();
+  blocks::launch_scale_columns(CudaLauncher(stream), D, d_type, rows, cols, ldd, scale);
 }
 
 }  // namespace peftrun::cuda

@@ -21,14 +21,11 @@
 #include "kernels/half.h"
 #include "kernels/lora_linear.h"
 #include "tests/gpu/gpu_test_support.h"
+#include "tests/gpu/parity_support.h"
 
 namespace peftrun::gpu_testing {
 
 inline const DType kAllTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
-
-inline double tolerance(DType t) {
-  return t == DType::kF32 ? kTolFp32 : t == DType::kF16 ? kTolFp16 : kTolBf16;
-}
 
 // The value a float becomes when stored as `t` (round to nearest even).
 inline float round_to(float x, DType t) {
@@ -40,10 +37,6 @@ inline std::vector<float> round_to(const std::vector<float>& v, DType t) {
   std::vector<float> r(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) r[i] = round_to(v[i], t);
   return r;
-}
-
-inline std::vector<double> to_double(const std::vector<float>& v) {
-  return std::vector<double>(v.begin(), v.end());
 }
 
 // n elements of storage type `t` on the device.
@@ -102,22 +95,6 @@ inline cuda::DeviceBuffer<unsigned char> poisoned_workspace(std::size_t bytes) {
   cuda::DeviceBuffer<unsigned char> w(bytes ? bytes : 1);
   cuda::device_memset(w.data(), 0xFF, w.size());
   return w;
-}
-
-// out - base element-wise: the increment an accumulating kernel added.
-inline std::vector<double> increment(const std::vector<float>& out,
-                                     const std::vector<float>& base) {
-  std::vector<double> d(out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) {
-    d[i] = static_cast<double>(out[i]) - static_cast<double>(base[i]);
-  }
-  return d;
-}
-inline std::vector<double> increment(const std::vector<double>& out,
-                                     const std::vector<float>& base) {
-  std::vector<double> d(out.size());
-  for (std::size_t i = 0; i < out.size(); ++i) d[i] = out[i] - static_cast<double>(base[i]);
-  return d;
 }
 
 // One adapted linear layer's shape and options, the parameter of the adapter parity tests.

@@ -2,7 +2,9 @@
 // same rounded inputs: the row norms for every weight type, the rank-r norm identity, and the
 // linear layer forward and backward in both of PEFT's forms (with and without dropout), for
 // fp32 / fp16 / bf16 activations. Which path the alpha-vector matmuls took (cuBLASLt's alpha
-// vector or the fused fallback) is printed by the fixture.
+// vector or the fused fallback) is printed by the fixture. GpuDoraKernelParity runs the cases of
+// dora_cases.h (each non-matmul kernel on host-computed products), which
+// tests/emulated_adapter_kernels_test.cpp also runs in the CPU block emulator.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -10,6 +12,8 @@
 
 #include "kernels/dora.h"
 #include "tests/gpu/adapter_parity_support.h"
+#include "tests/gpu/dora_cases.h"
+#include "tests/gpu/gpu_env.h"
 
 namespace peftrun::gpu_testing {
 namespace {
@@ -127,6 +131,50 @@ TEST_P(GpuDoraLinearParity, ForwardAndBackwardMatchTheCpuTwin) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, GpuDoraLinearParity, ::testing::ValuesIn(adapter_cases()),
                          adapter_case_name);
+
+TEST(GpuDoraKernelParity, RowSqNormsEveryWeightType) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const RowSqCase& c : kRowSqCases) {
+    for (const DType t : kAllDTypes) check_dora_row_sq_norms(env, c, t);
+  }
+}
+
+TEST(GpuDoraKernelParity, NormRowsRankRIdentity) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const NormCase& c : kNormCases) {
+    for (const DType t : kAllDTypes) check_dora_norm_rows(env, c, t);
+  }
+}
+
+TEST(GpuDoraKernelParity, Factors) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const int out : {1, 300}) check_dora_factors(env, out);
+}
+
+TEST(GpuDoraKernelParity, DyVColumnsWithRowSplits) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const ColumnsCase& c : kColumnsCases) {
+    for (const DType t : kAllDTypes) check_dora_dy_v_columns(env, c, t);
+  }
+}
+
+TEST(GpuDoraKernelParity, GradRowsRowFormula) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const GradRowsCase& c : kGradRowsCases) check_dora_grad_rows(env, c);
+}
+
+TEST(GpuDoraKernelParity, BackwardRowsMatchTheCpuTwinsDefinition) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const DoraBackwardCase& c : kDoraBackwardCases) {
+    for (const DType t : kAllDTypes) check_dora_backward_rows(env, c, t);
+  }
+}
 
 }  // namespace
 }  // namespace peftrun::gpu_testing

@@ -1,7 +1,9 @@
 // cuda::gemm (cuBLASLt) against a double-precision row-major reference on the same rounded
 // inputs: every transpose pair, odd shapes and padded strides, fp32 / fp16 / bf16 inputs with
 // same-type or fp32 outputs, the bias epilogue, the alpha vector, beta accumulation into a
-// distinct C, K = 0, and the plan cache.
+// distinct C, K = 0, and the plan cache. GpuGemmHelperParity runs the cases of
+// gemm_helper_cases.h (K = 0 and scale_columns on padded strides), which
+// tests/emulated_adapter_kernels_test.cpp also runs in the CPU block emulator.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -12,6 +14,8 @@
 
 #include "kernels/gemm.h"
 #include "tests/gpu/adapter_parity_support.h"
+#include "tests/gpu/gemm_helper_cases.h"
+#include "tests/gpu/gpu_env.h"
 
 namespace peftrun::gpu_testing {
 namespace {
@@ -296,6 +300,24 @@ TEST_F(GpuGemmParity, PlanCacheQueriesTheHeuristicOncePerProblem) {
   EXPECT_LT(run(p, 702), kTolFp16);
   EXPECT_EQ(lt().heuristic_queries(), queries + 1);
   EXPECT_EQ(lt().cached_plans(), lt().heuristic_queries());
+}
+
+TEST(GpuGemmHelperParity, ScaleColumnsPaddedStridesEveryType) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const StridedCase& c : kStridedCases) {
+    for (const DType t : kAllDTypes) check_scale_columns(env, c, t);
+  }
+}
+
+TEST(GpuGemmHelperParity, EmptyProductEveryModeAndType) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const StridedCase& c : kStridedCases) {
+    for (const EmptyProductMode& mode : kEmptyProductModes) {
+      for (const DType t : kAllDTypes) check_empty_product(env, c, mode, t);
+    }
+  }
 }
 
 }  // namespace

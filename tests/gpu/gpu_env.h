@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -11,9 +12,11 @@
 #include "kernels/convert.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_memory.h"
+#include "kernels/dora.h"
 #include "kernels/dropout.h"
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
+#include "kernels/gemm.h"
 #include "kernels/nonfinite.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
@@ -22,7 +25,8 @@
 
 namespace peftrun::gpu_testing {
 
-struct GpuEnv {
+class GpuEnv {
+ public:
   template <class T>
   using Buffer = cuda::DeviceBuffer<T>;
 
@@ -127,6 +131,51 @@ struct GpuEnv {
                         const float* mask, int groups, int per_group) {
     cuda::zero_masked_rows(data, offsets, mask, groups, per_group, nullptr);
   }
+  template <class... A>
+  void row_sq_norms(A&&... a) {
+    cuda::row_sq_norms(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void dora_norm_rows(A&&... a) {
+    cuda::dora_steps::norm_rows(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void dora_factors(A&&... a) {
+    cuda::dora_steps::factors(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void dora_dy_v_columns(A&&... a) {
+    cuda::dora_steps::dy_v_columns(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void dora_grad_rows(A&&... a) {
+    cuda::dora_steps::grad_rows(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void scale_columns(A&&... a) {
+    cuda::scale_columns(std::forward<A>(a)..., nullptr);
+  }
+  // K = 0 through cuda::gemm, the path that runs the empty-product kernel (no cuBLASLt call, so
+  // a context without workspace, made on first use, will do).
+  void gemm_empty_product(void* D, const void* C, DType d_type, int rows, int cols, int ldd,
+                          float beta, const void* bias) {
+    if (!lt_) lt_ = std::make_unique<cuda::BlasLt>(nullptr, 0);
+    cuda::GemmArgs g;
+    g.M = rows;
+    g.N = cols;
+    g.K = 0;
+    g.ab_type = d_type;
+    g.D = D;
+    g.ldd = ldd;
+    g.d_type = d_type;
+    g.C = C;
+    g.beta = beta;
+    g.bias = bias;
+    cuda::gemm(*lt_, g, nullptr);
+  }
+
+ private:
+  std::unique_ptr<cuda::BlasLt> lt_;
 };
 
 }  // namespace peftrun::gpu_testing

@@ -62,6 +62,22 @@ inline std::vector<double> to_double(const std::vector<float>& v) {
   return std::vector<double>(v.begin(), v.end());
 }
 
+// out - base element-wise: the increment an accumulating kernel added.
+inline std::vector<double> increment(const std::vector<float>& out,
+                                     const std::vector<float>& base) {
+  std::vector<double> d(out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    d[i] = static_cast<double>(out[i]) - static_cast<double>(base[i]);
+  }
+  return d;
+}
+inline std::vector<double> increment(const std::vector<double>& out,
+                                     const std::vector<float>& base) {
+  std::vector<double> d(out.size());
+  for (std::size_t i = 0; i < out.size(); ++i) d[i] = out[i] - static_cast<double>(base[i]);
+  return d;
+}
+
 inline double tolerance(DType dtype) {
   return dtype == DType::kF32 ? kTolFp32 : dtype == DType::kF16 ? kTolFp16 : kTolBf16;
 }

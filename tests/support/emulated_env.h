@@ -15,9 +15,11 @@
 #include "kernels/attention_launch.h"
 #include "kernels/convert_blocks.h"
 #include "kernels/cross_entropy_blocks.h"
+#include "kernels/dora_blocks.h"
 #include "kernels/dropout_blocks.h"
 #include "kernels/elementwise_blocks.h"
 #include "kernels/embedding_blocks.h"
+#include "kernels/gemm_blocks.h"
 #include "kernels/nonfinite_blocks.h"
 #include "kernels/rmsnorm_blocks.h"
 #include "kernels/rope_blocks.h"
@@ -158,6 +160,35 @@ class EmuEnv {
   template <class... A>
   void mask_by_keep(A&&... a) {
     blocks::launch_mask_by_keep(launch_, std::forward<A>(a)...);
+  }
+
+  template <class... A>
+  void row_sq_norms(A&&... a) {
+    blocks::launch_dora_row_sq_norms(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void dora_norm_rows(A&&... a) {
+    blocks::launch_dora_norm_rows(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void dora_factors(A&&... a) {
+    blocks::launch_dora_factors(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void dora_dy_v_columns(A&&... a) {
+    blocks::launch_dora_dy_v_columns(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void dora_grad_rows(A&&... a) {
+    blocks::launch_dora_grad_rows(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void scale_columns(A&&... a) {
+    blocks::launch_scale_columns(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void gemm_empty_product(A&&... a) {
+    blocks::launch_empty_product(launch_, std::forward<A>(a)...);
   }
 
  private:
