@@ -21,14 +21,11 @@
 #include "kernels/half.h"
 #include "kernels/lora_linear.h"
 #include "tests/gpu/gpu_test_support.h"
+#include "tests/gpu/parity_support.h"  // tolerance(), to_double()
 
 namespace peftrun::gpu_testing {
 
 inline const DType kAllTypes[] = {DType::kF32, DType::kF16, DType::kBF16};
-
-inline double tolerance(DType t) {
-  return t == DType::kF32 ? kTolFp32 : t == DType::kF16 ? kTolFp16 : kTolBf16;
-}
 
 // The value a float becomes when stored as `t` (round to nearest even).
 inline float round_to(float x, DType t) {
@@ -40,10 +37,6 @@ inline std::vector<float> round_to(const std::vector<float>& v, DType t) {
   std::vector<float> r(v.size());
   for (std::size_t i = 0; i < v.size(); ++i) r[i] = round_to(v[i], t);
   return r;
-}
-
-inline std::vector<double> to_double(const std::vector<float>& v) {
-  return std::vector<double>(v.begin(), v.end());
 }
 
 // n elements of storage type `t` on the device.

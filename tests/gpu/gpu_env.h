@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/adalora.h"
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cuda_memory.h"
@@ -78,6 +79,12 @@ struct GpuEnv {
   template <class... A>
   void add_inplace(A&&... a) {
     cuda::add_inplace(std::forward<A>(a)..., nullptr);
+  }
+  // params_elems bounds the emulator's checks; the device API does not take it.
+  void adalora_orth_reg(const float* params, float* grads, std::size_t /*params_elems*/,
+                        const AdaLoraOrthMatrix* mats, int count, int max_rank, float weight,
+                        double* norms) {
+    cuda::adalora_orth_reg(params, grads, mats, count, max_rank, weight, norms, nullptr);
   }
   // data_elems bounds the emulator's checks; the device API does not take it.
   void zero_masked_rows(float* data, std::size_t /*data_elems*/, const std::uint64_t* offsets,

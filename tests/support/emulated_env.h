@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/adalora_blocks.h"
 #include "kernels/attention_blocks.h"
 #include "kernels/cross_entropy_blocks.h"
 #include "kernels/elementwise_blocks.h"
@@ -110,6 +111,10 @@ class EmuEnv {
   template <class... A>
   void add_inplace(A&&... a) {
     blocks::launch_add_inplace(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void adalora_orth_reg(A&&... a) {
+    blocks::launch_adalora_orth_reg(launch_, std::forward<A>(a)...);
   }
   template <class... A>
   void zero_masked_rows(A&&... a) {
