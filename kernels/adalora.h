@@ -16,10 +16,14 @@
 // CUDA twin (namespace peftrun::cuda, adalora_cuda.cu): the linear layer is cuda::lora_linear's
 // matmul sequence with A~ = E * A cast into the workspace; the importance update and the
 // triplet scores run over the flat device buffers with the same per-element functions
-// (kernels/adalora_math.h), so the EMAs are bit-identical to the CPU's.
+// (kernels/adalora_math.h), so the EMAs are bit-identical to the CPU's. The orthogonality
+// regulariser of every A and B is one launch over the flat buffers (a block functor,
+// kernels/adalora_blocks.h, so the CPU block emulator runs the same body): one block per
+// matrix, the Gram matrix and ||C|| in double, ranks up to kAdaLoraOrthMaxRank.
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/blaslt.h"
 #include "kernels/cuda_memory.h"
@@ -34,6 +38,22 @@ struct AdaLoraModuleView {
   std::size_t a = 0, b = 0, e = 0;
   int r = 0, in = 0, out = 0;
 };
+
+// One matrix of the orthogonality regulariser in the flat buffers (params and grads share the
+// layout): P [rows, cols] row-major at element `offset`; is_A: a lora_A [r, in] (C = P P^T - I,
+// rank d = rows), else a lora_B [out, r] (C = P^T P - I, d = cols). A plain struct, so a table
+// of them can be copied to the device as bytes.
+struct AdaLoraOrthMatrix {
+  std::uint64_t offset = 0;
+  std::int32_t rows = 0, cols = 0;
+  std::int32_t is_A = 0;  // 1 = lora_A, 0 = lora_B
+  std::int32_t unused = 0;
+};
+
+// The largest rank d cuda::adalora_orth_reg handles: the block keeps C [d, d] in double in
+// shared memory (d = 128: 138 KiB with the staged tile, within what an sm_80 block may opt in
+// to). Larger ranks must use the host function (cpu::orth_reg per matrix).
+inline constexpr int kAdaLoraOrthMaxRank = 128;
 
 }  // namespace peftrun
 
@@ -133,5 +153,19 @@ void adalora_update_importance(const float* p, const float* g, float* ipt_ema, f
 // scores [m.r] device floats.
 void adalora_triplet_scores(const float* ipt_ema, const float* unc_ema, const AdaLoraModuleView& m,
                             float* scores, Stream stream);
+
+// Device twin of cpu::orth_reg<float> for `count` matrices in one launch. mats [count]: device
+// descriptors into the flat device buffers params / grads (uploaded once, not per step); for
+// every m < count:
+//   norms[m] = ||C_m||_F       (device doubles, overwritten; the Gram and C in double)
+//   grads   += weight * d||C_m||_F / dP_m   (2 C P / ||C|| for A, 2 P C / ||C|| for B)
+// where the gradient is skipped exactly as cpu::orth_reg skips it: ||C_m|| = 0 or weight = 0
+// leave that matrix's grads untouched (grads = nullptr: norms only). Elements outside the
+// matrices are never written. max_rank in [1, kAdaLoraOrthMaxRank] must be >= every matrix's
+// rank d (it sizes the shared memory); a matrix whose d is above it or < 1, or whose long
+// dimension is < 1, gets a NaN norm and no gradient. Deterministic: fixed reduction orders, no
+// atomics. The caller forms PEFT's term from the norms (runtime/adapters/adalora_regulariser.h).
+void adalora_orth_reg(const float* params, float* grads, const AdaLoraOrthMatrix* mats, int count,
+                      int max_rank, float weight, double* norms, Stream stream);
 
 }  // namespace peftrun::cuda

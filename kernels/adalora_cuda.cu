@@ -1,13 +1,16 @@
 // AdaLoRA on the GPU (see adalora.h): the LoRA matmul sequence with A~ = E * A, the E chain
-// rule, and the allocator's per-element importance update and triplet scores.
+// rule, the allocator's per-element importance update and triplet scores, and the
+// orthogonality regulariser (the block functor of adalora_blocks.h, launched by CudaLauncher).
 #include <cstddef>
 #include <stdexcept>
 #include <string>
 
 #include "kernels/adalora.h"
+#include "kernels/adalora_blocks.h"
 #include "kernels/adalora_math.h"
 #include "kernels/convert.h"
 #include "kernels/cuda_check.h"
+#include "kernels/cuda_launch.cuh"
 #include "kernels/dtype_cuda.cuh"
 #include "kernels/lora_core_cuda.h"
 #include "kernels/reduce_cuda.cuh"
@@ -149,6 +152,13 @@ void adalora_triplet_scores(const float* ipt_ema, const float* unc_ema, const Ad
   triplet_scores_kernel<<<static_cast<unsigned>(m.r), kRowThreads, 0, stream>>>(ipt_ema, unc_ema, m,
                                                                                 scores);
   PEFTRUN_CUDA_CHECK_LAUNCH();
+}
+
+void adalora_orth_reg(const float* params, float* grads, const AdaLoraOrthMatrix* mats, int count,
+                      int max_rank, float weight, double* norms, Stream stream) {
+  // The device does not bounds-check Spans, so the buffer length only matters to the emulator.
+  blocks::launch_adalora_orth_reg(CudaLauncher(stream), params, grads, ~std::size_t(0), mats, count,
+                                  max_rank, weight, norms);
 }
 
 }  // namespace peftrun::cuda

@@ -14,6 +14,7 @@
 
 #include "kernels/adalora.h"
 #include "runtime/adapters/adalora_allocator.h"
+#include "runtime/adapters/adalora_regulariser.h"
 #include "runtime/adapters/adapter_layout.h"
 
 namespace peftrun {
@@ -210,6 +211,62 @@ TEST(AdaLoraOrthReg, OrthonormalMatrixHasZeroPenaltyAndNoGradient) {
   Pt[2 * rows + 1] = 1.0;
   Vec work_b(cpu::orth_reg_workspace(cols, rows, false));
   EXPECT_EQ(cpu::orth_reg(Pt.data(), cols, rows, false, 1.0, grad.data(), work_b.data()), 0.0);
+}
+
+// The descriptor table the CUDA backend uploads: A0, B0, A1, B1, ... with the layout's offsets
+// and shapes; the term and weight formulas it shares with add_adalora_orth_regulariser.
+TEST(AdaLoraOrthReg, MatricesFollowTheLayoutInTermOrder) {
+  ModelConfig model;
+  AdapterConfig cfg;
+  cfg.type = AdapterType::kAdaLora;
+  cfg.target_modules = {"q_proj", "down_proj"};
+  cfg.init_r = 6;
+  const AdapterLayout layout = AdapterLayout::plan(model, cfg);
+  const std::vector<AdaLoraOrthMatrix> mats = adalora_orth_matrices(layout);
+  ASSERT_EQ(mats.size(), 2 * layout.modules().size());
+  for (std::size_t i = 0; i < layout.modules().size(); ++i) {
+    const AdaptedModule& m = layout.modules()[i];
+    const AdaLoraOrthMatrix& a = mats[2 * i];
+    const AdaLoraOrthMatrix& b = mats[2 * i + 1];
+    EXPECT_EQ(a.offset, m.a);
+    EXPECT_EQ(a.rows, 6);
+    EXPECT_EQ(a.cols, m.shape.in);
+    EXPECT_EQ(a.is_A, 1);
+    EXPECT_EQ(b.offset, m.b);
+    EXPECT_EQ(b.rows, m.shape.out);
+    EXPECT_EQ(b.cols, 6);
+    EXPECT_EQ(b.is_A, 0);
+  }
+  cfg.orth_reg_weight = 0.5;
+  const double norms[] = {1.0, 2.0, 4.0, 8.0};
+  EXPECT_EQ(adalora_orth_term(cfg, norms, 4), 0.5 * 15.0 / 4.0);
+  EXPECT_EQ(adalora_orth_weight(cfg, 4, 1024.0), 128.0f);  // 0.5 / 4 * 1024
+}
+
+// The host function is the sum of cpu::orth_reg over every A and B in module order.
+TEST(AdaLoraOrthReg, FlatRegulariserIsTheMeanOverAllMatrices) {
+  ModelConfig model;
+  AdapterConfig cfg;
+  cfg.type = AdapterType::kAdaLora;
+  cfg.target_modules = {"v_proj", "up_proj"};
+  cfg.init_r = 3;
+  cfg.orth_reg_weight = 0.25;
+  const AdapterLayout layout = AdapterLayout::plan(model, cfg);
+  std::vector<float> params(layout.total(), 0.0f);
+  layout.init_params(params.data(), 11);
+  std::vector<float> grads(layout.total(), 0.5f), work;
+  const double term = add_adalora_orth_regulariser(layout, cfg, params.data(), grads.data(), work);
+  std::vector<double> norms;
+  for (const AdaLoraOrthMatrix& m : adalora_orth_matrices(layout)) {
+    std::vector<float> w(cpu::orth_reg_workspace(m.rows, m.cols, m.is_A != 0));
+    norms.push_back(cpu::orth_reg(params.data() + m.offset, m.rows, m.cols, m.is_A != 0, 0.0f,
+                                  static_cast<float*>(nullptr), w.data()));
+  }
+  EXPECT_EQ(term, adalora_orth_term(cfg, norms.data(), norms.size()));
+  cfg.orth_reg_weight = 0;
+  const std::vector<float> before = grads;
+  EXPECT_EQ(add_adalora_orth_regulariser(layout, cfg, params.data(), grads.data(), work), 0.0);
+  EXPECT_EQ(grads, before);
 }
 
 // ---------------------------------------------------------------------------------------------

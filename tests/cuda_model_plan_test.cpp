@@ -8,6 +8,7 @@
 #include <vector>
 
 #if PEFTRUN_WITH_CUDA
+#include "kernels/adalora.h"
 #include "kernels/attention.h"
 #include "runtime/model/cuda_model_plan.h"
 #include "runtime/train/cuda_state_plan.h"
@@ -184,6 +185,8 @@ TEST(CudaStatePlan, FlatBuffersAndAdaLoraState) {
   }
   EXPECT_TRUE(s.ipt_ema.empty());
   EXPECT_TRUE(s.e_offsets.empty());
+  EXPECT_TRUE(s.orth_matrices.empty());
+  EXPECT_TRUE(s.orth_norms.empty());
 
   const Planned ada = plan_for({AdapterType::kAdaLora});
   const CudaStatePlan a = plan_cuda_train_state(ada.layout);
@@ -193,6 +196,9 @@ TEST(CudaStatePlan, FlatBuffersAndAdaLoraState) {
   EXPECT_EQ(a.scores.bytes, modules * 12 * 4);  // init_r = 12
   EXPECT_EQ(a.mask.bytes, modules * 12 * 4);
   EXPECT_EQ(a.e_offsets.bytes, modules * 8);
+  // The orthogonality regulariser's descriptor table and norms: one A and one B per module.
+  EXPECT_EQ(a.orth_matrices.bytes, 2 * modules * sizeof(AdaLoraOrthMatrix));
+  EXPECT_EQ(a.orth_norms.bytes, 2 * modules * sizeof(double));
 }
 
 // The gradient buckets NCCL all-reduces are ranges of the device grads buffer: they tile it

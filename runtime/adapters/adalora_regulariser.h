@@ -1,11 +1,15 @@
 // AdaLoRA's orthogonality regulariser over the whole flat adapter buffer (HF PEFT 0.21
 // AdaLoraModel.forward): the trainer and the golden tests compute the loss term and its gradient
-// with this one function, so the tests check the code that trains.
+// with this one function, so the tests check the code that trains. The CUDA backend runs the
+// same per-matrix math on the device (cuda::adalora_orth_reg over adalora_orth_matrices()) and
+// forms the term and the per-matrix weight with the two functions below, as this one does.
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 #include "configs/config.h"
+#include "kernels/adalora.h"
 #include "runtime/adapters/adapter_layout.h"
 
 namespace peftrun {
@@ -22,5 +26,17 @@ namespace peftrun {
 double add_adalora_orth_regulariser(const AdapterLayout& layout, const AdapterConfig& cfg,
                                     const float* params, float* grads, std::vector<float>& work,
                                     double grad_scale = 1.0);
+
+// Every matrix of the term in the order the sum takes them: A0, B0, A1, B1, ... (module order).
+std::vector<AdaLoraOrthMatrix> adalora_orth_matrices(const AdapterLayout& layout);
+
+// The weight each matrix's gradient is added with: d(orth_reg_weight * mean_i ||C_i||)/dP_i =
+// (orth_reg_weight / matrices) d||C_i||/dP_i, times grad_scale (exact for 1 and any power of
+// two), rounded to fp32 once.
+float adalora_orth_weight(const AdapterConfig& cfg, std::size_t matrices, double grad_scale);
+
+// The returned term from the per-matrix norms (in adalora_orth_matrices() order, summed in
+// that order): orth_reg_weight * sum(norms) / matrices.
+double adalora_orth_term(const AdapterConfig& cfg, const double* norms, std::size_t matrices);
 
 }  // namespace peftrun

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 
+#include "kernels/adalora.h"
 #include "kernels/adamw.h"
 #include "kernels/nonfinite.h"
 
@@ -25,6 +26,9 @@ CudaStatePlan plan_cuda_train_state(const AdapterLayout& layout) {
     p.scores = a.add("state/adalora_scores", triplets, f32);
     p.mask = a.add("state/adalora_mask", triplets, f32);
     p.e_offsets = a.add("state/adalora_e_offsets", layout.modules().size(), sizeof(std::uint64_t));
+    const std::size_t matrices = 2 * layout.modules().size();
+    p.orth_matrices = a.add("state/adalora_orth_matrices", matrices, sizeof(AdaLoraOrthMatrix));
+    p.orth_norms = a.add("state/adalora_orth_norms", matrices, sizeof(double));
   }
   p.sum_squares = a.add("state/grad_sum_squares", 1, sizeof(double));
   p.sum_squares_work = a.add("state/grad_sum_squares_work", cuda::sum_squares_workspace_bytes(P));

@@ -1,8 +1,10 @@
 // The CUDA backend: CudaTransformer plus the trainer's flat state in device memory
 // (cuda_state_plan.h). Per optimizer step the host reads a handful of scalars (each
-// micro-batch's loss, the gradient norm); the state comes back to the host only for
-// checkpoints and exports (pull_*), and for AdaLoRA's orthogonality term, which runs on the host
-// over a copy of the parameters and gradients (a device version is future work).
+// micro-batch's loss, the gradient norm, AdaLoRA's per-matrix orthogonality norms); the state
+// comes back to the host only for checkpoints and exports (pull_*). AdaLoRA's orthogonality
+// term runs on the device (cuda::adalora_orth_reg, one launch over a descriptor table uploaded
+// at start); only for a rank above the kernel's bound (kAdaLoraOrthMaxRank) does it fall back to
+// the host function over copies of the parameters and gradients, which is logged once.
 #include "runtime/train/training_backend.h"
 
 #if PEFTRUN_WITH_CUDA
@@ -69,6 +71,7 @@ class CudaTrainingBackend final : public TrainingBackend {
       std::vector<std::uint64_t> e(layout_.modules().size());
       for (std::size_t i = 0; i < e.size(); ++i) e[i] = layout_.modules()[i].e;
       cuda::copy_host_to_device(at(plan_.e_offsets), e.data(), e.size() * sizeof(e[0]));
+      setup_orth_regulariser(s.log);
     }
     zero_grads();
     cuda::synchronize();
@@ -97,13 +100,25 @@ class CudaTrainingBackend final : public TrainingBackend {
   std::size_t gathered_bytes() const override { return model_->gathered_bytes(); }
 
   double add_adalora_orth_regulariser(const AdapterConfig& adapter, double grad_scale) override {
-    // On the host, over copies: a few GEMMs of [r, in] per module, exactly the CPU's function.
-    download(st_.params, plan_.params);
-    download(st_.grads, plan_.grads);
-    const double term = peftrun::add_adalora_orth_regulariser(
-        layout_, adapter, st_.params.data(), st_.grads.data(), orth_work_, grad_scale);
-    cuda::copy_host_to_device(grads(), st_.grads.data(), plan_.grads.bytes);
-    return term;
+    const std::size_t matrices = orth_norms_.size();
+    if (adapter.orth_reg_weight <= 0 || matrices == 0) return 0;
+    if (orth_on_host_) {
+      // Ranks above the kernel's bound: on the host, over copies, exactly the CPU's function.
+      download(st_.params, plan_.params);
+      download(st_.grads, plan_.grads);
+      const double term = peftrun::add_adalora_orth_regulariser(
+          layout_, adapter, st_.params.data(), st_.grads.data(), orth_work_, grad_scale);
+      cuda::copy_host_to_device(grads(), st_.grads.data(), plan_.grads.bytes);
+      return term;
+    }
+    // One launch for every A and B; the host reads back one double per matrix and forms the
+    // term in the CPU function's order.
+    double* norms = at<double>(plan_.orth_norms);
+    cuda::adalora_orth_reg(params(), grads(), at<AdaLoraOrthMatrix>(plan_.orth_matrices),
+                           static_cast<int>(matrices), orth_max_rank_,
+                           adalora_orth_weight(adapter, matrices, grad_scale), norms, kCompute);
+    cuda::copy_device_to_host(orth_norms_.data(), norms, plan_.orth_norms.bytes);
+    return adalora_orth_term(adapter, orth_norms_.data(), matrices);
   }
   double grad_sum_squares() override {
     double* result = at<double>(plan_.sum_squares);
@@ -221,6 +236,26 @@ class CudaTrainingBackend final : public TrainingBackend {
     cuda::copy_host_to_device(at(slot), host.data(), slot.bytes);
   }
   void upload_mask(const AdaLoraAllocator& a) { upload(a.state().mask, plan_.mask); }
+  // The regulariser's descriptor table goes to the device once; the step only launches.
+  void setup_orth_regulariser(std::ostream* log) {
+    const std::vector<AdaLoraOrthMatrix> mats = adalora_orth_matrices(layout_);
+    orth_norms_.assign(mats.size(), 0.0);
+    orth_max_rank_ = 1;
+    for (const AdaptedModule& m : layout_.modules()) orth_max_rank_ = std::max(orth_max_rank_, m.r);
+    orth_on_host_ = orth_max_rank_ > kAdaLoraOrthMaxRank;
+    if (orth_on_host_) {
+      if (log) {
+        *log << "AdaLoRA orthogonality regulariser on the host: rank " << orth_max_rank_
+             << " is above the device kernel's bound " << kAdaLoraOrthMaxRank
+             << " (its Gram matrix would not fit in shared memory), so params and grads are "
+                "copied to the host and back every step\n";
+      }
+      return;
+    }
+    if (!mats.empty()) {
+      cuda::copy_host_to_device(at(plan_.orth_matrices), mats.data(), plan_.orth_matrices.bytes);
+    }
+  }
   void zero_pruned_e() {
     const int r = cfg_.adapter.init_r;
     cuda::zero_masked_rows(params(), at<std::uint64_t>(plan_.e_offsets), at<float>(plan_.mask),
@@ -235,7 +270,10 @@ class CudaTrainingBackend final : public TrainingBackend {
   DeviceArena arena_;
   std::unique_ptr<CudaTransformer> model_;
   std::string describe_;
-  std::vector<float> orth_work_;
+  std::vector<float> orth_work_;    // the host fallback's workspace
+  std::vector<double> orth_norms_;  // [2 * #modules] (AdaLoRA), read back every step
+  int orth_max_rank_ = 1;           // the largest rank d over all A and B
+  bool orth_on_host_ = false;       // rank above kAdaLoraOrthMaxRank: the host fallback
   std::size_t allocations_at_start_ = 0;
   std::size_t peak_in_use_ = 0;
 };

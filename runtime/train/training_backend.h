@@ -79,7 +79,9 @@ struct BackendSetup {
   Communicator* comm = nullptr;    // the base is gathered over it when sharded
   int max_batch = 1, seq_len = 1;  // planned micro-batch shape
   bool debug = false;
-  std::ostream* log = nullptr;  // cuBLASLt fallbacks are reported here once each
+  // cuBLASLt fallbacks are reported here once each, and (CUDA) why AdaLoRA's orthogonality
+  // regulariser runs on the host when it does.
+  std::ostream* log = nullptr;
 };
 
 // The setup for one config: the model's micro-batch shape from train.micro_batch_size and

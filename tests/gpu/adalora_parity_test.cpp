@@ -1,7 +1,9 @@
 // AdaLoRA's CUDA twin against the CPU: the linear layer (A~ = E * A) forward and backward in
 // double on the same rounded inputs for every activation type, the importance EMAs bit for bit
-// (the shared per-element function with individually rounded operations), and the triplet
-// scores of one module placed at unaligned offsets of a flat buffer.
+// (the shared per-element function with individually rounded operations), the triplet
+// scores of one module placed at unaligned offsets of a flat buffer, and the orthogonality
+// regulariser (the cases of tests/gpu/adalora_orth_cases.h, which the CPU suite also runs in
+// the block emulator: EmulatedAdaLoraOrthReg*).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,7 +12,9 @@
 #include <vector>
 
 #include "kernels/adalora.h"
+#include "tests/gpu/adalora_orth_cases.h"
 #include "tests/gpu/adapter_parity_support.h"
+#include "tests/gpu/gpu_env.h"
 
 namespace peftrun::gpu_testing {
 namespace {
@@ -113,6 +117,76 @@ TEST(GpuAdaLoraParity, TripletScoresOfAModuleInAFlatBuffer) {
   int equal = 0;
   for (int k = 0; k < r; ++k) equal += got[k] == ref[k];
   std::cout << "[ triplet scores ] " << equal << " of " << r << " bit-identical" << std::endl;
+}
+
+void run_orth_case(const OrthCase& c) {
+  GpuEnv env;
+  check_adalora_orth_reg(env, c);
+}
+
+TEST(GpuAdaLoraParity, OrthRegRank1) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kRank1);
+}
+TEST(GpuAdaLoraParity, OrthRegRank4) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kRank4);
+}
+TEST(GpuAdaLoraParity, OrthRegRank8) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kRank8);
+}
+TEST(GpuAdaLoraParity, OrthRegRank12) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kRank12);
+}
+TEST(GpuAdaLoraParity, OrthRegRankBound) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kRankBound);  // 138 KiB of shared memory: the opt-in path
+}
+TEST(GpuAdaLoraParity, OrthRegRankBoundLong) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kRankBoundLong);
+}
+TEST(GpuAdaLoraParity, OrthRegMixedModules) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kMixed);
+}
+TEST(GpuAdaLoraParity, OrthRegOrthonormalHasZeroNorm) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kZeroNorm);
+}
+TEST(GpuAdaLoraParity, OrthRegWeightZero) {
+  PEFTRUN_REQUIRE_GPU();
+  run_orth_case(orth_cases::kWeightZero);
+}
+TEST(GpuAdaLoraParity, OrthRegNormsOnlyWithoutGrads) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  check_adalora_orth_norms_only(env, orth_cases::kMixed);
+}
+TEST(GpuAdaLoraParity, OrthRegPowerOfTwoGradScaleScalesExactly) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  check_adalora_orth_grad_scale(env, orth_cases::kMixed, 1024.0f);
+}
+TEST(GpuAdaLoraParity, OrthRegRankAboveMaxRankGivesNan) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  check_adalora_orth_rank_guard(env);
+}
+TEST(GpuAdaLoraParity, OrthRegTinyLayoutMatchesTheCpuRegulariser) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  check_adalora_orth_tiny_layout(env);
+}
+TEST(GpuAdaLoraParity, OrthRegIsDeterministic) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  const OrthInputs v = make_orth_inputs(orth_cases::kMixed);
+  const OrthResult a = run_orth(env, v, 0.75f), b = run_orth(env, v, 0.75f);
+  EXPECT_EQ(a.norms, b.norms);
+  EXPECT_EQ(a.grads, b.grads);
 }
 
 }  // namespace

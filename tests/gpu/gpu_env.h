@@ -7,6 +7,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/adalora.h"
 #include "kernels/adamw.h"
 #include "kernels/attention.h"
 #include "kernels/convert.h"
@@ -125,6 +126,12 @@ class GpuEnv {
   template <class... A>
   void mask_by_keep(A&&... a) {
     cuda::mask_by_keep(std::forward<A>(a)..., nullptr);
+  }
+  // params_elems bounds the emulator's checks; the device API does not take it.
+  void adalora_orth_reg(const float* params, float* grads, std::size_t /*params_elems*/,
+                        const AdaLoraOrthMatrix* mats, int count, int max_rank, float weight,
+                        double* norms) {
+    cuda::adalora_orth_reg(params, grads, mats, count, max_rank, weight, norms, nullptr);
   }
   // data_elems bounds the emulator's checks; the device API does not take it.
   void zero_masked_rows(float* data, std::size_t /*data_elems*/, const std::uint64_t* offsets,

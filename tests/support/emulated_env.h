@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/adalora_blocks.h"
 #include "kernels/adamw.h"
 #include "kernels/adamw_blocks.h"
 #include "kernels/attention_launch.h"
@@ -117,6 +118,10 @@ class EmuEnv {
   template <class... A>
   void add_inplace(A&&... a) {
     blocks::launch_add_inplace(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void adalora_orth_reg(A&&... a) {
+    blocks::launch_adalora_orth_reg(launch_, std::forward<A>(a)...);
   }
   template <class... A>
   void zero_masked_rows(A&&... a) {
