@@ -14,12 +14,14 @@
 // of all modules on the host (a few thousand floats), whichever backend computed them.
 //
 // CUDA twin (namespace peftrun::cuda, adalora_cuda.cu): the linear layer is cuda::lora_linear's
-// matmul sequence with A~ = E * A cast into the workspace; the importance update and the
-// triplet scores run over the flat device buffers with the same per-element functions
-// (kernels/adalora_math.h), so the EMAs are bit-identical to the CPU's. The orthogonality
-// regulariser of every A and B is one launch over the flat buffers (a block functor,
-// kernels/adalora_blocks.h, so the CPU block emulator runs the same body): one block per
-// matrix, the Gram matrix and ||C|| in double, ranks up to kAdaLoraOrthMaxRank.
+// matmul sequence with A~ = E * A cast into the workspace, followed by the E chain rule; the
+// importance update and the triplet scores run over the flat device buffers with the same
+// per-element functions (kernels/adalora_math.h), so the EMAs are bit-identical to the CPU's.
+// These kernels are block functors (kernels/adalora_blocks.h), so the CPU suite runs them in
+// the block emulator (tests/emulated_adalora_test.cpp).
+// The orthogonality regulariser of every A and B is one launch over the flat buffers (also in
+// adalora_blocks.h): one block per matrix, the Gram matrix and ||C|| in double, ranks up to
+// kAdaLoraOrthMaxRank.
 #pragma once
 
 #include <cstddef>
@@ -143,6 +145,12 @@ void adalora_linear_forward(BlasLt& lt, const AdaLoraLinearArgs& a, const void* 
 // needed). x is the forward input, dy [n, out] act.
 void adalora_linear_backward(BlasLt& lt, const AdaLoraLinearArgs& a, const void* x, const void* dy,
                              void* dx, float* dA, float* dE, float* dB, Stream stream);
+
+// The chain rule through A~ = E * A that adalora_linear_backward applies to dA~ (its scratch):
+//   dA[k, :] += E[k] dA~[k, :];  dE[k] += sum_j dA~[k, j] A[k, j]  (summed in double)
+// dA_scaled = dA~, A and dA [r, in], E and dE [r], all fp32 device buffers; dA, dE ACCUMULATED.
+void adalora_e_chain(const float* dA_scaled, const float* A, const float* E, int r, int in,
+                     float* dA, float* dE, Stream stream);
 
 // Device twin of cpu::adalora_update_importance<float> over n flat device floats.
 void adalora_update_importance(const float* p, const float* g, float* ipt_ema, float* unc_ema,

@@ -1,6 +1,10 @@
-// AdaLoRA's orthogonality regulariser as a block functor (see kernels/block_context.h) and its
-// launch code, shared by adalora_cuda.cu and the CPU emulator tests.
+// AdaLoRA's CUDA kernels as block functors (see kernels/block_context.h) and their launch code,
+// shared by adalora_cuda.cu and the CPU emulator tests: the chain rule through A~ = E * A, the
+// allocator's importance EMAs (importance_element, bit-identical to the CPU), the triplet scores
+// (triplet_score over double sums; these row reductions are block_sum's fixed tree over 256
+// threads), and, below them, the orthogonality regulariser.
 //
+// The orthogonality regulariser:
 // One launch for all matrices, one block per matrix (grid_x = count). With k the long index
 // (in for A, out for B), i, j < d the rank indices and P(k, i) = A[i, k] resp. B[k, i]:
 //   G[i, j] = sum_k P(k, i) P(k, j)      (A A^T for A, B^T B for B), C = G - I
@@ -24,9 +28,157 @@
 #include <cstdint>
 
 #include "kernels/adalora.h"
+#include "kernels/adalora_math.h"
 #include "kernels/block_context.h"
 
 namespace peftrun::blocks {
+
+inline constexpr int kAdaLoraRowThreads = 256;  // a power of two (block_sum)
+
+// The block_sum scratch of the row kernels.
+struct AdaLoraRowShared {
+  Span<double> scratch;
+  PEFTRUN_HD static AdaLoraRowShared carve(SharedCarver& c) {
+    return {c.take<double>(kAdaLoraRowThreads)};
+  }
+};
+
+inline LaunchGeometry adalora_row_geometry(int rows) {
+  LaunchGeometry g;
+  g.grid_x = rows;
+  g.threads = kAdaLoraRowThreads;
+  g.smem_bytes = shared_bytes<AdaLoraRowShared>();
+  return g;
+}
+
+// Row k = block_x of the chain rule through A~[k, :] = E[k] A[k, :]:
+//   dA[k, :] += E[k] dA~[k, :];  dE[k] += sum_j dA~[k, j] A[k, j]  (products and sum in double)
+struct AdaLoraEChain {
+  static constexpr int kMaxThreads = kAdaLoraRowThreads;
+  Span<const float> dA_scaled, A;  // [r, in]
+  Span<const float> E;             // [r]
+  Span<float> dA;                  // [r, in]
+  Span<float> dE;                  // [r]
+  int in;
+
+  template <class Ctx>
+  PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
+    SharedCarver carver(smem);
+    const Span<double> scratch = AdaLoraRowShared::carve(carver).scratch;
+    const std::size_t k = static_cast<std::size_t>(ctx.block_x());
+    const std::size_t row = k * static_cast<std::size_t>(in);
+    const float e = E[k];
+    double acc = 0.0;
+    for (int j = ctx.thread(); j < in; j += ctx.threads()) {
+      const float g = dA_scaled[row + j];
+      dA[row + j] += e * g;
+      acc += static_cast<double>(g) * static_cast<double>(A[row + j]);
+    }
+    const double total = block_sum(ctx, scratch, acc);
+    if (ctx.thread() == 0) dE[k] += static_cast<float>(total);
+  }
+};
+
+// importance_element over n flat elements (grid-stride).
+struct AdaLoraImportance {
+  static constexpr int kMaxThreads = kPointwiseThreads;
+  Span<const float> p, g;
+  Span<float> ipt, unc;
+  std::int64_t n;
+  ImportanceCoeffs<float> c;
+
+  template <class Ctx>
+  PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char>) const {
+    for (std::int64_t i = pointwise_first(ctx); i < n; i += pointwise_stride(ctx)) {
+      const std::size_t j = static_cast<std::size_t>(i);
+      importance_element(p[j], g[j], ipt[j], unc[j], c);
+    }
+  }
+};
+
+// One block per triplet k = block_x: the element scores of A's row k and of B's column k, each
+// summed in double over the block, then triplet_score.
+struct AdaLoraTripletScores {
+  static constexpr int kMaxThreads = kAdaLoraRowThreads;
+  Span<const float> ipt, unc;  // the flat buffers
+  AdaLoraModuleView m;
+  Span<float> scores;  // [m.r]
+
+  template <class Ctx>
+  PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
+    SharedCarver carver(smem);
+    const Span<double> scratch = AdaLoraRowShared::carve(carver).scratch;
+    const std::size_t k = static_cast<std::size_t>(ctx.block_x());
+    const std::size_t r = static_cast<std::size_t>(m.r);
+    double sa = 0.0, sb = 0.0;
+    for (int j = ctx.thread(); j < m.in; j += ctx.threads()) {
+      const std::size_t o = m.a + k * static_cast<std::size_t>(m.in) + j;  // A[k, j]
+      sa += static_cast<double>(mul_rn(ipt[o], unc[o]));
+    }
+    for (int j = ctx.thread(); j < m.out; j += ctx.threads()) {
+      const std::size_t o = m.b + static_cast<std::size_t>(j) * r + k;  // B[j, k]
+      sb += static_cast<double>(mul_rn(ipt[o], unc[o]));
+    }
+    const double sum_a = block_sum(ctx, scratch, sa);
+    const double sum_b = block_sum(ctx, scratch, sb);
+    if (ctx.thread() == 0) {
+      const std::size_t oe = m.e + k;
+      scores[k] = triplet_score(ipt[oe], unc[oe], sum_a, m.in, sum_b, m.out);
+    }
+  }
+};
+
+// dA [r, in] and dE [r] accumulated from dA~ [r, in], A [r, in] and E [r].
+template <class Launcher>
+void launch_adalora_e_chain(const Launcher& launch, const float* dA_scaled, const float* A,
+                            const float* E, int r, int in, float* dA, float* dE) {
+  require(r >= 0 && in >= 0, "adalora_e_chain", "r and in must be >= 0");
+  if (r == 0) return;
+  require(dA_scaled && A && E && dA && dE, "adalora_e_chain", "null tensor");
+  const std::size_t n = static_cast<std::size_t>(r) * static_cast<std::size_t>(in);
+  const std::size_t nr = static_cast<std::size_t>(r);
+  const AdaLoraEChain k{{dA_scaled, n}, {A, n}, {E, nr}, {dA, n}, {dE, nr}, in};
+  launch("adalora_e_chain", adalora_row_geometry(r), k);
+}
+
+template <class Launcher>
+void launch_adalora_update_importance(const Launcher& launch, const float* p, const float* g,
+                                      float* ipt_ema, float* unc_ema, std::size_t n, double beta1,
+                                      double beta2, double grad_scale) {
+  if (n == 0) return;
+  require(p && g && ipt_ema && unc_ema, "adalora_update_importance", "null tensor");
+  const AdaLoraImportance k{{p, n},
+                            {g, n},
+                            {ipt_ema, n},
+                            {unc_ema, n},
+                            static_cast<std::int64_t>(n),
+                            importance_coeffs<float>(beta1, beta2, grad_scale)};
+  launch("adalora_update_importance", pointwise_geometry(static_cast<std::int64_t>(n)), k);
+}
+
+// Elements of the flat buffers the module m reaches (its A, B and E end before this).
+inline std::size_t adalora_module_extent(const AdaLoraModuleView& m) {
+  const std::size_t r = static_cast<std::size_t>(m.r);
+  const std::size_t ea = m.a + r * static_cast<std::size_t>(m.in);
+  const std::size_t eb = m.b + static_cast<std::size_t>(m.out) * r;
+  const std::size_t ee = m.e + r;
+  return ea > eb ? (ea > ee ? ea : ee) : (eb > ee ? eb : ee);
+}
+
+// ipt_ema / unc_ema: the flat buffers of flat_elems floats, scores [m.r].
+template <class Launcher>
+void launch_adalora_triplet_scores(const Launcher& launch, const float* ipt_ema,
+                                   const float* unc_ema, std::size_t flat_elems,
+                                   const AdaLoraModuleView& m, float* scores) {
+  if (m.r <= 0) return;
+  require(m.in > 0 && m.out > 0, "adalora_triplet_scores", "in and out must be > 0");
+  require(ipt_ema && unc_ema && scores, "adalora_triplet_scores", "null tensor");
+  require(adalora_module_extent(m) <= flat_elems, "adalora_triplet_scores",
+          "the module reaches past the flat buffers");
+  const AdaLoraTripletScores k{
+      {ipt_ema, flat_elems}, {unc_ema, flat_elems}, m, {scores, static_cast<std::size_t>(m.r)}};
+  launch("adalora_triplet_scores", adalora_row_geometry(m.r), k);
+}
 
 inline constexpr int kOrthThreads = 256;      // a power of two (block_sum)
 inline constexpr int kOrthTileFloats = 2048;  // one staged tile of P: kt rows x (d + 1) floats

@@ -76,12 +76,4 @@ inline cudaDataType_t cuda_data_type(DType t) {
   throw std::invalid_argument("unknown DType");
 }
 
-// Threads per block of the element-wise kernels, and a grid for n elements processed by
-// grid-stride loops (capped so huge buffers reuse blocks instead of overflowing gridDim.x).
-inline constexpr int kElementwiseThreads = 256;
-inline unsigned elementwise_blocks(std::size_t n) {
-  const std::size_t blocks = (n + kElementwiseThreads - 1) / kElementwiseThreads;
-  return static_cast<unsigned>(std::clamp<std::size_t>(blocks, 1, 65535 * 8));
-}
-
 }  // namespace peftrun::cuda

@@ -1,17 +1,16 @@
 // AdaLoRA's CUDA twin against the CPU: the linear layer (A~ = E * A) forward and backward in
-// double on the same rounded inputs for every activation type, the importance EMAs bit for bit
-// (the shared per-element function with individually rounded operations), the triplet
-// scores of one module placed at unaligned offsets of a flat buffer, and the orthogonality
-// regulariser (the cases of tests/gpu/adalora_orth_cases.h, which the CPU suite also runs in
-// the block emulator: EmulatedAdaLoraOrthReg*).
+// double on the same rounded inputs for every activation type (cuBLASLt, so GPU only), and the
+// cases of tests/gpu/adalora_cases.h and adalora_orth_cases.h, which the CPU suite also runs in
+// the block emulator (tests/emulated_adalora_test.cpp, EmulatedAdaLoraOrthReg*): the importance
+// EMAs bit for bit, the triplet scores of one module placed at unaligned offsets of a flat
+// buffer, the E chain rule, and the orthogonality regulariser.
 #include <gtest/gtest.h>
 
-#include <cmath>
-#include <cstdint>
-#include <cstring>
+#include <cstddef>
 #include <vector>
 
 #include "kernels/adalora.h"
+#include "tests/gpu/adalora_cases.h"
 #include "tests/gpu/adalora_orth_cases.h"
 #include "tests/gpu/adapter_parity_support.h"
 #include "tests/gpu/gpu_env.h"
@@ -69,54 +68,26 @@ TEST_P(GpuAdaLoraLinearParity, ForwardAndBackwardMatchTheCpuTwin) {
 INSTANTIATE_TEST_SUITE_P(Cases, GpuAdaLoraLinearParity, ::testing::ValuesIn(adapter_cases()),
                          adapter_case_name);
 
-std::vector<float> positive_floats(std::size_t n, std::uint64_t seed) {
-  std::vector<float> v = random_floats(n, seed);
-  for (float& x : v) x = std::fabs(x);
-  return v;
-}
-
 TEST(GpuAdaLoraParity, ImportanceEmasAreBitIdenticalToTheCpu) {
   PEFTRUN_REQUIRE_GPU();
-  const std::size_t n = 100003;
-  const std::vector<float> p = random_floats(n, 1), g = random_floats(n, 2, 1e-3f);
-  std::vector<float> ipt = positive_floats(n, 3), unc = positive_floats(n, 4);
-  cuda::DeviceBuffer<float> dp = to_device(p), dg = to_device(g);
-  cuda::DeviceBuffer<float> dipt = to_device(ipt), dunc = to_device(unc);
-  for (double grad_scale : {1.0, 0.37, 1.0}) {
-    cpu::adalora_update_importance(p.data(), g.data(), ipt.data(), unc.data(), n, 0.85, 0.95,
-                                   grad_scale);
-    cuda::adalora_update_importance(dp.data(), dg.data(), dipt.data(), dunc.data(), n, 0.85, 0.95,
-                                    grad_scale, nullptr);
+  GpuEnv env;
+  for (const std::size_t n : {std::size_t(1), std::size_t(257), std::size_t(100003)}) {
+    check_adalora_importance(env, n);
   }
-  const std::vector<float> gi = to_host(dipt), gu = to_host(dunc);
-  EXPECT_EQ(std::memcmp(gi.data(), ipt.data(), n * sizeof(float)), 0);
-  EXPECT_EQ(std::memcmp(gu.data(), unc.data(), n * sizeof(float)), 0);
 }
 
 TEST(GpuAdaLoraParity, TripletScoresOfAModuleInAFlatBuffer) {
   PEFTRUN_REQUIRE_GPU();
-  const int r = 12, in = 127, out = 65;
-  AdaLoraModuleView m;
-  m.a = 17;  // odd offsets: nothing is aligned
-  m.b = m.a + std::size_t(r) * in + 5;
-  m.e = m.b + std::size_t(out) * r + 3;
-  m.r = r;
-  m.in = in;
-  m.out = out;
-  const std::size_t total = m.e + r + 11;
-  const std::vector<float> ipt = positive_floats(total, 5), unc = positive_floats(total, 6);
-  std::vector<float> ref(r);
-  cpu::adalora_triplet_scores(ipt.data(), unc.data(), m, ref.data());
-  cuda::DeviceBuffer<float> dipt = to_device(ipt), dunc = to_device(unc);
-  cuda::DeviceBuffer<float> scores = poisoned<float>(r);
-  cuda::adalora_triplet_scores(dipt.data(), dunc.data(), m, scores.data(), nullptr);
-  const std::vector<float> got = to_host(scores);
-  // The double sums are added in another order on the device; after rounding the means to
-  // fp32 the scores agree to the last bit or within one ulp.
-  EXPECT_LT(rel_error(got, ref), 1e-6);
-  int equal = 0;
-  for (int k = 0; k < r; ++k) equal += got[k] == ref[k];
-  std::cout << "[ triplet scores ] " << equal << " of " << r << " bit-identical" << std::endl;
+  GpuEnv env;
+  check_adalora_triplet_scores(env, 1, 1, 1);
+  check_adalora_triplet_scores(env, 12, 127, 65);
+  check_adalora_triplet_scores(env, 4, 300, 1000);
+}
+
+TEST(GpuAdaLoraParity, EChainMatchesTheFormulasInDouble) {
+  PEFTRUN_REQUIRE_GPU();
+  GpuEnv env;
+  for (const EChainShape& c : kEChainShapes) check_adalora_e_chain(env, c.r, c.in);
 }
 
 void run_orth_case(const OrthCase& c) {

@@ -1,7 +1,8 @@
 // Helpers of the matmul / adapter / optimizer parity tests (gemm, lora_linear, dora, adalora,
 // adamw, convert, dropout): tensors of any storage DType on the device, inputs rounded to
 // that type so the CPU reference sees exactly what the GPU reads, poisoned outputs and
-// workspaces, the per-dtype tolerance, and a fixture owning a BlasLt context.
+// workspaces, and a fixture owning a BlasLt context (the per-dtype tolerance and to_double come
+// from parity_support.h).
 #pragma once
 
 #include <gtest/gtest.h>

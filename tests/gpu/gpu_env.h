@@ -133,6 +133,20 @@ class GpuEnv {
                         double* norms) {
     cuda::adalora_orth_reg(params, grads, mats, count, max_rank, weight, norms, nullptr);
   }
+  template <class... A>
+  void adalora_e_chain(A&&... a) {
+    cuda::adalora_e_chain(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
+  void adalora_update_importance(A&&... a) {
+    cuda::adalora_update_importance(std::forward<A>(a)..., nullptr);
+  }
+  // flat_elems bounds the emulator's checks; the device API does not take it.
+  void adalora_triplet_scores(const float* ipt_ema, const float* unc_ema,
+                              std::size_t /*flat_elems*/, const AdaLoraModuleView& m,
+                              float* scores) {
+    cuda::adalora_triplet_scores(ipt_ema, unc_ema, m, scores, nullptr);
+  }
   // data_elems bounds the emulator's checks; the device API does not take it.
   void zero_masked_rows(float* data, std::size_t /*data_elems*/, const std::uint64_t* offsets,
                         const float* mask, int groups, int per_group) {

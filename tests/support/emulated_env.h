@@ -195,6 +195,18 @@ class EmuEnv {
   void gemm_empty_product(A&&... a) {
     blocks::launch_empty_product(launch_, std::forward<A>(a)...);
   }
+  template <class... A>
+  void adalora_e_chain(A&&... a) {
+    blocks::launch_adalora_e_chain(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void adalora_update_importance(A&&... a) {
+    blocks::launch_adalora_update_importance(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
+  void adalora_triplet_scores(A&&... a) {
+    blocks::launch_adalora_triplet_scores(launch_, std::forward<A>(a)...);
+  }
 
  private:
   EmulatedLauncher launch_;
