@@ -117,12 +117,24 @@ inline CommandResult run_peftrun(const std::string& args, int ranks = 1,
 }
 
 // mpirun-based tests skip (and say so) without MPI. As root (CI containers) Open MPI needs two
-// variables, set here for this test process only.
+// variables, set here for this test process only. Each test process also gets its own Open MPI
+// session directory base: with the shared default (/tmp/ompi.HOST.UID), one mpirun finishing
+// can remove the parent directory while a concurrent one (ctest -j) is creating its own
+// session directory in it, and that mpirun then fails in orte_init (seen once on a loaded
+// machine).
 inline bool mpirun_available() {
 #ifdef PEFTRUN_WITH_MPI
   if (std::system("command -v mpirun > /dev/null 2>&1") != 0) return false;
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
+  static const std::string session_base = [] {
+    const e2e_fs::path dir =
+        e2e_fs::temp_directory_path() / ("peftrun-ompi-" + std::to_string(getpid()));
+    std::error_code ec;
+    e2e_fs::create_directories(dir, ec);
+    return dir.string();
+  }();
+  setenv("OMPI_MCA_orte_tmpdir_base", session_base.c_str(), 1);
   return true;
 #else
   return false;
