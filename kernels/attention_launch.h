@@ -28,6 +28,19 @@ inline void check_attention_shape(const char* op, int B, int T, int H, int KV, i
           "head_dim " + std::to_string(hd) + " is not supported (a multiple of 8 in [8, 256])");
 }
 
+// Grid of a flash kernel: one block per Tile::kRows rows of a head (`heads`: query heads, or kv
+// heads for dK/dV) of a sequence.
+template <class Tile>
+LaunchGeometry flash_geometry(int T, int heads, int B, std::size_t smem_bytes) {
+  LaunchGeometry g;
+  g.grid_x = ceil_div(T, Tile::kRows);
+  g.grid_y = heads;
+  g.grid_z = B;
+  g.threads = Tile::kThreads;
+  g.smem_bytes = smem_bytes;
+  return g;
+}
+
 template <class Launcher>
 void launch_attention_forward(const Launcher& launch, const void* q, const void* k, const void* v,
                               const std::int32_t* segment, void* out, float* lse, int B, int T,
@@ -57,12 +70,7 @@ void launch_attention_forward(const Launcher& launch, const void* q, const void*
                        {lse, nrow},
                        s,
                        scale};
-          LaunchGeometry g;
-          g.grid_x = ceil_div(T, Tile::kRows);
-          g.grid_y = H;
-          g.grid_z = B;
-          g.threads = Tile::kThreads;
-          g.smem_bytes = shared_bytes<typename K::Shared>();
+          LaunchGeometry g = flash_geometry<Tile>(T, H, B, shared_bytes<typename K::Shared>());
           launch("attention_forward_tc", g, kern);
         });
         return;
@@ -78,12 +86,8 @@ void launch_attention_forward(const Launcher& launch, const void* q, const void*
                                         {lse, nrow},
                                         s,
                                         scale};
-      LaunchGeometry g;
-      g.grid_x = ceil_div(T, Tile::kRows);
-      g.grid_y = H;
-      g.grid_z = B;
-      g.threads = Tile::kThreads;
-      g.smem_bytes = shared_bytes<typename FlashForward<Tile, St>::Shared>(hd);
+      LaunchGeometry g =
+          flash_geometry<Tile>(T, H, B, shared_bytes<typename FlashForward<Tile, St>::Shared>(hd));
       launch(op, g, kern);
     });
   });
@@ -134,12 +138,7 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
                         {static_cast<E*>(dq), nq},
                         s,
                         scale};
-          LaunchGeometry g;
-          g.grid_x = ceil_div(T, Tile::kRows);
-          g.grid_y = H;
-          g.grid_z = B;
-          g.threads = Tile::kThreads;
-          g.smem_bytes = shared_bytes<typename Kdq::Shared>();
+          LaunchGeometry g = flash_geometry<Tile>(T, H, B, shared_bytes<typename Kdq::Shared>());
           launch("attention_backward_dq_tc", g, kdq);
 
           using Kkv = FlashBackwardDkDvTc<Tile, St>;
@@ -154,8 +153,7 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
                          {static_cast<E*>(dv), nkv},
                          s,
                          scale};
-          g.grid_y = KV;
-          g.smem_bytes = shared_bytes<typename Kkv::Shared>();
+          g = flash_geometry<Tile>(T, KV, B, shared_bytes<typename Kkv::Shared>());
           launch("attention_backward_dkdv_tc", g, kdkv);
         });
         return;
@@ -166,12 +164,8 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
       const FlashBackwardDq<Tile, St> kdq{
           sq, sk,   sv, sdo, {segment, nseg}, {lse, nrow}, {dvec, nrow}, {static_cast<E*>(dq), nq},
           s,  scale};
-      LaunchGeometry g;
-      g.grid_x = ceil_div(T, Tile::kRows);
-      g.grid_y = H;
-      g.grid_z = B;
-      g.threads = Tile::kThreads;
-      g.smem_bytes = shared_bytes<typename FlashBackwardDq<Tile, St>::Shared>(hd);
+      LaunchGeometry g = flash_geometry<Tile>(
+          T, H, B, shared_bytes<typename FlashBackwardDq<Tile, St>::Shared>(hd));
       launch("attention_backward_dq", g, kdq);
 
       const FlashBackwardDkDv<Tile, St> kdkv{sq,
@@ -185,8 +179,8 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
                                              {static_cast<E*>(dv), nkv},
                                              s,
                                              scale};
-      g.grid_y = KV;
-      g.smem_bytes = shared_bytes<typename FlashBackwardDkDv<Tile, St>::Shared>(hd);
+      g = flash_geometry<Tile>(T, KV, B,
+                               shared_bytes<typename FlashBackwardDkDv<Tile, St>::Shared>(hd));
       launch("attention_backward_dkdv", g, kdkv);
     });
   });

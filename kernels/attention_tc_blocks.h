@@ -66,6 +66,29 @@ PEFTRUN_HD Span<const T> const_span(Span<T> s) {
   return Span<const T>{s.ptr, s.size};
 }
 
+// out[wrow + i, j] = sum_d a[wrow + i, d] b[j, d] for the warp's 16 rows i and the tile's kOther
+// rows j, i.e. a slice of A B^T (S = Q K^T, dP = dO V^T and their transposes), as tensor-core
+// products over hd; a and b are [rows][kLdE] in the storage type, out fp32 [kRows][kLdS] at
+// offset `at`.
+template <class Tile, class St, class Ctx>
+PEFTRUN_HD void slice_times_tile_t(const Ctx& ctx, Span<typename St::Elem> a,
+                                   Span<typename St::Elem> b, std::size_t wrow, int hd,
+                                   Span<float> out, std::size_t at) {
+  constexpr int W = tc::kTile, kLdE = Tile::kLdE, kLdS = Tile::kLdS;
+  for (int n = 0; n < Tile::kOther / W; ++n) {
+    tc::FragAcc acc;
+    tc::fill(acc, 0.0f);
+    for (int kk = 0; kk < hd / W; ++kk) {
+      tc::FragA<St> fa;
+      tc::FragBCols<St> fb;
+      tc::load_a<St>(fa, const_span(a), wrow * kLdE + W * kk, kLdE);
+      tc::load_b_cols<St>(fb, const_span(b), static_cast<std::size_t>(W) * n * kLdE + W * kk, kLdE);
+      tc::mma(acc, fa, fb, acc);
+    }
+    tc::store_acc(ctx, out, at + wrow * kLdS + W * n, kLdS, acc);
+  }
+}
+
 // Rows [t0, t0 + rows) of head `head` of sequence b of a [B, T, heads, hd] tensor copied as
 // they are stored into dst[rows][ld]; rows at or past T become zeros. Columns hd..ld are not
 // written (no product reads them).
@@ -146,20 +169,8 @@ struct FlashForwardTc {
       if (packed) load_row_values(ctx, segment, sh.seg, C, seq, s0, T);
       ctx.sync();
 
-      // 1. S = Q K^T: this warp's 16 rows against the 64 keys, 16 keys at a time.
-      for (int n = 0; n < C / W; ++n) {
-        tc::FragAcc acc;
-        tc::fill(acc, 0.0f);
-        for (int kk = 0; kk < hd / W; ++kk) {
-          tc::FragA<St> a;
-          tc::FragBCols<St> bk;
-          tc::load_a<St>(a, const_span(sh.q), wrow * kLdE + W * kk, kLdE);
-          tc::load_b_cols<St>(bk, const_span(sh.k), static_cast<std::size_t>(W) * n * kLdE + W * kk,
-                              kLdE);
-          tc::mma(acc, a, bk, acc);
-        }
-        tc::store_acc(ctx, sh.s, wrow * kLdS + W * n, kLdS, acc);
-      }
+      // 1. S = Q K^T: this warp's 16 rows against the 64 keys.
+      slice_times_tile_t<Tile, St>(ctx, sh.q, sh.k, wrow, hd, sh.s, 0);
       ctx.sync();
 
       // 2. Online softmax over this thread's part of row r.
@@ -302,24 +313,9 @@ struct FlashBackwardDqTc {
       if (packed) load_row_values(ctx, segment, sh.seg, C, seq, s0, T);
       ctx.sync();
 
-      for (int n = 0; n < C / W; ++n) {  // S = Q K^T and dP = dO V^T, 16 keys at a time
-        tc::FragAcc sf, pf;
-        tc::fill(sf, 0.0f);
-        tc::fill(pf, 0.0f);
-        for (int kk = 0; kk < hd / W; ++kk) {
-          const std::size_t key_at = static_cast<std::size_t>(W) * n * kLdE + W * kk;
-          tc::FragA<St> a;
-          tc::FragBCols<St> bt;
-          tc::load_a<St>(a, const_span(sh.q), wrow * kLdE + W * kk, kLdE);
-          tc::load_b_cols<St>(bt, const_span(sh.k), key_at, kLdE);
-          tc::mma(sf, a, bt, sf);
-          tc::load_a<St>(a, const_span(sh.dout), wrow * kLdE + W * kk, kLdE);
-          tc::load_b_cols<St>(bt, const_span(sh.v), key_at, kLdE);
-          tc::mma(pf, a, bt, pf);
-        }
-        tc::store_acc(ctx, sh.sdp, wrow * kLdS + W * n, kLdS, sf);
-        tc::store_acc(ctx, sh.sdp, dp_at + wrow * kLdS + W * n, kLdS, pf);
-      }
+      // S = Q K^T and dP = dO V^T for this warp's 16 rows.
+      slice_times_tile_t<Tile, St>(ctx, sh.q, sh.k, wrow, hd, sh.sdp, 0);
+      slice_times_tile_t<Tile, St>(ctx, sh.dout, sh.v, wrow, hd, sh.sdp, dp_at);
       ctx.sync();
 
       for (int e = 0; e < Tile::kColsPerThread; ++e) {
@@ -442,24 +438,9 @@ struct FlashBackwardDkDvTc {
         if (packed) load_row_values(ctx, segment, sh.seg, C, seq, t0, T);
         ctx.sync();
 
-        for (int n = 0; n < C / W; ++n) {  // S^T = K Q^T and dP^T = V dO^T, 16 queries at a time
-          tc::FragAcc sf, pf;
-          tc::fill(sf, 0.0f);
-          tc::fill(pf, 0.0f);
-          for (int kk = 0; kk < hd / W; ++kk) {
-            const std::size_t query_at = static_cast<std::size_t>(W) * n * kLdE + W * kk;
-            tc::FragA<St> a;
-            tc::FragBCols<St> bt;
-            tc::load_a<St>(a, const_span(sh.k), wrow * kLdE + W * kk, kLdE);
-            tc::load_b_cols<St>(bt, const_span(sh.q), query_at, kLdE);
-            tc::mma(sf, a, bt, sf);
-            tc::load_a<St>(a, const_span(sh.v), wrow * kLdE + W * kk, kLdE);
-            tc::load_b_cols<St>(bt, const_span(sh.dout), query_at, kLdE);
-            tc::mma(pf, a, bt, pf);
-          }
-          tc::store_acc(ctx, sh.sdp, wrow * kLdS + W * n, kLdS, sf);
-          tc::store_acc(ctx, sh.sdp, dp_at + wrow * kLdS + W * n, kLdS, pf);
-        }
+        // S^T = K Q^T and dP^T = V dO^T for this warp's 16 keys.
+        slice_times_tile_t<Tile, St>(ctx, sh.k, sh.q, wrow, hd, sh.sdp, 0);
+        slice_times_tile_t<Tile, St>(ctx, sh.v, sh.dout, wrow, hd, sh.sdp, dp_at);
         ctx.sync();
 
         for (int e = 0; e < Tile::kColsPerThread; ++e) {
