@@ -5,7 +5,7 @@
 // is the work of ONE thread of a block: `ctx` answers thread(), threads(), block_x/y/z(),
 // grid_x() and sync() (= __syncthreads), `smem` is the block's dynamic shared memory. On the
 // device Ctx is CudaBlock below (the CUDA built-ins); the CPU test suite runs the very same
-// functor under tests/support/block_emulator.h, one fiber per thread, with barriers, so index
+// functor under kernels/emulated/block_emulator.h, one fiber per thread, with barriers, so index
 // math, tails, masks and barrier placement are tested on machines without a GPU.
 //
 // Memory is reached through Span (pointer + element count): on the device operator[] is a plain

@@ -3,14 +3,22 @@
 // (tests/support/block_emulator.h) implements the same launcher interface, so the host-side
 // launch code of every op (shape checks, geometry, dispatch) is shared and tested without a GPU.
 // Include only from .cu files.
+//
+// In the emulated-device build (PEFTRUN_CUDA=EMULATE, kernels/emulated/) the .cu files are
+// compiled as host C++ and CudaLauncher runs every launch in the block emulator instead, so
+// the whole CUDA backend, not only its kernels, runs on a machine without a GPU.
 #pragma once
 
 #include <stdexcept>
 #include <string>
 
 #include "kernels/block_context.h"
-#include "kernels/cuda_check.h"
 #include "kernels/cuda_memory.h"
+
+#if PEFTRUN_CUDA_EMULATION
+#include "kernels/emulated/emulated_launcher.h"
+#else
+#include "kernels/cuda_check.h"
 
 namespace peftrun::cuda {
 
@@ -60,3 +68,4 @@ class CudaLauncher {
 };
 
 }  // namespace peftrun::cuda
+#endif  // PEFTRUN_CUDA_EMULATION

@@ -1,7 +1,8 @@
 // cuBLASLt matmuls (the CUDA twin of gemm_cpu.cpp) and the BlasLt context: plans are built
 // once per GemmKey (descriptor, layouts, heuristic algorithm) and reused; the column-major
 // mapping and the key live in gemm_plan.cpp, where they are unit-tested on the CPU. The two
-// small kernels (K = 0 and scale_columns) are gemm_blocks.h's, launched by CudaLauncher.
+// small kernels (K = 0 here, scale_columns in gemm_scale_cuda.cu) are gemm_blocks.h's. The
+// emulated-device build replaces this file with kernels/emulated/gemm_emulated.cpp.
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -228,11 +229,6 @@ void gemm(BlasLt& lt, const GemmArgs& g, Stream stream) {
   if (st != CUBLAS_STATUS_SUCCESS) {
     throw_cublas_error(st, ("cublasLtMatmul for " + p.what).c_str(), __FILE__, __LINE__);
   }
-}
-
-void scale_columns(void* D, DType d_type, int rows, int cols, int ldd, const float* scale,
-                   Stream stream) {
-  blocks::launch_scale_columns(CudaLauncher(stream), D, d_type, rows, cols, ldd, scale);
 }
 
 }  // namespace peftrun::cuda

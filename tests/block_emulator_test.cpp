@@ -1,4 +1,4 @@
-// The CPU block emulator (tests/support/block_emulator.h) catches what it claims to: barrier
+// The CPU block emulator (kernels/emulated/block_emulator.h) catches what it claims to: barrier
 // divergence, out-of-bounds indices, shared memory taken beyond the launch size, launch
 // geometries CUDA refuses, and (through thread orders) a missing barrier; and it runs correct
 // kernels, barriers included, to the same result under every order.
@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "kernels/block_context.h"
-#include "tests/support/block_emulator.h"
+#include "kernels/emulated/block_emulator.h"
 
 namespace peftrun::emu {
 namespace {

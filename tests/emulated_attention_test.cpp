@@ -1,6 +1,6 @@
 // The flash attention kernels (kernels/attention_blocks.h), run in the CPU block emulator against
 // the CPU twin: the cases of tests/gpu/attention_cases.h, every storage dtype, and thread orders
-// that expose missing barriers (tests/support/block_emulator.h). On a GPU machine
+// that expose missing barriers (kernels/emulated/block_emulator.h). On a GPU machine
 // tests/gpu/attention_parity_test.cpp runs the same cases on the device.
 #include <gtest/gtest.h>
 

@@ -9,11 +9,13 @@
 //  - GpuTraining.*: the tiny config trained end to end on cpu and on cuda by run_training: the
 //    per-step losses, the final eval loss and the adapters compared; no device allocation in
 //    the step loop; peftrun eval on cuda equals the training's final evaluation.
+//  - GpuResume.*: a cuda run resumed from its step-4 checkpoint continues bit for bit.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -185,7 +187,8 @@ struct Run {
   std::string log;
 };
 
-Run train(const fs::path& out, const std::vector<std::string>& overrides) {
+Run train(const fs::path& out, const std::vector<std::string>& overrides,
+          const TrainOptions& options = {}) {
   std::vector<std::string> all = overrides;
   all.push_back("output_dir=" + out.string());
   const ConfigLoadResult loaded = load_config_file(kTiny, all);
@@ -193,7 +196,7 @@ Run train(const fs::path& out, const std::vector<std::string>& overrides) {
   std::ostringstream log;
   auto comm = make_local_communicator();
   Run r;
-  r.summary = run_training(loaded.config, TrainOptions{}, log, *comm);
+  r.summary = run_training(loaded.config, options, log, *comm);
   r.log = log.str();
   r.losses = testing_support::train_losses(out / "metrics.jsonl");
   r.adapter = testing_support::adapter_values(out);
@@ -207,6 +210,14 @@ void compare_runs(const std::string& adapter, const std::string& dtype, double l
                                            "data.eval_batches=2", "adapter.type=" + adapter,
                                            "adapter.dropout=0.05"};
   std::vector<std::string> cpu_args = common, gpu_args = common;
+#if PEFTRUN_CUDA_EMULATION
+  // The block emulator runs a GPU thread as a fiber: 1/16 of the tokens keeps the five runs
+  // to about a minute on two cores, and every op, shape class and code path still runs.
+  for (auto* args : {&cpu_args, &gpu_args}) {
+    args->push_back("train.micro_batch_size=2");
+    args->push_back("data.seq_len=32");
+  }
+#endif
   cpu_args.push_back("runtime.device=cpu");
   gpu_args.push_back("runtime.device=cuda");
   gpu_args.push_back("runtime.compute_dtype=" + dtype);
@@ -227,9 +238,14 @@ void compare_runs(const std::string& adapter, const std::string& dtype, double l
   EXPECT_NE(gpu.summary.backend.find("cuda"), std::string::npos) << gpu.summary.backend;
 
   // peftrun eval on cuda: the trained adapter's held-out loss equals the run's last eval.
-  const ConfigLoadResult loaded =
-      load_config_file(kTiny, {"data.eval_batches=2", "adapter.type=" + adapter,
-                               "runtime.device=cuda", "runtime.compute_dtype=" + dtype});
+  const ConfigLoadResult loaded = load_config_file(kTiny, {
+    "data.eval_batches=2", "adapter.type=" + adapter, "runtime.device=cuda",
+        "runtime.compute_dtype=" + dtype
+#if PEFTRUN_CUDA_EMULATION
+        ,
+        "train.micro_batch_size=2", "data.seq_len=32"
+#endif
+  });
   ASSERT_TRUE(loaded.ok());
   std::ostringstream log;
   auto comm = make_local_communicator();
@@ -260,6 +276,60 @@ TEST(GpuTraining, DoraFp32MatchesTheCpu) {
 TEST(GpuTraining, AdaLoraFp32MatchesTheCpu) {
   PEFTRUN_REQUIRE_GPU();
   compare_runs("adalora", "fp32", 1e-4, 5e-2);
+}
+
+// --- resume on cuda -----------------------------------------------------------------------------
+
+// 8 short steps with dropout and a checkpoint at step 4; AdaLoRA masks over steps 3..5, so the
+// resume lands inside its budget phase (importance EMAs and masks come back from the checkpoint).
+// Resuming from checkpoint-4 must continue bit for bit: the device state (adapter, AdamW moments,
+// AdaLoRA's EMAs, the loss scale) goes through the host checkpoint and back unchanged.
+void expect_bitwise_resume(const std::string& adapter, const std::string& dtype) {
+  const fs::path d = testing_support::fresh_dir("gpu_resume_" + adapter + "_" + dtype);
+  const fs::path out = d / "out";  // both runs use one path: it is part of the recorded config
+  const std::vector<std::string> args = {"train.steps=8",
+                                         "optim.warmup_steps=2",
+                                         "data.eval=",
+                                         "data.seq_len=32",
+                                         "train.micro_batch_size=2",
+                                         "adapter.dropout=0.1",
+                                         "adapter.init_r=4",
+                                         "adapter.target_r=2",
+                                         "adapter.tinit=2",
+                                         "adapter.tfinal=3",
+                                         "checkpoint.every_steps=4",
+                                         "adapter.type=" + adapter,
+                                         "runtime.device=cuda",
+                                         "runtime.compute_dtype=" + dtype};
+  const Run full = train(out, args);
+  ASSERT_EQ(full.summary.steps, 8) << full.log;
+  fs::rename(out, d / "full");
+  fs::create_directories(out);
+  fs::copy(d / "full/checkpoint-4", out / "checkpoint-4", fs::copy_options::recursive);
+  { std::ofstream(out / "latest") << "checkpoint-4\n"; }
+  TrainOptions resume;
+  resume.resume = "latest";
+  const Run resumed = train(out, args, resume);
+  EXPECT_NE(resumed.log.find("at step 4"), std::string::npos) << resumed.log;
+  EXPECT_EQ(resumed.log.find("not bit for bit"), std::string::npos) << resumed.log;
+  EXPECT_EQ(resumed.losses, testing_support::train_losses(d / "full/metrics.jsonl", 4));
+  EXPECT_EQ(testing_support::file_bytes(out / "adapter_model.safetensors"),
+            testing_support::file_bytes(d / "full/adapter_model.safetensors"));
+  EXPECT_EQ(testing_support::file_bytes(out / "checkpoint-8/trainer_state.safetensors"),
+            testing_support::file_bytes(d / "full/checkpoint-8/trainer_state.safetensors"));
+}
+
+TEST(GpuResume, LoraFp16ContinuesBitForBit) {
+  PEFTRUN_REQUIRE_GPU();
+  expect_bitwise_resume("lora", "fp16");
+}
+TEST(GpuResume, DoraBf16ContinuesBitForBit) {
+  PEFTRUN_REQUIRE_GPU();
+  expect_bitwise_resume("dora", "bf16");
+}
+TEST(GpuResume, AdaLoraFp32ContinuesBitForBit) {
+  PEFTRUN_REQUIRE_GPU();
+  expect_bitwise_resume("adalora", "fp32");
 }
 
 }  // namespace

@@ -25,7 +25,7 @@
 #include "kernels/rmsnorm_blocks.h"
 #include "kernels/rope_blocks.h"
 #include "kernels/swiglu_blocks.h"
-#include "tests/support/block_emulator.h"
+#include "kernels/emulated/block_emulator.h"
 
 namespace peftrun::emu {
 

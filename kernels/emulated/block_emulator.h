@@ -1,7 +1,7 @@
 // Runs CUDA kernel functors (kernels/*_blocks.h) on the CPU: every thread of a block is a fiber
-// (ucontext) and sync() switches back to a scheduler, which resumes the threads once all of them
-// have arrived. This is the launcher the CPU test suite hands to the ops' shared launch code in
-// place of kernels/cuda_launch.cuh's CudaLauncher, so the very kernel bodies the GPU runs are
+// (fiber_switch.h) and sync() switches back to a scheduler, which resumes the threads once all of
+// them have arrived. This is the launcher the CPU test suite hands to the ops' shared launch code
+// in place of kernels/cuda_launch.cuh's CudaLauncher, so the very kernel bodies the GPU runs are
 // checked here against their CPU twins.
 //
 // What it catches beyond wrong results:
@@ -15,14 +15,15 @@
 #pragma once
 
 #include <sys/mman.h>
-#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <exception>
 #include <functional>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <stdexcept>
@@ -30,6 +31,7 @@
 #include <vector>
 
 #include "kernels/block_context.h"
+#include "kernels/emulated/fiber_switch.h"
 
 namespace peftrun::emu {
 
@@ -64,12 +66,9 @@ class BlockEmulator {
   // divergence.
   void run_block(const std::function<void(int)>& body) {
     body_ = &body;
+    failure_ = nullptr;
     for (Fiber& f : fibers_) {
-      getcontext(&f.context);
-      f.context.uc_stack.ss_sp = f.stack + page_;
-      f.context.uc_stack.ss_size = kStackBytes;
-      f.context.uc_link = &scheduler_;
-      makecontext(&f.context, &BlockEmulator::trampoline, 0);
+      fiber_prepare(f.context, f.stack + page_, kStackBytes, &BlockEmulator::trampoline);
       f.state = State::kReady;
     }
     std::vector<int> order(static_cast<std::size_t>(threads_));
@@ -84,7 +83,8 @@ class BlockEmulator {
         running_ = t;
         current() = this;
         fibers_[static_cast<std::size_t>(t)].state = State::kRunning;
-        swapcontext(&scheduler_, &fibers_[static_cast<std::size_t>(t)].context);
+        fiber_switch(scheduler_, fibers_[static_cast<std::size_t>(t)].context);
+        if (failure_) std::rethrow_exception(failure_);
       }
       const auto done = std::count_if(fibers_.begin(), fibers_.end(),
                                       [](const Fiber& f) { return f.state == State::kDone; });
@@ -102,13 +102,13 @@ class BlockEmulator {
   void barrier() {
     Fiber& f = fibers_[static_cast<std::size_t>(running_)];
     f.state = State::kAtBarrier;
-    swapcontext(&f.context, &scheduler_);
+    fiber_switch(f.context, scheduler_);
   }
 
  private:
   enum class State { kReady, kRunning, kAtBarrier, kDone };
   struct Fiber {
-    ucontext_t context{};
+    FiberContext context;
     char* stack = nullptr;
     State state = State::kReady;
   };
@@ -118,12 +118,21 @@ class BlockEmulator {
     static thread_local BlockEmulator* emulator = nullptr;
     return emulator;
   }
+  // A fiber's first frame: runs its thread, then switches to the scheduler for good (it must
+  // not return: nothing is below it on its stack). An exception from the thread is handed to
+  // the scheduler, since it cannot unwind past this frame.
   static void trampoline() {
     BlockEmulator* e = current();
     const int t = e->running_;
-    (*e->body_)(t);
-    e->fibers_[static_cast<std::size_t>(t)].state = State::kDone;
-    // returning resumes uc_link, the scheduler
+    try {
+      (*e->body_)(t);
+    } catch (...) {
+      e->failure_ = std::current_exception();
+    }
+    Fiber& f = e->fibers_[static_cast<std::size_t>(t)];
+    f.state = State::kDone;
+    fiber_switch(f.context, e->scheduler_);
+    __builtin_unreachable();
   }
 
   int threads_;
@@ -131,10 +140,30 @@ class BlockEmulator {
   std::uint64_t seed_;
   std::size_t page_ = 4096;
   std::vector<Fiber> fibers_;
-  ucontext_t scheduler_{};
+  FiberContext scheduler_;
   const std::function<void(int)>* body_ = nullptr;
+  std::exception_ptr failure_;
   int running_ = 0;
 };
+
+// One emulator per (threads, schedule, seed) and OS thread, kept for the process: mapping a
+// block's fiber stacks costs three system calls per thread, too much to pay on every launch of
+// a training step (kernels/emulated/). run_block re-creates the fibers for every block.
+inline BlockEmulator& cached_emulator(int threads, Schedule schedule, std::uint64_t seed) {
+  struct Entry {
+    int threads;
+    Schedule schedule;
+    std::uint64_t seed;
+    std::unique_ptr<BlockEmulator> emulator;
+  };
+  static thread_local std::vector<Entry> cache;
+  for (Entry& e : cache) {
+    if (e.threads == threads && e.schedule == schedule && e.seed == seed) return *e.emulator;
+  }
+  cache.push_back(
+      {threads, schedule, seed, std::make_unique<BlockEmulator>(threads, schedule, seed)});
+  return *cache.back().emulator;
+}
 
 // The Ctx of an emulated thread (see kernels/block_context.h).
 class EmulatedBlock {
@@ -175,7 +204,7 @@ class EmulatedLauncher {
                                   " bytes of shared memory per block; sm_80 allows " +
                                   std::to_string(kMaxSharedBytesSm80));
     }
-    BlockEmulator emulator(g.threads, schedule_, seed_);
+    BlockEmulator& emulator = cached_emulator(g.threads, schedule_, seed_);
     // The block's shared memory starts 128-byte aligned, as on the device (cuda_launch.cuh), so
     // alignment rules (tensor_core.h) are checked on real addresses.
     std::vector<unsigned char> smem(g.smem_bytes + 2 * kGuardBytes + kBaseAlign);
