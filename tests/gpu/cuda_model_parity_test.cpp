@@ -9,6 +9,7 @@
 //  - GpuTraining.*: the tiny config trained end to end on cpu and on cuda by run_training: the
 //    per-step losses, the final eval loss and the adapters compared; no device allocation in
 //    the step loop; peftrun eval on cuda equals the training's final evaluation.
+//  - GpuTraining.Divergence*: a blown-up cuda run stops; --debug names the tensor and layer.
 //  - GpuResume.*: a cuda run resumed from its step-4 checkpoint continues bit for bit.
 #include <gtest/gtest.h>
 
@@ -276,6 +277,44 @@ TEST(GpuTraining, DoraFp32MatchesTheCpu) {
 TEST(GpuTraining, AdaLoraFp32MatchesTheCpu) {
   PEFTRUN_REQUIRE_GPU();
   compare_runs("adalora", "fp32", 1e-4, 5e-2);
+}
+
+// --- divergence on cuda ---------------------------------------------------------------------
+
+// A run blown up on purpose (lr 1e30) on cuda: without --debug the non-finite loss of step 2
+// ends it (NonFiniteError, exit code 3 in the CLI); with --debug the first non-finite device
+// tensor is named with its op and layer. Neither leaves an adapter behind.
+TEST(GpuTraining, DivergenceStopsTheRunAndDebugNamesTheTensor) {
+  PEFTRUN_REQUIRE_GPU();
+  const fs::path d = testing_support::fresh_dir("gpu_blow_up");
+  const std::vector<std::string> args = {"optim.lr=1e30",
+                                         "optim.max_grad_norm=0",
+                                         "train.steps=3",
+                                         "optim.warmup_steps=0",
+                                         "data.eval=",
+                                         "data.seq_len=32",
+                                         "train.micro_batch_size=2",
+                                         "runtime.device=cuda",
+                                         "runtime.compute_dtype=fp32"};
+  try {
+    train(d / "plain", args);
+    ADD_FAILURE() << "a diverged cuda run must stop";
+  } catch (const NonFiniteError& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite loss at step 2"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(fs::exists(d / "plain/adapter_model.safetensors"));
+  TrainOptions debug;
+  debug.debug = true;
+  try {
+    train(d / "debug", args, debug);
+    ADD_FAILURE() << "a diverged cuda run must stop under --debug too";
+  } catch (const std::runtime_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("--debug: non-finite value"), std::string::npos) << what;
+    EXPECT_NE(what.find("of layer 0 during forward"), std::string::npos) << what;
+  }
+  EXPECT_FALSE(fs::exists(d / "debug/adapter_model.safetensors"));
 }
 
 // --- resume on cuda -----------------------------------------------------------------------------
