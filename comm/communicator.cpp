@@ -153,6 +153,9 @@ std::unique_ptr<Communicator> make_communicator(const CommRequest& request) {
   if (!request.device_buffers) return host;
 #if PEFTRUN_WITH_NCCL
   return NcclCommunicator::create(std::move(host), request.local_rank);
+#elif PEFTRUN_CUDA_EMULATION
+  // The emulated device's memory is host memory: the host communicator reduces it directly.
+  return host;
 #else
   throw std::runtime_error(
       "the NCCL communicator (device buffers) was requested, but this peftrun was built without "

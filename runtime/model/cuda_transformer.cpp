@@ -48,15 +48,30 @@ cuda::GemmArgs matmul(Trans tb, int M, int N, int K, const void* A, int lda, con
   return cuda::make_gemm(Trans::kNo, tb, M, N, K, A, lda, B, ldb, t, D, ldd, t);
 }
 
+// Whether `comm` can gather into this process's device memory: the NCCL communicator, or, on
+// the emulated device (kernels/emulated/), where device memory is host memory, any one.
+bool gathers_device_buffers(Communicator* comm) {
 #if PEFTRUN_WITH_NCCL
-NcclCommunicator* as_nccl(Communicator* comm) {
-  return dynamic_cast<NcclCommunicator*>(comm);
-}
-#else
-Communicator* as_nccl(Communicator*) {
-  return nullptr;
-}
+  if (dynamic_cast<NcclCommunicator*>(comm)) return true;
 #endif
+#if PEFTRUN_CUDA_EMULATION
+  return comm != nullptr;
+#else
+  return false;
+#endif
+}
+
+// Makes the compute stream wait for the started gather `handle`: on the device only with NCCL,
+// by the host with a host communicator (the emulated device).
+void compute_stream_waits_for(Communicator* comm, std::size_t handle) {
+#if PEFTRUN_WITH_NCCL
+  if (auto* nccl = dynamic_cast<NcclCommunicator*>(comm)) {
+    nccl->stream_wait(handle, kCompute);  // device-side wait only
+    return;
+  }
+#endif
+  comm->wait(handle);
+}
 
 // Host fp32 values of n elements of `t`.
 void decode_to_float(const unsigned char* src, DType t, std::size_t n, float* dst) {
@@ -90,7 +105,7 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
                                   std::to_string(base.shard_world()) +
                                   " ranks needs a communicator of that size");
     }
-    if (!as_nccl(comm_)) {
+    if (!gathers_device_buffers(comm_)) {
       throw std::invalid_argument(
           "CudaTransformer: a sharded base is gathered in device memory, which needs the NCCL "
           "communicator (got '" +
@@ -198,9 +213,7 @@ void CudaTransformer::stage_layer(int l, int next) {
     begin_gather(l);
     const int s = slots_[0].layer == l ? 0 : 1;
     if (slots_[s].handle != 0) {
-#if PEFTRUN_WITH_NCCL
-      as_nccl(comm_)->stream_wait(slots_[s].handle, kCompute);  // device-side wait only
-#endif
+      compute_stream_waits_for(comm_, slots_[s].handle);
       slots_[s].handle = 0;
     }
     current_layer_ = l;

@@ -42,12 +42,16 @@ int training_device(Communicator* comm) {
 #if PEFTRUN_WITH_NCCL
   if (auto* nccl = dynamic_cast<NcclCommunicator*>(comm)) return nccl->device();
 #endif
+    // On the emulated device, device memory is host memory: the host communicator (MPI) reduces
+    // it directly, and every rank uses device 0.
+#if !PEFTRUN_CUDA_EMULATION
   if (comm && comm->world_size() > 1) {
     throw std::runtime_error(
         "runtime.device: cuda with " + std::to_string(comm->world_size()) +
         " ranks needs the NCCL communicator (gradients are all-reduced in device memory), got '" +
         comm->backend() + "'");
   }
+#endif
   return 0;
 }
 
