@@ -1,4 +1,6 @@
-// The cuBLASLt context of one device and one stream (plain C++; implemented in gemm_cuda.cu):
+// The cuBLASLt context of one device and one stream (plain C++; implemented in gemm_cuda.cu, or
+// kernels/emulated/gemm_emulated.cpp on the emulated device, with the parts both share in
+// blaslt.cpp):
 // the library handle, a caller-planned workspace, and the plan cache (matmul descriptor,
 // layouts and the heuristic's algorithm per GemmKey, see gemm_plan.h), so the step loop
 // queries cuBLASLt's heuristic once per distinct problem and never allocates.
@@ -44,7 +46,13 @@ class BlasLt {
   Impl& impl() { return *impl_; }
 
  private:
+  // Throws std::invalid_argument for a null workspace of non-zero size or one that is not
+  // 256-byte aligned (both constructors; blaslt.cpp).
+  static void check_workspace(const void* workspace, std::size_t workspace_bytes);
+
   std::unique_ptr<Impl> impl_;
+  FallbackListener listener_;
+  std::vector<std::string> fallbacks_;
 };
 
 }  // namespace peftrun::cuda

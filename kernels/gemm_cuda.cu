@@ -53,8 +53,6 @@ struct BlasLt::Impl {
   void* workspace = nullptr;
   std::size_t workspace_bytes = 0;
   PlanCache<std::unique_ptr<detail::GemmPlan>> plans;
-  FallbackListener listener;
-  std::vector<std::string> fallbacks;
 };
 
 BlasLt::BlasLt(void* workspace, std::size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
@@ -66,13 +64,7 @@ BlasLt::BlasLt(void* workspace, std::size_t workspace_bytes) : impl_(std::make_u
                              cudaGetErrorString(err));
   }
   if (count == 0) throw std::runtime_error("no CUDA device: cudaGetDeviceCount found none");
-  if (workspace_bytes > 0 && !workspace) {
-    throw std::invalid_argument("BlasLt: workspace is null but workspace_bytes = " +
-                                std::to_string(workspace_bytes));
-  }
-  if (reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0) {
-    throw std::invalid_argument("BlasLt: the workspace must be 256-byte aligned");
-  }
+  check_workspace(workspace, workspace_bytes);
   const cublasStatus_t st = cublasLtCreate(&impl_->handle);
   if (st == CUBLAS_STATUS_NOT_INITIALIZED) {
     throw std::runtime_error(
@@ -91,21 +83,6 @@ BlasLt::~BlasLt() {
   if (handle) (void)cublasLtDestroy(handle);
 }
 
-void BlasLt::set_fallback_listener(FallbackListener listener) {
-  impl_->listener = std::move(listener);
-}
-
-void BlasLt::report_fallback(const std::string& what) {
-  for (const std::string& seen : impl_->fallbacks) {
-    if (seen == what) return;
-  }
-  impl_->fallbacks.push_back(what);
-  if (impl_->listener) impl_->listener(what);
-}
-
-const std::vector<std::string>& BlasLt::fallbacks() const {
-  return impl_->fallbacks;
-}
 std::size_t BlasLt::cached_plans() const {
   return impl_->plans.size();
 }

@@ -121,38 +121,15 @@ void reference_matmul(const GemmArgs& g, const LtProblem& p) {
 struct BlasLt::Impl {
   std::size_t workspace_bytes = 0;
   PlanCache<EmulatedPlan> plans;
-  FallbackListener listener;
-  std::vector<std::string> fallbacks;
 };
 
 BlasLt::BlasLt(void* workspace, std::size_t workspace_bytes) : impl_(std::make_unique<Impl>()) {
-  if (workspace_bytes > 0 && !workspace) {
-    throw std::invalid_argument("BlasLt: workspace is null but workspace_bytes = " +
-                                std::to_string(workspace_bytes));
-  }
-  if (reinterpret_cast<std::uintptr_t>(workspace) % 256 != 0) {
-    throw std::invalid_argument("BlasLt: the workspace must be 256-byte aligned");
-  }
+  check_workspace(workspace, workspace_bytes);
   impl_->workspace_bytes = workspace_bytes;
 }
 
 BlasLt::~BlasLt() = default;
 
-void BlasLt::set_fallback_listener(FallbackListener listener) {
-  impl_->listener = std::move(listener);
-}
-
-void BlasLt::report_fallback(const std::string& what) {
-  for (const std::string& seen : impl_->fallbacks) {
-    if (seen == what) return;
-  }
-  impl_->fallbacks.push_back(what);
-  if (impl_->listener) impl_->listener(what);
-}
-
-const std::vector<std::string>& BlasLt::fallbacks() const {
-  return impl_->fallbacks;
-}
 std::size_t BlasLt::cached_plans() const {
   return impl_->plans.size();
 }
