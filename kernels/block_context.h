@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 
 #include "kernels/host_device.h"
 
@@ -57,6 +58,31 @@ T& out_of_bounds(std::size_t i, std::size_t n) {
   dummy = {};
   return dummy;
 }
+
+// What an emulated kernel may touch on the emulated device (kernels/emulated/): the address
+// range all device memory (the emulated blocks' shared memory included) comes from. A GPU
+// faults on a host pointer; the emulated device reports it instead of reading host memory.
+struct AddressRange {
+  std::uintptr_t begin = 0, end = 0;
+  bool contains(const void* p) const {
+    const auto a = reinterpret_cast<std::uintptr_t>(p);
+    return a >= begin && a < end;
+  }
+};
+inline AddressRange g_device_memory;                     // set by cuda_memory_emulated.cpp
+
+template <typename T>
+T& not_device_memory(const void* p) {
+  if (g_out_of_bounds.empty()) {
+    char where[32];
+    std::snprintf(where, sizeof(where), "%p", p);
+    g_out_of_bounds = std::string("access to ") + where +
+                      ", which is not device memory (a host pointer passed to a kernel?)";
+  }
+  static thread_local std::remove_const_t<T> dummy{};
+  dummy = {};
+  return dummy;
+}
 }  // namespace emu
 #endif
 
@@ -69,6 +95,9 @@ struct Span {
   PEFTRUN_HD T& operator[](std::size_t i) const {
 #if !defined(__CUDA_ARCH__)
     if (i >= size) return emu::out_of_bounds<T>(i, size);
+#if PEFTRUN_CUDA_EMULATION
+    if (!emu::g_device_memory.contains(ptr + i)) return emu::not_device_memory<T>(ptr + i);
+#endif
 #endif
     return ptr[i];
   }

@@ -35,6 +35,13 @@
 
 namespace peftrun::emu {
 
+#if PEFTRUN_CUDA_EMULATION
+// Pages of the emulated device's address range for the blocks' shared memory of one OS thread
+// (kernels/emulated/cuda_memory_emulated.cpp); unlike device_malloc, not counted as a device
+// allocation: on a GPU shared memory is not allocated at all.
+unsigned char* allocate_shared_memory(std::size_t bytes);
+#endif
+
 enum class Schedule { kInOrder, kReversed, kShuffled };
 
 inline const char* schedule_name(Schedule s) {
@@ -207,14 +214,14 @@ class EmulatedLauncher {
     BlockEmulator& emulator = cached_emulator(g.threads, schedule_, seed_);
     // The block's shared memory starts 128-byte aligned, as on the device (cuda_launch.cuh), so
     // alignment rules (tensor_core.h) are checked on real addresses.
-    std::vector<unsigned char> smem(g.smem_bytes + 2 * kGuardBytes + kBaseAlign);
-    const std::uintptr_t raw = reinterpret_cast<std::uintptr_t>(smem.data()) + kGuardBytes;
-    unsigned char* base = smem.data() + kGuardBytes + (kBaseAlign - raw % kBaseAlign) % kBaseAlign;
+    const Span<unsigned char> smem = shared_storage(g.smem_bytes + 2 * kGuardBytes + kBaseAlign);
+    const std::uintptr_t raw = reinterpret_cast<std::uintptr_t>(smem.ptr) + kGuardBytes;
+    unsigned char* base = smem.ptr + kGuardBytes + (kBaseAlign - raw % kBaseAlign) % kBaseAlign;
     g_out_of_bounds.clear();
     for (int bz = 0; bz < g.grid_z; ++bz) {
       for (int by = 0; by < g.grid_y; ++by) {
         for (int bx = 0; bx < g.grid_x; ++bx) {
-          std::memset(smem.data(), 0xFF, smem.size());
+          std::memset(smem.ptr, 0xFF, smem.size);
           const std::function<void(int)> body = [&](int t) {
             kernel(EmulatedBlock(&emulator, t, g, bx, by, bz),
                    Span<unsigned char>{base, g.smem_bytes});
@@ -241,6 +248,20 @@ class EmulatedLauncher {
  private:
   static constexpr std::size_t kGuardBytes = 64;
   static constexpr std::size_t kBaseAlign = 128;
+
+  // Room for a block's shared memory and its guards, kept per OS thread. On the emulated device
+  // (kernels/emulated/) it is device memory, so every access of an emulated kernel is checked
+  // against the one device address range (block_context.h's Span).
+  static Span<unsigned char> shared_storage(std::size_t bytes) {
+    static constexpr std::size_t kMost = kMaxSharedBytesSm80 + 2 * kGuardBytes + kBaseAlign;
+#if PEFTRUN_CUDA_EMULATION
+    static thread_local unsigned char* storage = allocate_shared_memory(kMost);
+#else
+    static thread_local std::vector<unsigned char> buffer(kMost);
+    unsigned char* storage = buffer.data();
+#endif
+    return Span<unsigned char>{storage, bytes};
+  }
   Schedule schedule_;
   std::uint64_t seed_;
 };

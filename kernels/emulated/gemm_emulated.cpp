@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "kernels/blaslt.h"
+#include "kernels/block_context.h"
 #include "kernels/cuda_launch.cuh"
 #include "kernels/dtype.h"
 #include "kernels/gemm.h"
@@ -68,12 +69,18 @@ void store(void* base, DType t, std::size_t i, float v) {
   throw std::invalid_argument("unknown DType");
 }
 
-// cuBLASLt refuses pointers that are not aligned to their element (CUBLAS_STATUS_INVALID_VALUE).
-void check_alignment(const void* p, DType t, const char* name, const std::string& what) {
-  if (p && reinterpret_cast<std::uintptr_t>(p) % dtype_size(t) != 0) {
+// What cuBLASLt would refuse (CUBLAS_STATUS_INVALID_VALUE for a pointer not aligned to its
+// element) or fault on (a host pointer).
+void check_operand(const void* p, DType t, const char* name, const std::string& what) {
+  if (!p) return;
+  if (reinterpret_cast<std::uintptr_t>(p) % dtype_size(t) != 0) {
     throw std::runtime_error("cuBLASLt error in cublasLtMatmul for " + what + ": " + name +
                              " is not aligned to its " + dtype_name(t) +
                              " element (emulated device)");
+  }
+  if (!emu::g_device_memory.contains(p)) {
+    throw std::runtime_error("cublasLtMatmul for " + what + ": " + name +
+                             " is not device memory (emulated device)");
   }
 }
 
@@ -169,11 +176,12 @@ void gemm(BlasLt& lt, const GemmArgs& g, Stream stream) {
   }
   EmulatedPlan& p = plan_for(lt, g);
   if (!p.found) throw std::runtime_error("cuBLASLt offers no algorithm for " + p.what);
-  check_alignment(g.A, g.ab_type, "A", p.what);
-  check_alignment(g.B, g.ab_type, "B", p.what);
-  check_alignment(g.C, g.d_type, "C", p.what);
-  check_alignment(g.D, g.d_type, "D", p.what);
-  check_alignment(g.bias, g.d_type, "bias", p.what);
+  check_operand(g.A, g.ab_type, "A", p.what);
+  check_operand(g.B, g.ab_type, "B", p.what);
+  check_operand(g.C, g.d_type, "C", p.what);
+  check_operand(g.D, g.d_type, "D", p.what);
+  check_operand(g.bias, g.d_type, "bias", p.what);
+  check_operand(g.alpha_vec, DType::kF32, "alpha_vec", p.what);
   reference_matmul(g, map_to_column_major(g));
 }
 
