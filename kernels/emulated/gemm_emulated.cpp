@@ -6,8 +6,10 @@
 // mapped layouts, a wrong transpose, stride or operand order in the mapping or in a caller gives
 // wrong numbers here as it would on a GPU.
 //
-// PEFTRUN_EMULATION_NO_ALPHA_VECTOR=1 makes the "heuristic" refuse every alpha-vector pointer
-// mode, so the fallback paths (DoRA's scale_columns) run too.
+// PEFTRUN_EMULATION_NO_ALPHA_VECTOR refuses every alpha-vector pointer mode, so the fallback
+// paths (DoRA's scale_columns) run too: =1 in the "heuristic" (gemm_supported says no), =launch
+// at cublasLtMatmul (NOT_SUPPORTED after the heuristic said yes: gemm_cuda.cu then marks the
+// plan unsupported and callers switch to their fallback).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -34,12 +36,16 @@ struct EmulatedPlan {
   std::string what;
 };
 
-bool alpha_vectors_refused() {
-  static const bool refused = [] {
+enum class AlphaVectors { kOffered, kRefusedByHeuristic, kRefusedAtLaunch };
+
+AlphaVectors alpha_vectors() {
+  static const AlphaVectors mode = [] {
     const char* v = std::getenv("PEFTRUN_EMULATION_NO_ALPHA_VECTOR");
-    return v && *v && std::strcmp(v, "0") != 0;
+    if (!v || !*v || std::strcmp(v, "0") == 0) return AlphaVectors::kOffered;
+    if (std::strcmp(v, "launch") == 0) return AlphaVectors::kRefusedAtLaunch;
+    return AlphaVectors::kRefusedByHeuristic;
   }();
-  return refused;
+  return mode;
 }
 
 float load(const void* base, DType t, std::size_t i) {
@@ -152,7 +158,7 @@ EmulatedPlan& plan_for(BlasLt& lt, const GemmArgs& g) {
   return im.plans.get_or_create(key, [&] {
     EmulatedPlan p;
     p.what = describe(key);
-    p.found = !(g.alpha_vec && alpha_vectors_refused());
+    p.found = !(g.alpha_vec && alpha_vectors() == AlphaVectors::kRefusedByHeuristic);
     if (!p.found) p.what += " (emulated heuristic: alpha vectors refused)";
     return p;
   });
@@ -176,6 +182,11 @@ void gemm(BlasLt& lt, const GemmArgs& g, Stream stream) {
   }
   EmulatedPlan& p = plan_for(lt, g);
   if (!p.found) throw std::runtime_error("cuBLASLt offers no algorithm for " + p.what);
+  if (g.alpha_vec && alpha_vectors() == AlphaVectors::kRefusedAtLaunch) {
+    p.found = false;  // as gemm_cuda.cu does on CUBLAS_STATUS_NOT_SUPPORTED
+    p.what += " (cublasLtMatmul: NOT_SUPPORTED, emulated)";
+    throw std::runtime_error("cuBLASLt error in cublasLtMatmul for " + p.what);
+  }
   check_operand(g.A, g.ab_type, "A", p.what);
   check_operand(g.B, g.ab_type, "B", p.what);
   check_operand(g.C, g.d_type, "C", p.what);
