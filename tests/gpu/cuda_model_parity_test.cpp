@@ -10,6 +10,7 @@
 //    per-step losses, the final eval loss and the adapters compared; no device allocation in
 //    the step loop; peftrun eval on cuda equals the training's final evaluation.
 //  - GpuTraining.Divergence*: a blown-up cuda run stops; --debug names the tensor and layer.
+//  - GpuTraining.Fp16Overflow*: overflowing fp16 steps are skipped, the scale halved each time.
 //  - GpuResume.*: a cuda run resumed from its step-4 checkpoint continues bit for bit.
 #include <gtest/gtest.h>
 
@@ -315,6 +316,41 @@ TEST(GpuTraining, DivergenceStopsTheRunAndDebugNamesTheTensor) {
     EXPECT_NE(what.find("of layer 0 during forward"), std::string::npos) << what;
   }
   EXPECT_FALSE(fs::exists(d / "debug/adapter_model.safetensors"));
+}
+
+// fp16 dynamic loss scaling on cuda: after lr 1e30 blows the adapter up, every step's fp16
+// forward overflows; each such step is skipped with the scale halved (the device's non-finite
+// scan feeding the verdict), down to the floor of 1, where the next one ends the run.
+TEST(GpuTraining, Fp16OverflowSkipsStepsHalvingTheScaleThenStops) {
+  PEFTRUN_REQUIRE_GPU();
+  const fs::path d = testing_support::fresh_dir("gpu_fp16_overflow");
+  const std::vector<std::string> args = {"optim.lr=1e30",
+                                         "optim.max_grad_norm=0",
+                                         "train.steps=30",
+                                         "optim.warmup_steps=0",
+                                         "data.eval=",
+                                         "data.seq_len=32",
+                                         "train.micro_batch_size=2",
+                                         "runtime.device=cuda",
+                                         "runtime.compute_dtype=fp16"};
+  try {
+    train(d, args);
+    ADD_FAILURE() << "an fp16 run whose every step overflows must stop at the scale's floor";
+  } catch (const NonFiniteError& e) {
+    EXPECT_NE(std::string(e.what()).find("non-finite loss"), std::string::npos) << e.what();
+  }
+  std::vector<double> scales;
+  for (const auto& r : testing_support::read_jsonl(d / "metrics.jsonl")) {
+    if (!r.contains("loss_scale")) continue;
+    if (r.value("skipped", false)) scales.push_back(r["loss_scale"].get<double>());
+  }
+  // Steps 2..17 run at 2^16 .. 2^1 and are skipped, each halving the scale; step 18 runs at
+  // the floor, 1, and ends the run (it is not recorded).
+  ASSERT_EQ(scales.size(), 16u);
+  for (std::size_t i = 0; i < scales.size(); ++i) {
+    EXPECT_EQ(scales[i], std::ldexp(1.0, 16 - static_cast<int>(i))) << "skip " << i;
+  }
+  EXPECT_FALSE(fs::exists(d / "adapter_model.safetensors"));
 }
 
 // --- resume on cuda -----------------------------------------------------------------------------
