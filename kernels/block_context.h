@@ -69,7 +69,7 @@ struct AddressRange {
     return a >= begin && a < end;
   }
 };
-inline AddressRange g_device_memory;                     // set by cuda_memory_emulated.cpp
+inline AddressRange g_device_memory;  // set by cuda_memory_emulated.cpp
 
 template <typename T>
 T& not_device_memory(const void* p) {

@@ -106,9 +106,7 @@ TEST_P(CrossWorldResume, KeepsTheGlobalBatchAndMatchesTheUninterruptedRun) {
   ASSERT_EQ(b.size(), a.size());
   for (std::size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * std::abs(a[i]));
   if (c.type == "adalora") {
-    const auto pa = nlohmann::json::parse(std::ifstream(d / "full/adapter_config.json"));
-    const auto pb = nlohmann::json::parse(std::ifstream(out / "adapter_config.json"));
-    EXPECT_EQ(pa["rank_pattern"], pb["rank_pattern"]);
+    EXPECT_EQ(rank_pattern(d / "full"), rank_pattern(out));
   }
   // The new checkpoints record the split this run used, so resuming them needs no adjustment
   // on `to` ranks and the same one back on `from`.

@@ -212,8 +212,8 @@ class EmulatedLauncher {
                                   std::to_string(kMaxSharedBytesSm80));
     }
     BlockEmulator& emulator = cached_emulator(g.threads, schedule_, seed_);
-    // The block's shared memory starts 128-byte aligned, as on the device (cuda_launch.cuh), so
-    // alignment rules (tensor_core.h) are checked on real addresses.
+    // The block's shared memory starts 128-byte aligned, as on the device (cuda_launch_device.cuh),
+    // so alignment rules (tensor_core.h) are checked on real addresses.
     const Span<unsigned char> smem = shared_storage(g.smem_bytes + 2 * kGuardBytes + kBaseAlign);
     const std::uintptr_t raw = reinterpret_cast<std::uintptr_t>(smem.ptr) + kGuardBytes;
     unsigned char* base = smem.ptr + kGuardBytes + (kBaseAlign - raw % kBaseAlign) % kBaseAlign;

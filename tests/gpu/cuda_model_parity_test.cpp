@@ -205,6 +205,14 @@ Run train(const fs::path& out, const std::vector<std::string>& overrides,
   return r;
 }
 
+// On the emulated device a GPU thread is a fiber: 1/16 of the tiny config's tokens per step
+// keeps each end-to-end run to seconds, and every op, shape class and code path still runs.
+#if PEFTRUN_CUDA_EMULATION
+const std::vector<std::string> kEmulationSize = {"train.micro_batch_size=2", "data.seq_len=32"};
+#else
+const std::vector<std::string> kEmulationSize = {};
+#endif
+
 void compare_runs(const std::string& adapter, const std::string& dtype, double loss_tol,
                   double adapter_tol) {
   const fs::path d = testing_support::fresh_dir("gpu_train_" + adapter + "_" + dtype);
@@ -212,14 +220,9 @@ void compare_runs(const std::string& adapter, const std::string& dtype, double l
                                            "data.eval_batches=2", "adapter.type=" + adapter,
                                            "adapter.dropout=0.05"};
   std::vector<std::string> cpu_args = common, gpu_args = common;
-#if PEFTRUN_CUDA_EMULATION
-  // The block emulator runs a GPU thread as a fiber: 1/16 of the tokens keeps the five runs
-  // to about a minute on two cores, and every op, shape class and code path still runs.
   for (auto* args : {&cpu_args, &gpu_args}) {
-    args->push_back("train.micro_batch_size=2");
-    args->push_back("data.seq_len=32");
+    args->insert(args->end(), kEmulationSize.begin(), kEmulationSize.end());
   }
-#endif
   cpu_args.push_back("runtime.device=cpu");
   gpu_args.push_back("runtime.device=cuda");
   gpu_args.push_back("runtime.compute_dtype=" + dtype);
@@ -240,14 +243,10 @@ void compare_runs(const std::string& adapter, const std::string& dtype, double l
   EXPECT_NE(gpu.summary.backend.find("cuda"), std::string::npos) << gpu.summary.backend;
 
   // peftrun eval on cuda: the trained adapter's held-out loss equals the run's last eval.
-  const ConfigLoadResult loaded = load_config_file(kTiny, {
-    "data.eval_batches=2", "adapter.type=" + adapter, "runtime.device=cuda",
-        "runtime.compute_dtype=" + dtype
-#if PEFTRUN_CUDA_EMULATION
-        ,
-        "train.micro_batch_size=2", "data.seq_len=32"
-#endif
-  });
+  std::vector<std::string> eval_args = {"data.eval_batches=2", "adapter.type=" + adapter,
+                                        "runtime.device=cuda", "runtime.compute_dtype=" + dtype};
+  eval_args.insert(eval_args.end(), kEmulationSize.begin(), kEmulationSize.end());
+  const ConfigLoadResult loaded = load_config_file(kTiny, eval_args);
   ASSERT_TRUE(loaded.ok());
   std::ostringstream log;
   auto comm = make_local_communicator();

@@ -98,6 +98,11 @@ inline std::vector<float> adapter_values(const e2e_fs::path& dir) {
   return all;
 }
 
+// DIR/adapter_config.json's AdaLoRA rank_pattern (null for other adapters).
+inline nlohmann::json rank_pattern(const e2e_fs::path& dir) {
+  return nlohmann::json::parse(std::ifstream(dir / "adapter_config.json"))["rank_pattern"];
+}
+
 // ||a - b|| / ||a|| in double.
 inline double relative_difference(const std::vector<float>& a, const std::vector<float>& b) {
   double diff = 0, norm = 0;

@@ -20,12 +20,12 @@
 #include "kernels/dropout_blocks.h"
 #include "kernels/elementwise_blocks.h"
 #include "kernels/embedding_blocks.h"
+#include "kernels/emulated/block_emulator.h"
 #include "kernels/gemm_blocks.h"
 #include "kernels/nonfinite_blocks.h"
 #include "kernels/rmsnorm_blocks.h"
 #include "kernels/rope_blocks.h"
 #include "kernels/swiglu_blocks.h"
-#include "kernels/emulated/block_emulator.h"
 
 namespace peftrun::emu {
 
