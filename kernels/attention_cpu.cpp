@@ -1,7 +1,9 @@
 // Causal GQA attention on the CPU, materialising the [T, T] probabilities per (batch, head).
 // The matrix products (Q K^T and P V forward; dO V^T, P^T dO, dS K and dS^T Q backward) go
 // through BLAS; the per-head matrices are read in place from the [B, T, heads, hd] layout via the
-// row stride (heads * hd) instead of being copied out.
+// row stride (heads * hd) instead of being copied out. Each sequence runs in three phases: the
+// BLAS products before the row loops for all heads, the row loops (softmax, its gradient) for
+// all heads on the kernel threads, then the BLAS products after them.
 #include "kernels/attention.h"
 
 #include <algorithm>
@@ -12,6 +14,7 @@
 
 #include "kernels/attention_math.h"
 #include "kernels/gemm.h"
+#include "kernels/parallel.h"
 
 namespace peftrun::cpu {
 namespace {
@@ -29,6 +32,24 @@ size_t head_offset(int b, int h, int T_len, int heads, int hd) {
 // large enough for BLAS to run efficiently.
 constexpr int kRowBlock = 64;
 
+// fn(h, t) for every head h < H and query row t < T_len, on the kernel threads (parallel.h).
+// Row t costs ~t, so index i pairs rows i and T-1-i of a head: equal work per index, and the
+// contiguous parts parallel_for hands out are balanced. Rows are independent, so results do
+// not depend on the thread count.
+template <typename F>
+void for_causal_rows(int H, int T_len, const F& fn) {
+  const size_t pairs = (static_cast<size_t>(T_len) + 1) / 2;  // per head
+  const size_t min_part = std::max<size_t>(1, (size_t(1) << 14) / std::max(T_len, 1));
+  parallel_for(static_cast<size_t>(H) * pairs, min_part, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      const int h = static_cast<int>(i / pairs);
+      const int t = static_cast<int>(i % pairs);
+      fn(h, t);
+      if (T_len - 1 - t != t) fn(h, T_len - 1 - t);
+    }
+  });
+}
+
 }  // namespace
 
 template <typename T>
@@ -41,51 +62,56 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
   const size_t TT = static_cast<size_t>(T_len) * T_len;
   for (int b = 0; b < B; ++b) {
     const std::int32_t* seg = segment ? segment + static_cast<size_t>(b) * T_len : nullptr;
+    T* Pseq = probs + static_cast<size_t>(b) * H * TT;  // [H, T, T]
+    // 1. Scores of every head: S = scale * Q[t0:t1] K[0:t1]^T, block by block (BLAS threads).
     for (int h = 0; h < H; ++h) {
-      const int kvh = h / group;
-      const T* qh = q + head_offset(b, h, T_len, H, hd);     // [T, hd] stride ldq
-      const T* kh = k + head_offset(b, kvh, T_len, KV, hd);  // [T, hd] stride ldkv
-      const T* vh = v + head_offset(b, kvh, T_len, KV, hd);  // [T, hd] stride ldkv
-      T* oh = out + head_offset(b, h, T_len, H, hd);         // [T, hd] stride ldq
-      T* P = probs + (static_cast<size_t>(b) * H + h) * TT;  // [T, T]
+      const T* qh = q + head_offset(b, h, T_len, H, hd);           // [T, hd] stride ldq
+      const T* kh = k + head_offset(b, h / group, T_len, KV, hd);  // [T, hd] stride ldkv
+      T* P = Pseq + static_cast<size_t>(h) * TT;                   // [T, T]
       for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
         const int t1 = std::min(T_len, t0 + kRowBlock);
-        const int rows = t1 - t0;
-        T* Pb = P + static_cast<size_t>(t0) * T_len;  // [rows, T], keys [0, t1) filled here
-        // S = scale * Q[t0:t1] K[0:t1]^T
-        gemm(Trans::kNo, Trans::kYes, rows, t1, hd, scale, qh + static_cast<size_t>(t0) * ldq, ldq,
-             kh, ldkv, T(0), Pb, T_len);
-        for (int t = t0; t < t1; ++t) {
-          T* row = P + static_cast<size_t>(t) * T_len;  // [T]
-          // Visible keys: s <= t, and same document when packed. s == t is always visible, so
-          // every row has at least one entry and the normaliser is >= 1.
-          const bool packed = seg != nullptr;
-          const std::int32_t seg_t = packed ? seg[t] : 0;
-          auto visible = [&](int s) {
-            return attention_visible(t, s, packed, seg_t, packed ? seg[s] : 0);
-          };
-          T mx = -std::numeric_limits<T>::infinity();
-          for (int s = 0; s <= t; ++s) {
-            if (!visible(s)) continue;
-            mx = std::max(mx, row[s]);
-          }
-          T sum = 0;
-          for (int s = 0; s <= t; ++s) {
-            if (!visible(s)) {
-              row[s] = 0;
-              continue;
-            }
-            const T e = std::exp(row[s] - mx);  // max-subtracted: e <= 1, no overflow
-            row[s] = e;
-            sum += e;
-          }
-          const T inv = T(1) / sum;
-          for (int s = 0; s <= t; ++s) row[s] *= inv;
-          std::fill(row + t + 1, row + T_len, T(0));  // masked entries are exact zeros
+        gemm(Trans::kNo, Trans::kYes, t1 - t0, t1, hd, scale, qh + static_cast<size_t>(t0) * ldq,
+             ldq, kh, ldkv, T(0), P + static_cast<size_t>(t0) * T_len, T_len);
+      }
+    }
+    // 2. Softmax of every row of every head, on the kernel threads.
+    for_causal_rows(H, T_len, [&](int h, int t) {
+      T* row = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;  // [T]
+      // Visible keys: s <= t, and same document when packed. s == t is always visible, so
+      // every row has at least one entry and the normaliser is >= 1.
+      const bool packed = seg != nullptr;
+      const std::int32_t seg_t = packed ? seg[t] : 0;
+      auto visible = [&](int s) {
+        return attention_visible(t, s, packed, seg_t, packed ? seg[s] : 0);
+      };
+      T mx = -std::numeric_limits<T>::infinity();
+      for (int s = 0; s <= t; ++s) {
+        if (!visible(s)) continue;
+        mx = std::max(mx, row[s]);
+      }
+      T sum = 0;
+      for (int s = 0; s <= t; ++s) {
+        if (!visible(s)) {
+          row[s] = 0;
+          continue;
         }
-        // out[t0:t1] = P[t0:t1, 0:t1] V[0:t1]  (masked zeros make the mask exact)
-        gemm(Trans::kNo, Trans::kNo, rows, hd, t1, T(1), Pb, T_len, vh, ldkv, T(0),
-             oh + static_cast<size_t>(t0) * ldq, ldq);
+        const T e = std::exp(row[s] - mx);  // max-subtracted: e <= 1, no overflow
+        row[s] = e;
+        sum += e;
+      }
+      const T inv = T(1) / sum;
+      for (int s = 0; s <= t; ++s) row[s] *= inv;
+      std::fill(row + t + 1, row + T_len, T(0));  // masked entries are exact zeros
+    });
+    // 3. out[t0:t1] = P[t0:t1, 0:t1] V[0:t1]  (masked zeros make the mask exact)
+    for (int h = 0; h < H; ++h) {
+      const T* vh = v + head_offset(b, h / group, T_len, KV, hd);  // [T, hd] stride ldkv
+      T* oh = out + head_offset(b, h, T_len, H, hd);               // [T, hd] stride ldq
+      const T* P = Pseq + static_cast<size_t>(h) * TT;
+      for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
+        const int t1 = std::min(T_len, t0 + kRowBlock);
+        gemm(Trans::kNo, Trans::kNo, t1 - t0, hd, t1, T(1), P + static_cast<size_t>(t0) * T_len,
+             T_len, vh, ldkv, T(0), oh + static_cast<size_t>(t0) * ldq, ldq);
       }
     }
   }
@@ -95,7 +121,9 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
 //   dV = P^T dO ;  dP = dO V^T ;  dS = P * (dP - rowsum(P * dP)) ;
 //   dQ = scale dS K ;  dK = scale dS^T Q.
 // Masked entries have P = 0, hence dS = 0, so the mask needs no re-application here. The same
-// causal row blocks as forward are used: block [t0, t1) touches keys [0, t1) only.
+// causal row blocks as forward are used: block [t0, t1) touches keys [0, t1) only. dV and dK
+// accumulate over the blocks (and the query heads of a group) in the same order as a
+// block-at-a-time loop would.
 template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T* dq,
                         T* dk, T* dv, int B, int T_len, int H, int KV, int hd) {
@@ -109,42 +137,57 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   const size_t kv_elems = static_cast<size_t>(B) * T_len * KV * hd;
   std::fill(dk, dk + kv_elems, T(0));
   std::fill(dv, dv + kv_elems, T(0));
-  // [rows, T] scratch; thread_local so the step loop allocates only on the first call.
+  // dP, then dS, of one sequence [H, T, T] (the size of its probabilities); thread_local so
+  // the step loop allocates only on the first call.
+  // (A lambda naming a thread_local reaches the running thread's copy, so the loops below use
+  // this thread's buffer through dSv.)
   thread_local std::vector<T> dS;
-  dS.resize(static_cast<size_t>(std::min(T_len, kRowBlock)) * T_len);
+  dS.resize(static_cast<size_t>(H) * TT);
+  T* const dSv = dS.data();
   for (int b = 0; b < B; ++b) {
+    const T* Pseq = probs + static_cast<size_t>(b) * H * TT;  // [H, T, T]
+    // 1. dV[0:t1] += P_blk^T dO_blk and dP_blk = dO_blk V[0:t1]^T : [rows, t1], per head.
     for (int h = 0; h < H; ++h) {
-      const int kvh = h / group;
       const size_t qo = head_offset(b, h, T_len, H, hd);
-      const size_t kvo = head_offset(b, kvh, T_len, KV, hd);
-      const T* P = probs + (static_cast<size_t>(b) * H + h) * TT;  // [T, T]
+      const size_t kvo = head_offset(b, h / group, T_len, KV, hd);
+      const T* P = Pseq + static_cast<size_t>(h) * TT;
+      T* dSh = dSv + static_cast<size_t>(h) * TT;
       for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
         const int t1 = std::min(T_len, t0 + kRowBlock);
         const int rows = t1 - t0;
-        const T* Pb = P + static_cast<size_t>(t0) * T_len;         // [rows, T]
         const T* dob = dout + qo + static_cast<size_t>(t0) * ldq;  // [rows, hd] stride ldq
-        const T* qb = q + qo + static_cast<size_t>(t0) * ldq;      // [rows, hd] stride ldq
-        // dV[0:t1] += P_blk^T dO_blk
-        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, T(1), Pb, T_len, dob, ldq, T(1), dv + kvo,
-             ldkv);
-        // dP_blk = dO_blk V[0:t1]^T : [rows, t1]
-        gemm(Trans::kNo, Trans::kYes, rows, t1, hd, T(1), dob, ldq, v + kvo, ldkv, T(0), dS.data(),
-             T_len);
-        for (int t = t0; t < t1; ++t) {
-          const T* prow = P + static_cast<size_t>(t) * T_len;
-          T* drow = dS.data() + static_cast<size_t>(t - t0) * T_len;
-          // Causal: only s <= t can be non-zero; s in (t, t1) must be zeroed for the GEMMs below.
-          T dot = 0;
-          for (int s = 0; s <= t; ++s) dot += prow[s] * drow[s];
-          for (int s = 0; s <= t; ++s) drow[s] = softmax_grad(prow[s], drow[s], dot);
-          std::fill(drow + t + 1, drow + t1, T(0));
-        }
-        // dQ[t0:t1] = scale dS_blk K[0:t1]   (overwrites this head's rows of dq)
-        gemm(Trans::kNo, Trans::kNo, rows, hd, t1, scale, dS.data(), T_len, k + kvo, ldkv, T(0),
+        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, T(1), P + static_cast<size_t>(t0) * T_len,
+             T_len, dob, ldq, T(1), dv + kvo, ldkv);
+        gemm(Trans::kNo, Trans::kYes, rows, t1, hd, T(1), dob, ldq, v + kvo, ldkv, T(0),
+             dSh + static_cast<size_t>(t0) * T_len, T_len);
+      }
+    }
+    // 2. dS = P * (dP - rowsum(P * dP)) for every row of every head, on the kernel threads.
+    for_causal_rows(H, T_len, [&](int h, int t) {
+      const T* prow = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;
+      T* drow = dSv + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;
+      // Causal: only s <= t can be non-zero; s in (t, end of its block) must be zeroed for the
+      // GEMMs below.
+      T dot = 0;
+      for (int s = 0; s <= t; ++s) dot += prow[s] * drow[s];
+      for (int s = 0; s <= t; ++s) drow[s] = softmax_grad(prow[s], drow[s], dot);
+      const int block_end = std::min(T_len, (t / kRowBlock + 1) * kRowBlock);
+      std::fill(drow + t + 1, drow + block_end, T(0));
+    });
+    // 3. dQ[t0:t1] = scale dS_blk K[0:t1] (overwrites this head's rows of dq) and
+    //    dK[0:t1] += scale dS_blk^T Q_blk.
+    for (int h = 0; h < H; ++h) {
+      const size_t qo = head_offset(b, h, T_len, H, hd);
+      const size_t kvo = head_offset(b, h / group, T_len, KV, hd);
+      const T* dSh = dSv + static_cast<size_t>(h) * TT;
+      for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
+        const int t1 = std::min(T_len, t0 + kRowBlock);
+        const int rows = t1 - t0;
+        const T* dSb = dSh + static_cast<size_t>(t0) * T_len;  // [rows, T]
+        gemm(Trans::kNo, Trans::kNo, rows, hd, t1, scale, dSb, T_len, k + kvo, ldkv, T(0),
              dq + qo + static_cast<size_t>(t0) * ldq, ldq);
-        // dK[0:t1] += scale dS_blk^T Q_blk
-        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, scale, dS.data(), T_len, qb, ldq, T(1),
-             dk + kvo, ldkv);
+        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, scale, dSb, T_len,
+             q + qo + static_cast<size_t>(t0) * ldq, ldq, T(1), dk + kvo, ldkv);
       }
     }
   }

@@ -77,10 +77,11 @@ struct DoraLinearArgs {
 
 // Scratch for forward and backward (whichever is larger):
 //   forward:  g [out] + B scaled by g [out, r]
-//   backward: g [out] + dy * g (then dy * (g - 1)) [n, out] + dxa [n, r]
+//   backward: g [out] + dm's column sums [out] + dy * g (then dy * (g - 1)) [n, out] + dxa [n, r]
 inline std::size_t dora_linear_workspace(int n, int out, int r) {
   const std::size_t fwd = static_cast<std::size_t>(out) * r;
-  const std::size_t bwd = static_cast<std::size_t>(n) * out + static_cast<std::size_t>(n) * r;
+  const std::size_t bwd = static_cast<std::size_t>(out) + static_cast<std::size_t>(n) * out +
+                          static_cast<std::size_t>(n) * r;
   return static_cast<std::size_t>(out) + (fwd > bwd ? fwd : bwd);
 }
 

@@ -1,12 +1,16 @@
 // DoRA on a frozen linear layer (see dora.h for the math). Every product is a BLAS GEMM; the
-// loops only apply the per-output-column factor g = m / n, the bias and the dropout mask.
+// loops only apply the per-output-column factor g = m / n, the bias and the dropout mask. The
+// [n, out] and [n, in] loops run on the kernel threads (parallel.h): on one core they were most
+// of DoRA's cost over LoRA, with BLAS's other threads waiting.
 #include "kernels/dora.h"
 
 #include <algorithm>
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 
 #include "kernels/gemm.h"
+#include "kernels/parallel.h"
 
 namespace peftrun::cpu {
 namespace {
@@ -20,6 +24,27 @@ std::size_t sz(int a, int b) {
 template <typename T>
 void dora_factor(const DoraLinearArgs<T>& a, T* g) {
   for (int j = 0; j < a.lora.out; ++j) g[j] = a.magnitude[j] / a.weight_norm[j];
+}
+
+// A pass over a row-major [rows, out] matrix, split over output columns: fn(j0, j1) handles
+// columns [j0, j1) of every row. Each column is then summed over the rows in row order by one
+// thread, so a column reduction (dm's) is the serial loop's whatever the thread count.
+template <typename F>
+void for_column_ranges(std::size_t rows, int out, const F& fn) {
+  constexpr std::size_t kMinElements = std::size_t(1) << 14;  // below this, waking costs more
+  const std::size_t min_cols =
+      std::max<std::size_t>(1, kMinElements / std::max<std::size_t>(rows, 1));
+  parallel_for(static_cast<std::size_t>(out), min_cols, [&](std::size_t j0, std::size_t j1) {
+    fn(static_cast<int>(j0), static_cast<int>(j1));
+  });
+}
+
+// x~ = keep ? x * keep_scale : 0 over [0, n) elements (also dx's mask in backward).
+template <typename T>
+void apply_keep(const T* x, const std::uint8_t* keep, T keep_scale, T* out, std::size_t n) {
+  parallel_for(n, std::size_t(1) << 14, [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) out[i] = keep[i] ? x[i] * keep_scale : T(0);
+  });
 }
 
 }  // namespace
@@ -77,11 +102,13 @@ void dora_linear_forward(const DoraLinearArgs<T>& a, const T* x, T* y) {
     gemm(Trans::kNo, Trans::kYes, l.n, l.out, l.in, T(1), x, l.in, l.W, l.in, T(0), a.z, l.out);
     gemm(Trans::kNo, Trans::kYes, l.n, l.r, l.in, T(1), x, l.in, l.A, l.in, T(0), l.xa, l.r);
     gemm(Trans::kNo, Trans::kYes, l.n, l.out, l.r, l.scale, l.xa, l.r, l.B, l.r, T(1), a.z, l.out);
-    for (int i = 0; i < l.n; ++i) {
-      const T* zr = a.z + sz(i, l.out);  // [out]
-      T* yr = y + sz(i, l.out);          // [out]
-      for (int j = 0; j < l.out; ++j) yr[j] = (l.bias ? l.bias[j] : T(0)) + g[j] * zr[j];
-    }
+    for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+      for (int i = 0; i < l.n; ++i) {
+        const T* zr = a.z + sz(i, l.out);  // [out]
+        T* yr = y + sz(i, l.out);          // [out]
+        for (int j = j0; j < j1; ++j) yr[j] = (l.bias ? l.bias[j] : T(0)) + g[j] * zr[j];
+      }
+    });
     return;
   }
 
@@ -89,26 +116,26 @@ void dora_linear_forward(const DoraLinearArgs<T>& a, const T* x, T* y) {
   // Base output on the clean x, bias seeded first so GEMM accumulates onto it (beta = 1).
   T beta = T(0);
   if (l.bias) {
-    for (int i = 0; i < l.n; ++i) {
-      T* yr = y + sz(i, l.out);
-      for (int j = 0; j < l.out; ++j) yr[j] = l.bias[j];
-    }
+    for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+      for (int i = 0; i < l.n; ++i) std::copy(l.bias + j0, l.bias + j1, y + sz(i, l.out) + j0);
+    });
     beta = T(1);
   }
   gemm(Trans::kNo, Trans::kYes, l.n, l.out, l.in, T(1), x, l.in, l.W, l.in, beta, y, l.out);
 
-  const std::size_t n_in = sz(l.n, l.in);
-  for (std::size_t i = 0; i < n_in; ++i) l.x_drop[i] = l.keep[i] ? x[i] * l.keep_scale : T(0);
+  apply_keep(x, l.keep, l.keep_scale, l.x_drop, sz(l.n, l.in));
   const T* xd = l.x_drop;  // x~ [n, in]
 
   // z = x~ W^T first: (g - 1) multiplies exactly that part, as in PEFT (a factor that is ~0 at
   // init, so the correction adds almost no rounding to the clean base output).
   gemm(Trans::kNo, Trans::kYes, l.n, l.out, l.in, T(1), xd, l.in, l.W, l.in, T(0), a.z, l.out);
-  for (int i = 0; i < l.n; ++i) {
-    const T* zr = a.z + sz(i, l.out);
-    T* yr = y + sz(i, l.out);
-    for (int j = 0; j < l.out; ++j) yr[j] += (g[j] - T(1)) * zr[j];
-  }
+  for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+    for (int i = 0; i < l.n; ++i) {
+      const T* zr = a.z + sz(i, l.out);
+      T* yr = y + sz(i, l.out);
+      for (int j = j0; j < j1; ++j) yr[j] += (g[j] - T(1)) * zr[j];
+    }
+  });
   gemm(Trans::kNo, Trans::kYes, l.n, l.r, l.in, T(1), xd, l.in, l.A, l.in, T(0), l.xa, l.r);
   // y += g * (s xa B^T) = s xa (diag(g) B)^T: scaling B's rows ([out, r], small) lets one GEMM
   // apply g without an [n, out] temporary for the LoRA product.
@@ -125,28 +152,27 @@ template <typename T>
 void dora_linear_backward(const DoraLinearArgs<T>& a, const T* x, const T* dy, T* dx, T* dA, T* dB,
                           T* dm) {
   const LoraLinearArgs<T>& l = a.lora;
-  T* g = a.work;                             // [out]
-  T* dyg = a.work + l.out;                   // [n, out]
-  T* dxa = a.work + l.out + sz(l.n, l.out);  // [n, r]
+  T* g = a.work;                                        // [out]
+  T* colsum = a.work + l.out;                           // [out]
+  T* dyg = a.work + 2 * sz(l.out, 1);                   // [n, out]
+  T* dxa = a.work + 2 * sz(l.out, 1) + sz(l.n, l.out);  // [n, r]
   dora_factor(a, g);
 
-  // dm[j] += sum_i dy[i, j] z[i, j] / n[j]: column sums gathered row by row (contiguous reads)
-  // in the still unused dyg rows' first `out` slots.
-  T* colsum = dyg;  // [out]
-  std::fill(colsum, colsum + l.out, T(0));
-  for (int i = 0; i < l.n; ++i) {
-    const T* dyr = dy + sz(i, l.out);
-    const T* zr = a.z + sz(i, l.out);
-    for (int j = 0; j < l.out; ++j) colsum[j] += dyr[j] * zr[j];
-  }
+  // One pass over dy: dm[j] += sum_i dy[i, j] z[i, j] / n[j] (each column summed in row order)
+  // and dyg = dy * g, what the LoRA branch sees in both forms.
+  for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+    std::fill(colsum + j0, colsum + j1, T(0));
+    for (int i = 0; i < l.n; ++i) {
+      const T* dyr = dy + sz(i, l.out);
+      const T* zr = a.z + sz(i, l.out);
+      T* o = dyg + sz(i, l.out);
+      for (int j = j0; j < j1; ++j) {
+        colsum[j] += dyr[j] * zr[j];
+        o[j] = dyr[j] * g[j];
+      }
+    }
+  });
   for (int j = 0; j < l.out; ++j) dm[j] += colsum[j] / a.weight_norm[j];
-
-  // The LoRA branch sees dy * g in both forms.
-  for (int i = 0; i < l.n; ++i) {
-    const T* dyr = dy + sz(i, l.out);
-    T* o = dyg + sz(i, l.out);
-    for (int j = 0; j < l.out; ++j) o[j] = dyr[j] * g[j];
-  }
   const T* xin = l.keep ? l.x_drop : x;  // x~ as used by forward: [n, in]
   // dB += s (dy g)^T xa : [out, r]
   gemm(Trans::kYes, Trans::kNo, l.out, l.r, l.n, l.scale, dyg, l.out, l.xa, l.r, T(1), dB, l.r);
@@ -164,15 +190,16 @@ void dora_linear_backward(const DoraLinearArgs<T>& a, const T* x, const T* dy, T
   }
   // dx = dy W + keep_scale keep * [ (dy (g - 1)) W + dxa A ]: the bracket is d/dx~, built in dx,
   // masked in place, then the clean-path GEMM accumulates on top (no [n, in] temporary).
-  for (int i = 0; i < l.n; ++i) {
-    const T* dyr = dy + sz(i, l.out);
-    T* o = dyg + sz(i, l.out);
-    for (int j = 0; j < l.out; ++j) o[j] = dyr[j] * (g[j] - T(1));
-  }
+  for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+    for (int i = 0; i < l.n; ++i) {
+      const T* dyr = dy + sz(i, l.out);
+      T* o = dyg + sz(i, l.out);
+      for (int j = j0; j < j1; ++j) o[j] = dyr[j] * (g[j] - T(1));
+    }
+  });
   gemm(Trans::kNo, Trans::kNo, l.n, l.in, l.out, T(1), dyg, l.out, l.W, l.in, T(0), dx, l.in);
   gemm(Trans::kNo, Trans::kNo, l.n, l.in, l.r, T(1), dxa, l.r, l.A, l.in, T(1), dx, l.in);
-  const std::size_t n_in = sz(l.n, l.in);
-  for (std::size_t i = 0; i < n_in; ++i) dx[i] = l.keep[i] ? dx[i] * l.keep_scale : T(0);
+  apply_keep(dx, l.keep, l.keep_scale, dx, sz(l.n, l.in));
   gemm(Trans::kNo, Trans::kNo, l.n, l.in, l.out, T(1), dy, l.out, l.W, l.in, T(1), dx, l.in);
 }
 

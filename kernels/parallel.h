@@ -1,5 +1,6 @@
 // The CPU backend's own threads, for the ops BLAS does not run: row-wise and element-wise loops
-// (cross-entropy rows, SwiGLU) that would otherwise run on one core while the others wait.
+// (cross-entropy rows, SwiGLU, RMSNorm, RoPE, residual adds, attention's softmax rows, DoRA's
+// passes) that would otherwise run on one core while the others wait.
 //
 // parallel_for splits [0, n) into contiguous parts, one per thread, the calling thread taking
 // the first; it returns when every part is done. Each index is computed by exactly one thread

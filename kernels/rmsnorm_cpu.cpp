@@ -1,15 +1,30 @@
 #include "kernels/rmsnorm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 
+#include "kernels/parallel.h"
 #include "kernels/rmsnorm_math.h"
 
 namespace peftrun::cpu {
+namespace {
+
+// Rows are independent: split them over the kernel threads (parallel.h), each row computed by
+// the serial code, so results do not depend on the thread count.
+template <typename F>
+void for_row_ranges(int rows, int dim, const F& fn) {
+  const std::size_t min_rows = std::max<std::size_t>(1, (std::size_t(1) << 14) / std::max(dim, 1));
+  parallel_for(static_cast<std::size_t>(rows), min_rows, [&](std::size_t r0, std::size_t r1) {
+    for (std::size_t r = r0; r < r1; ++r) fn(static_cast<int>(r));
+  });
+}
+
+}  // namespace
 
 template <typename T>
 void rmsnorm_forward(const T* x, const T* weight, T* y, T* rstd, int rows, int dim, T eps) {
-  for (int r = 0; r < rows; ++r) {
+  for_row_ranges(rows, dim, [&](int r) {
     const T* xr = x + static_cast<std::size_t>(r) * dim;  // [dim]
     T* yr = y + static_cast<std::size_t>(r) * dim;        // [dim]
     // Mean of squares accumulated in double: for float rows of a few thousand elements this
@@ -19,7 +34,7 @@ void rmsnorm_forward(const T* x, const T* weight, T* y, T* rstd, int rows, int d
     const T rs = static_cast<T>(rmsnorm_rstd(ss, dim, static_cast<double>(eps)));
     rstd[r] = rs;
     for (int i = 0; i < dim; ++i) yr[i] = rmsnorm_scale(xr[i], rs, weight[i]);
-  }
+  });
 }
 
 // y_i = x_i * r * w_i with r = (mean(x^2) + eps)^-1/2, dr/dx_j = -r^3 x_j / dim, so with
@@ -27,7 +42,7 @@ void rmsnorm_forward(const T* x, const T* weight, T* y, T* rstd, int rows, int d
 template <typename T>
 void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, T* dx, int rows,
                       int dim) {
-  for (int r = 0; r < rows; ++r) {
+  for_row_ranges(rows, dim, [&](int r) {
     const std::size_t off = static_cast<std::size_t>(r) * dim;
     const T* xr = x + off;    // [dim]
     const T* dyr = dy + off;  // [dim]
@@ -37,7 +52,7 @@ void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, T
     const T rs = rstd[r];
     const T c = static_cast<T>(rmsnorm_dx_coef(dot, dim, static_cast<double>(rs)));
     for (int i = 0; i < dim; ++i) dxr[i] = rmsnorm_dx(rs, dyr[i], weight[i], c, xr[i]);
-  }
+  });
 }
 
 template void rmsnorm_forward<float>(const float*, const float*, float*, float*, int, int, float);

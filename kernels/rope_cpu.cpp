@@ -1,9 +1,11 @@
 #include "kernels/rope.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
 
+#include "kernels/parallel.h"
 #include "kernels/rope_math.h"
 
 namespace peftrun::cpu {
@@ -27,28 +29,33 @@ void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim
             T sign) {
   const int half = head_dim / 2;
   const std::vector<float> inv_freq = inverse_frequencies(head_dim, theta);
-  std::vector<T> cos_t(static_cast<std::size_t>(half));  // [half] for the current token
-  std::vector<T> sin_t(static_cast<std::size_t>(half));  // [half], already multiplied by sign
-  for (int t = 0; t < tokens; ++t) {
-    // Angle, cos and sin in float (HF computes cos/sin in fp32 and casts to the model dtype);
-    // computed once per token and reused by all heads.
-    const float p = static_cast<float>(pos[t]);
-    for (int i = 0; i < half; ++i) {
-      const float angle = p * inv_freq[static_cast<std::size_t>(i)];
-      cos_t[static_cast<std::size_t>(i)] = static_cast<T>(std::cos(angle));
-      sin_t[static_cast<std::size_t>(i)] = sign * static_cast<T>(std::sin(angle));
-    }
-    T* xt = x + static_cast<std::size_t>(t) * n_heads * head_dim;  // [n_heads, head_dim]
-    for (int h = 0; h < n_heads; ++h) {
-      T* a = xt + static_cast<std::size_t>(h) * head_dim;  // first half  [half]
-      T* b = a + half;                                     // second half [half]
+  // Tokens are independent: split them over the kernel threads (parallel.h).
+  const std::size_t min_tokens =
+      std::max<std::size_t>(1, (std::size_t(1) << 13) / std::max(n_heads * head_dim, 1));
+  parallel_for(static_cast<std::size_t>(tokens), min_tokens, [&](std::size_t t0, std::size_t t1) {
+    std::vector<T> cos_t(static_cast<std::size_t>(half));  // [half] for the current token
+    std::vector<T> sin_t(static_cast<std::size_t>(half));  // [half], already multiplied by sign
+    for (std::size_t t = t0; t < t1; ++t) {
+      // Angle, cos and sin in float (HF computes cos/sin in fp32 and casts to the model dtype);
+      // computed once per token and reused by all heads.
+      const float p = static_cast<float>(pos[t]);
       for (int i = 0; i < half; ++i) {
-        const T c = cos_t[static_cast<std::size_t>(i)];
-        const T s = sin_t[static_cast<std::size_t>(i)];
-        rope_rotate_pair(a[i], b[i], c, s, &a[i], &b[i]);
+        const float angle = p * inv_freq[static_cast<std::size_t>(i)];
+        cos_t[static_cast<std::size_t>(i)] = static_cast<T>(std::cos(angle));
+        sin_t[static_cast<std::size_t>(i)] = sign * static_cast<T>(std::sin(angle));
+      }
+      T* xt = x + t * n_heads * head_dim;  // [n_heads, head_dim]
+      for (int h = 0; h < n_heads; ++h) {
+        T* a = xt + static_cast<std::size_t>(h) * head_dim;  // first half  [half]
+        T* b = a + half;                                     // second half [half]
+        for (int i = 0; i < half; ++i) {
+          const T c = cos_t[static_cast<std::size_t>(i)];
+          const T s = sin_t[static_cast<std::size_t>(i)];
+          rope_rotate_pair(a[i], b[i], c, s, &a[i], &b[i]);
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace

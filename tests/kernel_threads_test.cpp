@@ -9,8 +9,13 @@
 #include <random>
 #include <vector>
 
+#include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/dora.h"
+#include "kernels/elementwise.h"
 #include "kernels/parallel.h"
+#include "kernels/rmsnorm.h"
+#include "kernels/rope.h"
 #include "kernels/swiglu.h"
 
 namespace peftrun::cpu {
@@ -98,6 +103,106 @@ TEST_F(KernelThreads, CrossEntropyAndSwiGluAreBitIdenticalAcrossThreadCounts) {
     EXPECT_EQ(o1, o2) << threads;
     EXPECT_EQ(dg1, dg2) << threads;
     EXPECT_EQ(du1, du2) << threads;
+  }
+}
+
+std::vector<float> random_vector(std::size_t n, std::mt19937& rng, float sd = 1.0f) {
+  std::normal_distribution<float> normal(0.0f, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = normal(rng);
+  return v;
+}
+
+// Causal attention with packed documents, T neither a multiple of the 64-row block nor even,
+// GQA: enough rows that 2 and 3 threads each get a part.
+TEST_F(KernelThreads, AttentionIsBitIdenticalAcrossThreadCounts) {
+  const int B = 2, T = 301, H = 6, KV = 2, hd = 8;
+  std::mt19937 rng(11);
+  const std::size_t nq = std::size_t(B) * T * H * hd, nkv = std::size_t(B) * T * KV * hd;
+  const auto q = random_vector(nq, rng), k = random_vector(nkv, rng), v = random_vector(nkv, rng);
+  const auto dout = random_vector(nq, rng);
+  std::vector<std::int32_t> seg(std::size_t(B) * T);
+  for (int t = 0; t < T; ++t) seg[t] = 0, seg[T + t] = t < 120 ? 0 : (t < 250 ? 1 : 2);
+  struct Out {
+    std::vector<float> o, probs, dq, dk, dv;
+  };
+  auto run = [&](int threads) {
+    set_kernel_threads(threads);
+    Out r{std::vector<float>(nq), std::vector<float>(std::size_t(B) * H * T * T),
+          std::vector<float>(nq), std::vector<float>(nkv), std::vector<float>(nkv)};
+    attention_forward(q.data(), k.data(), v.data(), seg.data(), r.o.data(), r.probs.data(), B, T, H,
+                      KV, hd);
+    attention_backward(dout.data(), q.data(), k.data(), v.data(), r.probs.data(), r.dq.data(),
+                       r.dk.data(), r.dv.data(), B, T, H, KV, hd);
+    return r;
+  };
+  const Out one = run(1);
+  for (int threads : {2, 3}) {
+    const Out r = run(threads);
+    EXPECT_EQ(one.o, r.o) << threads;
+    EXPECT_EQ(one.probs, r.probs) << threads;
+    EXPECT_EQ(one.dq, r.dq) << threads;
+    EXPECT_EQ(one.dk, r.dk) << threads;
+    EXPECT_EQ(one.dv, r.dv) << threads;
+  }
+}
+
+TEST_F(KernelThreads, RmsNormRopeAndResidualAddAreBitIdenticalAcrossThreadCounts) {
+  const int rows = 211, dim = 300;
+  const std::size_t n = std::size_t(rows) * dim;
+  std::mt19937 rng(12);
+  const auto x = random_vector(n, rng), w = random_vector(dim, rng), dy = random_vector(n, rng);
+  auto run = [&](int threads) {
+    set_kernel_threads(threads);
+    std::vector<float> y(n), rstd(rows), dx(n);
+    rmsnorm_forward(x.data(), w.data(), y.data(), rstd.data(), rows, dim, 1e-5f);
+    rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), dx.data(), rows, dim);
+    add_inplace(dx.data(), x.data(), n);
+    std::vector<std::int32_t> pos(rows);
+    for (int t = 0; t < rows; ++t) pos[t] = (t * 37) % 500;
+    rope_forward(y.data(), pos.data(), rows, 5, 60, 10000.0f);  // 5 heads x 60 = dim
+    rope_backward(dx.data(), pos.data(), rows, 5, 60, 10000.0f);
+    y.insert(y.end(), rstd.begin(), rstd.end());
+    y.insert(y.end(), dx.begin(), dx.end());
+    return y;
+  };
+  const auto one = run(1);
+  for (int threads : {2, 3}) EXPECT_EQ(one, run(threads)) << threads;
+}
+
+// DoRA's [n, out] passes (split over columns, dm's column sums included) and dropout's [n, in]
+// masks, with a bias, with and without dropout.
+TEST_F(KernelThreads, DoraIsBitIdenticalAcrossThreadCounts) {
+  const int n = 64, in = 800, out = 1000, r = 4;
+  std::mt19937 rng(13);
+  const auto x = random_vector(std::size_t(n) * in, rng),
+             dy = random_vector(std::size_t(n) * out, rng);
+  const auto W = random_vector(std::size_t(out) * in, rng, 0.05f), bias = random_vector(out, rng);
+  const auto A = random_vector(std::size_t(r) * in, rng, 0.1f);
+  const auto B = random_vector(std::size_t(out) * r, rng, 0.1f);
+  std::vector<float> m = random_vector(out, rng), norm(out);
+  for (int j = 0; j < out; ++j) norm[j] = 1.0f + 0.01f * float(j % 7), m[j] = 1.0f + 0.1f * m[j];
+  std::vector<std::uint8_t> keep(std::size_t(n) * in);
+  for (std::size_t i = 0; i < keep.size(); ++i) keep[i] = (i * 2654435761u) % 10 < 8;
+  for (bool dropout : {false, true}) {
+    auto run = [&](int threads) {
+      set_kernel_threads(threads);
+      std::vector<float> x_drop(std::size_t(n) * in), xa(std::size_t(n) * r),
+          z(std::size_t(n) * out), work(dora_linear_workspace(n, out, r)), y(std::size_t(n) * out),
+          dx(std::size_t(n) * in), dA(std::size_t(r) * in), dB(std::size_t(out) * r), dm(out);
+      LoraLinearArgs<float> l;
+      l.n = n, l.in = in, l.out = out, l.r = r, l.scale = 2.0f;
+      l.W = W.data(), l.bias = bias.data(), l.A = A.data(), l.B = B.data();
+      l.keep = dropout ? keep.data() : nullptr, l.keep_scale = 1.25f;
+      l.x_drop = x_drop.data(), l.xa = xa.data();
+      const DoraLinearArgs<float> d{l, m.data(), norm.data(), z.data(), work.data()};
+      dora_linear_forward(d, x.data(), y.data());
+      dora_linear_backward(d, x.data(), dy.data(), dx.data(), dA.data(), dB.data(), dm.data());
+      for (const auto* v : {&z, &dx, &dA, &dB, &dm}) y.insert(y.end(), v->begin(), v->end());
+      return y;
+    };
+    const auto one = run(1);
+    for (int threads : {2, 3}) EXPECT_EQ(one, run(threads)) << threads << " dropout " << dropout;
   }
 }
 

@@ -9,6 +9,7 @@
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/dora.h"
+#include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
 #include "kernels/lora_linear.h"
@@ -357,7 +358,7 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
     cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, a.att.data(),
                            a.probs.data(), b.batch, b.seq_len, H, KV, hd);
     linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
-    for (std::size_t i = 0; i < std::size_t(n) * D; ++i) a.x_mid[i] += a.x_in[i];
+    cpu::add_inplace(a.x_mid.data(), a.x_in.data(), std::size_t(n) * D);
     // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
     cpu::rmsnorm_forward(a.x_mid.data(), lw + base_.offsets().mlp_norm, a.h2.data(), a.rstd2.data(),
                          n, D, eps);
@@ -366,7 +367,7 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
     cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
     T* x_out = l + 1 < m_.n_layers ? acts_[l + 1].x_in.data() : x_final_.data();
     linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
-    for (std::size_t i = 0; i < std::size_t(n) * D; ++i) x_out[i] += a.x_mid[i];
+    cpu::add_inplace(x_out, a.x_mid.data(), std::size_t(n) * D);
     if (debug_checks_) {
       // In the order the ops produced them, so the first bad tensor names the failing op.
       const std::size_t nn = std::size_t(n);
@@ -436,10 +437,10 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
                          std::size_t(n) * F);
     linear_backward(l, Proj::kGate, a.h2.data(), dgate_.data(), dh_.data(), params, grads, a, n);
     linear_backward(l, Proj::kUp, a.h2.data(), dup_.data(), dtmp_.data(), params, grads, a, n);
-    for (std::size_t i = 0; i < nD; ++i) dh_[i] += dtmp_[i];
+    cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_.offsets().mlp_norm, a.rstd2.data(),
                           dtmp_.data(), n, D);
-    for (std::size_t i = 0; i < nD; ++i) dx_[i] += dtmp_[i];  // dx_ is now d(x_mid)
+    cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_mid)
     // Attention half.
     linear_backward(l, Proj::kO, a.att.data(), dx_.data(), datt_.data(), params, grads, a, n);
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
@@ -448,12 +449,12 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::rope_backward(dk_.data(), pos, n, KV, hd, theta);
     linear_backward(l, Proj::kQ, a.h1.data(), dq_.data(), dh_.data(), params, grads, a, n);
     linear_backward(l, Proj::kK, a.h1.data(), dk_.data(), dtmp_.data(), params, grads, a, n);
-    for (std::size_t i = 0; i < nD; ++i) dh_[i] += dtmp_[i];
+    cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
-    for (std::size_t i = 0; i < nD; ++i) dh_[i] += dtmp_[i];
+    cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     cpu::rmsnorm_backward(dh_.data(), a.x_in.data(), lw + base_.offsets().attn_norm, a.rstd1.data(),
                           dtmp_.data(), n, D);
-    for (std::size_t i = 0; i < nD; ++i) dx_[i] += dtmp_[i];  // dx_ is now d(x_in)
+    cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_in)
     if (debug_checks_) {
       check_finite("backward", l, "grad of SwiGLU output (down_proj backward)", dact_.data(),
                    std::size_t(n) * F);
