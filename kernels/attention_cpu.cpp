@@ -38,8 +38,8 @@ constexpr int kRowBlock = 64;
 // not depend on the thread count.
 template <typename F>
 void for_causal_rows(int H, int T_len, const F& fn) {
-  const size_t pairs = (static_cast<size_t>(T_len) + 1) / 2;  // per head
-  const size_t min_part = std::max<size_t>(1, (size_t(1) << 14) / std::max(T_len, 1));
+  const size_t pairs = (static_cast<size_t>(T_len) + 1) / 2;         // per head
+  const size_t min_part = min_part_for(static_cast<size_t>(T_len));  // a pair covers ~T_len
   parallel_for(static_cast<size_t>(H) * pairs, min_part, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
       const int h = static_cast<int>(i / pairs);

@@ -58,8 +58,7 @@ double cross_entropy_forward_backward(const T* logits, const std::int32_t* targe
   thread_local std::vector<double> row_losses;  // grows once, then reused every chunk
   row_losses.assign(static_cast<std::size_t>(std::max(n, 0)), 0.0);
   double* row_loss = row_losses.data();
-  const std::size_t rows_per_part =
-      std::max<std::size_t>(1, (std::size_t(1) << 15) / std::max(V, 1));
+  const std::size_t rows_per_part = min_part_for(static_cast<std::size_t>(std::max(V, 0)));
   parallel_for(
       static_cast<std::size_t>(std::max(n, 0)), rows_per_part, [&](std::size_t r0, std::size_t r1) {
         cross_entropy_rows(logits, targets, dlogits, int(r0), int(r1), V, grad_scale, row_loss);

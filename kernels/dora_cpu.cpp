@@ -30,19 +30,15 @@ void dora_factor(const DoraLinearArgs<T>& a, T* g) {
 // columns [j0, j1) of every row. Each column is then summed over the rows in row order by one
 // thread, so a column reduction (dm's) is the serial loop's whatever the thread count.
 template <typename F>
-void for_column_ranges(std::size_t rows, int out, const F& fn) {
-  constexpr std::size_t kMinElements = std::size_t(1) << 14;  // below this, waking costs more
-  const std::size_t min_cols =
-      std::max<std::size_t>(1, kMinElements / std::max<std::size_t>(rows, 1));
-  parallel_for(static_cast<std::size_t>(out), min_cols, [&](std::size_t j0, std::size_t j1) {
-    fn(static_cast<int>(j0), static_cast<int>(j1));
-  });
+void for_column_ranges(int rows, int out, const F& fn) {
+  parallel_for(static_cast<std::size_t>(out), min_part_for(static_cast<std::size_t>(rows)),
+               [&](std::size_t j0, std::size_t j1) { fn(int(j0), int(j1)); });
 }
 
 // x~ = keep ? x * keep_scale : 0 over [0, n) elements (also dx's mask in backward).
 template <typename T>
 void apply_keep(const T* x, const std::uint8_t* keep, T keep_scale, T* out, std::size_t n) {
-  parallel_for(n, std::size_t(1) << 14, [&](std::size_t begin, std::size_t end) {
+  parallel_for(n, min_part_for(1), [&](std::size_t begin, std::size_t end) {
     for (std::size_t i = begin; i < end; ++i) out[i] = keep[i] ? x[i] * keep_scale : T(0);
   });
 }
@@ -102,7 +98,7 @@ void dora_linear_forward(const DoraLinearArgs<T>& a, const T* x, T* y) {
     gemm(Trans::kNo, Trans::kYes, l.n, l.out, l.in, T(1), x, l.in, l.W, l.in, T(0), a.z, l.out);
     gemm(Trans::kNo, Trans::kYes, l.n, l.r, l.in, T(1), x, l.in, l.A, l.in, T(0), l.xa, l.r);
     gemm(Trans::kNo, Trans::kYes, l.n, l.out, l.r, l.scale, l.xa, l.r, l.B, l.r, T(1), a.z, l.out);
-    for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+    for_column_ranges(l.n, l.out, [&](int j0, int j1) {
       for (int i = 0; i < l.n; ++i) {
         const T* zr = a.z + sz(i, l.out);  // [out]
         T* yr = y + sz(i, l.out);          // [out]
@@ -116,7 +112,7 @@ void dora_linear_forward(const DoraLinearArgs<T>& a, const T* x, T* y) {
   // Base output on the clean x, bias seeded first so GEMM accumulates onto it (beta = 1).
   T beta = T(0);
   if (l.bias) {
-    for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+    for_column_ranges(l.n, l.out, [&](int j0, int j1) {
       for (int i = 0; i < l.n; ++i) std::copy(l.bias + j0, l.bias + j1, y + sz(i, l.out) + j0);
     });
     beta = T(1);
@@ -129,7 +125,7 @@ void dora_linear_forward(const DoraLinearArgs<T>& a, const T* x, T* y) {
   // z = x~ W^T first: (g - 1) multiplies exactly that part, as in PEFT (a factor that is ~0 at
   // init, so the correction adds almost no rounding to the clean base output).
   gemm(Trans::kNo, Trans::kYes, l.n, l.out, l.in, T(1), xd, l.in, l.W, l.in, T(0), a.z, l.out);
-  for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+  for_column_ranges(l.n, l.out, [&](int j0, int j1) {
     for (int i = 0; i < l.n; ++i) {
       const T* zr = a.z + sz(i, l.out);
       T* yr = y + sz(i, l.out);
@@ -160,7 +156,7 @@ void dora_linear_backward(const DoraLinearArgs<T>& a, const T* x, const T* dy, T
 
   // One pass over dy: dm[j] += sum_i dy[i, j] z[i, j] / n[j] (each column summed in row order)
   // and dyg = dy * g, what the LoRA branch sees in both forms.
-  for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+  for_column_ranges(l.n, l.out, [&](int j0, int j1) {
     std::fill(colsum + j0, colsum + j1, T(0));
     for (int i = 0; i < l.n; ++i) {
       const T* dyr = dy + sz(i, l.out);
@@ -190,7 +186,7 @@ void dora_linear_backward(const DoraLinearArgs<T>& a, const T* x, const T* dy, T
   }
   // dx = dy W + keep_scale keep * [ (dy (g - 1)) W + dxa A ]: the bracket is d/dx~, built in dx,
   // masked in place, then the clean-path GEMM accumulates on top (no [n, in] temporary).
-  for_column_ranges(sz(l.n, 1), l.out, [&](int j0, int j1) {
+  for_column_ranges(l.n, l.out, [&](int j0, int j1) {
     for (int i = 0; i < l.n; ++i) {
       const T* dyr = dy + sz(i, l.out);
       T* o = dyg + sz(i, l.out);

@@ -9,7 +9,7 @@ namespace peftrun::cpu {
 template <typename T>
 void add_inplace(T* y, const T* x, std::size_t n) {
   // Memory-bound, but one core cannot pull the bandwidth two can (the residual adds of a step).
-  parallel_for(n, std::size_t(1) << 15, [&](std::size_t begin, std::size_t end) {
+  parallel_for(n, min_part_for(1), [&](std::size_t begin, std::size_t end) {
     for (std::size_t i = begin; i < end; ++i) y[i] += x[i];
   });
 }

@@ -24,4 +24,13 @@ int kernel_threads();
 void parallel_for(std::size_t n, std::size_t min_part,
                   const std::function<void(std::size_t, std::size_t)>& fn);
 
+// Work below about this many elements costs more to hand to a thread than to run inline.
+constexpr std::size_t kMinPartElements = std::size_t(1) << 14;
+
+// parallel_for's min_part for a loop whose every index covers `per_index` elements (1 for an
+// element-wise loop, the row length for a row loop).
+inline std::size_t min_part_for(std::size_t per_index) {
+  return per_index >= kMinPartElements ? 1 : kMinPartElements / (per_index ? per_index : 1);
+}
+
 }  // namespace peftrun::cpu

@@ -1,6 +1,5 @@
 #include "kernels/rmsnorm.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 
@@ -14,7 +13,7 @@ namespace {
 // the serial code, so results do not depend on the thread count.
 template <typename F>
 void for_row_ranges(int rows, int dim, const F& fn) {
-  const std::size_t min_rows = std::max<std::size_t>(1, (std::size_t(1) << 14) / std::max(dim, 1));
+  const std::size_t min_rows = min_part_for(static_cast<std::size_t>(dim));
   parallel_for(static_cast<std::size_t>(rows), min_rows, [&](std::size_t r0, std::size_t r1) {
     for (std::size_t r = r0; r < r1; ++r) fn(static_cast<int>(r));
   });

@@ -1,6 +1,5 @@
 #include "kernels/rope.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <vector>
@@ -30,8 +29,7 @@ void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim
   const int half = head_dim / 2;
   const std::vector<float> inv_freq = inverse_frequencies(head_dim, theta);
   // Tokens are independent: split them over the kernel threads (parallel.h).
-  const std::size_t min_tokens =
-      std::max<std::size_t>(1, (std::size_t(1) << 13) / std::max(n_heads * head_dim, 1));
+  const std::size_t min_tokens = min_part_for(static_cast<std::size_t>(n_heads) * head_dim);
   parallel_for(static_cast<std::size_t>(tokens), min_tokens, [&](std::size_t t0, std::size_t t1) {
     std::vector<T> cos_t(static_cast<std::size_t>(half));  // [half] for the current token
     std::vector<T> sin_t(static_cast<std::size_t>(half));  // [half], already multiplied by sign

@@ -7,18 +7,16 @@ namespace peftrun::cpu {
 
 // Element-wise, so split over the kernel threads (parallel.h): one exp per element is ~10% of
 // a CPU step when it runs on one core while BLAS's others idle.
-constexpr std::size_t kMinPart = std::size_t(1) << 14;
-
 template <typename T>
 void swiglu_forward(const T* gate, const T* up, T* out, std::size_t n) {
-  parallel_for(n, kMinPart, [&](std::size_t begin, std::size_t end) {
+  parallel_for(n, min_part_for(1), [&](std::size_t begin, std::size_t end) {
     for (std::size_t i = begin; i < end; ++i) out[i] = swiglu(gate[i], up[i]);
   });
 }
 
 template <typename T>
 void swiglu_backward(const T* dout, const T* gate, const T* up, T* dgate, T* dup, std::size_t n) {
-  parallel_for(n, kMinPart, [&](std::size_t begin, std::size_t end) {
+  parallel_for(n, min_part_for(1), [&](std::size_t begin, std::size_t end) {
     for (std::size_t i = begin; i < end; ++i) {
       swiglu_grad(dout[i], gate[i], up[i], &dgate[i], &dup[i]);
     }
