@@ -71,8 +71,8 @@ struct CudaModelPlan {
   ArenaSlot report;                                // a NonfiniteReport (--debug)
 };
 
-// At most this many logits per chunk (as the CPU model's 4M budget), so the [tokens, vocab]
-// logits never exist.
+// At most this many logits per chunk, so the [tokens, vocab] logits never exist. (The CPU
+// model's budget is 16M, since OpenBLAS needs tall chunks; this one is untuned on a GPU.)
 inline constexpr std::size_t kCudaLogitBudget = std::size_t(1) << 22;
 
 CudaModelPlan plan_cuda_model(const CudaModelSpec& spec);

@@ -25,8 +25,11 @@ using cpu::Trans;
 
 namespace {
 // Rows of logits materialised at once by the lm_head + cross-entropy loop: bounds its memory to
-// about 4M values whatever the vocabulary (a 128k vocab never needs [tokens, vocab] in memory).
-constexpr std::size_t kLogitBudget = std::size_t(1) << 22;
+// about 16M values (64 MiB in fp32) whatever the vocabulary (a 128k vocab never needs
+// [tokens, vocab] in memory). Not smaller: the lm_head GEMMs of a chunk have only `rows` rows,
+// and at 4M (131 rows of a 32k vocab) OpenBLAS ran them at ~80% of its large-GEMM rate
+// (bench/NOTES.md section 6).
+constexpr std::size_t kLogitBudget = std::size_t(1) << 24;
 }  // namespace
 
 template <typename T>
