@@ -6,11 +6,15 @@
 #include <vector>
 
 #include "kernels/cross_entropy_math.h"
+#include "kernels/exp_math.h"
 #include "kernels/parallel.h"
 
 namespace peftrun::cpu {
 
 namespace {
+
+// Exponentials computed per vectorised pass (on the stack when there is no dlogits to keep them).
+constexpr int kExpBlock = 512;
 
 // Per row: loss = logsumexp(x) - x[target] with the max subtracted before exp, the normaliser and
 // the loss accumulated in double. The gradient softmax - onehot is written in the second pass,
@@ -28,16 +32,16 @@ void cross_entropy_rows(const T* logits, const std::int32_t* targets, T* dlogits
     }
     const T mx = *std::max_element(x, x + V);
     const T x_target = x[target];  // read before a possibly aliased d overwrites it
+    // sum_j e^(x_j - max), a block at a time: the exps first (a loop GCC vectorises), then
+    // their sum in j order in double (a loop it cannot, and need not, reorder). With d, the
+    // exps are stashed there so the gradient pass does not evaluate them a second time.
     double sum = 0.0;
-    if (d) {
-      // Stash e^(x - max) in d so the gradient pass does not evaluate exp a second time.
-      for (int j = 0; j < V; ++j) {
-        const T e = std::exp(x[j] - mx);
-        d[j] = e;
-        sum += static_cast<double>(e);
-      }
-    } else {
-      for (int j = 0; j < V; ++j) sum += static_cast<double>(std::exp(x[j] - mx));
+    T block[kExpBlock];
+    for (int j0 = 0; j0 < V; j0 += kExpBlock) {
+      const int len = std::min(kExpBlock, V - j0);
+      T* e = d ? d + j0 : block;
+      for (int j = 0; j < len; ++j) e[j] = exp_nonpositive(x[j0 + j] - mx);
+      for (int j = 0; j < len; ++j) sum += static_cast<double>(e[j]);
     }
     row_loss[r] = ce_row_loss(static_cast<double>(mx), sum, static_cast<double>(x_target));
     if (d) {
