@@ -1,9 +1,12 @@
 // Causal GQA attention on the CPU, materialising the [T, T] probabilities per (batch, head).
 // The matrix products (Q K^T and P V forward; dO V^T, P^T dO, dS K and dS^T Q backward) go
 // through BLAS; the per-head matrices are read in place from the [B, T, heads, hd] layout via the
-// row stride (heads * hd) instead of being copied out. Each sequence runs in three phases: the
-// BLAS products before the row loops for all heads, the row loops (softmax, its gradient) for
-// all heads on the kernel threads, then the BLAS products after them.
+// row stride (heads * hd) instead of being copied out. Each sequence runs in three phases, all
+// on the kernel threads (parallel.h): the BLAS products before the row loops, the row loops
+// (softmax, its gradient), then the BLAS products after them. The products are small (64-row
+// blocks of one head), so each runs whole on one thread (SingleThreadedBlas) and the heads run
+// side by side; backward's dK and dV sum over the query heads of a group, so there a thread
+// takes whole groups and keeps their order.
 #include "kernels/attention.h"
 
 #include <algorithm>
@@ -31,6 +34,15 @@ size_t head_offset(int b, int h, int T_len, int heads, int hd) {
 // masked upper triangle (about half the GEMM work for long sequences) while each GEMM stays
 // large enough for BLAS to run efficiently.
 constexpr int kRowBlock = 64;
+
+// fn(i) for every i < n on the kernel threads, in parts of one index or more: an index is a
+// head's (or a kv group's) GEMMs, work enough to hand to a thread on its own.
+template <typename F>
+void for_each_head(int n, const F& fn) {
+  parallel_for(static_cast<size_t>(n), 1, [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) fn(static_cast<int>(i));
+  });
+}
 
 // fn(h, t) for every head h < H and query row t < T_len, on the kernel threads (parallel.h).
 // Row t costs ~t, so index i pairs rows i and T-1-i of a head: equal work per index, and the
@@ -60,11 +72,12 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
   const int ldq = H * hd;    // row stride of a per-head Q / out matrix
   const int ldkv = KV * hd;  // row stride of a per-head K / V matrix
   const size_t TT = static_cast<size_t>(T_len) * T_len;
+  const SingleThreadedBlas one_thread_per_gemm;
   for (int b = 0; b < B; ++b) {
     const std::int32_t* seg = segment ? segment + static_cast<size_t>(b) * T_len : nullptr;
     T* Pseq = probs + static_cast<size_t>(b) * H * TT;  // [H, T, T]
-    // 1. Scores of every head: S = scale * Q[t0:t1] K[0:t1]^T, block by block (BLAS threads).
-    for (int h = 0; h < H; ++h) {
+    // 1. Scores of every head: S = scale * Q[t0:t1] K[0:t1]^T, block by block.
+    for_each_head(H, [&](int h) {
       const T* qh = q + head_offset(b, h, T_len, H, hd);           // [T, hd] stride ldq
       const T* kh = k + head_offset(b, h / group, T_len, KV, hd);  // [T, hd] stride ldkv
       T* P = Pseq + static_cast<size_t>(h) * TT;                   // [T, T]
@@ -73,7 +86,7 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
         gemm(Trans::kNo, Trans::kYes, t1 - t0, t1, hd, scale, qh + static_cast<size_t>(t0) * ldq,
              ldq, kh, ldkv, T(0), P + static_cast<size_t>(t0) * T_len, T_len);
       }
-    }
+    });
     // 2. Softmax of every row of every head, on the kernel threads.
     for_causal_rows(H, T_len, [&](int h, int t) {
       T* row = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;  // [T]
@@ -104,7 +117,7 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
       std::fill(row + t + 1, row + T_len, T(0));  // masked entries are exact zeros
     });
     // 3. out[t0:t1] = P[t0:t1, 0:t1] V[0:t1]  (masked zeros make the mask exact)
-    for (int h = 0; h < H; ++h) {
+    for_each_head(H, [&](int h) {
       const T* vh = v + head_offset(b, h / group, T_len, KV, hd);  // [T, hd] stride ldkv
       T* oh = out + head_offset(b, h, T_len, H, hd);               // [T, hd] stride ldq
       const T* P = Pseq + static_cast<size_t>(h) * TT;
@@ -113,7 +126,7 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
         gemm(Trans::kNo, Trans::kNo, t1 - t0, hd, t1, T(1), P + static_cast<size_t>(t0) * T_len,
              T_len, vh, ldkv, T(0), oh + static_cast<size_t>(t0) * ldq, ldq);
       }
-    }
+    });
   }
 }
 
@@ -144,24 +157,28 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   thread_local std::vector<T> dS;
   dS.resize(static_cast<size_t>(H) * TT);
   T* const dSv = dS.data();
+  const SingleThreadedBlas one_thread_per_gemm;
   for (int b = 0; b < B; ++b) {
     const T* Pseq = probs + static_cast<size_t>(b) * H * TT;  // [H, T, T]
-    // 1. dV[0:t1] += P_blk^T dO_blk and dP_blk = dO_blk V[0:t1]^T : [rows, t1], per head.
-    for (int h = 0; h < H; ++h) {
-      const size_t qo = head_offset(b, h, T_len, H, hd);
-      const size_t kvo = head_offset(b, h / group, T_len, KV, hd);
-      const T* P = Pseq + static_cast<size_t>(h) * TT;
-      T* dSh = dSv + static_cast<size_t>(h) * TT;
-      for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
-        const int t1 = std::min(T_len, t0 + kRowBlock);
-        const int rows = t1 - t0;
-        const T* dob = dout + qo + static_cast<size_t>(t0) * ldq;  // [rows, hd] stride ldq
-        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, T(1), P + static_cast<size_t>(t0) * T_len,
-             T_len, dob, ldq, T(1), dv + kvo, ldkv);
-        gemm(Trans::kNo, Trans::kYes, rows, t1, hd, T(1), dob, ldq, v + kvo, ldkv, T(0),
-             dSh + static_cast<size_t>(t0) * T_len, T_len);
+    // 1. dV[0:t1] += P_blk^T dO_blk and dP_blk = dO_blk V[0:t1]^T : [rows, t1], per head; the
+    //    One kv group per task, its query heads in order, since they all add to its dV.
+    for_each_head(KV, [&](int g) {
+      const size_t kvo = head_offset(b, g, T_len, KV, hd);
+      for (int h = g * group; h < (g + 1) * group; ++h) {
+        const size_t qo = head_offset(b, h, T_len, H, hd);
+        const T* P = Pseq + static_cast<size_t>(h) * TT;
+        T* dSh = dSv + static_cast<size_t>(h) * TT;
+        for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
+          const int t1 = std::min(T_len, t0 + kRowBlock);
+          const int rows = t1 - t0;
+          const T* dob = dout + qo + static_cast<size_t>(t0) * ldq;  // [rows, hd] stride ldq
+          gemm(Trans::kYes, Trans::kNo, t1, hd, rows, T(1), P + static_cast<size_t>(t0) * T_len,
+               T_len, dob, ldq, T(1), dv + kvo, ldkv);
+          gemm(Trans::kNo, Trans::kYes, rows, t1, hd, T(1), dob, ldq, v + kvo, ldkv, T(0),
+               dSh + static_cast<size_t>(t0) * T_len, T_len);
+        }
       }
-    }
+    });
     // 2. dS = P * (dP - rowsum(P * dP)) for every row of every head, on the kernel threads.
     for_causal_rows(H, T_len, [&](int h, int t) {
       const T* prow = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;
@@ -175,21 +192,23 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
       std::fill(drow + t + 1, drow + block_end, T(0));
     });
     // 3. dQ[t0:t1] = scale dS_blk K[0:t1] (overwrites this head's rows of dq) and
-    //    dK[0:t1] += scale dS_blk^T Q_blk.
-    for (int h = 0; h < H; ++h) {
-      const size_t qo = head_offset(b, h, T_len, H, hd);
-      const size_t kvo = head_offset(b, h / group, T_len, KV, hd);
-      const T* dSh = dSv + static_cast<size_t>(h) * TT;
-      for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
-        const int t1 = std::min(T_len, t0 + kRowBlock);
-        const int rows = t1 - t0;
-        const T* dSb = dSh + static_cast<size_t>(t0) * T_len;  // [rows, T]
-        gemm(Trans::kNo, Trans::kNo, rows, hd, t1, scale, dSb, T_len, k + kvo, ldkv, T(0),
-             dq + qo + static_cast<size_t>(t0) * ldq, ldq);
-        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, scale, dSb, T_len,
-             q + qo + static_cast<size_t>(t0) * ldq, ldq, T(1), dk + kvo, ldkv);
+    //    dK[0:t1] += scale dS_blk^T Q_blk. One kv group per task, as in 1 (for dK).
+    for_each_head(KV, [&](int g) {
+      const size_t kvo = head_offset(b, g, T_len, KV, hd);
+      for (int h = g * group; h < (g + 1) * group; ++h) {
+        const size_t qo = head_offset(b, h, T_len, H, hd);
+        const T* dSh = dSv + static_cast<size_t>(h) * TT;
+        for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
+          const int t1 = std::min(T_len, t0 + kRowBlock);
+          const int rows = t1 - t0;
+          const T* dSb = dSh + static_cast<size_t>(t0) * T_len;  // [rows, T]
+          gemm(Trans::kNo, Trans::kNo, rows, hd, t1, scale, dSb, T_len, k + kvo, ldkv, T(0),
+               dq + qo + static_cast<size_t>(t0) * ldq, ldq);
+          gemm(Trans::kYes, Trans::kNo, t1, hd, rows, scale, dSb, T_len,
+               q + qo + static_cast<size_t>(t0) * ldq, ldq, T(1), dk + kvo, ldkv);
+        }
       }
-    }
+    });
   }
 }
 

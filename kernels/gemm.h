@@ -27,6 +27,25 @@ void gemm(Trans trans_a, Trans trans_b, int M, int N, int K, T alpha, const T* A
 // Sets the number of BLAS threads (0 = all cores).
 void set_blas_threads(int threads);
 
+// While one is alive, every BLAS call runs whole on the thread that makes it (OpenBLAS at one
+// thread), so that many small GEMMs can run side by side on the kernel threads (parallel.h)
+// instead of each being split over all cores: at attention's sizes (64-row blocks of one head)
+// a split GEMM spends more on waking and waiting for the other threads than on arithmetic.
+// A GEMM's last bits can depend on how many threads BLAS gives it (OpenBLAS's split decides
+// which of its kernels, full tile or edge, computes an element), so the products made in such a
+// scope also stop depending on the thread count. Restores the previous count; construct it on
+// the thread that calls parallel_for, never on the kernel threads themselves.
+class SingleThreadedBlas {
+ public:
+  SingleThreadedBlas();
+  ~SingleThreadedBlas();
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+
+ private:
+  int saved_threads_;
+};
+
 // The BLAS in use, its kernel set and thread count, e.g. "OpenBLAS 0.3.21 (Cooperlake kernels,
 // 2 threads)". The kernel set decides the CPU backend's speed (an OPENBLAS_CORETYPE override to
 // an older set halves it on AVX-512 machines), so the run log names it.
