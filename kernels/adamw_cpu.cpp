@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "kernels/adamw.h"
+#include "kernels/parallel.h"
 
 namespace peftrun {
 
@@ -25,7 +26,10 @@ namespace cpu {
 template <typename T>
 void adamw_step(T* params, const T* grads, T* m, T* v, std::size_t n, const AdamWHyper& h) {
   const AdamWScalars s = adamw_scalars(h);
-  for (std::size_t i = 0; i < n; ++i) adamw_element(params[i], grads[i], m[i], v[i], s);
+  // Element-wise, so split over the kernel threads (each element's update is the serial one).
+  parallel_for(n, min_part_for(1), [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) adamw_element(params[i], grads[i], m[i], v[i], s);
+  });
 }
 
 template <typename T>

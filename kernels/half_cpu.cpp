@@ -2,6 +2,7 @@
 // default (portable x86-64) build still uses them where the CPU has them. Both are exact: every
 // fp16 value is representable in fp32, including subnormals (the conversion ignores DAZ).
 #include "kernels/half.h"
+#include "kernels/parallel.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -53,7 +54,11 @@ Converter pick_converter() {
 template <>
 void half_to_real<float>(const half_bits* src, float* dst, std::size_t n) {
   static const Converter convert = pick_converter();
-  convert(src, dst, n);
+  // Element-wise, so split over the kernel threads: the layer staging (twice per step) would
+  // otherwise run on one core while the others wait.
+  cpu::parallel_for(n, cpu::min_part_for(1), [&](std::size_t begin, std::size_t end) {
+    convert(src + begin, dst + begin, end - begin);
+  });
 }
 
 }  // namespace peftrun
