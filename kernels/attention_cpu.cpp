@@ -44,6 +44,15 @@ void for_each_head(int n, const F& fn) {
   });
 }
 
+// fn(h) for every query head, a task per kv group whose heads run in order: backward's dK and
+// dV sum over a group's heads, so this keeps each sum's order whatever the thread count.
+template <typename F>
+void for_each_head_by_group(int KV, int group, const F& fn) {
+  for_each_head(KV, [&](int g) {
+    for (int h = g * group; h < (g + 1) * group; ++h) fn(h);
+  });
+}
+
 // fn(h, t) for every head h < H and query row t < T_len, on the kernel threads (parallel.h).
 // Row t costs ~t, so index i pairs rows i and T-1-i of a head: equal work per index, and the
 // contiguous parts parallel_for hands out are balanced. Rows are independent, so results do
@@ -160,23 +169,20 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   const SingleThreadedBlas one_thread_per_gemm;
   for (int b = 0; b < B; ++b) {
     const T* Pseq = probs + static_cast<size_t>(b) * H * TT;  // [H, T, T]
-    // 1. dV[0:t1] += P_blk^T dO_blk and dP_blk = dO_blk V[0:t1]^T : [rows, t1], per head; the
-    //    One kv group per task, its query heads in order, since they all add to its dV.
-    for_each_head(KV, [&](int g) {
-      const size_t kvo = head_offset(b, g, T_len, KV, hd);
-      for (int h = g * group; h < (g + 1) * group; ++h) {
-        const size_t qo = head_offset(b, h, T_len, H, hd);
-        const T* P = Pseq + static_cast<size_t>(h) * TT;
-        T* dSh = dSv + static_cast<size_t>(h) * TT;
-        for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
-          const int t1 = std::min(T_len, t0 + kRowBlock);
-          const int rows = t1 - t0;
-          const T* dob = dout + qo + static_cast<size_t>(t0) * ldq;  // [rows, hd] stride ldq
-          gemm(Trans::kYes, Trans::kNo, t1, hd, rows, T(1), P + static_cast<size_t>(t0) * T_len,
-               T_len, dob, ldq, T(1), dv + kvo, ldkv);
-          gemm(Trans::kNo, Trans::kYes, rows, t1, hd, T(1), dob, ldq, v + kvo, ldkv, T(0),
-               dSh + static_cast<size_t>(t0) * T_len, T_len);
-        }
+    // 1. dV[0:t1] += P_blk^T dO_blk and dP_blk = dO_blk V[0:t1]^T : [rows, t1], per head.
+    for_each_head_by_group(KV, group, [&](int h) {
+      const size_t qo = head_offset(b, h, T_len, H, hd);
+      const size_t kvo = head_offset(b, h / group, T_len, KV, hd);
+      const T* P = Pseq + static_cast<size_t>(h) * TT;
+      T* dSh = dSv + static_cast<size_t>(h) * TT;
+      for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
+        const int t1 = std::min(T_len, t0 + kRowBlock);
+        const int rows = t1 - t0;
+        const T* dob = dout + qo + static_cast<size_t>(t0) * ldq;  // [rows, hd] stride ldq
+        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, T(1), P + static_cast<size_t>(t0) * T_len,
+             T_len, dob, ldq, T(1), dv + kvo, ldkv);
+        gemm(Trans::kNo, Trans::kYes, rows, t1, hd, T(1), dob, ldq, v + kvo, ldkv, T(0),
+             dSh + static_cast<size_t>(t0) * T_len, T_len);
       }
     });
     // 2. dS = P * (dP - rowsum(P * dP)) for every row of every head, on the kernel threads.
@@ -192,21 +198,19 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
       std::fill(drow + t + 1, drow + block_end, T(0));
     });
     // 3. dQ[t0:t1] = scale dS_blk K[0:t1] (overwrites this head's rows of dq) and
-    //    dK[0:t1] += scale dS_blk^T Q_blk. One kv group per task, as in 1 (for dK).
-    for_each_head(KV, [&](int g) {
-      const size_t kvo = head_offset(b, g, T_len, KV, hd);
-      for (int h = g * group; h < (g + 1) * group; ++h) {
-        const size_t qo = head_offset(b, h, T_len, H, hd);
-        const T* dSh = dSv + static_cast<size_t>(h) * TT;
-        for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
-          const int t1 = std::min(T_len, t0 + kRowBlock);
-          const int rows = t1 - t0;
-          const T* dSb = dSh + static_cast<size_t>(t0) * T_len;  // [rows, T]
-          gemm(Trans::kNo, Trans::kNo, rows, hd, t1, scale, dSb, T_len, k + kvo, ldkv, T(0),
-               dq + qo + static_cast<size_t>(t0) * ldq, ldq);
-          gemm(Trans::kYes, Trans::kNo, t1, hd, rows, scale, dSb, T_len,
-               q + qo + static_cast<size_t>(t0) * ldq, ldq, T(1), dk + kvo, ldkv);
-        }
+    //    dK[0:t1] += scale dS_blk^T Q_blk.
+    for_each_head_by_group(KV, group, [&](int h) {
+      const size_t qo = head_offset(b, h, T_len, H, hd);
+      const size_t kvo = head_offset(b, h / group, T_len, KV, hd);
+      const T* dSh = dSv + static_cast<size_t>(h) * TT;
+      for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
+        const int t1 = std::min(T_len, t0 + kRowBlock);
+        const int rows = t1 - t0;
+        const T* dSb = dSh + static_cast<size_t>(t0) * T_len;  // [rows, T]
+        gemm(Trans::kNo, Trans::kNo, rows, hd, t1, scale, dSb, T_len, k + kvo, ldkv, T(0),
+             dq + qo + static_cast<size_t>(t0) * ldq, ldq);
+        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, scale, dSb, T_len,
+             q + qo + static_cast<size_t>(t0) * ldq, ldq, T(1), dk + kvo, ldkv);
       }
     });
   }

@@ -12,23 +12,11 @@
 #include <math.h>
 
 #include <cstdint>
-#include <cstring>
 
 #include "kernels/exact_math.h"
 #include "kernels/host_device.h"
 
 namespace peftrun {
-
-// The float whose bits are `bits`.
-PEFTRUN_HD float float_from_bits(std::uint32_t bits) {
-#if defined(__CUDA_ARCH__)
-  return __uint_as_float(bits);
-#else
-  float f;
-  std::memcpy(&f, &bits, sizeof f);
-  return f;
-#endif
-}
 
 // x = n ln2 + r with n = round(x / ln2) and |r| <= ln2 / 2. ln2 is split into a head with 9
 // significant bits (so n * head is exact for every n reached) and a float tail: r carries
@@ -61,7 +49,9 @@ PEFTRUN_HD float exp_nonpositive(float x) {
   p = add_rn(mul_rn(p, r), 1.0f);
   p = add_rn(mul_rn(p, r), 1.0f);
   // 2^nc for nc in [-126, 0]: biased exponent nc + 127 in [1, 127], a normal float.
-  const float two_n = float_from_bits(static_cast<std::uint32_t>(static_cast<int>(nc) + 127) << 23);
+  const std::uint32_t two_n_bits = static_cast<std::uint32_t>(static_cast<int>(nc) + 127) << 23;
+  float two_n;
+  __builtin_memcpy(&two_n, &two_n_bits, sizeof(two_n));  // as half.h: host and device alike
   return x < kMinArg ? 0.0f : mul_rn(p, two_n);
 }
 
