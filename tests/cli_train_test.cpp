@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/support/run_command.h"
+#include "tests/support/scratch_dir.h"
 
 #include <sys/wait.h>
 
@@ -39,11 +40,7 @@ RunResult run(const std::string& args) {
 }
 
 fs::path fresh_dir(const std::string& name) {
-  const fs::path d =
-      fs::temp_directory_path() / ("peftrun_test_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return peftrun::testing_support::test_output_dir("test_" + name);
 }
 
 std::vector<nlohmann::json> read_jsonl(const fs::path& p) {

@@ -18,6 +18,7 @@
 
 #include "runtime/data/token_file.h"
 #include "runtime/io/safetensors.h"
+#include "tests/support/scratch_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -63,9 +64,7 @@ std::vector<std::uint8_t> adapter_bytes(const fs::path& dir) {
 TEST(DistributedHf, ShardedCheckpointLoadGivesTheReplicatedDoraAdapter) {
   if (!have_mpi()) GTEST_SKIP() << "built without MPI or no mpirun on PATH";
   allow_mpirun_as_root();
-  const fs::path d = fs::temp_directory_path() / ("peftrun_dist_hf_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
+  const fs::path d = peftrun::testing_support::test_output_dir("dist_hf");
 
   // The golden base has vocab 128; any deterministic ids below that will do.
   std::vector<std::int32_t> tokens(2048);
@@ -113,7 +112,6 @@ TEST(DistributedHf, ShardedCheckpointLoadGivesTheReplicatedDoraAdapter) {
     EXPECT_NE(loss(one_out), "?") << one_out;
     EXPECT_EQ(loss(one_out), loss(two_out)) << one_out << "\n---\n" << two_out;
   }
-  fs::remove_all(d);
 }
 
 }  // namespace

@@ -53,11 +53,7 @@ RunResult run(const std::string& cmd) {
 }
 
 fs::path fresh_dir(const std::string& name) {
-  const fs::path d =
-      fs::temp_directory_path() / ("peftrun_dist_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
-  return d;
+  return peftrun::testing_support::test_output_dir("dist_" + name);
 }
 
 using peftrun::testing_support::adapter_values;

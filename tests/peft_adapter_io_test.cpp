@@ -12,6 +12,7 @@
 
 #include "runtime/adapters/peft_export.h"
 #include "runtime/io/safetensors.h"
+#include "tests/support/scratch_dir.h"
 
 namespace peftrun {
 namespace {
@@ -43,11 +44,9 @@ std::vector<float> random_params(const AdapterLayout& lay, unsigned seed) {
   return p;
 }
 
+// Not created: the writer under test makes it.
 fs::path temp_dir(const std::string& name) {
-  const fs::path d =
-      fs::temp_directory_path() / ("peftrun_peftio_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  return d;
+  return peftrun::testing_support::test_output_dir("peftio_" + name, /*create=*/false);
 }
 
 class PeftAdapterRoundTrip : public ::testing::TestWithParam<AdapterType> {};

@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "runtime/data/token_file.h"
+#include "tests/support/scratch_dir.h"
 
 namespace fs = std::filesystem;
 
@@ -48,10 +49,7 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
                  << " (set PEFTRUN_PYTHON to an interpreter that has them)";
   }
   const std::string type = GetParam();
-  const fs::path d =
-      fs::temp_directory_path() / ("peftrun_interop_" + type + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  fs::create_directories(d);
+  const fs::path d = peftrun::testing_support::test_output_dir("interop_" + type);
   // Token data for the golden base (vocab 128): a learnable repeating pattern.
   std::vector<std::int32_t> tokens(6000);
   std::mt19937 rng(1);

@@ -18,6 +18,7 @@
 #include "runtime/tokenizer/regex.h"
 #include "runtime/tokenizer/tokenizer.h"
 #include "tests/support/run_command.h"
+#include "tests/support/scratch_dir.h"
 
 namespace fs = std::filesystem;
 using peftrun::Tokenizer;
@@ -97,15 +98,13 @@ TEST(TokenizerParityLive, RegeneratedFixturesMatchWhenTokenizersIsInstalled) {
     GTEST_SKIP() << "the Python package 'tokenizers' is not importable by " << python
                  << " (pip install -r tests/tokenizer/requirements.txt)";
   }
-  const fs::path out = fs::temp_directory_path() / ("peftrun_tok_" + std::to_string(getpid()));
-  fs::remove_all(out);
+  const fs::path out = peftrun::testing_support::test_output_dir("tok", /*create=*/false);
   const auto r = peftrun::testing_support::run_command(
       python + " " + PEFTRUN_SOURCE_DIR + "/tests/tokenizer/make_fixtures.py " + out.string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   for (const std::string& style : kStyles) {
     EXPECT_EQ(check_folder((out / style).string()), 0) << style;
   }
-  fs::remove_all(out);
 }
 
 TEST(TokenizerOffsets, TokensPointAtTheTextTheyCameFrom) {

@@ -23,18 +23,16 @@
 
 #include "runtime/io/safetensors.h"
 #include "tests/support/run_command.h"
+#include "tests/support/scratch_dir.h"
 
 namespace peftrun::testing_support {
 
 namespace e2e_fs = std::filesystem;
 
-// An empty folder under the temp dir, unique to this test process.
+// An empty folder under the temp dir, unique to this test process; removed at exit if the
+// tests passed.
 inline e2e_fs::path fresh_dir(const std::string& name) {
-  const e2e_fs::path d =
-      e2e_fs::temp_directory_path() / ("peftrun_e2e_" + name + "_" + std::to_string(::getpid()));
-  e2e_fs::remove_all(d);
-  e2e_fs::create_directories(d);
-  return d;
+  return test_output_dir("e2e_" + name);
 }
 
 inline std::string file_bytes(const e2e_fs::path& p) {
@@ -132,13 +130,7 @@ inline bool mpirun_available() {
   if (std::system("command -v mpirun > /dev/null 2>&1") != 0) return false;
   setenv("OMPI_ALLOW_RUN_AS_ROOT", "1", 1);
   setenv("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1", 1);
-  static const std::string session_base = [] {
-    const e2e_fs::path dir =
-        e2e_fs::temp_directory_path() / ("peftrun-ompi-" + std::to_string(getpid()));
-    std::error_code ec;
-    e2e_fs::create_directories(dir, ec);
-    return dir.string();
-  }();
+  static const std::string session_base = test_output_dir("ompi").string();
   setenv("OMPI_MCA_orte_tmpdir_base", session_base.c_str(), 1);
   return true;
 #else

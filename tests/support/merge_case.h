@@ -16,18 +16,16 @@
 #include "runtime/data/token_file.h"
 #include "runtime/io/safetensors.h"
 #include "tests/support/run_command.h"
+#include "tests/support/scratch_dir.h"
 
 namespace peftrun::testing_support {
 
 namespace merge_fs = std::filesystem;
 
-// A fresh folder under the temp dir, unique per process and name.
+// A fresh folder under the temp dir, unique per process and name; removed at exit if the
+// tests passed.
 inline merge_fs::path fresh_test_dir(const std::string& name) {
-  const merge_fs::path d = merge_fs::temp_directory_path() /
-                           ("peftrun_merge_" + name + "_" + std::to_string(::getpid()));
-  merge_fs::remove_all(d);
-  merge_fs::create_directories(d);
-  return d;
+  return test_output_dir("merge_" + name);
 }
 
 // `peftrun ARGS`.
