@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "kernels/attention_math.h"
+#include "kernels/exp_math.h"
 #include "kernels/gemm.h"
 #include "kernels/parallel.h"
 
@@ -99,28 +100,23 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
     // 2. Softmax of every row of every head, on the kernel threads.
     for_causal_rows(H, T_len, [&](int h, int t) {
       T* row = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;  // [T]
-      // Visible keys: s <= t, and same document when packed. s == t is always visible, so
-      // every row has at least one entry and the normaliser is >= 1.
-      const bool packed = seg != nullptr;
-      const std::int32_t seg_t = packed ? seg[t] : 0;
-      auto visible = [&](int s) {
-        return attention_visible(t, s, packed, seg_t, packed ? seg[s] : 0);
-      };
-      T mx = -std::numeric_limits<T>::infinity();
-      for (int s = 0; s <= t; ++s) {
-        if (!visible(s)) continue;
-        mx = std::max(mx, row[s]);
-      }
-      T sum = 0;
-      for (int s = 0; s <= t; ++s) {
-        if (!visible(s)) {
-          row[s] = 0;
-          continue;
+      // Visible keys: s <= t, and same document when packed. Another document's keys become
+      // -inf, whose e^(s - max) is exactly 0. s == t is always visible, so the max is finite
+      // and the normaliser is >= 1.
+      if (seg != nullptr) {
+        for (int s = 0; s <= t; ++s) {
+          if (!attention_visible(t, s, true, seg[t], seg[s])) {
+            row[s] = -std::numeric_limits<T>::infinity();
+          }
         }
-        const T e = std::exp(row[s] - mx);  // max-subtracted: e <= 1, no overflow
-        row[s] = e;
-        sum += e;
       }
+      T mx = row[t];
+      for (int s = 0; s < t; ++s) mx = std::max(mx, row[s]);
+      // The exponentials in a branch-free loop the compiler vectorises (e^(s - max) <= 1, no
+      // overflow), then their sum in order.
+      for (int s = 0; s <= t; ++s) row[s] = exp_nonpositive(row[s] - mx);
+      T sum = 0;
+      for (int s = 0; s <= t; ++s) sum += row[s];
       const T inv = T(1) / sum;
       for (int s = 0; s <= t; ++s) row[s] *= inv;
       std::fill(row + t + 1, row + T_len, T(0));  // masked entries are exact zeros
