@@ -22,6 +22,9 @@ enum class ComputeDtype { kAuto, kFp32, kFp16, kBf16 };
 enum class DataFormat { kSame, kTokens, kText, kPromptCompletion, kChat };
 // data.chat_template: kAuto detects the family from the tokenizer's own chat template.
 enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral };
+// model.rope_scaling: HF's RoPE variants that only change the frequencies (rope_type "default",
+// "linear", "dynamic", "llama3"); kNone is plain RoPE ("default").
+enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3 };
 
 const char* to_string(AdapterType t);   // "lora" | "dora" | "adalora"
 const char* to_string(LrSchedule s);    // "constant" | "linear" | "cosine"
@@ -29,6 +32,7 @@ const char* to_string(DeviceKind d);    // "auto" | "cpu" | "cuda"
 const char* to_string(ComputeDtype d);  // "auto" | "fp32" | "fp16" | "bf16"
 const char* to_string(DataFormat f);    // "same" | "tokens" | "text" | "prompt_completion" | "chat"
 const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral"
+const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3"
 
 // The seven projection names LoRA may target, in the order layers hold them.
 inline const std::vector<std::string>& all_target_modules() {
@@ -49,6 +53,13 @@ struct ModelConfig {
   int vocab_size = 256;
   int max_seq_len = 256;
   double rope_theta = 10000.0;
+  // RoPE's frequency scaling, HF's rope_scaling / rope_parameters (docs/CONFIG.md); the
+  // parameters below it only apply to the variants named beside them.
+  RopeScaling rope_scaling = RopeScaling::kNone;
+  double rope_factor = 1.0;            // linear, dynamic, llama3
+  double rope_low_freq_factor = 1.0;   // llama3
+  double rope_high_freq_factor = 4.0;  // llama3
+  int rope_original_max_seq_len = 0;   // llama3: pretraining context; 0 = max_seq_len
   bool tie_embeddings = false;
   double norm_eps = 1e-5;
   // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen

@@ -540,6 +540,22 @@ std::vector<KeySpec> build_schema() {
       "model.max_seq_len", [](auto& c) -> auto& { return c.model.max_seq_len; }, greater_than(0)));
   keys.push_back(double_key(
       "model.rope_theta", [](auto& c) -> auto& { return c.model.rope_theta; }, greater_than(0)));
+  keys.push_back(enum_key(
+      "model.rope_scaling", [](auto& c) -> auto& { return c.model.rope_scaling; },
+      std::vector<RopeScaling>{RopeScaling::kNone, RopeScaling::kLinear, RopeScaling::kDynamic,
+                               RopeScaling::kLlama3},
+      ValueAliases{{"default", "none"}, {"null", "none"}}));
+  keys.push_back(double_key(
+      "model.rope_factor", [](auto& c) -> auto& { return c.model.rope_factor; }, greater_than(0)));
+  keys.push_back(double_key(
+      "model.rope_low_freq_factor", [](auto& c) -> auto& { return c.model.rope_low_freq_factor; },
+      greater_than(0)));
+  keys.push_back(double_key(
+      "model.rope_high_freq_factor", [](auto& c) -> auto& { return c.model.rope_high_freq_factor; },
+      greater_than(0)));
+  keys.push_back(int_key(
+      "model.rope_original_max_seq_len",
+      [](auto& c) -> auto& { return c.model.rope_original_max_seq_len; }, at_least(0)));
   keys.push_back(bool_key(
       "model.tie_embeddings", [](auto& c) -> auto& { return c.model.tie_embeddings; }));
   keys.push_back(double_key(
@@ -719,6 +735,56 @@ std::vector<CrossCheck> build_cross_checks() {
                                "group of query heads)";
                       }
                       return "";
+                    }});
+  // A RoPE parameter the chosen variant does not read is a mistake (a forgotten
+  // model.rope_scaling, most likely), not something to ignore silently.
+  checks.push_back(
+      {"model.rope_factor", {"model.rope_scaling"}, [](const Config& c) -> std::string {
+         const ModelConfig& m = c.model;
+         if (m.rope_scaling != RopeScaling::kNone || m.rope_factor == 1.0) return "";
+         return "is " + format_number(m.rope_factor) +
+                " but model.rope_scaling is none, expected 1 or a rope_scaling of "
+                "linear, dynamic or llama3";
+       }});
+  // llama3's own parameters, each against its default.
+  using RopeField = bool (*)(const ModelConfig&);
+  const std::vector<std::pair<std::string, RopeField>> llama3_only = {
+      {"model.rope_low_freq_factor",
+       [](const ModelConfig& m) {
+         return m.rope_low_freq_factor != ModelConfig{}.rope_low_freq_factor;
+       }},
+      {"model.rope_high_freq_factor",
+       [](const ModelConfig& m) {
+         return m.rope_high_freq_factor != ModelConfig{}.rope_high_freq_factor;
+       }},
+      {"model.rope_original_max_seq_len",
+       [](const ModelConfig& m) {
+         return m.rope_original_max_seq_len != ModelConfig{}.rope_original_max_seq_len;
+       }},
+  };
+  for (const auto& [key, changed] : llama3_only) {
+    checks.push_back({key, {"model.rope_scaling"}, [changed](const Config& c) -> std::string {
+                        const ModelConfig& m = c.model;
+                        if (m.rope_scaling == RopeScaling::kLlama3 || !changed(m)) return "";
+                        return std::string(
+                                   "is only read by model.rope_scaling llama3, but that "
+                                   "is ") +
+                               to_string(m.rope_scaling) +
+                               "; remove it or set model.rope_scaling: llama3";
+                      }});
+  }
+  checks.push_back({"model.rope_high_freq_factor",
+                    {"model.rope_low_freq_factor", "model.rope_scaling"},
+                    [](const Config& c) -> std::string {
+                      const ModelConfig& m = c.model;
+                      if (m.rope_scaling != RopeScaling::kLlama3 ||
+                          m.rope_high_freq_factor > m.rope_low_freq_factor) {
+                        return "";
+                      }
+                      return format_number(m.rope_high_freq_factor) +
+                             " is not above model.rope_low_freq_factor (" +
+                             format_number(m.rope_low_freq_factor) +
+                             "), expected high > low (llama3 ramps between the two)";
                     }});
   checks.push_back({"data.seq_len", {"model.max_seq_len"}, [](const Config& c) -> std::string {
                       if (c.data.seq_len <= c.model.max_seq_len) return "";

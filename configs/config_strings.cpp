@@ -89,6 +89,20 @@ const char* to_string(ChatTemplate t) {
   return "?";
 }
 
+const char* to_string(RopeScaling s) {
+  switch (s) {
+    case RopeScaling::kNone:
+      return "none";
+    case RopeScaling::kLinear:
+      return "linear";
+    case RopeScaling::kDynamic:
+      return "dynamic";
+    case RopeScaling::kLlama3:
+      return "llama3";
+  }
+  return "?";
+}
+
 double AdapterConfig::scaling() const {
   const double rank = static_cast<double>(r);
   return use_rslora ? alpha / std::sqrt(rank) : alpha / rank;

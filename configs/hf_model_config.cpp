@@ -42,6 +42,13 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.vocab_size", "vocab_size"},
       {"model.max_seq_len", "max_position_embeddings"},
       {"model.rope_theta", "rope_theta"},
+      // rope_scaling.* (transformers < 5) or rope_parameters.* (>= 5): set_source_of names the
+      // one the file uses.
+      {"model.rope_scaling", "rope_scaling.rope_type"},
+      {"model.rope_factor", "rope_scaling.factor"},
+      {"model.rope_low_freq_factor", "rope_scaling.low_freq_factor"},
+      {"model.rope_high_freq_factor", "rope_scaling.high_freq_factor"},
+      {"model.rope_original_max_seq_len", "rope_scaling.original_max_position_embeddings"},
       {"model.tie_embeddings", "tie_word_embeddings"},
       {"model.norm_eps", "rms_norm_eps"},
   };
@@ -289,8 +296,19 @@ class JsonConfigReader {
     if (const YAML::Node* v = find_optional("rope_theta")) {
       if (read_positive(*v, "rope_theta", m.rope_theta)) set_source("rope_theta", *v);
     }
-    // transformers >= 5 moves rope_theta (and the scaling type) into `rope_parameters`.
-    if (const YAML::Node* v = find_optional("rope_parameters")) read_rope_parameters(*v);
+    // transformers >= 5 moves rope_theta (and the scaling type) into `rope_parameters`; older
+    // files have a separate `rope_scaling`, which wins when both are there (as in transformers).
+    const YAML::Node* parameters = find_optional("rope_parameters");
+    if (parameters != nullptr) read_rope_parameters(*parameters);
+    if (const YAML::Node* v = find_optional("rope_scaling")) {
+      if (!v->IsMap()) {
+        error(v->Mark(), "rope_scaling", "got " + describe(*v) + ", expected null or an object");
+      } else {
+        read_rope_variant(*v, "rope_scaling");
+      }
+    } else if (parameters != nullptr && parameters->IsMap()) {
+      read_rope_variant(*parameters, "rope_parameters");
+    }
 
     m.tie_embeddings = false;
     if (const YAML::Node* v = find_optional("tie_word_embeddings")) {
@@ -304,13 +322,6 @@ class JsonConfigReader {
     if (!v.IsMap()) {
       error(v.Mark(), "rope_parameters", "got " + describe(v) + ", expected an object");
       return;
-    }
-    const YAML::Node type = v["rope_type"];
-    if (type && !type.IsNull() && !(is_string(type) && type.Scalar() == "default")) {
-      error(type.Mark(), "rope_parameters.rope_type",
-            "got " + describe(type) +
-                ", expected \"default\": RoPE scaling is not supported yet (peftrun implements "
-                "plain RoPE only)");
     }
     const YAML::Node theta = v["rope_theta"];
     if (!theta || theta.IsNull()) return;
@@ -327,6 +338,96 @@ class JsonConfigReader {
     set_source("rope_theta", theta);
   }
 
+  // Where config.json sets `yaml_key`, under the name `json_key`.
+  void set_source_of(const std::string& yaml_key, const std::string& json_key,
+                     const YAML::Node& v) {
+    for (HfShapeSource& s : out_.sources) {
+      if (s.yaml_key != yaml_key) continue;
+      s.json_key = json_key;
+      s.line = v.Mark().line + 1;
+      s.column = v.Mark().column + 1;
+    }
+  }
+
+  // A number > 0 at `where`.`name`; `required` as transformers' variant reads it with [].
+  void read_rope_number(const YAML::Node& v, const std::string& where, const std::string& name,
+                        const std::string& yaml_key, bool required, double& out) {
+    const YAML::Node n = v[name];
+    if (!n || n.IsNull()) {
+      if (required) {
+        error(v.Mark(), where + "." + name,
+              "missing, expected a finite number > 0 (rope_type " +
+                  std::string(to_string(out_.shape.rope_scaling)) + " reads it)");
+      }
+      return;
+    }
+    if (read_positive(n, where + "." + name, out)) set_source_of(yaml_key, where + "." + name, n);
+  }
+
+  // The RoPE variant of a rope_scaling / rope_parameters object: "rope_type" (or the older
+  // "type"; absent = "default") and the parameters that variant reads. Other keys are ignored,
+  // as transformers ignores them (attention_factor, say, is not read by these variants).
+  void read_rope_variant(const YAML::Node& v, const std::string& where) {
+    ModelConfig& m = out_.shape;
+    // (A yaml-cpp node for a missing key cannot be assigned to, hence two of them.)
+    const YAML::Node rope_type = v["rope_type"];
+    const bool has_rope_type = rope_type && !rope_type.IsNull();
+    const std::string key = has_rope_type ? "rope_type" : "type";
+    const YAML::Node type = has_rope_type ? rope_type : v["type"];
+    if (const YAML::Node partial = v["partial_rotary_factor"]; partial && !partial.IsNull()) {
+      read_partial_rotary_factor(partial, where + ".partial_rotary_factor");
+    }
+    if (!type || type.IsNull()) return;
+    std::string name;
+    if (!read_string(type, where + "." + key, name)) return;
+    static const std::map<std::string, RopeScaling> kinds = {{"default", RopeScaling::kNone},
+                                                             {"linear", RopeScaling::kLinear},
+                                                             {"dynamic", RopeScaling::kDynamic},
+                                                             {"llama3", RopeScaling::kLlama3}};
+    const auto kind = kinds.find(name);
+    if (kind == kinds.end()) {
+      error(type.Mark(), where + "." + key,
+            "got \"" + name +
+                "\", expected one of default, linear, dynamic, llama3: RoPE scaling \"" + name +
+                "\" is not supported yet");
+      return;
+    }
+    m.rope_scaling = kind->second;
+    set_source_of("model.rope_scaling", where + "." + key, type);
+    if (m.rope_scaling == RopeScaling::kNone) return;
+    read_rope_number(v, where, "factor", "model.rope_factor", true, m.rope_factor);
+    if (m.rope_scaling != RopeScaling::kLlama3) return;
+    read_rope_number(v, where, "low_freq_factor", "model.rope_low_freq_factor", true,
+                     m.rope_low_freq_factor);
+    read_rope_number(v, where, "high_freq_factor", "model.rope_high_freq_factor", true,
+                     m.rope_high_freq_factor);
+    // transformers takes a top-level original_max_position_embeddings over the object's, and
+    // max_position_embeddings when neither is there (0 here means exactly that).
+    const YAML::Node* top = find_optional("original_max_position_embeddings");
+    const YAML::Node inner = v["original_max_position_embeddings"];
+    const std::string inner_name = where + ".original_max_position_embeddings";
+    if (top != nullptr) {
+      if (read_int(*top, "original_max_position_embeddings", m.rope_original_max_seq_len)) {
+        set_source_of("model.rope_original_max_seq_len", "original_max_position_embeddings", *top);
+      }
+    } else if (inner && !inner.IsNull()) {
+      if (read_int(inner, inner_name, m.rope_original_max_seq_len)) {
+        set_source_of("model.rope_original_max_seq_len", inner_name, inner);
+      }
+    }
+  }
+
+  // Rotating only part of each head is not implemented.
+  void read_partial_rotary_factor(const YAML::Node& v, const std::string& name) {
+    double factor = 0.0;
+    if (read_positive(v, name, factor) && factor != 1.0) {
+      error(v.Mark(), name,
+            "got " + v.Scalar() +
+                ", expected 1 (partial rotary embeddings are not supported yet: peftrun rotates "
+                "whole heads)");
+    }
+  }
+
   // Features that would make the same weights compute a different function than peftrun's
   // decoder: refused, because training against a subtly wrong base fails silently.
   void read_unsupported_features() {
@@ -337,19 +438,8 @@ class JsonConfigReader {
               "got \"" + act + "\", expected \"silu\" (peftrun's MLP is SwiGLU)");
       }
     }
-    if (const YAML::Node* v = find_optional("rope_scaling")) {
-      std::string kind;
-      if (v->IsMap()) {
-        for (const char* key : {"rope_type", "type"}) {
-          const YAML::Node t = (*v)[key];
-          if (t && t.IsScalar()) kind = " (" + std::string(key) + " \"" + t.Scalar() + "\")";
-          if (!kind.empty()) break;
-        }
-      }
-      error(v->Mark(), "rope_scaling",
-            "got " + describe(*v) + kind +
-                ", expected null: RoPE scaling is not supported yet (peftrun implements plain "
-                "RoPE only)");
+    if (const YAML::Node* v = find_optional("partial_rotary_factor")) {
+      read_partial_rotary_factor(*v, "partial_rotary_factor");
     }
     if (const YAML::Node* v = find_optional("head_dim")) {
       int head_dim = 0;
@@ -460,6 +550,11 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.vocab_size = from.vocab_size;
   to.max_seq_len = from.max_seq_len;
   to.rope_theta = from.rope_theta;
+  to.rope_scaling = from.rope_scaling;
+  to.rope_factor = from.rope_factor;
+  to.rope_low_freq_factor = from.rope_low_freq_factor;
+  to.rope_high_freq_factor = from.rope_high_freq_factor;
+  to.rope_original_max_seq_len = from.rope_original_max_seq_len;
   to.tie_embeddings = from.tie_embeddings;
   to.norm_eps = from.norm_eps;
   to.proj_bias_mask = from.proj_bias_mask;

@@ -4,8 +4,9 @@
 // YAML's: the loader (config_loader.cpp) calls read_hf_model_config after the YAML and `--set`
 // are applied and before cross-field validation, and a shape key written explicitly with a
 // different value is an error. Accepted: model_type llama (SmolLM included), mistral, qwen2 with
-// SiLU MLPs, plain RoPE and full causal attention over data.seq_len; anything else is refused with
-// the config.json position rather than trained as a subtly different model.
+// SiLU MLPs, RoPE plain or scaled by one of the rope types linear, dynamic, llama3 (Llama 3.1 and
+// later), and full causal attention over data.seq_len; anything else is refused with the
+// config.json position rather than trained as a subtly different model.
 //
 // config.json is parsed with yaml-cpp (JSON is YAML 1.2 flow syntax), which keeps LINE:COL
 // positions for every value, so problems print like YAML ones: `/ckpt/config.json:7:3: key: ...`.
@@ -30,7 +31,8 @@ struct HfModelConfig {
   std::string file;        // the config.json that was read
   std::string model_type;  // "llama" | "mistral" | "qwen2"
   // The shape fields (dim, n_layers, n_heads, n_kv_heads, ffn_dim, vocab_size, max_seq_len,
-  // rope_theta, tie_embeddings, norm_eps) and proj_bias_mask; path and init_std keep defaults.
+  // rope_theta, the rope_scaling fields, tie_embeddings, norm_eps) and proj_bias_mask; path and
+  // init_std keep defaults.
   ModelConfig shape;
   std::vector<HfShapeSource> sources;  // one per entry of hf_shape_keys(), in that order
   std::vector<ConfigError> errors;     // each with file = `file`; empty = usable

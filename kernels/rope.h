@@ -1,10 +1,11 @@
 // Rotary position embedding in HF LLaMA's "rotate_half" layout: within each head the pairs are
-// (i, i + head_dim/2) for i < head_dim/2, rotated by angle pos * theta^(-2i/head_dim):
+// (i, i + head_dim/2) for i < head_dim/2, rotated by angle pos * inv_freq[i]:
 //   out[i]          = x[i] cos - x[i + h/2] sin
 //   out[i + h/2]    = x[i + h/2] cos + x[i] sin
 // x: [tokens, n_heads, head_dim], rotated in place. pos: [tokens] position of each token inside
-// its sequence (restarting per packed document later). Frequencies and angles are computed in
-// float (as HF does) and the rotation in T.
+// its sequence (restarting per packed document). inv_freq: [head_dim / 2] host memory, from
+// rope_inverse_frequencies (rope_frequencies.h), which knows HF's RoPE variants. Angles, cos and
+// sin are computed in float (as HF does) and the rotation in T.
 #pragma once
 
 #include <cstdint>
@@ -16,24 +17,24 @@ namespace peftrun::cpu {
 
 template <typename T>
 void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  float theta);
+                  const float* inv_freq);
 
 // dx in place: the gradient of a rotation is the inverse rotation.
 template <typename T>
 void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   float theta);
+                   const float* inv_freq);
 
 }  // namespace peftrun::cpu
 
 // CUDA twin (rope_cuda.cu, kernels in rope_blocks.h): x in place, stored in `dtype`; pos [tokens]
-// int32 on the device. The inverse frequencies are computed on the host by the same function as
-// the CPU's (rope_math.h), so both rotate by the same float angles. head_dim must be even and at
-// most 256.
+// int32 on the device; inv_freq [head_dim / 2] in host memory (it travels in the kernel's
+// parameters), the same table as the CPU's, so both rotate by the same float angles. head_dim
+// must be even and at most 256.
 namespace peftrun::cuda {
 
 void rope_forward(void* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  float theta, DType dtype, Stream stream);
+                  const float* inv_freq, DType dtype, Stream stream);
 void rope_backward(void* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   float theta, DType dtype, Stream stream);
+                   const float* inv_freq, DType dtype, Stream stream);
 
 }  // namespace peftrun::cuda

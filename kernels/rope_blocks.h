@@ -12,7 +12,7 @@
 namespace peftrun::blocks {
 
 // The largest head_dim the kernel takes: its inverse frequencies travel in the kernel's
-// parameters (head_dim / 2 floats), computed on the host by rope_inv_freq exactly as the CPU does.
+// parameters (head_dim / 2 floats), the host table the CPU rotates by too.
 inline constexpr int kRopeMaxHeadDim = 256;
 
 // One thread per rotated pair (token t, head h, i < head_dim / 2), grid-stride:
@@ -51,13 +51,14 @@ struct RopeRotate {
 
 template <class Launcher>
 void launch_rope(const Launcher& launch, const char* op, void* x, const std::int32_t* pos,
-                 int tokens, int n_heads, int head_dim, float theta, float sign, DType dtype) {
+                 int tokens, int n_heads, int head_dim, const float* inv_freq, float sign,
+                 DType dtype) {
   require(tokens >= 0 && n_heads >= 1, op, "tokens must be >= 0 and n_heads >= 1");
   require(head_dim >= 2 && head_dim % 2 == 0 && head_dim <= kRopeMaxHeadDim, op,
           "head_dim " + std::to_string(head_dim) + " must be even and in [2, " +
               std::to_string(kRopeMaxHeadDim) + "]");
   if (tokens == 0) return;
-  require(x && pos, op, "null tensor");
+  require(x && pos && inv_freq, op, "null tensor");
   with_storage(dtype, [&](auto st) {
     using St = decltype(st);
     using E = typename St::Elem;
@@ -69,22 +70,22 @@ void launch_rope(const Launcher& launch, const char* op, void* x, const std::int
                      head_dim,
                      sign,
                      {}};
-    for (int i = 0; i < head_dim / 2; ++i) k.inv_freq[i] = rope_inv_freq(i, head_dim, theta);
+    for (int i = 0; i < head_dim / 2; ++i) k.inv_freq[i] = inv_freq[i];
     launch(op, pointwise_geometry(static_cast<std::int64_t>(tokens) * n_heads * (head_dim / 2)), k);
   });
 }
 
 template <class Launcher>
 void launch_rope_forward(const Launcher& launch, void* x, const std::int32_t* pos, int tokens,
-                         int n_heads, int head_dim, float theta, DType dtype) {
-  launch_rope(launch, "rope_forward", x, pos, tokens, n_heads, head_dim, theta, 1.0f, dtype);
+                         int n_heads, int head_dim, const float* inv_freq, DType dtype) {
+  launch_rope(launch, "rope_forward", x, pos, tokens, n_heads, head_dim, inv_freq, 1.0f, dtype);
 }
 
 // The gradient of a rotation is the inverse rotation: the same kernel with the sine negated.
 template <class Launcher>
 void launch_rope_backward(const Launcher& launch, void* dx, const std::int32_t* pos, int tokens,
-                          int n_heads, int head_dim, float theta, DType dtype) {
-  launch_rope(launch, "rope_backward", dx, pos, tokens, n_heads, head_dim, theta, -1.0f, dtype);
+                          int n_heads, int head_dim, const float* inv_freq, DType dtype) {
+  launch_rope(launch, "rope_backward", dx, pos, tokens, n_heads, head_dim, inv_freq, -1.0f, dtype);
 }
 
 }  // namespace peftrun::blocks

@@ -7,10 +7,9 @@
 
 namespace peftrun {
 
-// inv_freq[i] = 1 / theta^(2i / head_dim), each step in float exactly as HF LLaMA builds it
-// (arange(0, dim, 2).float() / dim, then base ** that, then 1.0 / that). The CUDA launcher
-// evaluates it on the host and passes the table to the kernel, so both sides rotate by the very
-// same float angles.
+// Plain RoPE's inv_freq[i] = 1 / theta^(2i / head_dim), each step in float exactly as HF LLaMA
+// builds it (arange(0, dim, 2).float() / dim, then base ** that, then 1.0 / that); the start of
+// every variant in rope_frequencies.cpp.
 PEFTRUN_HD float rope_inv_freq(int i, int head_dim, float theta) {
   const float expo = static_cast<float>(2 * i) / static_cast<float>(head_dim);
   return 1.0f / std::pow(theta, expo);

@@ -43,6 +43,7 @@
 #include "runtime/model/base_weights.h"
 #include "runtime/model/transformer.h"
 #include "runtime/train/model_setup.h"
+#include "tests/support/scratch_dir.h"
 
 namespace peftrun {
 namespace {
@@ -150,8 +151,9 @@ class Case {
 // The resolved Config for a case: the base folder through `model.path` (so the config loader
 // reads config.json, as for a real run) and the adapter section from the sidecar's PEFT config.
 // data.train only has to exist for validation; the tests feed their own batch.
+// `base`: a folder under data/, or an absolute path.
 Config golden_config(const std::string& base, const nlohmann::json& peft) {
-  std::string yaml = "model:\n  path: " + kData + "/" + base + "\n";
+  std::string yaml = "model:\n  path: " + (base.front() == '/' ? base : kData + "/" + base) + "\n";
   const bool adalora = peft.at("peft_type") == "ADALORA";
   std::string type = adalora ? "adalora" : "lora";
   if (peft.value("use_dora", false)) type = "dora";
@@ -296,6 +298,38 @@ TEST(GoldenBase, ForwardLogitsAndLossMatchTransformers) {
 
 TEST(GoldenBase, TiedEmbeddingsForwardMatchesTransformers) {
   check_base_forward("base_tied", "base_tied_forward");
+}
+
+// data/base's weights under a config.json with scaled RoPE (data/rope/, make_rope_golden.py):
+// the frequencies come from config.json through the config loader, and the forward over all 64
+// positions must be transformers'. The plain-RoPE loss of the same tokens is far enough away
+// that a scaling left out would fail.
+void check_scaled_rope_forward(const std::string& case_name, RopeScaling want) {
+  const Case c("rope/" + case_name);
+  const fs::path dir = peftrun::testing_support::test_output_dir("golden_rope_" + case_name);
+  fs::copy_file(kData + "/base/model.safetensors", dir / "model.safetensors");
+  fs::copy_file(kData + "/rope/" + case_name + "/config.json", dir / "config.json");
+  const Config cfg = golden_config(dir.string(), plain_lora_config());
+  ASSERT_EQ(cfg.model.rope_scaling, want) << to_string(cfg.model.rope_scaling);
+  const BaseWeights weights = load_base(cfg);
+  const AdapterLayout lay = AdapterLayout::plan(cfg.model, cfg.adapter);
+  const std::vector<float> zero(lay.total(), 0.0f);
+  const GoldenBatch g = golden_batch(c);
+  Transformer<float> model(weights, lay, cfg.adapter, g.batch, g.seq_len);
+  std::vector<float> logits(std::size_t(g.batch) * g.seq_len * model.vocab_size());
+  const double loss = model.eval_micro_batch(g.view(), zero.data(), logits.data()) / g.valid;
+  expect_close(case_name + " logits", rel_error(logits, c.f32("logits")), kLogitsTol);
+  expect_close(case_name + " loss", rel_scalar(loss, c.scalar("loss")), kLossTol);
+  const double plain = c.json().at("loss_with_plain_rope").at("value").get<double>();
+  EXPECT_GT(rel_scalar(plain, c.scalar("loss")), 100 * kLossTol) << "the case cannot tell";
+}
+
+TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
+  check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
+}
+
+TEST(GoldenRope, LinearScalingInTheOldRopeScalingLayoutMatchesTransformers) {
+  check_scaled_rope_forward("linear_forward", RopeScaling::kLinear);
 }
 
 TEST(GoldenBase, ConfigLoaderTakesTheShapeFromConfigJson) {

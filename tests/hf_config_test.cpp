@@ -291,6 +291,78 @@ TEST(HfConfigJson, RopeThetaMayComeFromRopeParameters) {
   EXPECT_EQ(hf.shape.rope_theta, 1e5);
 }
 
+// Llama 3.2 1B's RoPE, in the rope_scaling layout its config.json has.
+TEST(HfConfigJson, Llama3RopeScalingIsRead) {
+  const std::string rope =
+      "{\"factor\": 32.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+      "\"original_max_position_embeddings\": 8192, \"rope_type\": \"llama3\"}";
+  const Fields fields = with(with(kSmolLm, "rope_theta", "500000.0"), "rope_scaling", rope);
+  const HfModelConfig hf = parse(fields);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.shape.rope_theta, 500000.0);
+  EXPECT_EQ(hf.shape.rope_scaling, RopeScaling::kLlama3);
+  EXPECT_EQ(hf.shape.rope_factor, 32.0);
+  EXPECT_EQ(hf.shape.rope_low_freq_factor, 1.0);
+  EXPECT_EQ(hf.shape.rope_high_freq_factor, 4.0);
+  EXPECT_EQ(hf.shape.rope_original_max_seq_len, 8192);
+  // Errors about these keys point into the object.
+  const std::string line = line_of(fields, "rope_scaling");
+  for (const HfShapeSource& src : hf.sources) {
+    if (src.yaml_key.rfind("model.rope_", 0) != 0 || src.yaml_key == "model.rope_theta") continue;
+    EXPECT_EQ(std::to_string(src.line), line) << src.yaml_key;
+    EXPECT_EQ(src.json_key.rfind("rope_scaling.", 0), 0u) << src.json_key;
+  }
+}
+
+TEST(HfConfigJson, RopeParametersLayoutCarriesTheVariantToo) {
+  const Fields v5 = with(without(kSmolLm, "rope_theta"), "rope_parameters",
+                         "{\"rope_type\": \"linear\", \"rope_theta\": 100000.0, \"factor\": 2.0}");
+  const HfModelConfig hf = parse(v5);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.shape.rope_theta, 1e5);
+  EXPECT_EQ(hf.shape.rope_scaling, RopeScaling::kLinear);
+  EXPECT_EQ(hf.shape.rope_factor, 2.0);
+  for (const HfShapeSource& src : hf.sources) {
+    if (src.yaml_key == "model.rope_scaling") {
+      EXPECT_EQ(src.json_key, "rope_parameters.rope_type");
+    }
+    if (src.yaml_key == "model.rope_factor") {
+      EXPECT_EQ(src.json_key, "rope_parameters.factor");
+    }
+  }
+}
+
+TEST(HfConfigJson, DefaultOrDynamicRopeTypesAreAccepted) {
+  const HfModelConfig plain = parse(with(kSmolLm, "rope_scaling", "{\"rope_type\": \"default\"}"));
+  ASSERT_TRUE(plain.ok()) << all_errors(plain.errors);
+  EXPECT_EQ(plain.shape.rope_scaling, RopeScaling::kNone);
+  const HfModelConfig dynamic =
+      parse(with(kSmolLm, "rope_scaling", "{\"type\": \"dynamic\", \"factor\": 2.0}"));
+  ASSERT_TRUE(dynamic.ok()) << all_errors(dynamic.errors);
+  EXPECT_EQ(dynamic.shape.rope_scaling, RopeScaling::kDynamic);
+  EXPECT_EQ(dynamic.shape.rope_factor, 2.0);
+}
+
+// As transformers: a top-level original_max_position_embeddings wins over the object's, and
+// without either the pretraining context is max_position_embeddings (recorded as 0).
+TEST(HfConfigJson, Llama3OriginalContextComesFromTheTopLevelFirst) {
+  const std::string rope =
+      "{\"factor\": 8.0, \"high_freq_factor\": 4.0, \"low_freq_factor\": 1.0, "
+      "\"rope_type\": \"llama3\"%s}";
+  auto rope_with = [&](const std::string& extra) {
+    std::string r = rope;
+    return r.replace(r.find("%s"), 2, extra);
+  };
+  const HfModelConfig none = parse(with(kSmolLm, "rope_scaling", rope_with("")));
+  ASSERT_TRUE(none.ok()) << all_errors(none.errors);
+  EXPECT_EQ(none.shape.rope_original_max_seq_len, 0);
+  const HfModelConfig both = parse(
+      with(with(kSmolLm, "rope_scaling", rope_with(", \"original_max_position_embeddings\": 4096")),
+           "original_max_position_embeddings", "1024"));
+  ASSERT_TRUE(both.ok()) << all_errors(both.errors);
+  EXPECT_EQ(both.shape.rope_original_max_seq_len, 1024);
+}
+
 TEST(HfConfigJson, SourcesGiveThePositionOfEveryShapeKey) {
   const Fields fields = without(kSmolLm, "rope_theta");
   const HfModelConfig hf = parse(fields);
@@ -300,8 +372,8 @@ TEST(HfConfigJson, SourcesGiveThePositionOfEveryShapeKey) {
     const HfShapeSource& s = hf.sources[i];
     EXPECT_EQ(s.yaml_key, hf_shape_keys()[i]);
     const std::string at = std::to_string(s.line) + ":" + std::to_string(s.column);
-    if (s.json_key == "rope_theta") {
-      EXPECT_EQ(at, "0:0") << "an absent key has no position";
+    if (pos(fields, s.json_key) == "?") {  // rope_theta, and rope_scaling's (it is null)
+      EXPECT_EQ(at, "0:0") << s.json_key << ": an absent key has no position";
     } else {
       EXPECT_EQ(at, pos(fields, s.json_key)) << s.json_key;
     }
@@ -380,6 +452,22 @@ HfBadCase bad(std::string name, const Fields& fields, const std::string& key,
   return {std::move(name), json(fields), seq_len, key, message, at};
 }
 
+// A case whose error points inside `outer`'s object value, `prefix.size()` characters after its
+// opening brace.
+HfBadCase bad_inside(std::string name, const Fields& fields, const std::string& outer,
+                     const std::string& prefix, const std::string& key,
+                     const std::string& message) {
+  const std::string at = pos(fields, outer);
+  const std::size_t colon = at.find(':');
+  const int column = std::stoi(at.substr(colon + 1)) + static_cast<int>(prefix.size());
+  return {std::move(name),
+          json(fields),
+          128,
+          key,
+          message,
+          at.substr(0, colon) + ":" + std::to_string(column)};
+}
+
 // json(fields) without the comma that ends `key`'s line.
 std::string missing_comma_after(const Fields& fields, const std::string& key) {
   std::string text = json(fields);
@@ -401,13 +489,26 @@ std::vector<HfBadCase> bad_cases() {
           "got \"gelu\", expected \"silu\""),
       bad("HeadDimOtherThanHiddenOverHeads", with(kSmolLm, "head_dim", "128"), "head_dim",
           "128 differs from hidden_size / num_attention_heads = 576 / 9 = 64"),
-      bad("RopeScalingIsNotSupportedYet",
-          with(kSmolLm, "rope_scaling", "{\"rope_type\": \"llama3\", \"factor\": 32.0}"),
-          "rope_scaling",
-          "(rope_type \"llama3\"), expected null: RoPE scaling is not supported yet"),
+      bad_inside("RopeScalingTypeNotSupportedYet",
+                 with(kSmolLm, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}"),
+                 "rope_scaling", "{\"type\": ", "rope_scaling.type",
+                 "RoPE scaling \"yarn\" is not supported yet"),
+      bad_inside("Llama3RopeScalingWithoutLowFreqFactor",
+                 with(kSmolLm, "rope_scaling",
+                      "{\"rope_type\": \"llama3\", \"factor\": 32.0, \"high_freq_factor\": 4.0}"),
+                 "rope_scaling", "", "rope_scaling.low_freq_factor",
+                 "missing, expected a finite number > 0 (rope_type llama3 reads it)"),
+      bad_inside("LinearRopeScalingWithAStringFactor",
+                 with(kSmolLm, "rope_scaling", "{\"rope_type\": \"linear\", \"factor\": \"2\"}"),
+                 "rope_scaling", "{\"rope_type\": \"linear\", \"factor\": ", "rope_scaling.factor",
+                 "got the string \"2\", expected a finite number > 0"),
+      bad("RopeScalingThatIsNotAnObject", with(kSmolLm, "rope_scaling", "\"llama3\""),
+          "rope_scaling", "got the string \"llama3\", expected null or an object"),
+      bad("PartialRotaryFactor", with(kSmolLm, "partial_rotary_factor", "0.5"),
+          "partial_rotary_factor", "partial rotary embeddings are not supported yet"),
       {"RopeParametersWithScalingType",
        json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"yarn\"}")), 128,
-       "rope_parameters.rope_type", "RoPE scaling is not supported yet",
+       "rope_parameters.rope_type", "RoPE scaling \"yarn\" is not supported yet",
        std::to_string(kSmolLm.size() + 2) + ":36"},
       bad("MistralWindowShorterThanSeqLen", kMistral, "sliding_window",
           "4096 is less than data.seq_len (8192): sliding-window attention is not supported yet",

@@ -20,6 +20,7 @@
 #include "kernels/parallel.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/rope_frequencies.h"
 #include "kernels/swiglu.h"
 
 namespace peftrun::cpu {
@@ -202,8 +203,9 @@ TEST_F(KernelThreads, RmsNormRopeAndResidualAddAreBitIdenticalAcrossThreadCounts
     add_inplace(dx.data(), x.data(), n);
     std::vector<std::int32_t> pos(rows);
     for (int t = 0; t < rows; ++t) pos[t] = (t * 37) % 500;
-    rope_forward(y.data(), pos.data(), rows, 5, 60, 10000.0f);  // 5 heads x 60 = dim
-    rope_backward(dx.data(), pos.data(), rows, 5, 60, 10000.0f);
+    const std::vector<float> inv_freq = rope_inverse_frequencies(60, {10000.0});
+    rope_forward(y.data(), pos.data(), rows, 5, 60, inv_freq.data());  // 5 heads x 60 = dim
+    rope_backward(dx.data(), pos.data(), rows, 5, 60, inv_freq.data());
     y.insert(y.end(), rstd.begin(), rstd.end());
     y.insert(y.end(), dx.begin(), dx.end());
     return y;

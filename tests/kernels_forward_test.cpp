@@ -20,6 +20,7 @@
 #include "kernels/lora_linear.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/rope_frequencies.h"
 #include "kernels/swiglu.h"
 
 namespace peftrun::cpu {
@@ -294,7 +295,8 @@ TEST(RopeForward, MatchesRotateHalfFormula) {
   const std::vector<std::int32_t> pos = {0, 1, 5, 0, 2, 100, 2047};
   const Vec x = randn(pos.size() * heads * hd, 30);
   Vec y = x;
-  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, theta);
+  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd,
+               rope_inverse_frequencies(hd, {theta}).data());
   EXPECT_LT(max_abs_diff(y, rope_reference(x, pos, heads, hd, theta)), 1e-15);
 
   // Against exact double-precision angles: the fp32 angle differs by up to ~pos * 2^-24 rad.
@@ -313,7 +315,7 @@ TEST(RopeForward, PositionZeroIsIdentity) {
   const Vec x = randn(2 * 4 * 8, 31);
   Vec y = x;
   const std::vector<std::int32_t> pos = {0, 0};
-  rope_forward(y.data(), pos.data(), 2, 4, 8, 500000.0f);
+  rope_forward(y.data(), pos.data(), 2, 4, 8, rope_inverse_frequencies(8, {500000.0}).data());
   EXPECT_EQ(y, x);
 }
 
@@ -322,8 +324,9 @@ TEST(RopeForward, BackwardInvertsForward) {
   const std::vector<std::int32_t> pos = {0, 3, 17, 511, 4095};
   const Vec x = randn(pos.size() * heads * hd, 32);
   Vec y = x;
-  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, 10000.0f);
-  rope_backward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, 10000.0f);
+  const std::vector<float> inv_freq = rope_inverse_frequencies(hd, {10000.0});
+  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data());
+  rope_backward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data());
   // Exact up to cos^2 + sin^2 = 1 holding only to fp32 precision for the float cos/sin values.
   EXPECT_LT(max_abs_diff(y, x), 1e-6);
   EXPECT_LT(rel_diff(y, x), 2e-7);
@@ -527,10 +530,11 @@ Vec run_rmsnorm_rope_swiglu(const Vec& x, const Vec& w, const Vec& dy, const Vec
   std::vector<T> y(x.size()), rstd(rows), dx(x.size()), s(x.size()), dg(x.size()), du(x.size());
   rmsnorm_forward(xt.data(), wt.data(), y.data(), rstd.data(), rows, dim, T(1e-5));
   rmsnorm_backward(dyt.data(), xt.data(), wt.data(), rstd.data(), dx.data(), rows, dim);
-  rope_forward(y.data(), pos.data(), rows, 2, dim / 2, 10000.0f);
+  const std::vector<float> inv_freq = rope_inverse_frequencies(dim / 2, {10000.0});
+  rope_forward(y.data(), pos.data(), rows, 2, dim / 2, inv_freq.data());
   swiglu_forward(y.data(), ut.data(), s.data(), x.size());
   swiglu_backward(dyt.data(), y.data(), ut.data(), dg.data(), du.data(), x.size());
-  rope_backward(dg.data(), pos.data(), rows, 2, dim / 2, 10000.0f);
+  rope_backward(dg.data(), pos.data(), rows, 2, dim / 2, inv_freq.data());
   Vec all;
   for (const auto* g : {&y, &dx, &s, &dg, &du}) all.insert(all.end(), g->begin(), g->end());
   return all;

@@ -21,6 +21,7 @@
 #include "kernels/lora_linear.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/rope_frequencies.h"
 #include "kernels/swiglu.h"
 
 namespace peftrun::cpu {
@@ -58,18 +59,18 @@ TEST(RmsNormGradcheck, DxMatchesFiniteDifferences) {
 
 TEST(RopeGradcheck, BackwardMatchesFiniteDifferences) {
   const int tokens = 6, heads = 3, hd = 8;
-  const float theta = 10000.0f;
+  const std::vector<float> inv_freq = rope_inverse_frequencies(hd, {10000.0});
   const std::vector<std::int32_t> pos = {0, 1, 2, 7, 0, 913};  // incl. a restart and a far one
   Vec x = randn(tokens * heads * hd, 11);
   const Vec c = randn(x.size(), 12);
 
   auto loss = [&] {
     Vec y = x;
-    rope_forward(y.data(), pos.data(), tokens, heads, hd, theta);
+    rope_forward(y.data(), pos.data(), tokens, heads, hd, inv_freq.data());
     return dot(c, y);
   };
   Vec dx = c;
-  rope_backward(dx.data(), pos.data(), tokens, heads, hd, theta);
+  rope_backward(dx.data(), pos.data(), tokens, heads, hd, inv_freq.data());
   EXPECT_LT(finite_difference_rel_error(x, dx, loss), kMaxRel);
 }
 

@@ -78,6 +78,9 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
     model_yaml = "  path: " + base_dir + "\n";
   } else {
     model_yaml = random_model_yaml(p.base == "random_tied");
+    if (p.base == "random_llama3") {
+      model_yaml += "  rope_scaling: llama3\n  rope_factor: 4\n  rope_original_max_seq_len: 16\n";
+    }
   }
   const MergeCase c = train_merge_case(d, p.type, model_yaml, kCorpus);
   const fs::path merged = d / "merged";
@@ -105,6 +108,16 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
   EXPECT_EQ(cfg["torch_dtype"], "float16");
   EXPECT_EQ(cfg["model_type"], p.base == "qwen2_f32" ? "qwen2" : "llama");
   EXPECT_EQ(cfg["tie_word_embeddings"], p.base == "random_tied");
+  // A random base's config.json is written from the model's shape, RoPE scaling included (a
+  // base from disk keeps its own config.json).
+  if (p.base == "random_llama3") {
+    EXPECT_EQ(cfg["rope_scaling"],
+              nlohmann::json::parse("{\"rope_type\": \"llama3\", \"factor\": 4.0, "
+                                    "\"low_freq_factor\": 1.0, \"high_freq_factor\": 4.0, "
+                                    "\"original_max_position_embeddings\": 16}"));
+  } else if (p.base != "qwen2_f32") {
+    EXPECT_TRUE(cfg["rope_scaling"].is_null());
+  }
   std::ifstream marker_in(merged / "peftrun_merge.json");
   const nlohmann::json marker = nlohmann::json::parse(marker_in);
   EXPECT_EQ(marker["adapter_type"], p.type);
@@ -159,7 +172,7 @@ INSTANTIATE_TEST_SUITE_P(
                       RoundTrip{"adalora", "random"}, RoundTrip{"lora", "random_tied"},
                       RoundTrip{"dora", "random_tied"}, RoundTrip{"adalora", "random_tied"},
                       RoundTrip{"lora", "qwen2_f32"}, RoundTrip{"dora", "qwen2_f32"},
-                      RoundTrip{"adalora", "qwen2_f32"}),
+                      RoundTrip{"adalora", "qwen2_f32"}, RoundTrip{"lora", "random_llama3"}),
     [](const auto& p) { return p.param.type + "_" + p.param.base; });
 
 // The golden base is an fp16 checkpoint transformers wrote: merged to fp16, every tensor nobody

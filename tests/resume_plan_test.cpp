@@ -137,6 +137,30 @@ TEST(PlanResume, AdaLoraStepsAreMathBecauseTheyMoveTheBudgetSchedule) {
   EXPECT_NE(why.find("adapter.total_step (200 -> 300)"), std::string::npos) << why;
 }
 
+// A checkpoint written before some keys existed (its record and digest lack them) resumes while
+// those keys keep their defaults, and is refused, naming them, when they do not.
+TEST(PlanResume, KeysNewerThanTheCheckpointAreAcceptedAtTheirDefaults) {
+  const Config c = config();
+  CheckpointHeader h = checkpoint_of(c, {1, 1, 8});
+  h.peftrun_version = "0.1.0";
+  for (const char* key : {"model.rope_scaling", "model.rope_factor", "data.format"}) {
+    ASSERT_EQ(h.config.erase(key), 1u) << key;
+  }
+  h.config_digest = peftrun::config_digest(h.config, 8);
+  const auto plan = peftrun::plan_resume(h, c, 1, false);
+  EXPECT_TRUE(plan.bitwise);
+  ASSERT_EQ(plan.notes.size(), 1u);
+  EXPECT_EQ(plan.notes[0],
+            "resume: the checkpoint (written by peftrun 0.1.0) predates data.format, "
+            "model.rope_factor, model.rope_scaling; at their defaults they change nothing");
+  const std::string why =
+      refusal(h, config({"model.rope_scaling=linear", "model.rope_factor=2"}), 1, true);
+  EXPECT_NE(why.find("keys that change the math: model.rope_factor (absent -> 2.0), "
+                     "model.rope_scaling (absent -> linear)"),
+            std::string::npos)
+      << why;
+}
+
 TEST(PlanResume, AnInconsistentRecordIsRefused) {
   const Config c = config();
   CheckpointHeader h = checkpoint_of(c, {1, 1, 8});

@@ -22,6 +22,7 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
+#include "runtime/model/rope_table.h"
 #include "runtime/rng.h"
 
 #if PEFTRUN_WITH_NCCL
@@ -94,6 +95,7 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
     : base_(base),
       layout_(layout),
       m_(base.shape()),
+      rope_inv_freq_(rope_table(m_)),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
@@ -415,7 +417,7 @@ void CudaTransformer::forward(const Batch& b, const float* params, bool train,
   const std::size_t nD = std::size_t(n) * D, nF = std::size_t(n) * F;
   const std::size_t nq = std::size_t(n) * H * hd, nkv = std::size_t(n) * KV * hd;
   const float eps = static_cast<float>(m_.norm_eps);
-  const float theta = static_cast<float>(m_.rope_theta);
+  const float* inv_freq = rope_inv_freq_.data();
   const std::int32_t* pos = at<std::int32_t>(plan_.positions);
   const std::int32_t* seg = has_segments_ ? at<std::int32_t>(plan_.segments) : nullptr;
   const LayerOffsets& off = base_.offsets();
@@ -437,9 +439,9 @@ void CudaTransformer::forward(const Batch& b, const float* params, bool train,
     check("forward", l, "k_proj output", at(L.k), nkv, act_);
     linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
     check("forward", l, "v_proj output", at(L.v), nkv, act_);
-    cuda::rope_forward(at(L.q), pos, n, H, hd, theta, act_, kCompute);
+    cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, act_, kCompute);
     check("forward", l, "q after RoPE", at(L.q), nq, act_);
-    cuda::rope_forward(at(L.k), pos, n, KV, hd, theta, act_, kCompute);
+    cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, act_, kCompute);
     check("forward", l, "k after RoPE", at(L.k), nkv, act_);
     cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, at(L.att), at<float>(L.lse), b.batch,
                             b.seq_len, H, KV, hd, act_, kCompute);
@@ -519,7 +521,7 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::size_t nD = std::size_t(n) * D, nF = std::size_t(n) * F;
   const std::size_t nq = std::size_t(n) * H * hd, nkv = std::size_t(n) * KV * hd;
-  const float theta = static_cast<float>(m_.rope_theta);
+  const float* inv_freq = rope_inv_freq_.data();
   const std::int32_t* pos = at<std::int32_t>(plan_.positions);
   const std::int32_t* seg = has_segments_ ? at<std::int32_t>(plan_.segments) : nullptr;
   const LayerOffsets& off = base_.offsets();
@@ -556,8 +558,8 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     check("backward", l, "grad of q (attention backward)", dq, nq, act_);
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);
-    cuda::rope_backward(dq, pos, n, H, hd, theta, act_, kCompute);
-    cuda::rope_backward(dk, pos, n, KV, hd, theta, act_, kCompute);
+    cuda::rope_backward(dq, pos, n, H, hd, inv_freq, act_, kCompute);
+    cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, act_, kCompute);
     check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
     check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
     linear_backward(l, Proj::kQ, at(L.h1), dq, dh, params, grads, n);

@@ -116,6 +116,7 @@ class CudaTransformer {
   const BaseWeights& base_;
   const AdapterLayout& layout_;
   ModelConfig m_;
+  std::vector<float> rope_inv_freq_;  // [head_dim / 2], rope_table(m_)
   float dropout_ = 0;
   int max_batch_, seq_len_;
   DType act_;

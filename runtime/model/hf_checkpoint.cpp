@@ -69,6 +69,17 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
   expect("max_position_embeddings", "max_seq_len", std::to_string(want.max_seq_len),
          std::to_string(shape.max_seq_len));
   expect("rope_theta", "rope_theta", number_text(want.rope_theta), number_text(shape.rope_theta));
+  expect("rope_scaling / rope_parameters", "rope_scaling", to_string(want.rope_scaling),
+         to_string(shape.rope_scaling));
+  expect("the rope factor", "rope_factor", number_text(want.rope_factor),
+         number_text(shape.rope_factor));
+  expect("the rope low_freq_factor", "rope_low_freq_factor", number_text(want.rope_low_freq_factor),
+         number_text(shape.rope_low_freq_factor));
+  expect("the rope high_freq_factor", "rope_high_freq_factor",
+         number_text(want.rope_high_freq_factor), number_text(shape.rope_high_freq_factor));
+  expect("original_max_position_embeddings", "rope_original_max_seq_len",
+         std::to_string(want.rope_original_max_seq_len),
+         std::to_string(shape.rope_original_max_seq_len));
   expect("tie_word_embeddings", "tie_embeddings", want.tie_embeddings ? "true" : "false",
          shape.tie_embeddings ? "true" : "false");
   expect("rms_norm_eps", "norm_eps", number_text(want.norm_eps), number_text(shape.norm_eps));

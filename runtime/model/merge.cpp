@@ -259,6 +259,19 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
   j["mlp_bias"] = false;
   j["attention_dropout"] = 0.0;
   j["rope_scaling"] = nullptr;
+  if (m.rope_scaling != RopeScaling::kNone) {
+    // The layout both transformers 4 and 5 read (5 moves it into rope_parameters on load).
+    nlohmann::json r;
+    r["rope_type"] = to_string(m.rope_scaling);
+    r["factor"] = m.rope_factor;
+    if (m.rope_scaling == RopeScaling::kLlama3) {
+      r["low_freq_factor"] = m.rope_low_freq_factor;
+      r["high_freq_factor"] = m.rope_high_freq_factor;
+      r["original_max_position_embeddings"] =
+          m.rope_original_max_seq_len > 0 ? m.rope_original_max_seq_len : m.max_seq_len;
+    }
+    j["rope_scaling"] = r;
+  }
   j["use_cache"] = true;
   j["torch_dtype"] = torch_dtype_name(dtype);
   return j;

@@ -16,6 +16,7 @@
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/swiglu.h"
+#include "runtime/model/rope_table.h"
 #include "runtime/rng.h"
 
 namespace peftrun {
@@ -39,6 +40,7 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
     : base_(base),
       layout_(layout),
       m_(base.shape()),
+      rope_inv_freq_(rope_table(m_)),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
@@ -342,7 +344,7 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
   const T eps = static_cast<T>(m_.norm_eps);
-  const float theta = static_cast<float>(m_.rope_theta);
+  const float* inv_freq = rope_inv_freq_.data();
 
   cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D);
   for (int l = 0; l < m_.n_layers; ++l) {
@@ -356,8 +358,8 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
     linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
     linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
     linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
-    cpu::rope_forward(a.q.data(), pos, n, H, hd, theta);
-    cpu::rope_forward(a.k.data(), pos, n, KV, hd, theta);
+    cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq);
+    cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq);
     cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, a.att.data(),
                            a.probs.data(), b.batch, b.seq_len, H, KV, hd);
     linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
@@ -426,7 +428,7 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
   const int n = b.batch * b.seq_len;
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
-  const float theta = static_cast<float>(m_.rope_theta);
+  const float* inv_freq = rope_inv_freq_.data();
   const std::size_t nD = std::size_t(n) * D;
 
   // dx_ holds the gradient of the residual stream leaving the current layer.
@@ -448,8 +450,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     linear_backward(l, Proj::kO, a.att.data(), dx_.data(), datt_.data(), params, grads, a, n);
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                             dq_.data(), dk_.data(), dv_.data(), b.batch, b.seq_len, H, KV, hd);
-    cpu::rope_backward(dq_.data(), pos, n, H, hd, theta);
-    cpu::rope_backward(dk_.data(), pos, n, KV, hd, theta);
+    cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq);
+    cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq);
     linear_backward(l, Proj::kQ, a.h1.data(), dq_.data(), dh_.data(), params, grads, a, n);
     linear_backward(l, Proj::kK, a.h1.data(), dk_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);

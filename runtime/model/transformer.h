@@ -102,6 +102,7 @@ class Transformer {
   const BaseWeights& base_;
   const AdapterLayout& layout_;
   ModelConfig m_;
+  std::vector<float> rope_inv_freq_;  // [head_dim / 2], rope_table(m_)
   float dropout_ = 0;
   int max_batch_, seq_len_;
 

@@ -141,8 +141,27 @@ ResumePlan plan_resume(const CheckpointHeader& ck, const Config& config, int wor
                          "); the continuation matches to fp32 rounding, not bit for bit");
   }
 
-  // 2. Every other key, by group.
-  const std::map<std::string, std::string> current = config_fingerprint(config);
+  // 2. Every other key, by group. A math key the checkpoint's record lacks was added to peftrun
+  // after the checkpoint was written; the peftrun that wrote it computed what the key's default
+  // computes, so at its default it is no change (a note says so) and the digest, which that
+  // peftrun took without it, is compared over the keys the record has.
+  std::map<std::string, std::string> current = config_fingerprint(config);
+  const std::map<std::string, std::string> defaults = config_fingerprint(Config{});
+  std::vector<std::string> newer;
+  for (auto it = current.begin(); it != current.end();) {
+    const auto d = defaults.find(it->first);
+    if (!ck.config.count(it->first) && math_key(it->first) && d != defaults.end() &&
+        d->second == it->second) {
+      newer.push_back(it->first);
+      it = current.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  if (!newer.empty()) {
+    plan.notes.push_back("resume: the checkpoint (written by peftrun " + ck.peftrun_version +
+                         ") predates " + join(newer) + "; at their defaults they change nothing");
+  }
   std::vector<std::string> unsafe, safe;
   for (const auto& [key, value] : current) {
     const auto it = ck.config.find(key);

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "kernels/rope.h"
+#include "kernels/rope_frequencies.h"
 #include "tests/gpu/parity_support.h"
 
 namespace peftrun::gpu_testing {
@@ -21,6 +22,7 @@ struct RopeCase {
   int tokens, heads, hd;
   int max_pos;  // positions are random in [0, max_pos] (packed sequences restart anywhere)
   float theta = 10000.0f;
+  RopeType type = RopeType::kDefault;  // llama3: Llama 3.2's factor 32 over an 8192 context
 };
 
 template <class Env>
@@ -34,16 +36,23 @@ void check_rope(Env& env, const RopeCase& c, DType dt) {
   std::vector<std::int32_t> pos(static_cast<std::size_t>(c.tokens));
   for (auto& p : pos) p = dist(rng);
 
+  RopeParams params{c.theta, c.type};
+  if (c.type == RopeType::kLlama3) {
+    params.factor = 32.0;
+    params.original_max_positions = 8192;
+  }
+  const std::vector<float> inv_freq = rope_inverse_frequencies(c.hd, params);
+  const float* f = inv_freq.data();
   auto d_pos = env.upload(pos);
   for (const bool forward : {true, false}) {
     std::vector<double> ref = to_double(x);
     auto d_x = env.upload(encode(x, dt));  // rotated in place
     if (forward) {
-      cpu::rope_forward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, c.theta);
-      env.rope_forward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, c.theta, dt);
+      cpu::rope_forward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f);
+      env.rope_forward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, dt);
     } else {
-      cpu::rope_backward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, c.theta);
-      env.rope_backward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, c.theta, dt);
+      cpu::rope_backward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f);
+      env.rope_backward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, dt);
     }
     expect_close(where, forward ? "forward" : "backward", decode(env.download(d_x), dt), ref,
                  tolerance(dt));
@@ -54,9 +63,10 @@ template <class Env>
 void check_rope_refusals(Env& env) {
   auto x = env.template poisoned<float>(64);
   auto pos = env.upload(std::vector<std::int32_t>{0, 1});
-  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 7, 1e4f, DType::kF32),
+  const std::vector<float> f(200, 0.5f);  // more entries than any head_dim here needs
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 7, f.data(), DType::kF32),
                std::invalid_argument);  // odd head_dim
-  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 258, 1e4f, DType::kF32),
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 258, f.data(), DType::kF32),
                std::invalid_argument);  // above 256
 }
 
@@ -67,11 +77,13 @@ inline const RopeCase kLongPositions{"Hd128Pos4096", 33, 4, 128, 4096};
 inline const RopeCase kHd256{"Hd256Pos8191", 5, 2, 256, 8191};
 inline const RopeCase kHd8{"Hd8", 9, 2, 8, 50};
 inline const RopeCase kLlama3Theta{"Theta500000", 6, 3, 64, 2000, 500000.0f};
+inline const RopeCase kLlama3Scaled{"Llama3ScaledPos8000", 6, 3, 64, 8000, 500000.0f,
+                                    RopeType::kLlama3};
 }  // namespace rope_cases
 
 inline std::vector<RopeCase> all_rope_cases() {
   using namespace rope_cases;
-  return {kOneToken, kTinyConfig, kLongPositions, kHd256, kHd8, kLlama3Theta};
+  return {kOneToken, kTinyConfig, kLongPositions, kHd256, kHd8, kLlama3Theta, kLlama3Scaled};
 }
 
 }  // namespace peftrun::gpu_testing

@@ -39,6 +39,10 @@ TEST(GpuRopeParity, Theta500000) {
   PEFTRUN_REQUIRE_GPU();
   run(kLlama3Theta);
 }
+TEST(GpuRopeParity, Llama3ScaledPos8000) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kLlama3Scaled);
+}
 TEST(GpuRopeParity, RefusesOddOrTooLargeHeadDim) {
   PEFTRUN_REQUIRE_GPU();
   GpuEnv env;

@@ -1,0 +1,89 @@
+// transformers' _compute_*_rope_parameters, step by step in the same precision: Python floats
+// (double) where it computes on scalars, float where it computes on the float32 tensor, with a
+// Python scalar meeting a float32 tensor rounded to float first (as torch does).
+#include "kernels/rope_frequencies.h"
+
+#include <cmath>
+#include <stdexcept>
+#include <string>
+
+#include "kernels/rope_math.h"
+
+namespace peftrun {
+namespace {
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument("rope_inverse_frequencies: " + what);
+}
+
+// 1 / base^(arange(0, dim, 2) / dim) with base rounded to float (torch.pow(scalar, tensor)).
+std::vector<float> default_frequencies(int head_dim, double base) {
+  std::vector<float> inv(static_cast<std::size_t>(head_dim / 2));
+  for (int i = 0; i < head_dim / 2; ++i) {
+    inv[static_cast<std::size_t>(i)] = rope_inv_freq(i, head_dim, static_cast<float>(base));
+  }
+  return inv;
+}
+
+// Llama 3.1: wavelengths above original / low_freq_factor are divided by factor, those below
+// original / high_freq_factor kept, and the band between blends the two linearly in
+// original / wavelength.
+void apply_llama3(std::vector<float>& inv, const RopeParams& p) {
+  const double old_context = p.original_max_positions;
+  const float low_freq_wavelen = static_cast<float>(old_context / p.low_freq_factor);
+  const float high_freq_wavelen = static_cast<float>(old_context / p.high_freq_factor);
+  const float factor = static_cast<float>(p.factor);
+  const float low = static_cast<float>(p.low_freq_factor);
+  const float band = static_cast<float>(p.high_freq_factor - p.low_freq_factor);
+  const float two_pi = static_cast<float>(2.0 * M_PI);
+  for (float& f : inv) {
+    // 2 pi / inv_freq: torch's reverse division is reciprocal(t) * scalar.
+    const float wavelen = (1.0f / f) * two_pi;
+    const float scaled = wavelen > low_freq_wavelen ? f / factor : f;
+    const float smooth = ((1.0f / wavelen) * static_cast<float>(old_context) - low) / band;
+    const float smoothed = (1.0f - smooth) * scaled / factor + smooth * scaled;
+    const bool medium = !(wavelen < high_freq_wavelen) && !(wavelen > low_freq_wavelen);
+    f = medium ? smoothed : scaled;
+  }
+}
+
+}  // namespace
+
+std::vector<float> rope_inverse_frequencies(int head_dim, const RopeParams& p) {
+  require(head_dim >= 2 && head_dim % 2 == 0,
+          "head_dim " + std::to_string(head_dim) + " must be even and >= 2");
+  require(std::isfinite(p.theta) && p.theta > 0, "theta must be > 0");
+  if (p.type == RopeType::kDefault) return default_frequencies(head_dim, p.theta);
+  require(std::isfinite(p.factor) && p.factor > 0, "factor must be > 0");
+  switch (p.type) {
+    case RopeType::kDefault:
+      break;
+    case RopeType::kLinear: {
+      std::vector<float> inv = default_frequencies(head_dim, p.theta);
+      const float factor = static_cast<float>(p.factor);
+      for (float& f : inv) f /= factor;
+      return inv;
+    }
+    case RopeType::kDynamic: {
+      // HF builds the table for seq_len = max(seq_len, max_position_embeddings), i.e. for
+      // max_positions itself while the sequence fits: base * (factor - (factor - 1))^(d/(d-2)),
+      // which is base up to double rounding. Computed as HF does, for the same bits.
+      require(p.max_positions > 0, "dynamic needs max_positions > 0");
+      const double seq = p.max_positions, d = head_dim;
+      const double base =
+          p.theta * std::pow((p.factor * seq / p.max_positions) - (p.factor - 1.0), d / (d - 2.0));
+      return default_frequencies(head_dim, base);
+    }
+    case RopeType::kLlama3: {
+      require(p.original_max_positions > 0, "llama3 needs original_max_positions > 0");
+      require(p.low_freq_factor > 0 && p.high_freq_factor > p.low_freq_factor,
+              "llama3 needs 0 < low_freq_factor < high_freq_factor");
+      std::vector<float> inv = default_frequencies(head_dim, p.theta);
+      apply_llama3(inv, p);
+      return inv;
+    }
+  }
+  return default_frequencies(head_dim, p.theta);
+}
+
+}  // namespace peftrun

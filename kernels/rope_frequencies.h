@@ -1,0 +1,38 @@
+// RoPE's inverse frequencies, inv_freq[i] for i < head_dim / 2: the one thing that HF's RoPE
+// variants handled here change (transformers' ROPE_INIT_FUNCTIONS "default", "linear",
+// "dynamic" and "llama3"; none of them rescales cos/sin, so the rotation itself is the same).
+// Computed on the host, once per model, in float with the operations in transformers' order, so
+// the table equals HF's bit for bit, but for one thing: theta^x is libm's powf (correctly
+// rounded), where torch's vectorised pow (SLEEF, within 1 ulp) now and then rounds the other
+// way; of the 280 entries RopeFrequencies.* checks against tables transformers wrote, one is
+// 1 ulp apart (theta 1e6, head_dim 128, which is also Qwen2's plain RoPE). The CPU and CUDA
+// kernels (rope.h) both take the table.
+#pragma once
+
+#include <vector>
+
+namespace peftrun {
+
+enum class RopeType {
+  kDefault,  // inv_freq[i] = 1 / theta^(2i / head_dim)
+  kLinear,   // default / factor (position interpolation)
+  kDynamic,  // dynamic NTK: theta grows with the sequence beyond max_positions; at or below it,
+             // which is where peftrun trains (data.seq_len <= model.max_seq_len), the default
+  kLlama3,   // Llama 3.1's: low frequencies / factor, high ones kept, a smooth ramp between
+};
+
+struct RopeParams {
+  double theta = 10000.0;
+  RopeType type = RopeType::kDefault;
+  double factor = 1.0;             // linear, dynamic, llama3
+  double low_freq_factor = 1.0;    // llama3
+  double high_freq_factor = 4.0;   // llama3; must exceed low_freq_factor
+  int original_max_positions = 0;  // llama3: the pretraining context length
+  int max_positions = 0;           // dynamic: max_position_embeddings
+};
+
+// [head_dim / 2]. Throws std::invalid_argument for an odd head_dim or parameters outside the
+// ranges above (the config loader reports those first, naming the key).
+std::vector<float> rope_inverse_frequencies(int head_dim, const RopeParams& p);
+
+}  // namespace peftrun

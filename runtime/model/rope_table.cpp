@@ -1,0 +1,36 @@
+#include "runtime/model/rope_table.h"
+
+namespace peftrun {
+
+RopeParams rope_params(const ModelConfig& m) {
+  RopeParams p;
+  p.theta = m.rope_theta;
+  switch (m.rope_scaling) {
+    case RopeScaling::kNone:
+      p.type = RopeType::kDefault;
+      break;
+    case RopeScaling::kLinear:
+      p.type = RopeType::kLinear;
+      break;
+    case RopeScaling::kDynamic:
+      p.type = RopeType::kDynamic;
+      break;
+    case RopeScaling::kLlama3:
+      p.type = RopeType::kLlama3;
+      break;
+  }
+  p.factor = m.rope_factor;
+  p.low_freq_factor = m.rope_low_freq_factor;
+  p.high_freq_factor = m.rope_high_freq_factor;
+  // 0 = the pretraining context is max_position_embeddings (what transformers assumes).
+  p.original_max_positions =
+      m.rope_original_max_seq_len > 0 ? m.rope_original_max_seq_len : m.max_seq_len;
+  p.max_positions = m.max_seq_len;
+  return p;
+}
+
+std::vector<float> rope_table(const ModelConfig& m) {
+  return rope_inverse_frequencies(m.head_dim(), rope_params(m));
+}
+
+}  // namespace peftrun

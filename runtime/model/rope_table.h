@@ -1,0 +1,17 @@
+// The model's RoPE inverse frequencies, from its config: model.rope_theta and the
+// model.rope_scaling variant (kernels/rope_frequencies.h computes them as transformers does).
+#pragma once
+
+#include <vector>
+
+#include "configs/config.h"
+#include "kernels/rope_frequencies.h"
+
+namespace peftrun {
+
+RopeParams rope_params(const ModelConfig& m);
+
+// [head_dim / 2], the table rope_forward / rope_backward take.
+std::vector<float> rope_table(const ModelConfig& m);
+
+}  // namespace peftrun
