@@ -49,6 +49,9 @@ struct ModelConfig {
   int n_layers = 4;
   int n_heads = 4;
   int n_kv_heads = 2;
+  // model.head_dim: the width of one attention head; 0 = dim / n_heads. Models such as Qwen3 and
+  // Mistral-Nemo set it apart, so q/k/v/o are [n_heads * head_dim] wide rather than [dim].
+  int explicit_head_dim = 0;
   int ffn_dim = 384;
   int vocab_size = 256;
   int max_seq_len = 256;
@@ -70,7 +73,7 @@ struct ModelConfig {
   // base and every YAML round trip keep 0.
   unsigned proj_bias_mask = 0;
 
-  int head_dim() const { return dim / n_heads; }
+  int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : dim / n_heads; }
   bool operator==(const ModelConfig&) const = default;
 };
 

@@ -533,6 +533,8 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(int_key(
       "model.n_kv_heads", [](auto& c) -> auto& { return c.model.n_kv_heads; }, greater_than(0)));
   keys.push_back(int_key(
+      "model.head_dim", [](auto& c) -> auto& { return c.model.explicit_head_dim; }, at_least(0)));
+  keys.push_back(int_key(
       "model.ffn_dim", [](auto& c) -> auto& { return c.model.ffn_dim; }, greater_than(0)));
   keys.push_back(int_key(
       "model.vocab_size", [](auto& c) -> auto& { return c.model.vocab_size; }, greater_than(0)));
@@ -706,20 +708,30 @@ std::vector<KeySpec> build_schema() {
 
 std::vector<CrossCheck> build_cross_checks() {
   std::vector<CrossCheck> checks;
-  checks.push_back({"model.dim", {"model.n_heads"}, [](const Config& c) -> std::string {
-                      const ModelConfig& m = c.model;
-                      if (m.n_heads <= 0) return "";
-                      if (m.dim % m.n_heads != 0) {
-                        return std::to_string(m.dim) + " is not divisible by model.n_heads (" +
-                               std::to_string(m.n_heads) + "), expected a multiple of n_heads";
-                      }
-                      if (m.head_dim() % 2 != 0) {
-                        return "head_dim = dim / n_heads = " + std::to_string(m.dim) + " / " +
-                               std::to_string(m.n_heads) + " = " + std::to_string(m.head_dim()) +
-                               " is odd, expected an even head_dim (RoPE rotates pairs of "
-                               "channels)";
-                      }
-                      return "";
+  checks.push_back(
+      {"model.dim", {"model.n_heads", "model.head_dim"}, [](const Config& c) -> std::string {
+         const ModelConfig& m = c.model;
+         if (m.n_heads <= 0 || m.explicit_head_dim > 0) return "";
+         if (m.dim % m.n_heads != 0) {
+           return std::to_string(m.dim) + " is not divisible by model.n_heads (" +
+                  std::to_string(m.n_heads) +
+                  "), expected a multiple of n_heads (or an explicit "
+                  "model.head_dim)";
+         }
+         if (m.head_dim() % 2 != 0) {
+           return "head_dim = dim / n_heads = " + std::to_string(m.dim) + " / " +
+                  std::to_string(m.n_heads) + " = " + std::to_string(m.head_dim()) +
+                  " is odd, expected an even head_dim (RoPE rotates pairs of "
+                  "channels)";
+         }
+         return "";
+       }});
+  checks.push_back({"model.head_dim", {}, [](const Config& c) -> std::string {
+                      const int hd = c.model.explicit_head_dim;
+                      if (hd <= 0 || (hd % 2 == 0 && hd <= 256)) return "";
+                      return std::to_string(hd) +
+                             " is not an even number up to 256, expected one (RoPE rotates "
+                             "pairs of channels; the kernels take heads up to 256 wide)";
                     }});
   checks.push_back({"model.n_kv_heads", {"model.n_heads"}, [](const Config& c) -> std::string {
                       const ModelConfig& m = c.model;

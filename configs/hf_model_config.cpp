@@ -38,6 +38,7 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.n_layers", "num_hidden_layers"},
       {"model.n_heads", "num_attention_heads"},
       {"model.n_kv_heads", "num_key_value_heads"},
+      {"model.head_dim", "head_dim"},
       {"model.ffn_dim", "intermediate_size"},
       {"model.vocab_size", "vocab_size"},
       {"model.max_seq_len", "max_position_embeddings"},
@@ -81,6 +82,7 @@ class JsonConfigReader {
     if (!parse(text)) return;
     read_model_type();
     read_shape();
+    read_head_dim();
     read_unsupported_features();
     read_biases();
     read_sliding_window();
@@ -441,18 +443,26 @@ class JsonConfigReader {
     if (const YAML::Node* v = find_optional("partial_rotary_factor")) {
       read_partial_rotary_factor(*v, "partial_rotary_factor");
     }
-    if (const YAML::Node* v = find_optional("head_dim")) {
-      int head_dim = 0;
-      const ModelConfig& m = out_.shape;
-      const bool derivable = have_["hidden_size"] && have_["num_attention_heads"];
-      if (read_int(*v, "head_dim", head_dim) && derivable && m.dim % m.n_heads == 0 &&
-          head_dim != m.dim / m.n_heads) {
-        error(v->Mark(), "head_dim",
-              std::to_string(head_dim) +
-                  " differs from hidden_size / num_attention_heads = " + std::to_string(m.dim) +
-                  " / " + std::to_string(m.n_heads) + " = " + std::to_string(m.dim / m.n_heads) +
-                  ", expected them equal (a separate head_dim is not supported yet)");
-      }
+  }
+
+  // transformers: head_dim if given (and not null), else hidden_size // num_attention_heads. A
+  // head_dim equal to that quotient is recorded as 0 (derived), so a checkpoint that merely
+  // spells it out has the same config as one that does not.
+  void read_head_dim() {
+    const YAML::Node* v = find_optional("head_dim");
+    if (v == nullptr) return;
+    int head_dim = 0;
+    if (!read_int(*v, "head_dim", head_dim)) return;
+    set_source("head_dim", *v);
+    ModelConfig& m = out_.shape;
+    const bool derivable = have_["hidden_size"] && have_["num_attention_heads"];
+    if (derivable && m.dim % m.n_heads == 0 && head_dim == m.dim / m.n_heads) return;
+    m.explicit_head_dim = head_dim;
+    if (head_dim % 2 != 0 || head_dim > 256) {
+      error(v->Mark(), "head_dim",
+            std::to_string(head_dim) +
+                " is not an even number up to 256, expected one (RoPE rotates pairs of "
+                "channels; the kernels take heads up to 256 wide)");
     }
   }
 
@@ -501,7 +511,7 @@ class JsonConfigReader {
   void check_heads() {
     const ModelConfig& m = out_.shape;
     const YAML::Node* heads = find("num_attention_heads");
-    if (have_["hidden_size"] && have_["num_attention_heads"]) {
+    if (have_["hidden_size"] && have_["num_attention_heads"] && m.explicit_head_dim == 0) {
       if (m.dim % m.n_heads != 0) {
         error(heads->Mark(), "num_attention_heads",
               std::to_string(m.n_heads) + " does not divide hidden_size " + std::to_string(m.dim) +
@@ -546,6 +556,7 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.n_layers = from.n_layers;
   to.n_heads = from.n_heads;
   to.n_kv_heads = from.n_kv_heads;
+  to.explicit_head_dim = from.explicit_head_dim;
   to.ffn_dim = from.ffn_dim;
   to.vocab_size = from.vocab_size;
   to.max_seq_len = from.max_seq_len;

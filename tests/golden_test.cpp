@@ -324,6 +324,28 @@ void check_scaled_rope_forward(const std::string& case_name, RopeScaling want) {
   EXPECT_GT(rel_scalar(plain, c.scalar("loss")), 100 * kLossTol) << "the case cannot tell";
 }
 
+// Checkpoints of other shapes (data/variants/, make_variant_golden.py), loaded from their own
+// config.json: the forward equals transformers'.
+void check_variant_forward(const std::string& name) {
+  const Case c("variants/" + name);
+  const Config cfg = golden_config("variants/" + name, plain_lora_config());
+  const BaseWeights weights = load_base(cfg);
+  const AdapterLayout lay = AdapterLayout::plan(cfg.model, cfg.adapter);
+  const std::vector<float> zero(lay.total(), 0.0f);
+  const GoldenBatch g = golden_batch(c);
+  Transformer<float> model(weights, lay, cfg.adapter, g.batch, g.seq_len);
+  std::vector<float> logits(std::size_t(g.batch) * g.seq_len * model.vocab_size());
+  const double loss = model.eval_micro_batch(g.view(), zero.data(), logits.data()) / g.valid;
+  expect_close(name + " logits", rel_error(logits, c.f32("logits")), kLogitsTol);
+  expect_close(name + " loss", rel_scalar(loss, c.scalar("loss")), kLossTol);
+}
+
+TEST(GoldenVariant, HeadDimApartFromHiddenOverHeadsMatchesTransformers) {
+  const Config cfg = golden_config("variants/llama_head_dim24", plain_lora_config());
+  EXPECT_EQ(cfg.model.head_dim(), 24);  // hidden 64 / 4 heads would be 16
+  check_variant_forward("llama_head_dim24");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

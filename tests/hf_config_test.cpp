@@ -291,6 +291,22 @@ TEST(HfConfigJson, RopeThetaMayComeFromRopeParameters) {
   EXPECT_EQ(hf.shape.rope_theta, 1e5);
 }
 
+// Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
+TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
+  const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
+  ASSERT_TRUE(apart.ok()) << all_errors(apart.errors);
+  EXPECT_EQ(apart.shape.explicit_head_dim, 128);
+  EXPECT_EQ(apart.shape.head_dim(), 128);
+  const HfModelConfig same = parse(with(kSmolLm, "head_dim", "64"));  // 576 / 9
+  ASSERT_TRUE(same.ok()) << all_errors(same.errors);
+  EXPECT_EQ(same.shape.explicit_head_dim, 0);
+  EXPECT_EQ(same.shape, parse(kSmolLm).shape);
+  // With its own head_dim, hidden_size need not divide into the heads.
+  const HfModelConfig uneven = parse(with(with(kSmolLm, "hidden_size", "580"), "head_dim", "64"));
+  ASSERT_TRUE(uneven.ok()) << all_errors(uneven.errors);
+  EXPECT_EQ(uneven.shape.head_dim(), 64);
+}
+
 // Llama 3.2 1B's RoPE, in the rope_scaling layout its config.json has.
 TEST(HfConfigJson, Llama3RopeScalingIsRead) {
   const std::string rope =
@@ -487,8 +503,8 @@ std::vector<HfBadCase> bad_cases() {
           "unknown model type 'gemma', expected one of llama, mistral, qwen2"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
-      bad("HeadDimOtherThanHiddenOverHeads", with(kSmolLm, "head_dim", "128"), "head_dim",
-          "128 differs from hidden_size / num_attention_heads = 576 / 9 = 64"),
+      bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",
+          "63 is not an even number up to 256"),
       bad_inside("RopeScalingTypeNotSupportedYet",
                  with(kSmolLm, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}"),
                  "rope_scaling", "{\"type\": ", "rope_scaling.type",

@@ -139,6 +139,24 @@ TEST(ModelGradCheck, AdaLoraTripletsOnAllSevenTargets) {
   check_model_gradients(TinyModel(2, false, 0.2, AdapterType::kAdaLora), 7, false);
 }
 
+// Heads of their own width (Qwen3 / Mistral-Nemo): q/k/v are [n_heads * 6] = [24] against a
+// hidden size of 16, and o_proj maps 24 back to 16. Llama 3's RoPE scaling rides along (it only
+// changes the rotation's angles, which backward reuses).
+TEST(ModelGradCheck, ExplicitHeadDimWiderThanDimOverHeadsWithLlama3Rope) {
+  TinyModel tm(1, false, 0.0);
+  tm.m.explicit_head_dim = 6;
+  tm.m.rope_scaling = RopeScaling::kLlama3;
+  tm.m.rope_factor = 4.0;
+  tm.m.rope_original_max_seq_len = 4;
+  check_model_gradients(tm, 0, false);
+}
+
+TEST(ModelGradCheck, DoraWithExplicitHeadDimNarrowerThanDimOverHeads) {
+  TinyModel tm(1, false, 0.0, AdapterType::kDora);
+  tm.m.explicit_head_dim = 2;
+  check_model_gradients(tm, 0, true);
+}
+
 TEST(ModelForward, EvalEqualsTrainForwardWithoutDropout) {
   TinyModel tm(2, false, 0.0);
   const BaseWeights base = BaseWeights::random(tm.m, 7);

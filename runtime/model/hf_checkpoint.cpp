@@ -62,6 +62,7 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          std::to_string(shape.n_heads));
   expect("num_key_value_heads", "n_kv_heads", std::to_string(want.n_kv_heads),
          std::to_string(shape.n_kv_heads));
+  expect("head_dim", "head_dim", std::to_string(want.head_dim()), std::to_string(shape.head_dim()));
   expect("intermediate_size", "ffn_dim", std::to_string(want.ffn_dim),
          std::to_string(shape.ffn_dim));
   expect("vocab_size", "vocab_size", std::to_string(want.vocab_size),

@@ -70,12 +70,20 @@ const char* short_name(AdapterType t) {
 struct ModelCase {
   AdapterType type;
   double dropout;
+  int head_dim = 0;     // model.head_dim: 0 = dim / n_heads
+  bool llama3 = false;  // Llama 3's RoPE scaling
 };
 
 void check_micro_batch(const ModelCase& c, DType act) {
-  const std::string where =
-      std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout " : " ") + dtype_name(act);
+  const std::string where = std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
+                            (c.head_dim > 0 ? "+head_dim " : " ") + dtype_name(act);
   Config cfg;
+  cfg.model.explicit_head_dim = c.head_dim;
+  if (c.llama3) {
+    cfg.model.rope_scaling = RopeScaling::kLlama3;
+    cfg.model.rope_factor = 8.0;
+    cfg.model.rope_original_max_seq_len = 32;
+  }
   cfg.adapter.type = c.type;
   cfg.adapter.dropout = c.dropout;
   cfg.adapter.target_modules = all_target_modules();
@@ -151,6 +159,12 @@ TEST(GpuModelParity, Lora) {
   PEFTRUN_REQUIRE_GPU();
   run_model_case({AdapterType::kLora, 0.0});
 }
+// Heads wider than dim / n_heads (48 against 128 / 4 = 32), with Llama 3's RoPE scaling.
+TEST(GpuModelParity, LoraExplicitHeadDimLlama3Rope) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kLora, 0.0, 48, true});
+}
+
 TEST(GpuModelParity, LoraDropout) {
   PEFTRUN_REQUIRE_GPU();
   run_model_case({AdapterType::kLora, 0.1});

@@ -1,0 +1,110 @@
+#!/usr/bin/env python3
+"""Golden fixtures for model variants beyond data/base's shape, from the real transformers.
+
+Writes tests/golden/data/variants/ (see tests/golden/README.md, "Model variants"):
+  <case>/                a random fp16 checkpoint as save_pretrained writes it (config.json,
+                         model.safetensors), drawn like data/base (make_golden.make_base's init)
+  <case>.safetensors     input_ids, labels, fp32 logits and loss of one forward
+  <case>.json            the sidecar (loss, versions)
+Run it with the interpreter make_golden.py uses (same requirements.txt):
+
+    /work/venv-golden/bin/python tests/golden/make_variant_golden.py
+"""
+
+import argparse
+import copy
+import os
+import shutil
+import sys
+
+import torch
+import transformers
+from safetensors.torch import save_file
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import make_golden as mg  # noqa: E402
+
+SEQ = 32
+SEED_IDS = 78
+
+
+def head_dim_config():
+    # Heads wider than hidden_size / num_attention_heads (64 / 4 = 16): q/k/v/o are 96 / 48 wide.
+    return transformers.LlamaConfig(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        head_dim=24, max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, attention_bias=False, mlp_bias=False, hidden_act="silu",
+        attention_dropout=0.0)
+
+
+CASES = [
+    ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321),
+]
+
+
+def make_checkpoint(out, name, cls, make_config, seed):
+    torch.manual_seed(seed)
+    model = cls(make_config())
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for pname, p in model.named_parameters():
+            if pname.endswith("embed_tokens.weight"):
+                v = torch.randn(p.shape, generator=g) * 0.25
+            elif pname.endswith("norm.weight"):
+                v = 1.0 + 0.1 * torch.randn(p.shape, generator=g)
+            else:  # every Linear, [out, in]: N(0, 1/in)
+                v = torch.randn(p.shape, generator=g) / (p.shape[1] ** 0.5)
+            p.copy_(v.to(torch.float16).to(torch.float32))
+    d = os.path.join(out, name)
+    copy.deepcopy(model).to(torch.float16).save_pretrained(d)
+    gen = os.path.join(d, "generation_config.json")
+    if os.path.exists(gen):
+        os.remove(gen)
+    return d
+
+
+def forward_case(out, name, cls, d):
+    model = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager")
+    model.eval()
+    g = torch.Generator().manual_seed(SEED_IDS)
+    ids = torch.randint(0, mg.VOCAB, (1, SEQ), generator=g, dtype=torch.int64)
+    with torch.no_grad():
+        o = model(input_ids=ids, labels=ids)
+    rec = mg.Recorder()
+    rec.add("input_ids", ids)
+    rec.add("labels", ids)
+    rec.add("logits", o.logits)
+    rec.add("loss", o.loss.reshape(1))
+    save_file(rec.tensors, os.path.join(out, name + ".safetensors"), metadata={"format": "pt"})
+    meta = {
+        "case": name, "base": name, "loss": mg.scalar(o.loss), "valid_targets": SEQ - 1,
+        "versions": mg.versions(),
+        "tensors": {
+            "input_ids": f"int64 [1,{SEQ}]: token ids (no attention_mask, positions 0..{SEQ - 1})",
+            "labels": f"int64 [1,{SEQ}]: = input_ids (HF shifts them: {SEQ - 1} targets)",
+            "logits": f"fp32 [1,{SEQ},{mg.VOCAB}]: the fp16 checkpoint's logits, computed in fp32",
+            "loss": "fp32 [1]: their mean cross-entropy",
+        },
+    }
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        f.write(mg.compact_json(meta))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=os.path.join(HERE, "data", "variants"))
+    args = ap.parse_args()
+    mg.setup_determinism()
+    if os.path.isdir(args.out):
+        shutil.rmtree(args.out)
+    os.makedirs(args.out)
+    for name, cls, make_config, seed in CASES:
+        d = make_checkpoint(args.out, name, cls, make_config, seed)
+        forward_case(args.out, name, cls, d)
+
+
+if __name__ == "__main__":
+    main()
