@@ -64,6 +64,9 @@ struct ModelConfig {
   double rope_high_freq_factor = 4.0;  // llama3
   int rope_original_max_seq_len = 0;   // llama3: pretraining context; 0 = max_seq_len
   bool tie_embeddings = false;
+  // model.qk_norm: an RMSNorm over each head of q and k (weights [head_dim]) between the
+  // projection and RoPE, as Qwen3 has; config.json's model_type qwen3 sets it.
+  bool qk_norm = false;
   double norm_eps = 1e-5;
   // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen
   // random model still passes signal (see runtime/base_weights.cpp).

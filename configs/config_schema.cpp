@@ -560,6 +560,8 @@ std::vector<KeySpec> build_schema() {
       [](auto& c) -> auto& { return c.model.rope_original_max_seq_len; }, at_least(0)));
   keys.push_back(bool_key(
       "model.tie_embeddings", [](auto& c) -> auto& { return c.model.tie_embeddings; }));
+  keys.push_back(bool_key(
+      "model.qk_norm", [](auto& c) -> auto& { return c.model.qk_norm; }));
   keys.push_back(double_key(
       "model.norm_eps", [](auto& c) -> auto& { return c.model.norm_eps; }, greater_than(0)));
   keys.push_back(double_key(

@@ -51,6 +51,7 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.rope_high_freq_factor", "rope_scaling.high_freq_factor"},
       {"model.rope_original_max_seq_len", "rope_scaling.original_max_position_embeddings"},
       {"model.tie_embeddings", "tie_word_embeddings"},
+      {"model.qk_norm", "model_type"},
       {"model.norm_eps", "rms_norm_eps"},
   };
   return table;
@@ -244,19 +245,22 @@ class JsonConfigReader {
   void read_model_type() {
     const YAML::Node* v = find("model_type");
     if (v == nullptr) {
-      missing("model_type", "one of llama, mistral, qwen2");
+      missing("model_type", "one of llama, mistral, qwen2, qwen3");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
-    if (type != "llama" && type != "mistral" && type != "qwen2") {
-      error(v->Mark(), "model_type",
-            "unknown model type '" + type +
-                "', expected one of llama, mistral, qwen2 (the LLaMA-family decoders peftrun "
-                "implements)");
+    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3") {
+      error(
+          v->Mark(), "model_type",
+          "unknown model type '" + type +
+              "', expected one of llama, mistral, qwen2, qwen3 (the LLaMA-family decoders peftrun "
+              "implements)");
       return;
     }
     out_.model_type = type;
+    out_.shape.qk_norm = type == "qwen3";  // Qwen3Attention's q_norm / k_norm
+    set_source("model_type", *v);
   }
 
   void required_int(const std::string& name, int& field) {
@@ -450,7 +454,14 @@ class JsonConfigReader {
   // spells it out has the same config as one that does not.
   void read_head_dim() {
     const YAML::Node* v = find_optional("head_dim");
-    if (v == nullptr) return;
+    if (v == nullptr) {
+      // Qwen3Config's head_dim defaults to 128, not to the quotient.
+      const ModelConfig& m = out_.shape;
+      const bool quotient = have_["hidden_size"] && have_["num_attention_heads"] &&
+                            m.dim % m.n_heads == 0 && m.dim / m.n_heads == 128;
+      if (out_.model_type == "qwen3" && !quotient) out_.shape.explicit_head_dim = 128;
+      return;
+    }
     int head_dim = 0;
     if (!read_int(*v, "head_dim", head_dim)) return;
     set_source("head_dim", *v);
@@ -471,6 +482,11 @@ class JsonConfigReader {
     mask = 0;
     if (out_.model_type == "qwen2") {
       mask = kQ | kK | kV;  // Qwen2Attention: q/k/v with bias, o_proj without, whatever the config
+    } else if (out_.model_type == "qwen3") {
+      bool flag = false;  // Qwen3Attention: q/k/v/o with attention_bias; the MLP never has one
+      if (const YAML::Node* v = find_optional("attention_bias")) {
+        if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
+      }
     } else if (out_.model_type == "llama") {
       bool flag = false;
       if (const YAML::Node* v = find_optional("attention_bias")) {
@@ -489,7 +505,7 @@ class JsonConfigReader {
     bool used = false;
     if (out_.model_type == "mistral") {
       used = true;  // MistralConfig: a non-null sliding_window is always applied
-    } else if (out_.model_type == "qwen2") {
+    } else if (out_.model_type == "qwen2" || out_.model_type == "qwen3") {
       if (const YAML::Node* v = find_optional("use_sliding_window")) {
         read_bool(*v, "use_sliding_window", used);
       }
@@ -567,6 +583,7 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.rope_high_freq_factor = from.rope_high_freq_factor;
   to.rope_original_max_seq_len = from.rope_original_max_seq_len;
   to.tie_embeddings = from.tie_embeddings;
+  to.qk_norm = from.qk_norm;
   to.norm_eps = from.norm_eps;
   to.proj_bias_mask = from.proj_bias_mask;
 }

@@ -346,6 +346,14 @@ TEST(GoldenVariant, HeadDimApartFromHiddenOverHeadsMatchesTransformers) {
   check_variant_forward("llama_head_dim24");
 }
 
+TEST(GoldenVariant, Qwen3WithQkNormAndTiedEmbeddingsMatchesTransformers) {
+  const Config cfg = golden_config("variants/qwen3", plain_lora_config());
+  EXPECT_TRUE(cfg.model.qk_norm);
+  EXPECT_TRUE(cfg.model.tie_embeddings);
+  EXPECT_EQ(cfg.model.head_dim(), 24);
+  check_variant_forward("qwen3");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

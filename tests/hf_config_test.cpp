@@ -291,6 +291,49 @@ TEST(HfConfigJson, RopeThetaMayComeFromRopeParameters) {
   EXPECT_EQ(hf.shape.rope_theta, 1e5);
 }
 
+// Qwen3-0.6B's config.json (its own head_dim 128 against 1024 / 16 = 64).
+const Fields kQwen3 = {{"architectures", "[\"Qwen3ForCausalLM\"]"},
+                       {"attention_bias", "false"},
+                       {"head_dim", "128"},
+                       {"hidden_act", "\"silu\""},
+                       {"hidden_size", "1024"},
+                       {"intermediate_size", "3072"},
+                       {"max_position_embeddings", "40960"},
+                       {"max_window_layers", "28"},
+                       {"model_type", "\"qwen3\""},
+                       {"num_attention_heads", "16"},
+                       {"num_hidden_layers", "28"},
+                       {"num_key_value_heads", "8"},
+                       {"rms_norm_eps", "1e-06"},
+                       {"rope_scaling", "null"},
+                       {"rope_theta", "1000000"},
+                       {"sliding_window", "null"},
+                       {"tie_word_embeddings", "true"},
+                       {"use_sliding_window", "false"},
+                       {"vocab_size", "151936"}};
+
+TEST(HfConfigJson, Qwen3HasQkNormItsOwnHeadDimAndNoBiases) {
+  const HfModelConfig hf = parse(kQwen3, 4096);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.model_type, "qwen3");
+  EXPECT_TRUE(hf.shape.qk_norm);
+  EXPECT_EQ(hf.shape.head_dim(), 128);
+  EXPECT_EQ(hf.shape.proj_bias_mask, 0u);
+  EXPECT_TRUE(hf.shape.tie_embeddings);
+  // Qwen3Config's defaults: head_dim 128 when absent; attention_bias puts biases on q/k/v/o.
+  const HfModelConfig bare = parse(with(without(kQwen3, "head_dim"), "attention_bias", "true"));
+  ASSERT_TRUE(bare.ok()) << all_errors(bare.errors);
+  EXPECT_EQ(bare.shape.head_dim(), 128);
+  EXPECT_EQ(bare.shape.proj_bias_mask, kQkv | bias_bit(Proj::kO));
+  // A used window shorter than the sequences is refused, as for Qwen2.
+  const HfModelConfig window =
+      parse(with(with(kQwen3, "use_sliding_window", "true"), "sliding_window", "1024"), 2048);
+  ASSERT_EQ(window.errors.size(), 1u);
+  EXPECT_EQ(window.errors[0].key, "sliding_window");
+  // Llama checkpoints have no q_norm.
+  EXPECT_FALSE(parse(kSmolLm).shape.qk_norm);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));

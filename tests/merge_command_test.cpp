@@ -78,6 +78,7 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
     model_yaml = "  path: " + base_dir + "\n";
   } else {
     model_yaml = random_model_yaml(p.base == "random_tied");
+    if (p.base == "random_qwen3") model_yaml += "  qk_norm: true\n  head_dim: 24\n";
     if (p.base == "random_llama3") {
       model_yaml += "  rope_scaling: llama3\n  rope_factor: 4\n  rope_original_max_seq_len: 16\n";
     }
@@ -106,7 +107,12 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
   std::ifstream cfg_in(merged / "config.json");
   const nlohmann::json cfg = nlohmann::json::parse(cfg_in);
   EXPECT_EQ(cfg["torch_dtype"], "float16");
-  EXPECT_EQ(cfg["model_type"], p.base == "qwen2_f32" ? "qwen2" : "llama");
+  EXPECT_EQ(cfg["model_type"], p.base == "qwen2_f32"      ? "qwen2"
+                               : p.base == "random_qwen3" ? "qwen3"
+                                                          : "llama");
+  if (p.base != "qwen2_f32") {
+    EXPECT_EQ(cfg["head_dim"], p.base == "random_qwen3" ? 24 : 16);
+  }
   EXPECT_EQ(cfg["tie_word_embeddings"], p.base == "random_tied");
   // A random base's config.json is written from the model's shape, RoPE scaling included (a
   // base from disk keeps its own config.json).
@@ -172,7 +178,8 @@ INSTANTIATE_TEST_SUITE_P(
                       RoundTrip{"adalora", "random"}, RoundTrip{"lora", "random_tied"},
                       RoundTrip{"dora", "random_tied"}, RoundTrip{"adalora", "random_tied"},
                       RoundTrip{"lora", "qwen2_f32"}, RoundTrip{"dora", "qwen2_f32"},
-                      RoundTrip{"adalora", "qwen2_f32"}, RoundTrip{"lora", "random_llama3"}),
+                      RoundTrip{"adalora", "qwen2_f32"}, RoundTrip{"lora", "random_llama3"},
+                      RoundTrip{"dora", "random_qwen3"}),
     [](const auto& p) { return p.param.type + "_" + p.param.base; });
 
 // The golden base is an fp16 checkpoint transformers wrote: merged to fp16, every tensor nobody

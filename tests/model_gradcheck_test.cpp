@@ -57,9 +57,39 @@ Tokens random_tokens(int B, int T, int vocab, std::uint64_t seed, bool with_igno
 }
 
 // Checks d(mean loss)/d(every adapter parameter) against central differences.
-void check_model_gradients(const TinyModel& tm, std::uint64_t dropout_key, bool with_ignored) {
+// `random_norms`: the layers' norm weights (all 1 in a random base) drawn around 1 instead.
+BaseWeights base_for(const ModelConfig& m, bool random_norms) {
+  BaseWeights base = BaseWeights::random(m, 7);
+  if (!random_norms) return base;
+  const LayerOffsets& o = base.offsets();
+  std::vector<std::vector<half_bits>> layers;
+  std::mt19937_64 rng(17);
+  std::uniform_real_distribution<float> around_one(0.5f, 1.5f);
+  for (int l = 0; l < m.n_layers; ++l) {
+    std::vector<half_bits> layer(base.layer(l), base.layer(l) + o.total);
+    for (const std::size_t at : {o.attn_norm, o.mlp_norm}) {
+      for (int i = 0; i < m.dim; ++i) layer[at + i] = float_to_half(around_one(rng));
+    }
+    if (m.qk_norm) {
+      for (const std::size_t at : {o.q_norm, o.k_norm}) {
+        for (int i = 0; i < m.head_dim(); ++i) layer[at + i] = float_to_half(around_one(rng));
+      }
+    }
+    layers.push_back(std::move(layer));
+  }
+  const std::size_t vd = std::size_t(m.vocab_size) * m.dim;
+  return BaseWeights::from_parts(
+      m, base.biases(), std::move(layers),
+      std::vector<half_bits>(base.embedding(), base.embedding() + vd),
+      std::vector<half_bits>(base.final_norm(), base.final_norm() + m.dim),
+      m.tie_embeddings ? std::vector<half_bits>{}
+                       : std::vector<half_bits>(base.lm_head(), base.lm_head() + vd));
+}
+
+void check_model_gradients(const TinyModel& tm, std::uint64_t dropout_key, bool with_ignored,
+                           bool random_norms = false) {
   const int B = 2, T = 6;
-  const BaseWeights base = BaseWeights::random(tm.m, 7);
+  const BaseWeights base = base_for(tm.m, random_norms);
   const AdapterLayout layout = AdapterLayout::plan(tm.m, tm.a);
   std::vector<float> init(layout.total());
   layout.init_params(init.data(), 11);
@@ -155,6 +185,17 @@ TEST(ModelGradCheck, DoraWithExplicitHeadDimNarrowerThanDimOverHeads) {
   TinyModel tm(1, false, 0.0, AdapterType::kDora);
   tm.m.explicit_head_dim = 2;
   check_model_gradients(tm, 0, true);
+}
+
+// Qwen3's per-head RMSNorm of q and k sits between q_proj / k_proj and RoPE: the LoRA gradients
+// of q_proj and k_proj flow back through it. Random norm weights, so they are not the identity.
+TEST(ModelGradCheck, QkNormBetweenTheProjectionsAndRope) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora}) {
+    TinyModel tm(2, false, 0.0, type);
+    tm.m.qk_norm = true;
+    tm.m.explicit_head_dim = 6;
+    check_model_gradients(tm, 0, true, /*random_norms=*/true);
+  }
 }
 
 TEST(ModelForward, EvalEqualsTrainForwardWithoutDropout) {

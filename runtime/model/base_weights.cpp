@@ -51,6 +51,12 @@ LayerOffsets LayerOffsets::for_model(const ModelConfig& m, BiasMask biases) {
       at += proj_shape(m, Proj(p)).out;
     }
   }
+  if (m.qk_norm) {  // after everything else, so models without it keep their layout
+    o.q_norm = at;
+    at += m.head_dim();
+    o.k_norm = at;
+    at += m.head_dim();
+  }
   o.total = at;
   return o;
 }

@@ -39,6 +39,8 @@ struct LayerOffsets {
   std::size_t proj[int(Proj::kCount)] = {};  // [out, in] each
   std::size_t mlp_norm = 0;                  // [dim]
   std::size_t bias[int(Proj::kCount)] = {};  // [out] each, or kNoOffset
+  std::size_t q_norm = kNoOffset;            // [head_dim] when the model has qk_norm
+  std::size_t k_norm = kNoOffset;            // [head_dim] when the model has qk_norm
   std::size_t total = 0;                     // elements per layer
 
   static LayerOffsets for_model(const ModelConfig& m, BiasMask biases = 0);

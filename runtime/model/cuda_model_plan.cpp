@@ -84,6 +84,12 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
     L.q = a.add(at + "q", n * qd, es);
     L.k = a.add(at + "k", n * kvd, es);
     L.v = a.add(at + "v", n * kvd, es);
+    if (m.qk_norm) {
+      L.q_pre = a.add(at + "q_pre", n * qd, es);
+      L.k_pre = a.add(at + "k_pre", n * kvd, es);
+      L.rstd_q = a.add(at + "rstd_q", n * H, f32);
+      L.rstd_k = a.add(at + "rstd_k", n * std::size_t(m.n_kv_heads), f32);
+    }
     L.att = a.add(at + "att", n * qd, es);
     L.lse = a.add(at + "lse", std::size_t(s.max_batch) * H * s.seq_len, f32);
     L.x_mid = a.add(at + "x_mid", n * D, es);
@@ -136,6 +142,10 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
   p.dq = a.add("backward/dq", n * qd, es);
   p.dk = a.add("backward/dk", n * kvd, es);
   p.dv = a.add("backward/dv", n * kvd, es);
+  if (m.qk_norm) {
+    p.dq_pre = a.add("backward/dq_pre", n * qd, es);
+    p.dk_pre = a.add("backward/dk_pre", n * kvd, es);
+  }
   p.dgate = a.add("backward/dgate", n * F, es);
   p.dup = a.add("backward/dup", n * F, es);
   p.dact = a.add("backward/dact", n * F, es);

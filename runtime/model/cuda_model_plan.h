@@ -49,6 +49,9 @@ struct CudaLayerSlots {
   // Forward activations kept for backward (act unless noted).
   ArenaSlot x_in, h1, rstd1 /*fp32 [n]*/, q, k, v, att, lse /*fp32 [B, H, T]*/, x_mid, h2,
       rstd2 /*fp32 [n]*/, gate, up, act;
+  // qk_norm only: q_proj / k_proj outputs before the per-head RMSNorm, its fp32 1 / rms per
+  // head row ([n, H] and [n, KV]).
+  ArenaSlot q_pre, k_pre, rstd_q, rstd_k;
   CudaModuleSlots module[int(Proj::kCount)];  // empty where (layer, p) is not adapted
 };
 
@@ -66,6 +69,7 @@ struct CudaModelPlan {
   ArenaSlot loss_sum;                        // one double
   // Backward buffers shared by all layers (as the CPU model's).
   ArenaSlot dx, dh, dtmp, datt, dq, dk, dv, dgate, dup, dact;
+  ArenaSlot dq_pre, dk_pre;  // qk_norm only
   ArenaSlot attention_work, adapter_work, norm_work, blas_work;
   ArenaSlot inputs, targets, positions, segments;  // [n] int32 each
   ArenaSlot report;                                // a NonfiniteReport (--debug)

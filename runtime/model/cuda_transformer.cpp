@@ -433,10 +433,24 @@ void CudaTransformer::forward(const Batch& b, const float* params, bool train,
     cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, at(L.h1), at<float>(L.rstd1), n, D,
                           eps, act_, kCompute);
     check("forward", l, "input_layernorm output", at(L.h1), nD, act_);
-    linear_forward(l, Proj::kQ, at(L.h1), at(L.q), params, n, train, lkey);
-    check("forward", l, "q_proj output", at(L.q), nq, act_);
-    linear_forward(l, Proj::kK, at(L.h1), at(L.k), params, n, train, lkey);
-    check("forward", l, "k_proj output", at(L.k), nkv, act_);
+    if (m_.qk_norm) {
+      // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
+      linear_forward(l, Proj::kQ, at(L.h1), at(L.q_pre), params, n, train, lkey);
+      check("forward", l, "q_proj output", at(L.q_pre), nq, act_);
+      linear_forward(l, Proj::kK, at(L.h1), at(L.k_pre), params, n, train, lkey);
+      check("forward", l, "k_proj output", at(L.k_pre), nkv, act_);
+      cuda::rmsnorm_forward(at(L.q_pre), layer16_ + off.q_norm, at(L.q), at<float>(L.rstd_q), n * H,
+                            hd, eps, act_, kCompute);
+      check("forward", l, "q_norm output", at(L.q), nq, act_);
+      cuda::rmsnorm_forward(at(L.k_pre), layer16_ + off.k_norm, at(L.k), at<float>(L.rstd_k),
+                            n * KV, hd, eps, act_, kCompute);
+      check("forward", l, "k_norm output", at(L.k), nkv, act_);
+    } else {
+      linear_forward(l, Proj::kQ, at(L.h1), at(L.q), params, n, train, lkey);
+      check("forward", l, "q_proj output", at(L.q), nq, act_);
+      linear_forward(l, Proj::kK, at(L.h1), at(L.k), params, n, train, lkey);
+      check("forward", l, "k_proj output", at(L.k), nkv, act_);
+    }
     linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
     check("forward", l, "v_proj output", at(L.v), nkv, act_);
     cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, act_, kCompute);
@@ -562,9 +576,20 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, act_, kCompute);
     check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
     check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
-    linear_backward(l, Proj::kQ, at(L.h1), dq, dh, params, grads, n);
+    if (m_.qk_norm) {
+      cuda::rmsnorm_backward(dq, at(L.q_pre), layer16_ + off.q_norm, at<float>(L.rstd_q),
+                             at(plan_.dq_pre), n * H, hd, act_, kCompute);
+      check("backward", l, "grad of q_proj output (q_norm backward)", at(plan_.dq_pre), nq, act_);
+      cuda::rmsnorm_backward(dk, at(L.k_pre), layer16_ + off.k_norm, at<float>(L.rstd_k),
+                             at(plan_.dk_pre), n * KV, hd, act_, kCompute);
+      check("backward", l, "grad of k_proj output (k_norm backward)", at(plan_.dk_pre), nkv, act_);
+    }
+    // The gradients of q_proj's and k_proj's outputs.
+    void* dq_proj = m_.qk_norm ? at(plan_.dq_pre) : dq;
+    void* dk_proj = m_.qk_norm ? at(plan_.dk_pre) : dk;
+    linear_backward(l, Proj::kQ, at(L.h1), dq_proj, dh, params, grads, n);
     check("backward", l, "grad of h1 through q_proj", dh, nD, act_);
-    linear_backward(l, Proj::kK, at(L.h1), dk, dtmp, params, grads, n);
+    linear_backward(l, Proj::kK, at(L.h1), dk_proj, dtmp, params, grads, n);
     check("backward", l, "grad of h1 through k_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
     linear_backward(l, Proj::kV, at(L.h1), dv, dtmp, params, grads, n);

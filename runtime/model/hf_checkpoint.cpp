@@ -86,6 +86,8 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
   expect("rms_norm_eps", "norm_eps", number_text(want.norm_eps), number_text(shape.norm_eps));
   expect("model_type/attention_bias/mlp_bias", "biases on", bias_text(want.proj_bias_mask),
          bias_text(shape.proj_bias_mask));
+  expect("model_type", "qk_norm", want.qk_norm ? "true" : "false",
+         shape.qk_norm ? "true" : "false");
 }
 
 namespace {
@@ -199,6 +201,13 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
         {prefix + "input_layernorm.weight", {dim}, HfTensor::Kind::kAttnNorm, l, Proj::kQ});
     out.push_back(
         {prefix + "post_attention_layernorm.weight", {dim}, HfTensor::Kind::kMlpNorm, l, Proj::kQ});
+    if (shape.qk_norm) {
+      const std::int64_t hd = shape.head_dim();
+      out.push_back(
+          {prefix + "self_attn.q_norm.weight", {hd}, HfTensor::Kind::kQNorm, l, Proj::kQ});
+      out.push_back(
+          {prefix + "self_attn.k_norm.weight", {hd}, HfTensor::Kind::kKNorm, l, Proj::kK});
+    }
   }
   out.push_back({"model.norm.weight", {dim}, HfTensor::Kind::kFinalNorm, -1, Proj::kQ});
   if (!shape.tie_embeddings) {
@@ -213,6 +222,10 @@ std::size_t layer_offset(const LayerOffsets& offsets, const HfTensor& t) {
       return offsets.attn_norm;
     case HfTensor::Kind::kMlpNorm:
       return offsets.mlp_norm;
+    case HfTensor::Kind::kQNorm:
+      return offsets.q_norm;
+    case HfTensor::Kind::kKNorm:
+      return offsets.k_norm;
     case HfTensor::Kind::kProjWeight:
       return offsets.proj[int(t.proj)];
     case HfTensor::Kind::kProjBias:

@@ -29,7 +29,17 @@ std::string hf_proj_bias_name(int layer, Proj p);
 
 // One tensor of an HF LLaMA-family checkpoint and the BaseWeights slot it fills.
 struct HfTensor {
-  enum class Kind { kEmbedding, kProjWeight, kProjBias, kAttnNorm, kMlpNorm, kFinalNorm, kLmHead };
+  enum class Kind {
+    kEmbedding,
+    kProjWeight,
+    kProjBias,
+    kAttnNorm,
+    kMlpNorm,
+    kQNorm,  // Qwen3's self_attn.q_norm / k_norm
+    kKNorm,
+    kFinalNorm,
+    kLmHead
+  };
   std::string name;
   std::vector<std::int64_t> shape;
   Kind kind = Kind::kEmbedding;

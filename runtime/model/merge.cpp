@@ -241,8 +241,9 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
     return j;
   }
   nlohmann::json j;
-  j["architectures"] = {"LlamaForCausalLM"};
-  j["model_type"] = "llama";
+  // q_norm / k_norm exist in transformers' Qwen3 only (without biases it is Llama otherwise).
+  j["architectures"] = {m.qk_norm ? "Qwen3ForCausalLM" : "LlamaForCausalLM"};
+  j["model_type"] = m.qk_norm ? "qwen3" : "llama";
   j["hidden_size"] = m.dim;
   j["intermediate_size"] = m.ffn_dim;
   j["num_hidden_layers"] = m.n_layers;

@@ -76,6 +76,12 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
     a.k.resize(n * kvd);
     a.v.resize(n * kvd);
     a.probs.resize(std::size_t(max_batch) * m_.n_heads * seq_len * seq_len);
+    if (m_.qk_norm) {
+      a.q_pre.resize(n * qd);
+      a.k_pre.resize(n * kvd);
+      a.rstd_q.resize(n * m_.n_heads);
+      a.rstd_k.resize(n * m_.n_kv_heads);
+    }
     a.att.resize(n * qd);
     a.x_mid.resize(n * D);
     a.h2.resize(n * D);
@@ -142,6 +148,10 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
   dq_.resize(n * qd);
   dk_.resize(n * kvd);
   dv_.resize(n * kvd);
+  if (m_.qk_norm) {
+    dq_pre_.resize(n * qd);
+    dk_pre_.resize(n * kvd);
+  }
   dgate_.resize(n * F);
   dup_.resize(n * F);
   dact_.resize(n * F);
@@ -355,8 +365,18 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
     // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
     cpu::rmsnorm_forward(a.x_in.data(), lw + base_.offsets().attn_norm, a.h1.data(), a.rstd1.data(),
                          n, D, eps);
-    linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
-    linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
+    if (m_.qk_norm) {
+      // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
+      linear_forward(l, Proj::kQ, a.h1.data(), a.q_pre.data(), params, a, n, train, lkey);
+      linear_forward(l, Proj::kK, a.h1.data(), a.k_pre.data(), params, a, n, train, lkey);
+      cpu::rmsnorm_forward(a.q_pre.data(), lw + base_.offsets().q_norm, a.q.data(), a.rstd_q.data(),
+                           n * H, hd, eps);
+      cpu::rmsnorm_forward(a.k_pre.data(), lw + base_.offsets().k_norm, a.k.data(), a.rstd_k.data(),
+                           n * KV, hd, eps);
+    } else {
+      linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
+      linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
+    }
     linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
     cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq);
     cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq);
@@ -452,8 +472,18 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
                             dq_.data(), dk_.data(), dv_.data(), b.batch, b.seq_len, H, KV, hd);
     cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq);
     cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq);
-    linear_backward(l, Proj::kQ, a.h1.data(), dq_.data(), dh_.data(), params, grads, a, n);
-    linear_backward(l, Proj::kK, a.h1.data(), dk_.data(), dtmp_.data(), params, grads, a, n);
+    T* dq_proj = dq_.data();  // the gradient of q_proj's output
+    T* dk_proj = dk_.data();
+    if (m_.qk_norm) {
+      cpu::rmsnorm_backward(dq_.data(), a.q_pre.data(), lw + base_.offsets().q_norm,
+                            a.rstd_q.data(), dq_pre_.data(), n * H, hd);
+      cpu::rmsnorm_backward(dk_.data(), a.k_pre.data(), lw + base_.offsets().k_norm,
+                            a.rstd_k.data(), dk_pre_.data(), n * KV, hd);
+      dq_proj = dq_pre_.data();
+      dk_proj = dk_pre_.data();
+    }
+    linear_backward(l, Proj::kQ, a.h1.data(), dq_proj, dh_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kK, a.h1.data(), dk_proj, dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);

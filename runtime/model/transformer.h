@@ -112,6 +112,8 @@ class Transformer {
 
   struct LayerActs {
     std::vector<T> x_in, h1, rstd1, q, k, v, probs, att, x_mid, h2, rstd2, gate, up, act;
+    // qk_norm: the projections before their per-head RMSNorm, and its 1 / rms per head row.
+    std::vector<T> q_pre, k_pre, rstd_q, rstd_k;
     std::vector<T> xa[int(Proj::kCount)], x_drop[int(Proj::kCount)];
     std::vector<std::uint8_t> keep[int(Proj::kCount)];
     bool masked[int(Proj::kCount)] = {};  // the last forward applied dropout to this module
@@ -122,6 +124,7 @@ class Transformer {
   std::vector<T> x_final_, hf_, rstdf_, logits_;
   // Backward workspaces, shared by all layers.
   std::vector<T> dx_, dh_, dtmp_, datt_, dq_, dk_, dv_, dgate_, dup_, dact_, dxa_;
+  std::vector<T> dq_pre_, dk_pre_;  // qk_norm: the gradients of q_pre / k_pre
   // Adapter scratch shared by all modules (DoRA / AdaLoRA), and DoRA's constant ||W||^2_row
   // per adapted module.
   std::vector<T> adapter_work_, norm_work_;

@@ -40,8 +40,21 @@ def head_dim_config():
         attention_dropout=0.0)
 
 
+def qwen3_config():
+    # Qwen3-0.6B's kind: per-head q_norm / k_norm, head_dim apart from hidden / heads (24 vs
+    # 16), tied embeddings, rope_theta 1e6, no biases.
+    return transformers.Qwen3Config(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        head_dim=24, max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_bias=False, use_sliding_window=False,
+        hidden_act="silu", attention_dropout=0.0)
+
+
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321),
+    ("qwen3", transformers.Qwen3ForCausalLM, qwen3_config, 4322),
 ]
 
 

@@ -70,15 +70,18 @@ const char* short_name(AdapterType t) {
 struct ModelCase {
   AdapterType type;
   double dropout;
-  int head_dim = 0;     // model.head_dim: 0 = dim / n_heads
-  bool llama3 = false;  // Llama 3's RoPE scaling
+  int head_dim = 0;      // model.head_dim: 0 = dim / n_heads
+  bool llama3 = false;   // Llama 3's RoPE scaling
+  bool qk_norm = false;  // Qwen3's per-head RMSNorm of q and k
 };
 
 void check_micro_batch(const ModelCase& c, DType act) {
   const std::string where = std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
-                            (c.head_dim > 0 ? "+head_dim " : " ") + dtype_name(act);
+                            (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm " : " ") +
+                            dtype_name(act);
   Config cfg;
   cfg.model.explicit_head_dim = c.head_dim;
+  cfg.model.qk_norm = c.qk_norm;
   if (c.llama3) {
     cfg.model.rope_scaling = RopeScaling::kLlama3;
     cfg.model.rope_factor = 8.0;
@@ -163,6 +166,12 @@ TEST(GpuModelParity, Lora) {
 TEST(GpuModelParity, LoraExplicitHeadDimLlama3Rope) {
   PEFTRUN_REQUIRE_GPU();
   run_model_case({AdapterType::kLora, 0.0, 48, true});
+}
+
+// Qwen3's shape: q_norm / k_norm, heads wider than dim / n_heads.
+TEST(GpuModelParity, DoraQkNormExplicitHeadDim) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kDora, 0.0, 48, false, true});
 }
 
 TEST(GpuModelParity, LoraDropout) {
