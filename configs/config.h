@@ -22,9 +22,9 @@ enum class ComputeDtype { kAuto, kFp32, kFp16, kBf16 };
 enum class DataFormat { kSame, kTokens, kText, kPromptCompletion, kChat };
 // data.chat_template: kAuto detects the family from the tokenizer's own chat template.
 enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral };
-// model.rope_scaling: HF's RoPE variants that only change the frequencies (rope_type "default",
-// "linear", "dynamic", "llama3"); kNone is plain RoPE ("default").
-enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3 };
+// model.rope_scaling: HF's RoPE variants (rope_type "default", "linear", "dynamic", "llama3",
+// "yarn"); kNone is plain RoPE ("default").
+enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn };
 
 const char* to_string(AdapterType t);   // "lora" | "dora" | "adalora"
 const char* to_string(LrSchedule s);    // "constant" | "linear" | "cosine"
@@ -32,7 +32,7 @@ const char* to_string(DeviceKind d);    // "auto" | "cpu" | "cuda"
 const char* to_string(ComputeDtype d);  // "auto" | "fp32" | "fp16" | "bf16"
 const char* to_string(DataFormat f);    // "same" | "tokens" | "text" | "prompt_completion" | "chat"
 const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral"
-const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3"
+const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3" | "yarn"
 
 // The seven projection names LoRA may target, in the order layers hold them.
 inline const std::vector<std::string>& all_target_modules() {
@@ -59,10 +59,14 @@ struct ModelConfig {
   // RoPE's frequency scaling, HF's rope_scaling / rope_parameters (docs/CONFIG.md); the
   // parameters below it only apply to the variants named beside them.
   RopeScaling rope_scaling = RopeScaling::kNone;
-  double rope_factor = 1.0;            // linear, dynamic, llama3
+  double rope_factor = 1.0;            // linear, dynamic, llama3, yarn
   double rope_low_freq_factor = 1.0;   // llama3
   double rope_high_freq_factor = 4.0;  // llama3
-  int rope_original_max_seq_len = 0;   // llama3: pretraining context; 0 = max_seq_len
+  int rope_original_max_seq_len = 0;   // llama3, yarn: pretraining context; 0 = max_seq_len
+  double rope_beta_fast = 32.0;        // yarn
+  double rope_beta_slow = 1.0;         // yarn
+  double rope_attention_factor = 0.0;  // yarn: cos / sin factor; 0 = 0.1 ln(factor) + 1
+  bool rope_truncate = true;           // yarn
   bool tie_embeddings = false;
   // model.qk_norm: an RMSNorm over each head of q and k (weights [head_dim]) between the
   // projection and RoPE, as Qwen3 has; config.json's model_type qwen3 sets it.

@@ -545,7 +545,7 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(enum_key(
       "model.rope_scaling", [](auto& c) -> auto& { return c.model.rope_scaling; },
       std::vector<RopeScaling>{RopeScaling::kNone, RopeScaling::kLinear, RopeScaling::kDynamic,
-                               RopeScaling::kLlama3},
+                               RopeScaling::kLlama3, RopeScaling::kYarn},
       ValueAliases{{"default", "none"}, {"null", "none"}}));
   keys.push_back(double_key(
       "model.rope_factor", [](auto& c) -> auto& { return c.model.rope_factor; }, greater_than(0)));
@@ -558,6 +558,17 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(int_key(
       "model.rope_original_max_seq_len",
       [](auto& c) -> auto& { return c.model.rope_original_max_seq_len; }, at_least(0)));
+  keys.push_back(double_key(
+      "model.rope_beta_fast", [](auto& c) -> auto& { return c.model.rope_beta_fast; },
+      greater_than(0)));
+  keys.push_back(double_key(
+      "model.rope_beta_slow", [](auto& c) -> auto& { return c.model.rope_beta_slow; },
+      greater_than(0)));
+  keys.push_back(double_key(
+      "model.rope_attention_factor", [](auto& c) -> auto& { return c.model.rope_attention_factor; },
+      at_least(0)));
+  keys.push_back(bool_key(
+      "model.rope_truncate", [](auto& c) -> auto& { return c.model.rope_truncate; }));
   keys.push_back(bool_key(
       "model.tie_embeddings", [](auto& c) -> auto& { return c.model.tie_embeddings; }));
   keys.push_back(bool_key(
@@ -760,31 +771,60 @@ std::vector<CrossCheck> build_cross_checks() {
                 " but model.rope_scaling is none, expected 1 or a rope_scaling of "
                 "linear, dynamic or llama3";
        }});
-  // llama3's own parameters, each against its default.
+  // Each variant's own parameters, against their defaults: set for a variant that does not
+  // read them, they would be silently ignored.
   using RopeField = bool (*)(const ModelConfig&);
-  const std::vector<std::pair<std::string, RopeField>> llama3_only = {
+  struct VariantKey {
+    std::string key;
+    RopeField changed;
+    std::vector<RopeScaling> readers;
+    std::string reader_names;
+  };
+  const std::vector<RopeScaling> llama3 = {RopeScaling::kLlama3};
+  const std::vector<RopeScaling> yarn = {RopeScaling::kYarn};
+  const std::vector<VariantKey> variant_keys = {
       {"model.rope_low_freq_factor",
        [](const ModelConfig& m) {
          return m.rope_low_freq_factor != ModelConfig{}.rope_low_freq_factor;
-       }},
+       },
+       llama3, "llama3"},
       {"model.rope_high_freq_factor",
        [](const ModelConfig& m) {
          return m.rope_high_freq_factor != ModelConfig{}.rope_high_freq_factor;
-       }},
+       },
+       llama3, "llama3"},
       {"model.rope_original_max_seq_len",
        [](const ModelConfig& m) {
          return m.rope_original_max_seq_len != ModelConfig{}.rope_original_max_seq_len;
-       }},
+       },
+       {RopeScaling::kLlama3, RopeScaling::kYarn},
+       "llama3 and yarn"},
+      {"model.rope_beta_fast",
+       [](const ModelConfig& m) { return m.rope_beta_fast != ModelConfig{}.rope_beta_fast; }, yarn,
+       "yarn"},
+      {"model.rope_beta_slow",
+       [](const ModelConfig& m) { return m.rope_beta_slow != ModelConfig{}.rope_beta_slow; }, yarn,
+       "yarn"},
+      {"model.rope_attention_factor",
+       [](const ModelConfig& m) {
+         return m.rope_attention_factor != ModelConfig{}.rope_attention_factor;
+       },
+       yarn, "yarn"},
+      {"model.rope_truncate",
+       [](const ModelConfig& m) { return m.rope_truncate != ModelConfig{}.rope_truncate; }, yarn,
+       "yarn"},
   };
-  for (const auto& [key, changed] : llama3_only) {
-    checks.push_back({key, {"model.rope_scaling"}, [changed](const Config& c) -> std::string {
+  for (const VariantKey& v : variant_keys) {
+    checks.push_back({v.key, {"model.rope_scaling"}, [v](const Config& c) -> std::string {
                         const ModelConfig& m = c.model;
-                        if (m.rope_scaling == RopeScaling::kLlama3 || !changed(m)) return "";
-                        return std::string(
-                                   "is only read by model.rope_scaling llama3, but that "
-                                   "is ") +
-                               to_string(m.rope_scaling) +
-                               "; remove it or set model.rope_scaling: llama3";
+                        for (const RopeScaling r : v.readers) {
+                          if (m.rope_scaling == r) return "";
+                        }
+                        if (!v.changed(m)) return "";
+                        return "is only read by model.rope_scaling " + v.reader_names +
+                               ", but that is " + to_string(m.rope_scaling) +
+                               "; remove it or set model.rope_scaling: " +
+                               to_string(v.readers.front());
                       }});
   }
   checks.push_back({"model.rope_high_freq_factor",

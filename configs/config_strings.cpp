@@ -99,6 +99,8 @@ const char* to_string(RopeScaling s) {
       return "dynamic";
     case RopeScaling::kLlama3:
       return "llama3";
+    case RopeScaling::kYarn:
+      return "yarn";
   }
   return "?";
 }

@@ -50,6 +50,10 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.rope_low_freq_factor", "rope_scaling.low_freq_factor"},
       {"model.rope_high_freq_factor", "rope_scaling.high_freq_factor"},
       {"model.rope_original_max_seq_len", "rope_scaling.original_max_position_embeddings"},
+      {"model.rope_beta_fast", "rope_scaling.beta_fast"},
+      {"model.rope_beta_slow", "rope_scaling.beta_slow"},
+      {"model.rope_attention_factor", "rope_scaling.attention_factor"},
+      {"model.rope_truncate", "rope_scaling.truncate"},
       {"model.tie_embeddings", "tie_word_embeddings"},
       {"model.qk_norm", "model_type"},
       {"model.norm_eps", "rms_norm_eps"},
@@ -389,24 +393,28 @@ class JsonConfigReader {
     static const std::map<std::string, RopeScaling> kinds = {{"default", RopeScaling::kNone},
                                                              {"linear", RopeScaling::kLinear},
                                                              {"dynamic", RopeScaling::kDynamic},
-                                                             {"llama3", RopeScaling::kLlama3}};
+                                                             {"llama3", RopeScaling::kLlama3},
+                                                             {"yarn", RopeScaling::kYarn}};
     const auto kind = kinds.find(name);
     if (kind == kinds.end()) {
       error(type.Mark(), where + "." + key,
             "got \"" + name +
-                "\", expected one of default, linear, dynamic, llama3: RoPE scaling \"" + name +
-                "\" is not supported yet");
+                "\", expected one of default, linear, dynamic, llama3, yarn: RoPE scaling \"" +
+                name + "\" is not supported yet");
       return;
     }
     m.rope_scaling = kind->second;
     set_source_of("model.rope_scaling", where + "." + key, type);
     if (m.rope_scaling == RopeScaling::kNone) return;
+    const bool yarn = m.rope_scaling == RopeScaling::kYarn;
     read_rope_number(v, where, "factor", "model.rope_factor", true, m.rope_factor);
-    if (m.rope_scaling != RopeScaling::kLlama3) return;
-    read_rope_number(v, where, "low_freq_factor", "model.rope_low_freq_factor", true,
-                     m.rope_low_freq_factor);
-    read_rope_number(v, where, "high_freq_factor", "model.rope_high_freq_factor", true,
-                     m.rope_high_freq_factor);
+    if (m.rope_scaling != RopeScaling::kLlama3 && !yarn) return;
+    if (!yarn) {
+      read_rope_number(v, where, "low_freq_factor", "model.rope_low_freq_factor", true,
+                       m.rope_low_freq_factor);
+      read_rope_number(v, where, "high_freq_factor", "model.rope_high_freq_factor", true,
+                       m.rope_high_freq_factor);
+    }
     // transformers takes a top-level original_max_position_embeddings over the object's, and
     // max_position_embeddings when neither is there (0 here means exactly that).
     const YAML::Node* top = find_optional("original_max_position_embeddings");
@@ -419,6 +427,29 @@ class JsonConfigReader {
     } else if (inner && !inner.IsNull()) {
       if (read_int(inner, inner_name, m.rope_original_max_seq_len)) {
         set_source_of("model.rope_original_max_seq_len", inner_name, inner);
+      }
+    }
+    if (yarn) read_yarn_parameters(v, where);
+  }
+
+  // The rest of a yarn object; DeepSeek's mscale / mscale_all_dim are refused, not ignored.
+  void read_yarn_parameters(const YAML::Node& v, const std::string& where) {
+    ModelConfig& m = out_.shape;
+    read_rope_number(v, where, "beta_fast", "model.rope_beta_fast", false, m.rope_beta_fast);
+    read_rope_number(v, where, "beta_slow", "model.rope_beta_slow", false, m.rope_beta_slow);
+    read_rope_number(v, where, "attention_factor", "model.rope_attention_factor", false,
+                     m.rope_attention_factor);
+    if (const YAML::Node t = v["truncate"]; t && !t.IsNull()) {
+      if (read_bool(t, where + ".truncate", m.rope_truncate)) {
+        set_source_of("model.rope_truncate", where + ".truncate", t);
+      }
+    }
+    for (const char* key : {"mscale", "mscale_all_dim"}) {
+      const YAML::Node n = v[key];
+      if (n && !n.IsNull()) {
+        error(n.Mark(), where + "." + key,
+              "is set, expected it absent: yarn's mscale / mscale_all_dim attention factor "
+              "(DeepSeek's) is not supported yet");
       }
     }
   }
@@ -582,6 +613,10 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.rope_low_freq_factor = from.rope_low_freq_factor;
   to.rope_high_freq_factor = from.rope_high_freq_factor;
   to.rope_original_max_seq_len = from.rope_original_max_seq_len;
+  to.rope_beta_fast = from.rope_beta_fast;
+  to.rope_beta_slow = from.rope_beta_slow;
+  to.rope_attention_factor = from.rope_attention_factor;
+  to.rope_truncate = from.rope_truncate;
   to.tie_embeddings = from.tie_embeddings;
   to.qk_norm = from.qk_norm;
   to.norm_eps = from.norm_eps;

@@ -4,8 +4,9 @@
 //   out[i + h/2]    = x[i + h/2] cos + x[i] sin
 // x: [tokens, n_heads, head_dim], rotated in place. pos: [tokens] position of each token inside
 // its sequence (restarting per packed document). inv_freq: [head_dim / 2] host memory, from
-// rope_inverse_frequencies (rope_frequencies.h), which knows HF's RoPE variants. Angles, cos and
-// sin are computed in float (as HF does) and the rotation in T.
+// rope_inverse_frequencies (rope_frequencies.h), which knows HF's RoPE variants; cos_sin_scale
+// multiplies cos and sin (rope_attention_scaling: 1 but for yarn). Angles, cos and sin are
+// computed in float (as HF does) and the rotation in T.
 #pragma once
 
 #include <cstdint>
@@ -17,12 +18,13 @@ namespace peftrun::cpu {
 
 template <typename T>
 void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  const float* inv_freq);
+                  const float* inv_freq, float cos_sin_scale);
 
-// dx in place: the gradient of a rotation is the inverse rotation.
+// dx in place: the gradient of a rotation (times cos_sin_scale) is its transpose, the inverse
+// rotation times the same scale.
 template <typename T>
 void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   const float* inv_freq);
+                   const float* inv_freq, float cos_sin_scale);
 
 }  // namespace peftrun::cpu
 
@@ -33,8 +35,8 @@ void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int 
 namespace peftrun::cuda {
 
 void rope_forward(void* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  const float* inv_freq, DType dtype, Stream stream);
+                  const float* inv_freq, float cos_sin_scale, DType dtype, Stream stream);
 void rope_backward(void* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   const float* inv_freq, DType dtype, Stream stream);
+                   const float* inv_freq, float cos_sin_scale, DType dtype, Stream stream);
 
 }  // namespace peftrun::cuda

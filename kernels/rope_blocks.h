@@ -25,6 +25,7 @@ struct RopeRotate {
   Span<const std::int32_t> pos;  // [tokens]
   int tokens, n_heads, head_dim;
   float sign;
+  float scale;  // multiplies cos and sin
   float inv_freq[kRopeMaxHeadDim / 2];
 
   template <class Ctx>
@@ -38,8 +39,8 @@ struct RopeRotate {
       const int i = static_cast<int>(p % half);
       // Angle, cos and sin in float, as the CPU (and HF) compute them.
       const float angle = static_cast<float>(pos[static_cast<std::size_t>(t)]) * inv_freq[i];
-      const float c = std::cos(angle);
-      const float s = sign * std::sin(angle);
+      const float c = std::cos(angle) * scale;
+      const float s = sign * (std::sin(angle) * scale);
       const std::size_t a = static_cast<std::size_t>((t * n_heads + h) * head_dim + i);
       float ra = 0.0f, rb = 0.0f;
       rope_rotate_pair(St::to_float(x[a]), St::to_float(x[a + half]), c, s, &ra, &rb);
@@ -51,8 +52,8 @@ struct RopeRotate {
 
 template <class Launcher>
 void launch_rope(const Launcher& launch, const char* op, void* x, const std::int32_t* pos,
-                 int tokens, int n_heads, int head_dim, const float* inv_freq, float sign,
-                 DType dtype) {
+                 int tokens, int n_heads, int head_dim, const float* inv_freq, float scale,
+                 float sign, DType dtype) {
   require(tokens >= 0 && n_heads >= 1, op, "tokens must be >= 0 and n_heads >= 1");
   require(head_dim >= 2 && head_dim % 2 == 0 && head_dim <= kRopeMaxHeadDim, op,
           "head_dim " + std::to_string(head_dim) + " must be even and in [2, " +
@@ -69,6 +70,7 @@ void launch_rope(const Launcher& launch, const char* op, void* x, const std::int
                      n_heads,
                      head_dim,
                      sign,
+                     scale,
                      {}};
     for (int i = 0; i < head_dim / 2; ++i) k.inv_freq[i] = inv_freq[i];
     launch(op, pointwise_geometry(static_cast<std::int64_t>(tokens) * n_heads * (head_dim / 2)), k);
@@ -77,15 +79,20 @@ void launch_rope(const Launcher& launch, const char* op, void* x, const std::int
 
 template <class Launcher>
 void launch_rope_forward(const Launcher& launch, void* x, const std::int32_t* pos, int tokens,
-                         int n_heads, int head_dim, const float* inv_freq, DType dtype) {
-  launch_rope(launch, "rope_forward", x, pos, tokens, n_heads, head_dim, inv_freq, 1.0f, dtype);
+                         int n_heads, int head_dim, const float* inv_freq, float cos_sin_scale,
+                         DType dtype) {
+  launch_rope(launch, "rope_forward", x, pos, tokens, n_heads, head_dim, inv_freq, cos_sin_scale,
+              1.0f, dtype);
 }
 
-// The gradient of a rotation is the inverse rotation: the same kernel with the sine negated.
+// The gradient of a rotation (times the scale) is its transpose: the same kernel with the sine
+// negated.
 template <class Launcher>
 void launch_rope_backward(const Launcher& launch, void* dx, const std::int32_t* pos, int tokens,
-                          int n_heads, int head_dim, const float* inv_freq, DType dtype) {
-  launch_rope(launch, "rope_backward", dx, pos, tokens, n_heads, head_dim, inv_freq, -1.0f, dtype);
+                          int n_heads, int head_dim, const float* inv_freq, float cos_sin_scale,
+                          DType dtype) {
+  launch_rope(launch, "rope_backward", dx, pos, tokens, n_heads, head_dim, inv_freq,
+              cos_sin_scale, -1.0f, dtype);
 }
 
 }  // namespace peftrun::blocks

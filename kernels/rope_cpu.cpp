@@ -15,11 +15,12 @@ namespace {
 constexpr int kMaxHalf = 128;
 
 // Rotates every head of every token by angle = pos * inv_freq (sign = +1) or by its inverse
-// (sign = -1). The rotation of pair (i, i + half) is
+// (sign = -1), cos and sin multiplied by `scale` in float (transformers' cos * attention_scaling,
+// then cast). The rotation of pair (i, i + half) is
 //   [a'; b'] = [cos, -s sin; s sin, cos] [a; b].
 template <typename T>
 void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-            const float* inv_freq, T sign) {
+            const float* inv_freq, float scale, T sign) {
   if (head_dim < 2 || head_dim % 2 != 0 || head_dim / 2 > kMaxHalf) {
     throw std::invalid_argument("rope: head_dim " + std::to_string(head_dim) +
                                 " must be even and in [2, " + std::to_string(2 * kMaxHalf) + "]");
@@ -36,8 +37,8 @@ void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim
       const float p = static_cast<float>(pos[t]);
       for (int i = 0; i < half; ++i) {
         const float angle = p * inv_freq[i];
-        cos_t[i] = static_cast<T>(std::cos(angle));
-        sin_t[i] = sign * static_cast<T>(std::sin(angle));
+        cos_t[i] = static_cast<T>(std::cos(angle) * scale);
+        sin_t[i] = sign * static_cast<T>(std::sin(angle) * scale);
       }
       T* xt = x + t * n_heads * head_dim;  // [n_heads, head_dim]
       for (int h = 0; h < n_heads; ++h) {
@@ -54,8 +55,8 @@ void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim
 
 template <typename T>
 void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  const float* inv_freq) {
-  rotate(x, pos, tokens, n_heads, head_dim, inv_freq, T(1));
+                  const float* inv_freq, float cos_sin_scale) {
+  rotate(x, pos, tokens, n_heads, head_dim, inv_freq, cos_sin_scale, T(1));
 }
 
 // The forward map is an orthogonal rotation R, so the gradient R^T dy is the rotation by -angle:
@@ -63,13 +64,15 @@ void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int he
 // the exact transpose of forward).
 template <typename T>
 void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   const float* inv_freq) {
-  rotate(dx, pos, tokens, n_heads, head_dim, inv_freq, T(-1));
+                   const float* inv_freq, float cos_sin_scale) {
+  rotate(dx, pos, tokens, n_heads, head_dim, inv_freq, cos_sin_scale, T(-1));
 }
 
-template void rope_forward<float>(float*, const std::int32_t*, int, int, int, const float*);
-template void rope_forward<double>(double*, const std::int32_t*, int, int, int, const float*);
-template void rope_backward<float>(float*, const std::int32_t*, int, int, int, const float*);
-template void rope_backward<double>(double*, const std::int32_t*, int, int, int, const float*);
+template void rope_forward<float>(float*, const std::int32_t*, int, int, int, const float*, float);
+template void rope_forward<double>(double*, const std::int32_t*, int, int, int, const float*,
+                                   float);
+template void rope_backward<float>(float*, const std::int32_t*, int, int, int, const float*, float);
+template void rope_backward<double>(double*, const std::int32_t*, int, int, int, const float*,
+                                    float);
 
 }  // namespace peftrun::cpu

@@ -3,6 +3,7 @@
 // Python scalar meeting a float32 tensor rounded to float first (as torch does).
 #include "kernels/rope_frequencies.h"
 
+#include <algorithm>
 #include <cmath>
 #include <stdexcept>
 #include <string>
@@ -47,7 +48,44 @@ void apply_llama3(std::vector<float>& inv, const RopeParams& p) {
   }
 }
 
+// YaRN: dimension i interpolates (inv_freq / factor) where its wavelength is long against the
+// original context and extrapolates (inv_freq) where it is short, with a linear ramp between
+// the dimensions that turn beta_fast and beta_slow times over the context.
+std::vector<float> yarn_frequencies(int head_dim, const RopeParams& p) {
+  const double dim = head_dim, base = p.theta, context = p.original_max_positions;
+  auto correction_dim = [&](double rotations) {  // the dimension that turns `rotations` times
+    return (dim * std::log(context / (rotations * 2 * M_PI))) / (2 * std::log(base));
+  };
+  double low = correction_dim(p.beta_fast), high = correction_dim(p.beta_slow);
+  if (p.truncate) {
+    low = std::floor(low);
+    high = std::ceil(high);
+  }
+  low = std::max(low, 0.0);
+  high = std::min(high, dim - 1);
+  if (low == high) high += 0.001;  // transformers' guard against a zero-width ramp
+  const float low_f = static_cast<float>(low), width = static_cast<float>(high - low);
+  const float factor = static_cast<float>(p.factor);
+  std::vector<float> inv(static_cast<std::size_t>(head_dim / 2));
+  for (int i = 0; i < head_dim / 2; ++i) {
+    const float expo = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+    const float pos_freq = std::pow(static_cast<float>(base), expo);
+    const float extrapolation = 1.0f / pos_freq;
+    const float interpolation = 1.0f / (factor * pos_freq);
+    const float ramp = std::clamp((static_cast<float>(i) - low_f) / width, 0.0f, 1.0f);
+    const float keep = 1.0f - ramp;  // the share of the extrapolated (original) frequency
+    inv[static_cast<std::size_t>(i)] = interpolation * (1.0f - keep) + extrapolation * keep;
+  }
+  return inv;
+}
+
 }  // namespace
+
+float rope_attention_scaling(const RopeParams& p) {
+  if (p.type != RopeType::kYarn) return 1.0f;
+  if (p.attention_factor > 0) return static_cast<float>(p.attention_factor);
+  return static_cast<float>(p.factor <= 1 ? 1.0 : 0.1 * std::log(p.factor) + 1.0);
+}
 
 std::vector<float> rope_inverse_frequencies(int head_dim, const RopeParams& p) {
   require(head_dim >= 2 && head_dim % 2 == 0,
@@ -74,6 +112,10 @@ std::vector<float> rope_inverse_frequencies(int head_dim, const RopeParams& p) {
           p.theta * std::pow((p.factor * seq / p.max_positions) - (p.factor - 1.0), d / (d - 2.0));
       return default_frequencies(head_dim, base);
     }
+    case RopeType::kYarn:
+      require(p.original_max_positions > 0, "yarn needs original_max_positions > 0");
+      require(p.beta_fast > 0 && p.beta_slow > 0, "yarn needs beta_fast, beta_slow > 0");
+      return yarn_frequencies(head_dim, p);
     case RopeType::kLlama3: {
       require(p.original_max_positions > 0, "llama3 needs original_max_positions > 0");
       require(p.low_freq_factor > 0 && p.high_freq_factor > p.low_freq_factor,

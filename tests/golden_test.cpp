@@ -358,6 +358,11 @@ TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }
 
+// yarn also scales cos and sin (by 0.1 ln 4 + 1 here).
+TEST(GoldenRope, YarnScalingForwardMatchesTransformers) {
+  check_scaled_rope_forward("yarn_forward", RopeScaling::kYarn);
+}
+
 TEST(GoldenRope, LinearScalingInTheOldRopeScalingLayoutMatchesTransformers) {
   check_scaled_rope_forward("linear_forward", RopeScaling::kLinear);
 }

@@ -367,7 +367,12 @@ TEST(HfConfigJson, Llama3RopeScalingIsRead) {
   // Errors about these keys point into the object.
   const std::string line = line_of(fields, "rope_scaling");
   for (const HfShapeSource& src : hf.sources) {
-    if (src.yaml_key.rfind("model.rope_", 0) != 0 || src.yaml_key == "model.rope_theta") continue;
+    const std::string k = src.yaml_key;
+    if (k != "model.rope_scaling" && k != "model.rope_factor" &&
+        k != "model.rope_low_freq_factor" && k != "model.rope_high_freq_factor" &&
+        k != "model.rope_original_max_seq_len") {
+      continue;  // plain rope_theta, and yarn's keys (absent here)
+    }
     EXPECT_EQ(std::to_string(src.line), line) << src.yaml_key;
     EXPECT_EQ(src.json_key.rfind("rope_scaling.", 0), 0u) << src.json_key;
   }
@@ -389,6 +394,34 @@ TEST(HfConfigJson, RopeParametersLayoutCarriesTheVariantToo) {
       EXPECT_EQ(src.json_key, "rope_parameters.factor");
     }
   }
+}
+
+// Qwen3's documented long-context setting, with the optional keys after it.
+TEST(HfConfigJson, YarnRopeScalingIsRead) {
+  const HfModelConfig qwen3 = parse(with(kSmolLm, "rope_scaling",
+                                         "{\"rope_type\": \"yarn\", \"factor\": 4.0, "
+                                         "\"original_max_position_embeddings\": 32768}"));
+  ASSERT_TRUE(qwen3.ok()) << all_errors(qwen3.errors);
+  EXPECT_EQ(qwen3.shape.rope_scaling, RopeScaling::kYarn);
+  EXPECT_EQ(qwen3.shape.rope_factor, 4.0);
+  EXPECT_EQ(qwen3.shape.rope_original_max_seq_len, 32768);
+  EXPECT_EQ(qwen3.shape.rope_beta_fast, 32.0);
+  EXPECT_TRUE(qwen3.shape.rope_truncate);
+  const HfModelConfig all =
+      parse(with(kSmolLm, "rope_scaling",
+                 "{\"type\": \"yarn\", \"factor\": 8.0, \"beta_fast\": 24.0, \"beta_slow\": 2.0, "
+                 "\"attention_factor\": 0.9, \"truncate\": false}"));
+  ASSERT_TRUE(all.ok()) << all_errors(all.errors);
+  EXPECT_EQ(all.shape.rope_beta_fast, 24.0);
+  EXPECT_EQ(all.shape.rope_beta_slow, 2.0);
+  EXPECT_EQ(all.shape.rope_attention_factor, 0.9);
+  EXPECT_FALSE(all.shape.rope_truncate);
+  EXPECT_EQ(all.shape.rope_original_max_seq_len, 0);  // = max_position_embeddings
+  const HfModelConfig deepseek = parse(
+      with(kSmolLm, "rope_scaling",
+           "{\"type\": \"yarn\", \"factor\": 8.0, \"mscale\": 1.0, \"mscale_all_dim\": 1.0}"));
+  ASSERT_EQ(deepseek.errors.size(), 2u) << all_errors(deepseek.errors);
+  EXPECT_EQ(deepseek.errors[0].key, "rope_scaling.mscale");
 }
 
 TEST(HfConfigJson, DefaultOrDynamicRopeTypesAreAccepted) {
@@ -549,9 +582,9 @@ std::vector<HfBadCase> bad_cases() {
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",
           "63 is not an even number up to 256"),
       bad_inside("RopeScalingTypeNotSupportedYet",
-                 with(kSmolLm, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}"),
+                 with(kSmolLm, "rope_scaling", "{\"type\": \"longrope\", \"factor\": 4.0}"),
                  "rope_scaling", "{\"type\": ", "rope_scaling.type",
-                 "RoPE scaling \"yarn\" is not supported yet"),
+                 "RoPE scaling \"longrope\" is not supported yet"),
       bad_inside("Llama3RopeScalingWithoutLowFreqFactor",
                  with(kSmolLm, "rope_scaling",
                       "{\"rope_type\": \"llama3\", \"factor\": 32.0, \"high_freq_factor\": 4.0}"),
@@ -566,8 +599,8 @@ std::vector<HfBadCase> bad_cases() {
       bad("PartialRotaryFactor", with(kSmolLm, "partial_rotary_factor", "0.5"),
           "partial_rotary_factor", "partial rotary embeddings are not supported yet"),
       {"RopeParametersWithScalingType",
-       json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"yarn\"}")), 128,
-       "rope_parameters.rope_type", "RoPE scaling \"yarn\" is not supported yet",
+       json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"longrope\"}")), 128,
+       "rope_parameters.rope_type", "RoPE scaling \"longrope\" is not supported yet",
        std::to_string(kSmolLm.size() + 2) + ":36"},
       bad("MistralWindowShorterThanSeqLen", kMistral, "sliding_window",
           "4096 is less than data.seq_len (8192): sliding-window attention is not supported yet",

@@ -296,7 +296,7 @@ TEST(RopeForward, MatchesRotateHalfFormula) {
   const Vec x = randn(pos.size() * heads * hd, 30);
   Vec y = x;
   rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd,
-               rope_inverse_frequencies(hd, {theta}).data());
+               rope_inverse_frequencies(hd, {theta}).data(), 1.0f);
   EXPECT_LT(max_abs_diff(y, rope_reference(x, pos, heads, hd, theta)), 1e-15);
 
   // Against exact double-precision angles: the fp32 angle differs by up to ~pos * 2^-24 rad.
@@ -315,7 +315,7 @@ TEST(RopeForward, PositionZeroIsIdentity) {
   const Vec x = randn(2 * 4 * 8, 31);
   Vec y = x;
   const std::vector<std::int32_t> pos = {0, 0};
-  rope_forward(y.data(), pos.data(), 2, 4, 8, rope_inverse_frequencies(8, {500000.0}).data());
+  rope_forward(y.data(), pos.data(), 2, 4, 8, rope_inverse_frequencies(8, {500000.0}).data(), 1.0f);
   EXPECT_EQ(y, x);
 }
 
@@ -325,8 +325,10 @@ TEST(RopeForward, BackwardInvertsForward) {
   const Vec x = randn(pos.size() * heads * hd, 32);
   Vec y = x;
   const std::vector<float> inv_freq = rope_inverse_frequencies(hd, {10000.0});
-  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data());
-  rope_backward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data());
+  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data(),
+               1.0f);
+  rope_backward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data(),
+                1.0f);
   // Exact up to cos^2 + sin^2 = 1 holding only to fp32 precision for the float cos/sin values.
   EXPECT_LT(max_abs_diff(y, x), 1e-6);
   EXPECT_LT(rel_diff(y, x), 2e-7);
@@ -531,10 +533,10 @@ Vec run_rmsnorm_rope_swiglu(const Vec& x, const Vec& w, const Vec& dy, const Vec
   rmsnorm_forward(xt.data(), wt.data(), y.data(), rstd.data(), rows, dim, T(1e-5));
   rmsnorm_backward(dyt.data(), xt.data(), wt.data(), rstd.data(), dx.data(), rows, dim);
   const std::vector<float> inv_freq = rope_inverse_frequencies(dim / 2, {10000.0});
-  rope_forward(y.data(), pos.data(), rows, 2, dim / 2, inv_freq.data());
+  rope_forward(y.data(), pos.data(), rows, 2, dim / 2, inv_freq.data(), 1.0f);
   swiglu_forward(y.data(), ut.data(), s.data(), x.size());
   swiglu_backward(dyt.data(), y.data(), ut.data(), dg.data(), du.data(), x.size());
-  rope_backward(dg.data(), pos.data(), rows, 2, dim / 2, inv_freq.data());
+  rope_backward(dg.data(), pos.data(), rows, 2, dim / 2, inv_freq.data(), 1.0f);
   Vec all;
   for (const auto* g : {&y, &dx, &s, &dg, &du}) all.insert(all.end(), g->begin(), g->end());
   return all;

@@ -66,11 +66,11 @@ TEST(RopeGradcheck, BackwardMatchesFiniteDifferences) {
 
   auto loss = [&] {
     Vec y = x;
-    rope_forward(y.data(), pos.data(), tokens, heads, hd, inv_freq.data());
+    rope_forward(y.data(), pos.data(), tokens, heads, hd, inv_freq.data(), 1.0f);
     return dot(c, y);
   };
   Vec dx = c;
-  rope_backward(dx.data(), pos.data(), tokens, heads, hd, inv_freq.data());
+  rope_backward(dx.data(), pos.data(), tokens, heads, hd, inv_freq.data(), 1.0f);
   EXPECT_LT(finite_difference_rel_error(x, dx, loss), kMaxRel);
 }
 

@@ -181,6 +181,16 @@ TEST(ModelGradCheck, ExplicitHeadDimWiderThanDimOverHeadsWithLlama3Rope) {
   check_model_gradients(tm, 0, false);
 }
 
+// yarn multiplies cos and sin by its attention factor (0.1 ln 8 + 1 here), so RoPE is no longer
+// a pure rotation; its backward must carry the same factor.
+TEST(ModelGradCheck, YarnRopeScalesCosAndSin) {
+  TinyModel tm(1, false, 0.0);
+  tm.m.rope_scaling = RopeScaling::kYarn;
+  tm.m.rope_factor = 8.0;
+  tm.m.rope_original_max_seq_len = 8;
+  check_model_gradients(tm, 0, false);
+}
+
 TEST(ModelGradCheck, DoraWithExplicitHeadDimNarrowerThanDimOverHeads) {
   TinyModel tm(1, false, 0.0, AdapterType::kDora);
   tm.m.explicit_head_dim = 2;

@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -38,7 +39,17 @@ std::string python() {
   return env && *env ? env : "python3";
 }
 
-class PeftLoadsPeftrunAdapters : public ::testing::TestWithParam<std::string> {};
+struct InteropCase {
+  std::string type;  // adapter.type
+  std::string base;  // a checkpoint under tests/golden/data/
+  std::string name;
+};
+
+void PrintTo(const InteropCase& c, std::ostream* os) {
+  *os << c.name;
+}
+
+class PeftLoadsPeftrunAdapters : public ::testing::TestWithParam<InteropCase> {};
 
 TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
   const std::string check = kSource + "/tests/golden/peft_load_check.py";
@@ -48,9 +59,9 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
     GTEST_SKIP() << "torch/transformers/peft not importable by " << python()
                  << " (set PEFTRUN_PYTHON to an interpreter that has them)";
   }
-  const std::string type = GetParam();
-  const fs::path d = peftrun::testing_support::test_output_dir("interop_" + type);
-  // Token data for the golden base (vocab 128): a learnable repeating pattern.
+  const std::string type = GetParam().type;
+  const fs::path d = peftrun::testing_support::test_output_dir("interop_" + GetParam().name);
+  // Token data for the golden bases (vocab 128): a learnable repeating pattern.
   std::vector<std::int32_t> tokens(6000);
   std::mt19937 rng(1);
   for (std::size_t i = 0; i < tokens.size(); ++i) {
@@ -58,7 +69,7 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
   }
   peftrun::write_token_file((d / "data.tok").string(), tokens, 128);
 
-  const std::string base = kSource + "/tests/golden/data/base";
+  const std::string base = kSource + "/tests/golden/data/" + GetParam().base;
   const std::string args =
       " --set model.path=" + base + " --set data.train=" + (d / "data.tok").string() +
       " --set data.eval=" + (d / "data.tok").string() +
@@ -84,8 +95,13 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
   std::cout << r.out;
 }
 
+// The golden Llama base, and Qwen3 (q_norm / k_norm, its own head_dim, tied embeddings).
 INSTANTIATE_TEST_SUITE_P(AllTypes, PeftLoadsPeftrunAdapters,
-                         ::testing::Values("lora", "dora", "adalora"),
-                         [](const auto& p) { return p.param; });
+                         ::testing::Values(InteropCase{"lora", "base", "lora"},
+                                           InteropCase{"dora", "base", "dora"},
+                                           InteropCase{"adalora", "base", "adalora"},
+                                           InteropCase{"lora", "variants/qwen3", "lora_qwen3"},
+                                           InteropCase{"dora", "variants/qwen3", "dora_qwen3"}),
+                         [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -1,7 +1,7 @@
 // RoPE's inverse-frequency tables (kernels/rope_frequencies.h) against the tables transformers
 // itself computes (tests/golden/data/rope/inv_freq.json, made by make_rope_golden.py), for plain,
-// linear, dynamic and llama3 RoPE with real models' settings: bit for bit, except that torch's
-// vectorised pow (SLEEF, within 1 ulp) and libm's powf may round theta^x apart by 1 ulp.
+// linear, dynamic, llama3 and yarn RoPE with real models' settings: bit for bit, except that
+// torch's vectorised pow (SLEEF, within 1 ulp) and libm's powf may round theta^x apart by 1 ulp.
 #include "kernels/rope_frequencies.h"
 
 #include <gtest/gtest.h>
@@ -37,24 +37,33 @@ RopeParams params_of(const nlohmann::json& rp, int max_positions) {
   p.type = type == "linear"    ? RopeType::kLinear
            : type == "dynamic" ? RopeType::kDynamic
            : type == "llama3"  ? RopeType::kLlama3
+           : type == "yarn"    ? RopeType::kYarn
                                : RopeType::kDefault;
   p.factor = rp.value("factor", 1.0);
   p.low_freq_factor = rp.value("low_freq_factor", 1.0);
   p.high_freq_factor = rp.value("high_freq_factor", 4.0);
   p.original_max_positions = rp.value("original_max_position_embeddings", max_positions);
   p.max_positions = max_positions;
+  p.beta_fast = rp.value("beta_fast", 32.0);
+  p.beta_slow = rp.value("beta_slow", 1.0);
+  p.attention_factor = rp.value("attention_factor", 0.0);
+  p.truncate = rp.value("truncate", true);
   return p;
 }
 
 TEST(RopeFrequencies, EqualTransformersTablesBitForBit) {
   const nlohmann::json tables = read_tables();
-  ASSERT_GE(tables.size(), 7u);
+  ASSERT_GE(tables.size(), 10u);
   int off_by_one = 0, entries = 0;
   for (const nlohmann::json& t : tables) {
     const std::string name = t.at("name").get<std::string>();
     const int head_dim = t.at("head_dim").get<int>();
-    const std::vector<float> mine = rope_inverse_frequencies(
-        head_dim, params_of(t.at("rope_parameters"), t.at("max_position_embeddings").get<int>()));
+    const RopeParams p =
+        params_of(t.at("rope_parameters"), t.at("max_position_embeddings").get<int>());
+    const std::vector<float> mine = rope_inverse_frequencies(head_dim, p);
+    EXPECT_EQ(std::bit_cast<std::int32_t>(rope_attention_scaling(p)),
+              t.at("attention_scaling_bits").get<std::int32_t>())
+        << name << ": the cos / sin factor " << rope_attention_scaling(p);
     const auto bits = t.at("inv_freq_bits").get<std::vector<std::int32_t>>();
     ASSERT_EQ(mine.size(), bits.size()) << name;
     for (std::size_t i = 0; i < bits.size(); ++i) {
@@ -66,9 +75,10 @@ TEST(RopeFrequencies, EqualTransformersTablesBitForBit) {
       ++entries;
     }
   }
-  // Known: one entry of the theta 1e6, head_dim 128 table (Qwen2's plain RoPE has the same
-  // one). More would mean the formulas, not pow's rounding, differ.
-  EXPECT_LE(off_by_one, 1) << "of " << entries << " entries";
+  // Known: the same entry (i = 37) of the two theta 1e6, head_dim 128 tables, dynamic's and
+  // yarn's (Qwen2's plain RoPE has it too). More would mean the formulas, not pow's rounding,
+  // differ.
+  EXPECT_LE(off_by_one, 2) << "of " << entries << " entries";
 }
 
 TEST(RopeFrequencies, Llama3KeepsHighScalesLowAndBlendsBetween) {

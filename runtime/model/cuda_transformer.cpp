@@ -96,6 +96,7 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
       layout_(layout),
       m_(base.shape()),
       rope_inv_freq_(rope_table(m_)),
+      rope_scale_(rope_cos_sin_scale(m_)),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
@@ -453,9 +454,9 @@ void CudaTransformer::forward(const Batch& b, const float* params, bool train,
     }
     linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
     check("forward", l, "v_proj output", at(L.v), nkv, act_);
-    cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, act_, kCompute);
+    cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_scale_, act_, kCompute);
     check("forward", l, "q after RoPE", at(L.q), nq, act_);
-    cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, act_, kCompute);
+    cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
     check("forward", l, "k after RoPE", at(L.k), nkv, act_);
     cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, at(L.att), at<float>(L.lse), b.batch,
                             b.seq_len, H, KV, hd, act_, kCompute);
@@ -572,8 +573,8 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     check("backward", l, "grad of q (attention backward)", dq, nq, act_);
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);
-    cuda::rope_backward(dq, pos, n, H, hd, inv_freq, act_, kCompute);
-    cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, act_, kCompute);
+    cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_scale_, act_, kCompute);
+    cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
     check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
     check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
     if (m_.qk_norm) {

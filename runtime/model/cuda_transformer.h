@@ -117,6 +117,7 @@ class CudaTransformer {
   const AdapterLayout& layout_;
   ModelConfig m_;
   std::vector<float> rope_inv_freq_;  // [head_dim / 2], rope_table(m_)
+  float rope_scale_ = 1.0f;           // rope_cos_sin_scale(m_)
   float dropout_ = 0;
   int max_batch_, seq_len_;
   DType act_;

@@ -78,6 +78,12 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          number_text(shape.rope_low_freq_factor));
   expect("the rope high_freq_factor", "rope_high_freq_factor",
          number_text(want.rope_high_freq_factor), number_text(shape.rope_high_freq_factor));
+  expect("the rope beta_fast / beta_slow", "rope_beta_fast / rope_beta_slow",
+         number_text(want.rope_beta_fast) + " / " + number_text(want.rope_beta_slow),
+         number_text(shape.rope_beta_fast) + " / " + number_text(shape.rope_beta_slow));
+  expect("the rope attention_factor / truncate", "rope_attention_factor / rope_truncate",
+         number_text(want.rope_attention_factor) + (want.rope_truncate ? " / true" : " / false"),
+         number_text(shape.rope_attention_factor) + (shape.rope_truncate ? " / true" : " / false"));
   expect("original_max_position_embeddings", "rope_original_max_seq_len",
          std::to_string(want.rope_original_max_seq_len),
          std::to_string(shape.rope_original_max_seq_len));

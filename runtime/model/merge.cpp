@@ -265,11 +265,19 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
     nlohmann::json r;
     r["rope_type"] = to_string(m.rope_scaling);
     r["factor"] = m.rope_factor;
+    const int original =
+        m.rope_original_max_seq_len > 0 ? m.rope_original_max_seq_len : m.max_seq_len;
     if (m.rope_scaling == RopeScaling::kLlama3) {
       r["low_freq_factor"] = m.rope_low_freq_factor;
       r["high_freq_factor"] = m.rope_high_freq_factor;
-      r["original_max_position_embeddings"] =
-          m.rope_original_max_seq_len > 0 ? m.rope_original_max_seq_len : m.max_seq_len;
+      r["original_max_position_embeddings"] = original;
+    }
+    if (m.rope_scaling == RopeScaling::kYarn) {
+      r["original_max_position_embeddings"] = original;
+      r["beta_fast"] = m.rope_beta_fast;
+      r["beta_slow"] = m.rope_beta_slow;
+      r["truncate"] = m.rope_truncate;
+      if (m.rope_attention_factor > 0) r["attention_factor"] = m.rope_attention_factor;
     }
     j["rope_scaling"] = r;
   }

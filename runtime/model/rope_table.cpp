@@ -18,6 +18,9 @@ RopeParams rope_params(const ModelConfig& m) {
     case RopeScaling::kLlama3:
       p.type = RopeType::kLlama3;
       break;
+    case RopeScaling::kYarn:
+      p.type = RopeType::kYarn;
+      break;
   }
   p.factor = m.rope_factor;
   p.low_freq_factor = m.rope_low_freq_factor;
@@ -26,11 +29,19 @@ RopeParams rope_params(const ModelConfig& m) {
   p.original_max_positions =
       m.rope_original_max_seq_len > 0 ? m.rope_original_max_seq_len : m.max_seq_len;
   p.max_positions = m.max_seq_len;
+  p.beta_fast = m.rope_beta_fast;
+  p.beta_slow = m.rope_beta_slow;
+  p.attention_factor = m.rope_attention_factor;
+  p.truncate = m.rope_truncate;
   return p;
 }
 
 std::vector<float> rope_table(const ModelConfig& m) {
   return rope_inverse_frequencies(m.head_dim(), rope_params(m));
+}
+
+float rope_cos_sin_scale(const ModelConfig& m) {
+  return rope_attention_scaling(rope_params(m));
 }
 
 }  // namespace peftrun

@@ -14,4 +14,7 @@ RopeParams rope_params(const ModelConfig& m);
 // [head_dim / 2], the table rope_forward / rope_backward take.
 std::vector<float> rope_table(const ModelConfig& m);
 
+// Their cos_sin_scale (yarn's attention factor; 1 otherwise).
+float rope_cos_sin_scale(const ModelConfig& m);
+
 }  // namespace peftrun

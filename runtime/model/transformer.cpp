@@ -41,6 +41,7 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
       layout_(layout),
       m_(base.shape()),
       rope_inv_freq_(rope_table(m_)),
+      rope_scale_(rope_cos_sin_scale(m_)),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
@@ -378,8 +379,8 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
       linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
     }
     linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
-    cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq);
-    cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq);
+    cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_scale_);
+    cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_scale_);
     cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, a.att.data(),
                            a.probs.data(), b.batch, b.seq_len, H, KV, hd);
     linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
@@ -470,8 +471,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     linear_backward(l, Proj::kO, a.att.data(), dx_.data(), datt_.data(), params, grads, a, n);
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                             dq_.data(), dk_.data(), dv_.data(), b.batch, b.seq_len, H, KV, hd);
-    cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq);
-    cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq);
+    cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_scale_);
+    cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_scale_);
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();
     if (m_.qk_norm) {

@@ -1,13 +1,13 @@
-#!/ usr / bin / env python3
-"""Golden fixtures for RoPE scaling (rope_type linear, dynamic, llama3), from the real transformers.
+#!/usr/bin/env python3
+"""Golden fixtures for RoPE scaling (rope_type linear, dynamic, llama3, yarn), from the real transformers.
 
 Writes tests/golden/data/rope/ (see tests/golden/README.md, "RoPE scaling"):
-  inv_freq.json          transformers' inverse-frequency tables (float32 bits) for configs of
-                         real models and for the golden base's shape
+  inv_freq.json          transformers' inverse-frequency tables and cos / sin factors (float32
+                         bits) for configs of real models and for the golden base's shape
   <case>/config.json     the golden base's config.json with a scaled RoPE
   <case>.safetensors     the forward logits and loss of data/base's weights under that config
   <case>.json            the sidecar (loss, versions)
-Run it with the interpreter make_golden.py uses(same requirements.txt); it reuses that script's
+Run it with the interpreter make_golden.py uses (same requirements.txt); it reuses that script's
 helpers and determinism settings, and needs data/base/ to exist.
 
     /work/venv-golden/bin/python tests/golden/make_rope_golden.py
@@ -28,8 +28,9 @@ sys.path.insert(0, HERE)
 import make_golden as mg  # noqa: E402
 from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS  # noqa: E402
 
-#(name, head_dim, rope_parameters, max_position_embeddings) : real models' settings, and small
-#ones whose wavelengths fall in all three of llama3's bands.
+# (name, head_dim, rope_parameters, max_position_embeddings): real models' settings, and small
+# ones whose wavelengths fall in all three of llama3's bands; yarn with Qwen3's setting and with
+# every optional key.
 TABLES = [
     ("llama3.2-1b", 64, {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
                          "low_freq_factor": 1.0, "high_freq_factor": 4.0,
@@ -48,16 +49,25 @@ TABLES = [
      40960),
     ("dynamic-1.7-mpe3000", 64, {"rope_type": "dynamic", "rope_theta": 10000.0, "factor": 1.7},
      3000),
+    ("yarn-qwen3-4x32768", 128, {"rope_type": "yarn", "rope_theta": 1000000.0, "factor": 4.0,
+                                 "original_max_position_embeddings": 32768}, 131072),
+    ("yarn-untruncated-betas", 64, {"rope_type": "yarn", "rope_theta": 10000.0, "factor": 8.0,
+                                    "original_max_position_embeddings": 2048, "beta_fast": 24.0,
+                                    "beta_slow": 2.0, "truncate": False}, 16384),
+    ("yarn-attention-factor", 64, {"rope_type": "yarn", "rope_theta": 500000.0, "factor": 2.0,
+                                   "attention_factor": 0.8,
+                                   "original_max_position_embeddings": 4096}, 16384),
 ]
 
-#Forward cases on data / base(head_dim 16, max_position_embeddings 64) : one config.json in
-#transformers 5's layout(rope_parameters, as save_pretrained writes it), one in the older
-#layout(rope_scaling with "type", rope_theta at the top), which transformers still reads.
+# Forward cases on data/base (head_dim 16, max_position_embeddings 64): config.json in
+# transformers 5's layout (rope_parameters, as save_pretrained writes it) or in the older one
+# (rope_scaling with "type", rope_theta at the top), which transformers still reads.
 FORWARD = [
     ("llama3_forward", "v5", {"rope_type": "llama3", "rope_theta": 10000.0, "factor": 4.0,
                               "low_freq_factor": 1.0, "high_freq_factor": 4.0,
                               "original_max_position_embeddings": 16}),
     ("linear_forward", "v4", {"type": "linear", "factor": 3.0}),
+    ("yarn_forward", "v4", {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}),
 ]
 SEQ = 64  # every position of the base's context, so the scaled low frequencies turn far
 SEED_IDS = 77
@@ -67,8 +77,10 @@ def table(head_dim, rope_parameters, mpe):
     cfg = transformers.LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4,
                                    max_position_embeddings=mpe, rope_parameters=dict(rope_parameters))
     inv, attention_factor = ROPE_INIT_FUNCTIONS[rope_parameters["rope_type"]](cfg, None)
-    assert attention_factor == 1.0
-    return [int(b) for b in inv.to(torch.float32).view(torch.int32).tolist()]
+    bits = [int(b) for b in inv.to(torch.float32).view(torch.int32).tolist()]
+    # The model multiplies the fp32 cos / sin by it: record the float32 it becomes.
+    scale = torch.tensor([attention_factor], dtype=torch.float32).view(torch.int32).item()
+    return bits, int(scale)
 
 
 def write_config(base_dir, case_dir, layout, rope):
@@ -89,7 +101,7 @@ def write_config(base_dir, case_dir, layout, rope):
 def forward_case(out, name, base_dir, layout, rope):
     case_dir = os.path.join(out, name)
     write_config(base_dir, case_dir, layout, rope)
-#transformers reads the written file itself : its meaning of the old layout is the reference.
+    # transformers reads the written file itself: its meaning of the old layout is the reference.
     cfg = transformers.AutoConfig.from_pretrained(case_dir)
     model = transformers.LlamaForCausalLM.from_pretrained(base_dir, config=cfg, dtype=torch.float32,
                                                           attn_implementation="eager")
@@ -131,13 +143,12 @@ def main():
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     os.makedirs(args.out)
-    tables = [{
-  "name" : n,
-           "head_dim" : hd,
-                        "max_position_embeddings" : mpe,
-                                                    "rope_parameters" : rp,
-                                                                        "inv_freq_bits"
-      : table(hd, rp, mpe)} for n, hd, rp, mpe in TABLES]
+    tables = []
+    for n, hd, rp, mpe in TABLES:
+        bits, scale = table(hd, rp, mpe)
+        tables.append({"name": n, "head_dim": hd, "max_position_embeddings": mpe,
+                       "rope_parameters": rp, "inv_freq_bits": bits,
+                       "attention_scaling_bits": scale})
     with open(os.path.join(args.out, "inv_freq.json"), "w") as f:
         f.write(mg.compact_json({"versions": mg.versions(), "tables": tables}))
     for name, layout, rope in FORWARD:

@@ -22,7 +22,8 @@ struct RopeCase {
   int tokens, heads, hd;
   int max_pos;  // positions are random in [0, max_pos] (packed sequences restart anywhere)
   float theta = 10000.0f;
-  RopeType type = RopeType::kDefault;  // llama3: Llama 3.2's factor 32 over an 8192 context
+  RopeType type = RopeType::kDefault;  // llama3: Llama 3.2's factor 32 over an 8192 context;
+                                       // yarn: factor 4 over 4096 (cos / sin scaled by 1.139)
 };
 
 template <class Env>
@@ -41,18 +42,23 @@ void check_rope(Env& env, const RopeCase& c, DType dt) {
     params.factor = 32.0;
     params.original_max_positions = 8192;
   }
+  if (c.type == RopeType::kYarn) {
+    params.factor = 4.0;
+    params.original_max_positions = 4096;
+  }
   const std::vector<float> inv_freq = rope_inverse_frequencies(c.hd, params);
+  const float scale = rope_attention_scaling(params);
   const float* f = inv_freq.data();
   auto d_pos = env.upload(pos);
   for (const bool forward : {true, false}) {
     std::vector<double> ref = to_double(x);
     auto d_x = env.upload(encode(x, dt));  // rotated in place
     if (forward) {
-      cpu::rope_forward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f);
-      env.rope_forward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, dt);
+      cpu::rope_forward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f, scale);
+      env.rope_forward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, scale, dt);
     } else {
-      cpu::rope_backward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f);
-      env.rope_backward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, dt);
+      cpu::rope_backward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f, scale);
+      env.rope_backward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, scale, dt);
     }
     expect_close(where, forward ? "forward" : "backward", decode(env.download(d_x), dt), ref,
                  tolerance(dt));
@@ -64,9 +70,9 @@ void check_rope_refusals(Env& env) {
   auto x = env.template poisoned<float>(64);
   auto pos = env.upload(std::vector<std::int32_t>{0, 1});
   const std::vector<float> f(200, 0.5f);  // more entries than any head_dim here needs
-  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 7, f.data(), DType::kF32),
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 7, f.data(), 1.0f, DType::kF32),
                std::invalid_argument);  // odd head_dim
-  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 258, f.data(), DType::kF32),
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 258, f.data(), 1.0f, DType::kF32),
                std::invalid_argument);  // above 256
 }
 
@@ -79,11 +85,13 @@ inline const RopeCase kHd8{"Hd8", 9, 2, 8, 50};
 inline const RopeCase kLlama3Theta{"Theta500000", 6, 3, 64, 2000, 500000.0f};
 inline const RopeCase kLlama3Scaled{"Llama3ScaledPos8000", 6, 3, 64, 8000, 500000.0f,
                                     RopeType::kLlama3};
+inline const RopeCase kYarnScaled{"YarnPos16000", 6, 3, 128, 16000, 1000000.0f, RopeType::kYarn};
 }  // namespace rope_cases
 
 inline std::vector<RopeCase> all_rope_cases() {
   using namespace rope_cases;
-  return {kOneToken, kTinyConfig, kLongPositions, kHd256, kHd8, kLlama3Theta, kLlama3Scaled};
+  return {kOneToken, kTinyConfig,  kLongPositions, kHd256,
+          kHd8,      kLlama3Theta, kLlama3Scaled,  kYarnScaled};
 }
 
 }  // namespace peftrun::gpu_testing

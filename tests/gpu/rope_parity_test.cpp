@@ -43,6 +43,10 @@ TEST(GpuRopeParity, Llama3ScaledPos8000) {
   PEFTRUN_REQUIRE_GPU();
   run(kLlama3Scaled);
 }
+TEST(GpuRopeParity, YarnPos16000) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kYarnScaled);
+}
 TEST(GpuRopeParity, RefusesOddOrTooLargeHeadDim) {
   PEFTRUN_REQUIRE_GPU();
   GpuEnv env;
