@@ -263,10 +263,19 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   std::size_t trainable = 0;
   for (const auto& t : layout.tensors()) trainable += t.numel();
   const int lora_rank = layout.type() == AdapterType::kAdaLora ? cfg.adapter.init_r : cfg.adapter.r;
-  log << "peftrun " << PEFTRUN_VERSION << ": " << cfg.model.n_layers << " layers, dim "
-      << cfg.model.dim << ", vocab " << cfg.model.vocab_size << "; adapter "
-      << to_string(cfg.adapter.type) << " r=" << lora_rank << " on " << layout.modules().size()
-      << " modules (" << trainable << " trainable parameters)\n"
+  // The shape as the model will compute it (from config.json when model.path is set), so a
+  // checkpoint read differently than meant shows on the first line.
+  const ModelConfig& mc = cfg.model;
+  std::ostringstream rope;
+  rope << std::setprecision(10) << "RoPE theta " << mc.rope_theta;
+  if (mc.rope_scaling != RopeScaling::kNone) {
+    rope << " " << to_string(mc.rope_scaling) << " x" << mc.rope_factor;
+  }
+  log << "peftrun " << PEFTRUN_VERSION << ": " << mc.n_layers << " layers, dim " << mc.dim
+      << ", heads " << mc.n_heads << "/" << mc.n_kv_heads << " of " << mc.head_dim()
+      << (mc.qk_norm ? " with q/k norm" : "") << ", " << rope.str() << ", vocab " << mc.vocab_size
+      << "; adapter " << to_string(cfg.adapter.type) << " r=" << lora_rank << " on "
+      << layout.modules().size() << " modules (" << trainable << " trainable parameters)\n"
       << "base " << base.bytes() / 1024 << " KiB fp16 resident"
       << (base.sharded() ? " (sharded 1/" + std::to_string(world) + " of " +
                                std::to_string(full_base_bytes / 1024) + " KiB)"
