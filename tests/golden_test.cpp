@@ -275,9 +275,9 @@ Pass run_train(Transformer<float>& model, const GoldenBatch& g, const std::vecto
 // 1. The base model (no adapter effect)
 // ---------------------------------------------------------------------------------------------
 
-void check_base_forward(const std::string& base, const std::string& case_name) {
-  const Case c(case_name);
-  const Config cfg = golden_config(base, plain_lora_config());
+// The base model of `cfg` (from its model.path), its forward over the case's tokens: logits and
+// loss must be the case's.
+void expect_forward_like(const Case& c, const Config& cfg, const std::string& label) {
   const BaseWeights weights = load_base(cfg);
   const AdapterLayout lay = AdapterLayout::plan(cfg.model, cfg.adapter);
   // A = B = 0: the adapter branch adds exactly zero, so this is the plain transformers model.
@@ -286,8 +286,13 @@ void check_base_forward(const std::string& base, const std::string& case_name) {
   Transformer<float> model(weights, lay, cfg.adapter, g.batch, g.seq_len);
   std::vector<float> logits(std::size_t(g.batch) * g.seq_len * model.vocab_size());
   const double loss = model.eval_micro_batch(g.view(), zero.data(), logits.data()) / g.valid;
-  expect_close(case_name + " logits", rel_error(logits, c.f32("logits")), kLogitsTol);
-  expect_close(case_name + " loss", rel_scalar(loss, c.scalar("loss")), kLossTol);
+  expect_close(label + " logits", rel_error(logits, c.f32("logits")), kLogitsTol);
+  expect_close(label + " loss", rel_scalar(loss, c.scalar("loss")), kLossTol);
+}
+
+void check_base_forward(const std::string& base, const std::string& case_name) {
+  const Case c(case_name);
+  expect_forward_like(c, golden_config(base, plain_lora_config()), case_name);
   // The fixture's loss tensor and sidecar scalar are the same number.
   EXPECT_EQ(double(c.f32("loss").at(0)), c.scalar("loss"));
 }
@@ -311,15 +316,7 @@ void check_scaled_rope_forward(const std::string& case_name, RopeScaling want) {
   fs::copy_file(kData + "/rope/" + case_name + "/config.json", dir / "config.json");
   const Config cfg = golden_config(dir.string(), plain_lora_config());
   ASSERT_EQ(cfg.model.rope_scaling, want) << to_string(cfg.model.rope_scaling);
-  const BaseWeights weights = load_base(cfg);
-  const AdapterLayout lay = AdapterLayout::plan(cfg.model, cfg.adapter);
-  const std::vector<float> zero(lay.total(), 0.0f);
-  const GoldenBatch g = golden_batch(c);
-  Transformer<float> model(weights, lay, cfg.adapter, g.batch, g.seq_len);
-  std::vector<float> logits(std::size_t(g.batch) * g.seq_len * model.vocab_size());
-  const double loss = model.eval_micro_batch(g.view(), zero.data(), logits.data()) / g.valid;
-  expect_close(case_name + " logits", rel_error(logits, c.f32("logits")), kLogitsTol);
-  expect_close(case_name + " loss", rel_scalar(loss, c.scalar("loss")), kLossTol);
+  expect_forward_like(c, cfg, case_name);
   const double plain = c.json().at("loss_with_plain_rope").at("value").get<double>();
   EXPECT_GT(rel_scalar(plain, c.scalar("loss")), 100 * kLossTol) << "the case cannot tell";
 }
@@ -327,17 +324,8 @@ void check_scaled_rope_forward(const std::string& case_name, RopeScaling want) {
 // Checkpoints of other shapes (data/variants/, make_variant_golden.py), loaded from their own
 // config.json: the forward equals transformers'.
 void check_variant_forward(const std::string& name) {
-  const Case c("variants/" + name);
-  const Config cfg = golden_config("variants/" + name, plain_lora_config());
-  const BaseWeights weights = load_base(cfg);
-  const AdapterLayout lay = AdapterLayout::plan(cfg.model, cfg.adapter);
-  const std::vector<float> zero(lay.total(), 0.0f);
-  const GoldenBatch g = golden_batch(c);
-  Transformer<float> model(weights, lay, cfg.adapter, g.batch, g.seq_len);
-  std::vector<float> logits(std::size_t(g.batch) * g.seq_len * model.vocab_size());
-  const double loss = model.eval_micro_batch(g.view(), zero.data(), logits.data()) / g.valid;
-  expect_close(name + " logits", rel_error(logits, c.f32("logits")), kLogitsTol);
-  expect_close(name + " loss", rel_scalar(loss, c.scalar("loss")), kLossTol);
+  expect_forward_like(Case("variants/" + name),
+                      golden_config("variants/" + name, plain_lora_config()), name);
 }
 
 TEST(GoldenVariant, HeadDimApartFromHiddenOverHeadsMatchesTransformers) {

@@ -239,12 +239,9 @@ def llama_config(tied):
     return cfg
 
 
-def make_base(out, tied):
-    """Builds the random base, rounds it to fp16-representable values and saves it in fp16.
-    Returns the directory it was saved to."""
-    seed = SEED_BASE_TIED if tied else SEED_BASE
-    torch.manual_seed(seed)
-    model = transformers.LlamaForCausalLM(llama_config(tied))
+def draw_weights(model, seed):
+    """The golden bases' init, in place: embedding N(0, 0.25^2), norms 1 + N(0, 0.1^2), every
+    Linear [out, in] N(0, 1/in), each rounded to an fp16-representable value."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():  # (a tied lm_head is not listed again)
@@ -255,6 +252,37 @@ def make_base(out, tied):
             else:  # every Linear, [out, in]: N(0, 1/in)
                 v = torch.randn(p.shape, generator=g) / (p.shape[1] ** 0.5)
             p.copy_(v.to(torch.float16).to(torch.float32))
+
+
+def write_forward_fixture(out, name, ids, output, logits_doc, meta):
+    """One forward of `ids` (labels = ids, so SEQ - 1 targets): <name>.safetensors with input_ids,
+    labels, logits and loss, and <name>.json with `meta`, the loss, versions and a tensor index."""
+    seq = ids.shape[1]
+    rec = Recorder()
+    rec.add("input_ids", ids)
+    rec.add("labels", ids)
+    rec.add("logits", output.logits)
+    rec.add("loss", output.loss.reshape(1))
+    save_file(rec.tensors, os.path.join(out, name + ".safetensors"), metadata={"format": "pt"})
+    meta = dict(case=name, **meta, loss=scalar(output.loss), valid_targets=seq - 1,
+                versions=versions())
+    meta["tensors"] = {
+        "input_ids": f"int64 [1,{seq}]: token ids (no attention_mask, positions 0..{seq - 1})",
+        "labels": f"int64 [1,{seq}]: = input_ids (HF shifts them: {seq - 1} targets)",
+        "logits": f"fp32 [1,{seq},{VOCAB}]: " + logits_doc,
+        "loss": "fp32 [1]: their mean cross-entropy",
+    }
+    with open(os.path.join(out, name + ".json"), "w") as f:
+        f.write(compact_json(meta))
+
+
+def make_base(out, tied):
+    """Builds the random base, rounds it to fp16-representable values and saves it in fp16.
+    Returns the directory it was saved to."""
+    seed = SEED_BASE_TIED if tied else SEED_BASE
+    torch.manual_seed(seed)
+    model = transformers.LlamaForCausalLM(llama_config(tied))
+    draw_weights(model, seed)
     d = os.path.join(out, "base_tied" if tied else "base")
     if os.path.exists(d):
         shutil.rmtree(d)

@@ -21,7 +21,6 @@ import sys
 
 import torch
 import transformers
-from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -108,30 +107,14 @@ def forward_case(out, name, base_dir, layout, rope):
     model.eval()
     g = torch.Generator().manual_seed(SEED_IDS)
     ids = torch.randint(0, mg.VOCAB, (1, SEQ), generator=g, dtype=torch.int64)
-    rec = mg.Recorder()
-    rec.add("input_ids", ids)
-    rec.add("labels", ids)
     with torch.no_grad():
         o = model(input_ids=ids, labels=ids)
         plain = transformers.LlamaForCausalLM.from_pretrained(base_dir, dtype=torch.float32,
                                                               attn_implementation="eager")
         plain_loss = plain(input_ids=ids, labels=ids).loss
-    rec.add("logits", o.logits)
-    rec.add("loss", o.loss.reshape(1))
-    save_file(rec.tensors, os.path.join(out, name + ".safetensors"), metadata={"format": "pt"})
-    meta = {
-        "case": name, "base": "base", "config": name + "/config.json", "layout": layout,
-        "loss": mg.scalar(o.loss), "loss_with_plain_rope": mg.scalar(plain_loss),
-        "valid_targets": SEQ - 1, "versions": mg.versions(),
-        "tensors": {
-            "input_ids": f"int64 [1,{SEQ}]: token ids (no attention_mask, positions 0..{SEQ - 1})",
-            "labels": f"int64 [1,{SEQ}]: = input_ids (HF shifts them: {SEQ - 1} targets)",
-            "logits": f"fp32 [1,{SEQ},{mg.VOCAB}]: LlamaForCausalLM's logits under config.json",
-            "loss": "fp32 [1]: its mean cross-entropy",
-        },
-    }
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        f.write(mg.compact_json(meta))
+    mg.write_forward_fixture(out, name, ids, o, "LlamaForCausalLM's logits under config.json",
+                             {"base": "base", "config": name + "/config.json", "layout": layout,
+                              "loss_with_plain_rope": mg.scalar(plain_loss)})
 
 
 def main():

@@ -19,7 +19,6 @@ import sys
 
 import torch
 import transformers
-from safetensors.torch import save_file
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -61,16 +60,7 @@ CASES = [
 def make_checkpoint(out, name, cls, make_config, seed):
     torch.manual_seed(seed)
     model = cls(make_config())
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for pname, p in model.named_parameters():
-            if pname.endswith("embed_tokens.weight"):
-                v = torch.randn(p.shape, generator=g) * 0.25
-            elif pname.endswith("norm.weight"):
-                v = 1.0 + 0.1 * torch.randn(p.shape, generator=g)
-            else:  # every Linear, [out, in]: N(0, 1/in)
-                v = torch.randn(p.shape, generator=g) / (p.shape[1] ** 0.5)
-            p.copy_(v.to(torch.float16).to(torch.float32))
+    mg.draw_weights(model, seed)
     d = os.path.join(out, name)
     copy.deepcopy(model).to(torch.float16).save_pretrained(d)
     gen = os.path.join(d, "generation_config.json")
@@ -86,24 +76,8 @@ def forward_case(out, name, cls, d):
     ids = torch.randint(0, mg.VOCAB, (1, SEQ), generator=g, dtype=torch.int64)
     with torch.no_grad():
         o = model(input_ids=ids, labels=ids)
-    rec = mg.Recorder()
-    rec.add("input_ids", ids)
-    rec.add("labels", ids)
-    rec.add("logits", o.logits)
-    rec.add("loss", o.loss.reshape(1))
-    save_file(rec.tensors, os.path.join(out, name + ".safetensors"), metadata={"format": "pt"})
-    meta = {
-        "case": name, "base": name, "loss": mg.scalar(o.loss), "valid_targets": SEQ - 1,
-        "versions": mg.versions(),
-        "tensors": {
-            "input_ids": f"int64 [1,{SEQ}]: token ids (no attention_mask, positions 0..{SEQ - 1})",
-            "labels": f"int64 [1,{SEQ}]: = input_ids (HF shifts them: {SEQ - 1} targets)",
-            "logits": f"fp32 [1,{SEQ},{mg.VOCAB}]: the fp16 checkpoint's logits, computed in fp32",
-            "loss": "fp32 [1]: their mean cross-entropy",
-        },
-    }
-    with open(os.path.join(out, name + ".json"), "w") as f:
-        f.write(mg.compact_json(meta))
+    mg.write_forward_fixture(out, name, ids, o, "the fp16 checkpoint's logits, computed in fp32",
+                             {"base": name})
 
 
 def main():
