@@ -41,10 +41,21 @@ void print_config_summary(const std::map<std::string, std::string>& config, std:
     const auto it = config.find(key);
     return it == config.end() ? std::string("?") : it->second;
   };
+  // Keys a checkpoint of an older peftrun lacks (it computed their defaults) print nothing.
+  auto shown = [&](const std::string& key, const std::string& plain) {
+    const auto it = config.find(key);
+    return it != config.end() && it->second != plain;
+  };
+  std::string extras;
+  if (shown("model.head_dim", "0")) extras += ", head_dim " + value("model.head_dim");
+  if (shown("model.qk_norm", "false")) extras += ", q/k norm";
+  if (shown("model.rope_scaling", "none")) {
+    extras += ", RoPE " + value("model.rope_scaling") + " x" + value("model.rope_factor");
+  }
   out << "config:\n"
       << "  model    path " << value("model.path") << ", " << value("model.n_layers")
       << " layers, dim " << value("model.dim") << ", heads " << value("model.n_heads") << "/"
-      << value("model.n_kv_heads") << ", ffn " << value("model.ffn_dim") << ", vocab "
+      << value("model.n_kv_heads") << extras << ", ffn " << value("model.ffn_dim") << ", vocab "
       << value("model.vocab_size") << "\n"
       << "  adapter  " << value("adapter.type") << " r " << value("adapter.r") << ", alpha "
       << value("adapter.alpha") << ", dropout " << value("adapter.dropout") << ", targets "

@@ -316,6 +316,22 @@ std::string squeeze_spaces(const std::string& s) {
   return out;
 }
 
+// A Qwen3-shaped model with yarn: the summary names what plain Llama configs leave out.
+TEST(Inspect, NamesHeadDimQkNormAndRopeScalingWhenSet) {
+  const fs::path d =
+      trained("inspect_qwen3",
+              "--set model.head_dim=48 --set model.qk_norm=true --set model.rope_scaling=yarn "
+              "--set model.rope_factor=4 --set model.rope_original_max_seq_len=64");
+  const CommandResult r = run_peftrun("inspect " + (d / "checkpoint-2").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const std::string out = squeeze_spaces(r.out);
+  EXPECT_NE(out.find("heads 4/2, head_dim 48, q/k norm, RoPE yarn x4.0, ffn"), std::string::npos)
+      << r.out;
+  const CommandResult plain =
+      run_peftrun("inspect " + (trained("inspect_plain") / "checkpoint-2").string());
+  EXPECT_NE(squeeze_spaces(plain.out).find("heads 4/2, ffn"), std::string::npos) << plain.out;
+}
+
 TEST(Inspect, DescribesACheckpointItsConfigAndTensors) {
   const fs::path d = trained("inspect");
   const CommandResult r = run_peftrun("inspect " + (d / "checkpoint-2").string());
