@@ -376,7 +376,7 @@ class JsonConfigReader {
 
   // The RoPE variant of a rope_scaling / rope_parameters object: "rope_type" (or the older
   // "type"; absent = "default") and the parameters that variant reads. Other keys are ignored,
-  // as transformers ignores them (attention_factor, say, is not read by these variants).
+  // as transformers ignores them (llama3 does not read attention_factor, say).
   void read_rope_variant(const YAML::Node& v, const std::string& where) {
     ModelConfig& m = out_.shape;
     // (A yaml-cpp node for a missing key cannot be assigned to, hence two of them.)
@@ -406,10 +406,9 @@ class JsonConfigReader {
     m.rope_scaling = kind->second;
     set_source_of("model.rope_scaling", where + "." + key, type);
     if (m.rope_scaling == RopeScaling::kNone) return;
-    const bool yarn = m.rope_scaling == RopeScaling::kYarn;
     read_rope_number(v, where, "factor", "model.rope_factor", true, m.rope_factor);
-    if (m.rope_scaling != RopeScaling::kLlama3 && !yarn) return;
-    if (!yarn) {
+    if (m.rope_scaling == RopeScaling::kLinear || m.rope_scaling == RopeScaling::kDynamic) return;
+    if (m.rope_scaling == RopeScaling::kLlama3) {
       read_rope_number(v, where, "low_freq_factor", "model.rope_low_freq_factor", true,
                        m.rope_low_freq_factor);
       read_rope_number(v, where, "high_freq_factor", "model.rope_high_freq_factor", true,
@@ -429,7 +428,7 @@ class JsonConfigReader {
         set_source_of("model.rope_original_max_seq_len", inner_name, inner);
       }
     }
-    if (yarn) read_yarn_parameters(v, where);
+    if (m.rope_scaling == RopeScaling::kYarn) read_yarn_parameters(v, where);
   }
 
   // The rest of a yarn object; DeepSeek's mscale / mscale_all_dim are refused, not ignored.
@@ -484,23 +483,19 @@ class JsonConfigReader {
   // head_dim equal to that quotient is recorded as 0 (derived), so a checkpoint that merely
   // spells it out has the same config as one that does not.
   void read_head_dim() {
-    const YAML::Node* v = find_optional("head_dim");
-    if (v == nullptr) {
-      // Qwen3Config's head_dim defaults to 128, not to the quotient.
-      const ModelConfig& m = out_.shape;
-      const bool quotient = have_["hidden_size"] && have_["num_attention_heads"] &&
-                            m.dim % m.n_heads == 0 && m.dim / m.n_heads == 128;
-      if (out_.model_type == "qwen3" && !quotient) out_.shape.explicit_head_dim = 128;
-      return;
-    }
-    int head_dim = 0;
-    if (!read_int(*v, "head_dim", head_dim)) return;
-    set_source("head_dim", *v);
     ModelConfig& m = out_.shape;
-    const bool derivable = have_["hidden_size"] && have_["num_attention_heads"];
-    if (derivable && m.dim % m.n_heads == 0 && head_dim == m.dim / m.n_heads) return;
+    const bool derivable =
+        have_["hidden_size"] && have_["num_attention_heads"] && m.dim % m.n_heads == 0;
+    const int quotient = derivable ? m.dim / m.n_heads : 0;
+    int head_dim = out_.model_type == "qwen3" ? 128 : 0;  // Qwen3Config's default when absent
+    const YAML::Node* v = find_optional("head_dim");
+    if (v != nullptr) {
+      if (!read_int(*v, "head_dim", head_dim)) return;
+      set_source("head_dim", *v);
+    }
+    if (head_dim == 0 || head_dim == quotient) return;
     m.explicit_head_dim = head_dim;
-    if (head_dim % 2 != 0 || head_dim > 256) {
+    if (v != nullptr && (head_dim % 2 != 0 || head_dim > 256)) {
       error(v->Mark(), "head_dim",
             std::to_string(head_dim) +
                 " is not an even number up to 256, expected one (RoPE rotates pairs of "

@@ -14,6 +14,14 @@
 #include "kernels/cuda_memory.h"
 #include "kernels/dtype.h"
 
+namespace peftrun {
+
+// The widest head either side rotates: the CUDA kernel carries head_dim / 2 inverse frequencies
+// in its parameters, and the CPU its per-token cos / sin on the stack.
+inline constexpr int kRopeMaxHeadDim = 256;
+
+}  // namespace peftrun
+
 namespace peftrun::cpu {
 
 template <typename T>

@@ -6,14 +6,11 @@
 #include <cstdint>
 
 #include "kernels/block_context.h"
+#include "kernels/rope.h"
 #include "kernels/rope_math.h"
 #include "kernels/storage.h"
 
 namespace peftrun::blocks {
-
-// The largest head_dim the kernel takes: its inverse frequencies travel in the kernel's
-// parameters (head_dim / 2 floats), the host table the CPU rotates by too.
-inline constexpr int kRopeMaxHeadDim = 256;
 
 // One thread per rotated pair (token t, head h, i < head_dim / 2), grid-stride:
 //   x[t, h, i], x[t, h, i + half] <- rotation by angle pos[t] * inv_freq[i] (sign -1: inverse).
@@ -91,8 +88,8 @@ template <class Launcher>
 void launch_rope_backward(const Launcher& launch, void* dx, const std::int32_t* pos, int tokens,
                           int n_heads, int head_dim, const float* inv_freq, float cos_sin_scale,
                           DType dtype) {
-  launch_rope(launch, "rope_backward", dx, pos, tokens, n_heads, head_dim, inv_freq,
-              cos_sin_scale, -1.0f, dtype);
+  launch_rope(launch, "rope_backward", dx, pos, tokens, n_heads, head_dim, inv_freq, cos_sin_scale,
+              -1.0f, dtype);
 }
 
 }  // namespace peftrun::blocks

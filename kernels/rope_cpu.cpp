@@ -11,8 +11,7 @@
 namespace peftrun::cpu {
 namespace {
 
-// The most pairs a head has here; the CUDA kernel has the same bound (rope_blocks.h).
-constexpr int kMaxHalf = 128;
+constexpr int kMaxHalf = kRopeMaxHeadDim / 2;  // pairs per head
 
 // Rotates every head of every token by angle = pos * inv_freq (sign = +1) or by its inverse
 // (sign = -1), cos and sin multiplied by `scale` in float (transformers' cos * attention_scaling,
@@ -59,9 +58,9 @@ void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int he
   rotate(x, pos, tokens, n_heads, head_dim, inv_freq, cos_sin_scale, T(1));
 }
 
-// The forward map is an orthogonal rotation R, so the gradient R^T dy is the rotation by -angle:
-// the same code with sin negated (which uses the very same float cos/sin values, so backward is
-// the exact transpose of forward).
+// The forward map is s R, a rotation R scaled by cos_sin_scale s, so the gradient s R^T dy is the
+// rotation by -angle with the same scale: the same code with sin negated (which uses the very
+// same float cos/sin values, so backward is the exact transpose of forward).
 template <typename T>
 void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
                    const float* inv_freq, float cos_sin_scale) {

@@ -577,17 +577,18 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
     check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
     check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
+    void* dq_proj = dq;  // the gradient of q_proj's output
+    void* dk_proj = dk;
     if (m_.qk_norm) {
-      cuda::rmsnorm_backward(dq, at(L.q_pre), layer16_ + off.q_norm, at<float>(L.rstd_q),
-                             at(plan_.dq_pre), n * H, hd, act_, kCompute);
-      check("backward", l, "grad of q_proj output (q_norm backward)", at(plan_.dq_pre), nq, act_);
-      cuda::rmsnorm_backward(dk, at(L.k_pre), layer16_ + off.k_norm, at<float>(L.rstd_k),
-                             at(plan_.dk_pre), n * KV, hd, act_, kCompute);
-      check("backward", l, "grad of k_proj output (k_norm backward)", at(plan_.dk_pre), nkv, act_);
+      dq_proj = at(plan_.dq_pre);
+      dk_proj = at(plan_.dk_pre);
+      cuda::rmsnorm_backward(dq, at(L.q_pre), layer16_ + off.q_norm, at<float>(L.rstd_q), dq_proj,
+                             n * H, hd, act_, kCompute);
+      check("backward", l, "grad of q_proj output (q_norm backward)", dq_proj, nq, act_);
+      cuda::rmsnorm_backward(dk, at(L.k_pre), layer16_ + off.k_norm, at<float>(L.rstd_k), dk_proj,
+                             n * KV, hd, act_, kCompute);
+      check("backward", l, "grad of k_proj output (k_norm backward)", dk_proj, nkv, act_);
     }
-    // The gradients of q_proj's and k_proj's outputs.
-    void* dq_proj = m_.qk_norm ? at(plan_.dq_pre) : dq;
-    void* dk_proj = m_.qk_norm ? at(plan_.dk_pre) : dk;
     linear_backward(l, Proj::kQ, at(L.h1), dq_proj, dh, params, grads, n);
     check("backward", l, "grad of h1 through q_proj", dh, nD, act_);
     linear_backward(l, Proj::kK, at(L.h1), dk_proj, dtmp, params, grads, n);

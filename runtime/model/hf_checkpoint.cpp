@@ -24,6 +24,17 @@ std::string number_text(double v) {
 }
 
 // "q_proj, k_proj, v_proj", or "no projection".
+// Every RoPE scaling field at once: they only mean something together.
+std::string rope_text(const ModelConfig& m) {
+  return std::string(to_string(m.rope_scaling)) + " (factor " + number_text(m.rope_factor) +
+         ", low/high_freq_factor " + number_text(m.rope_low_freq_factor) + "/" +
+         number_text(m.rope_high_freq_factor) + ", original_max_position_embeddings " +
+         std::to_string(m.rope_original_max_seq_len) + ", beta_fast/slow " +
+         number_text(m.rope_beta_fast) + "/" + number_text(m.rope_beta_slow) +
+         ", attention_factor " + number_text(m.rope_attention_factor) + ", truncate " +
+         (m.rope_truncate ? "true" : "false") + ")";
+}
+
 std::string bias_text(unsigned mask) {
   std::string out;
   for (int p = 0; p < int(Proj::kCount); ++p) {
@@ -70,23 +81,7 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
   expect("max_position_embeddings", "max_seq_len", std::to_string(want.max_seq_len),
          std::to_string(shape.max_seq_len));
   expect("rope_theta", "rope_theta", number_text(want.rope_theta), number_text(shape.rope_theta));
-  expect("rope_scaling / rope_parameters", "rope_scaling", to_string(want.rope_scaling),
-         to_string(shape.rope_scaling));
-  expect("the rope factor", "rope_factor", number_text(want.rope_factor),
-         number_text(shape.rope_factor));
-  expect("the rope low_freq_factor", "rope_low_freq_factor", number_text(want.rope_low_freq_factor),
-         number_text(shape.rope_low_freq_factor));
-  expect("the rope high_freq_factor", "rope_high_freq_factor",
-         number_text(want.rope_high_freq_factor), number_text(shape.rope_high_freq_factor));
-  expect("the rope beta_fast / beta_slow", "rope_beta_fast / rope_beta_slow",
-         number_text(want.rope_beta_fast) + " / " + number_text(want.rope_beta_slow),
-         number_text(shape.rope_beta_fast) + " / " + number_text(shape.rope_beta_slow));
-  expect("the rope attention_factor / truncate", "rope_attention_factor / rope_truncate",
-         number_text(want.rope_attention_factor) + (want.rope_truncate ? " / true" : " / false"),
-         number_text(shape.rope_attention_factor) + (shape.rope_truncate ? " / true" : " / false"));
-  expect("original_max_position_embeddings", "rope_original_max_seq_len",
-         std::to_string(want.rope_original_max_seq_len),
-         std::to_string(shape.rope_original_max_seq_len));
+  expect("rope_scaling / rope_parameters", "RoPE scaling", rope_text(want), rope_text(shape));
   expect("tie_word_embeddings", "tie_embeddings", want.tie_embeddings ? "true" : "false",
          shape.tie_embeddings ? "true" : "false");
   expect("rms_norm_eps", "norm_eps", number_text(want.norm_eps), number_text(shape.norm_eps));

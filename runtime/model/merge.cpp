@@ -23,6 +23,7 @@
 #include "runtime/model/base_weights.h"
 #include "runtime/model/hf_checkpoint.h"
 #include "runtime/model/hf_checkpoint_files.h"
+#include "runtime/model/rope_table.h"
 #include "runtime/model/weight_rounding.h"
 
 namespace peftrun {
@@ -265,8 +266,7 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
     nlohmann::json r;
     r["rope_type"] = to_string(m.rope_scaling);
     r["factor"] = m.rope_factor;
-    const int original =
-        m.rope_original_max_seq_len > 0 ? m.rope_original_max_seq_len : m.max_seq_len;
+    const int original = rope_params(m).original_max_positions;  // 0 resolved
     if (m.rope_scaling == RopeScaling::kLlama3) {
       r["low_freq_factor"] = m.rope_low_freq_factor;
       r["high_freq_factor"] = m.rope_high_freq_factor;
