@@ -708,6 +708,9 @@ std::vector<KeySpec> build_schema() {
       "runtime.threads", [](auto& c) -> auto& { return c.runtime.threads; }, at_least(0)));
   keys.push_back(bool_key(
       "runtime.shard_base", [](auto& c) -> auto& { return c.runtime.shard_base; }));
+  keys.push_back(bool_key(
+      "runtime.gradient_checkpointing",
+      [](auto& c) -> auto& { return c.runtime.gradient_checkpointing; }));
   // comm
   keys.push_back(double_key(
       "comm.timeout_s", [](auto& c) -> auto& { return c.comm.timeout_s; }, greater_than(0)));
@@ -990,6 +993,8 @@ const std::vector<std::pair<std::string, std::string>>& aliases() {
       {"tie_word_embeddings", "model.tie_embeddings"},
       {"max_length", "data.seq_len"},
       {"num_threads", "runtime.threads"},
+      {"gradient_checkpointing", "runtime.gradient_checkpointing"},
+      {"activation_checkpointing", "runtime.gradient_checkpointing"},
       {"optimizer", "optim"},
       {"lora", "adapter"},
       {"training", "train"},

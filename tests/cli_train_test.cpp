@@ -347,7 +347,8 @@ namespace {
 
 // A run resumed from its step-4 checkpoint continues bit for bit: same adapter bytes, same
 // losses — for every adapter type, AdaLoRA resumed in the middle of its budget phase (steps
-// 3..6 here), with dropout on.
+// 3..6 here), with dropout on. The first continuation runs with gradient checkpointing, which
+// only trades memory for compute: it may differ on resume and changes no bit.
 class ResumeIsBitwise : public ::testing::TestWithParam<std::string> {};
 
 TEST_P(ResumeIsBitwise, ContinuationEqualsTheUninterruptedRun) {
@@ -364,9 +365,11 @@ TEST_P(ResumeIsBitwise, ContinuationEqualsTheUninterruptedRun) {
   // resume from the step-4 one explicitly, and from `latest` in a second copy.
   fs::create_directories(d / "resumed");
   fs::copy(d / "full/checkpoint-4", d / "resumed/checkpoint-4", fs::copy_options::recursive);
-  r = run(cfg + (d / "resumed").string() + " --resume " + (d / "resumed/checkpoint-4").string());
+  r = run(cfg + (d / "resumed").string() + " --set runtime.gradient_checkpointing=true --resume " +
+          (d / "resumed/checkpoint-4").string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(gradient checkpointing)"), std::string::npos) << r.out;
   const auto full = read_all_floats(d / "full/adapter_model.safetensors", nullptr);
   EXPECT_EQ(read_all_floats(d / "resumed/adapter_model.safetensors", nullptr), full);
   std::vector<double> a, b;

@@ -545,6 +545,7 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "runtime.compute_dtype",
                                            "runtime.threads",
                                            "runtime.shard_base",
+                                           "runtime.gradient_checkpointing",
                                            "comm.timeout_s",
                                            "comm.bucket_mb",
                                            "output_dir"};

@@ -30,6 +30,7 @@ struct Case {
   DType act = DType::kBF16;
   int world = 1;
   bool tied = false;
+  bool recompute = false;  // gradient checkpointing
 };
 
 struct Planned {
@@ -57,6 +58,7 @@ Planned plan_for(const Case& c) {
   p.spec.seq_len = 128;
   p.spec.act = c.act;
   p.spec.blas_workspace_bytes = 32 << 20;
+  p.spec.recompute_layers = c.recompute;
   p.plan = plan_cuda_model(p.spec);
   return p;
 }
@@ -80,9 +82,11 @@ TEST(CudaModelPlan, EveryRegionIsAlignedAndDisjointForEveryAdapterAndDtype) {
   for (AdapterType t : {AdapterType::kLora, AdapterType::kDora, AdapterType::kAdaLora}) {
     for (DType act : {DType::kF32, DType::kF16, DType::kBF16}) {
       for (double dropout : {0.0, 0.1}) {
-        SCOPED_TRACE(std::string(to_string(t)) + " " + dtype_name(act) +
-                     (dropout > 0 ? " dropout" : ""));
-        expect_aligned_and_disjoint(plan_for({t, dropout, act}).plan.arena);
+        for (bool recompute : {false, true}) {
+          SCOPED_TRACE(std::string(to_string(t)) + " " + dtype_name(act) +
+                       (dropout > 0 ? " dropout" : "") + (recompute ? " recompute" : ""));
+          expect_aligned_and_disjoint(plan_for({t, dropout, act, 1, false, recompute}).plan.arena);
+        }
       }
     }
   }
@@ -167,6 +171,37 @@ TEST(CudaModelPlan, TheSameConfigGivesTheSamePlan) {
     EXPECT_EQ(x.slot.bytes, y.slot.bytes) << x.name;
   }
   EXPECT_EQ(a.plan.arena.total_bytes(), b.plan.arena.total_bytes());
+}
+
+// Gradient checkpointing: each layer keeps its own input (and DoRA's constant ||W||^2 rows),
+// every other activation slot is one set that all layers name.
+TEST(CudaModelPlan, GradientCheckpointingSharesOneLayerOfActivations) {
+  const Planned kept = plan_for({AdapterType::kDora, 0.1, DType::kBF16});
+  const Planned shared = plan_for({AdapterType::kDora, 0.1, DType::kBF16, 1, false, true});
+  EXPECT_FALSE(kept.plan.recompute_layers);
+  EXPECT_TRUE(shared.plan.recompute_layers);
+  const CudaLayerSlots& L0 = shared.plan.layers[0];
+  const CudaLayerSlots& L1 = shared.plan.layers[1];
+  const CudaLayerSlots& K1 = kept.plan.layers[1];
+  EXPECT_NE(L0.x_in.offset, L1.x_in.offset);
+  EXPECT_NE(L0.weights.offset, L1.weights.offset);
+  for (const auto member : {&CudaLayerSlots::h1, &CudaLayerSlots::q, &CudaLayerSlots::att,
+                            &CudaLayerSlots::lse, &CudaLayerSlots::gate, &CudaLayerSlots::act}) {
+    EXPECT_EQ((L0.*member).offset, (L1.*member).offset);
+    EXPECT_EQ((L1.*member).bytes, (K1.*member).bytes);
+  }
+  const CudaModuleSlots& M0 = L0.module[int(Proj::kDown)];
+  const CudaModuleSlots& M1 = L1.module[int(Proj::kDown)];
+  EXPECT_EQ(M0.xa.offset, M1.xa.offset);
+  EXPECT_EQ(M0.keep.offset, M1.keep.offset);
+  EXPECT_EQ(M1.v.bytes, K1.module[int(Proj::kDown)].v.bytes);
+  EXPECT_NE(M0.w_sq.offset, M1.w_sq.offset);  // a constant of each layer's weights
+  // Two layers' activations become two layer inputs plus one set.
+  const std::size_t x_in = L0.x_in.bytes;
+  const std::size_t per_layer =
+      (kept.plan.arena.group_bytes("activations") - shared.plan.arena.group_bytes("activations")) /
+      (kept.m.n_layers - 1);
+  EXPECT_GT(per_layer, 4 * x_in);
 }
 
 TEST(CudaModelPlan, RefusesAnEmptyBatch) {

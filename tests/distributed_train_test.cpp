@@ -124,7 +124,8 @@ INSTANTIATE_TEST_SUITE_P(Mpirun, DataParallelEquivalence,
 class ShardedBase : public ::testing::TestWithParam<Case> {};
 
 // Each rank holding 1/N of every layer and all-gathering it before use must compute exactly
-// what a full replica computes: same bytes in the adapter.
+// what a full replica computes: same bytes in the adapter. The sharded run also recomputes
+// every layer before its backward (gradient checkpointing), from the layer gathered again.
 TEST_P(ShardedBase, ShardedAndReplicatedBaseGiveIdenticalAdapters) {
   if (!have_mpi()) GTEST_SKIP() << "built without MPI or no mpirun on PATH";
   allow_mpirun_as_root();
@@ -135,7 +136,9 @@ TEST_P(ShardedBase, ShardedAndReplicatedBaseGiveIdenticalAdapters) {
                           " --set train.steps=4 --set optim.warmup_steps=1 "
                           "--set train.micro_batch_size=2 --set data.eval_batches=4 "
                           "--set runtime.threads=1 --set output_dir=";
-  RunResult sharded = run(cmd + (d / "sharded").string() + " --set runtime.shard_base=true");
+  RunResult sharded =
+      run(cmd + (d / "sharded").string() +
+          " --set runtime.shard_base=true --set runtime.gradient_checkpointing=true");
   ASSERT_EQ(sharded.exit_code, 0) << sharded.out;
   EXPECT_NE(sharded.out.find("sharded 1/" + std::to_string(c.ranks)), std::string::npos)
       << sharded.out;

@@ -73,12 +73,9 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
   if (!m.tie_embeddings) p.lm_head = a.add("weights/lm_head", V * D, f16);
   if (staged) p.lm_head_act = a.add("weights/lm_head_act", V * D, es);
 
-  // Forward activations of every layer (what backward reads), and the saved adapter tensors.
-  std::size_t adapter_work = 0, norm_work = 0;
-  for (int l = 0; l < m.n_layers; ++l) {
-    CudaLayerSlots& L = p.layers[l];
-    const std::string at = "activations/layer." + std::to_string(l) + ".";
-    L.x_in = a.add(at + "x_in", n * D, es);
+  // Forward activations (what backward reads) and the saved adapter tensors: every layer's, or
+  // under recompute_layers each layer's x_in plus one shared set that all layers' slots name.
+  const auto add_layer_acts = [&](CudaLayerSlots& L, const std::string& at) {
     L.h1 = a.add(at + "h1", n * D, es);
     L.rstd1 = a.add(at + "rstd1", n, f32);
     L.q = a.add(at + "q", n * qd, es);
@@ -98,29 +95,74 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
     L.gate = a.add(at + "gate", n * F, es);
     L.up = a.add(at + "up", n * F, es);
     L.act = a.add(at + "act", n * F, es);
+  };
+  const auto add_module_acts = [&](CudaModuleSlots& M, const std::string& mt,
+                                   const AdaptedModule& mod) {
+    const std::size_t in = mod.shape.in, out = mod.shape.out, r = mod.r;
+    M.xa = a.add(mt + "xa", n * r, es);
+    if (s.dropout) {
+      M.x_drop = a.add(mt + "x_drop", n * in, es);
+      M.keep = a.add(mt + "keep", n * in, 1);
+    }
+    if (dora) {
+      M.norm = a.add(mt + "norm", out, f32);
+      M.v = a.add(mt + "v", n * out, es);
+    }
+  };
+  std::size_t adapter_work = 0, norm_work = 0;
+  for (int l = 0; l < m.n_layers; ++l) {
+    CudaLayerSlots& L = p.layers[l];
+    const std::string at = "activations/layer." + std::to_string(l) + ".";
+    L.x_in = a.add(at + "x_in", n * D, es);
+    if (!s.recompute_layers) add_layer_acts(L, at);
     for (int pi = 0; pi < int(Proj::kCount); ++pi) {
       const int mi = s.layout->module_index(l, Proj(pi));
       if (mi < 0) continue;
       const AdaptedModule& mod = s.layout->modules()[mi];
-      const std::size_t in = mod.shape.in, out = mod.shape.out, r = mod.r;
-      const std::string mt = at + all_target_modules()[pi] + ".";
       CudaModuleSlots& M = L.module[pi];
-      M.xa = a.add(mt + "xa", n * r, es);
-      if (s.dropout) {
-        M.x_drop = a.add(mt + "x_drop", n * in, es);
-        M.keep = a.add(mt + "keep", n * in, 1);
-      }
+      if (!s.recompute_layers) add_module_acts(M, at + all_target_modules()[pi] + ".", mod);
       if (dora) {
-        M.norm = a.add(mt + "norm", out, f32);
-        M.v = a.add(mt + "v", n * out, es);
         M.w_sq =
             a.add("weights/layer." + std::to_string(l) + "." + all_target_modules()[pi] + ".w_sq",
-                  out, f32);
+                  mod.shape.out, f32);
         norm_work =
             std::max(norm_work, cuda::dora_norm_workspace_bytes(mod.shape.out, mod.shape.in, mod.r,
                                                                 dora_norm_weight_type(s.act)));
       }
       adapter_work = std::max(adapter_work, adapter_workspace_bytes(s, mod));
+    }
+  }
+  p.recompute_layers = s.recompute_layers;
+  if (s.recompute_layers) {
+    CudaLayerSlots shared;
+    add_layer_acts(shared, "activations/shared.");
+    for (int pi = 0; pi < int(Proj::kCount); ++pi) {
+      // The projection's largest rank over the layers that adapt it (ranks may differ).
+      const AdaptedModule* widest = nullptr;
+      for (int l = 0; l < m.n_layers; ++l) {
+        const int mi = s.layout->module_index(l, Proj(pi));
+        if (mi >= 0 && (!widest || s.layout->modules()[mi].r > widest->r)) {
+          widest = &s.layout->modules()[mi];
+        }
+      }
+      if (widest) {
+        add_module_acts(shared.module[pi],
+                        std::string("activations/shared.") + all_target_modules()[pi] + ".",
+                        *widest);
+      }
+    }
+    for (int l = 0; l < m.n_layers; ++l) {
+      CudaLayerSlots L = shared;
+      L.weights = p.layers[l].weights;
+      L.x_in = p.layers[l].x_in;
+      for (int pi = 0; pi < int(Proj::kCount); ++pi) {
+        if (s.layout->module_index(l, Proj(pi)) < 0) {
+          L.module[pi] = CudaModuleSlots{};
+        } else {
+          L.module[pi].w_sq = p.layers[l].module[pi].w_sq;
+        }
+      }
+      p.layers[l] = L;
     }
   }
 

@@ -29,6 +29,9 @@ struct CudaModelSpec {
   int max_batch = 1, seq_len = 1;
   DType act = DType::kBF16;
   std::size_t blas_workspace_bytes = 0;
+  // Gradient checkpointing: every layer's activation slots but x_in are one shared set (sized
+  // for the largest adapter rank of each projection); the model recomputes a layer into it.
+  bool recompute_layers = false;
 
   bool sharded() const { return world > 1; }
   int tokens() const { return max_batch * seq_len; }
@@ -57,6 +60,7 @@ struct CudaLayerSlots {
 
 struct CudaModelPlan {
   ArenaPlan arena;
+  bool recompute_layers = false;  // the spec's: layers[l] share all activation slots but x_in
   std::vector<CudaLayerSlots> layers;
   ArenaSlot gather_slot[2];  // sharded: [world * shard_elems] fp16 each
   ArenaSlot staged_layer;    // [offsets.total] act when act != fp16 (the layer in use)

@@ -91,7 +91,7 @@ void decode_to_float(const unsigned char* src, DType t, std::size_t n, float* ds
 
 CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& layout,
                                  const AdapterConfig& adapter, int max_batch, int seq_len,
-                                 DType act, Communicator* comm)
+                                 DType act, Communicator* comm, bool recompute_layers)
     : base_(base),
       layout_(layout),
       m_(base.shape()),
@@ -130,6 +130,7 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
   spec.max_batch = max_batch;
   spec.seq_len = seq_len;
   spec.act = act;
+  spec.recompute_layers = recompute_layers;
   spec.blas_workspace_bytes = cuda::BlasLt::kRecommendedWorkspaceBytes;
   plan_ = plan_cuda_model(spec);
   arena_ = DeviceArena(plan_.arena);
@@ -414,6 +415,31 @@ void CudaTransformer::linear_backward(int l, Proj p, const void* x, const void* 
 void CudaTransformer::forward(const Batch& b, const float* params, bool train,
                               std::uint64_t dropout_key) {
   const int n = b.batch * b.seq_len;
+  const int D = m_.dim;
+  const std::size_t nD = std::size_t(n) * D;
+  const float eps = static_cast<float>(m_.norm_eps);
+  last_train_ = train;
+  last_dropout_key_ = dropout_key;
+
+  cuda::embedding_forward(at<std::int32_t>(plan_.inputs), at<half_bits>(plan_.embedding),
+                          at(plan_.layers[0].x_in), n, D, m_.vocab_size, act_, kCompute);
+  check("forward", 0, "embedding output", at(plan_.layers[0].x_in), nD, act_);
+  for (int l = 0; l < m_.n_layers; ++l) {
+    stage_layer(l, l + 1);  // prefetch the next layer
+    void* x_out = l + 1 < m_.n_layers ? at(plan_.layers[l + 1].x_in) : at(plan_.x_final);
+    forward_layer(l, x_out, b, params, train, dropout_key);
+  }
+  cuda::rmsnorm_forward(at(plan_.x_final), at<half_bits>(plan_.final_norm), at(plan_.hf),
+                        at<float>(plan_.rstdf), n, D, eps, act_, kCompute);
+  check("forward", m_.n_layers - 1, "final norm output", at(plan_.hf), nD, act_);
+  if (base_.sharded()) comm_->progress();  // retire the gathers that completed
+}
+
+// One block: x_out = block_l(layer l's x_in), filling layer l's activation slots (shared by
+// every layer under gradient checkpointing). The layer's weights must be staged.
+void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const float* params,
+                                    bool train, std::uint64_t dropout_key) {
+  const int n = b.batch * b.seq_len;
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::size_t nD = std::size_t(n) * D, nF = std::size_t(n) * F;
   const std::size_t nq = std::size_t(n) * H * hd, nkv = std::size_t(n) * KV * hd;
@@ -422,69 +448,57 @@ void CudaTransformer::forward(const Batch& b, const float* params, bool train,
   const std::int32_t* pos = at<std::int32_t>(plan_.positions);
   const std::int32_t* seg = has_segments_ ? at<std::int32_t>(plan_.segments) : nullptr;
   const LayerOffsets& off = base_.offsets();
-
-  cuda::embedding_forward(at<std::int32_t>(plan_.inputs), at<half_bits>(plan_.embedding),
-                          at(plan_.layers[0].x_in), n, D, m_.vocab_size, act_, kCompute);
-  check("forward", 0, "embedding output", at(plan_.layers[0].x_in), nD, act_);
-  for (int l = 0; l < m_.n_layers; ++l) {
-    const CudaLayerSlots& L = plan_.layers[l];
-    stage_layer(l, l + 1);  // prefetch the next layer
-    const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
-    // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-    cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, at(L.h1), at<float>(L.rstd1), n, D,
-                          eps, act_, kCompute);
-    check("forward", l, "input_layernorm output", at(L.h1), nD, act_);
-    if (m_.qk_norm) {
-      // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
-      linear_forward(l, Proj::kQ, at(L.h1), at(L.q_pre), params, n, train, lkey);
-      check("forward", l, "q_proj output", at(L.q_pre), nq, act_);
-      linear_forward(l, Proj::kK, at(L.h1), at(L.k_pre), params, n, train, lkey);
-      check("forward", l, "k_proj output", at(L.k_pre), nkv, act_);
-      cuda::rmsnorm_forward(at(L.q_pre), layer16_ + off.q_norm, at(L.q), at<float>(L.rstd_q), n * H,
-                            hd, eps, act_, kCompute);
-      check("forward", l, "q_norm output", at(L.q), nq, act_);
-      cuda::rmsnorm_forward(at(L.k_pre), layer16_ + off.k_norm, at(L.k), at<float>(L.rstd_k),
-                            n * KV, hd, eps, act_, kCompute);
-      check("forward", l, "k_norm output", at(L.k), nkv, act_);
-    } else {
-      linear_forward(l, Proj::kQ, at(L.h1), at(L.q), params, n, train, lkey);
-      check("forward", l, "q_proj output", at(L.q), nq, act_);
-      linear_forward(l, Proj::kK, at(L.h1), at(L.k), params, n, train, lkey);
-      check("forward", l, "k_proj output", at(L.k), nkv, act_);
-    }
-    linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
-    check("forward", l, "v_proj output", at(L.v), nkv, act_);
-    cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_scale_, act_, kCompute);
-    check("forward", l, "q after RoPE", at(L.q), nq, act_);
-    cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
-    check("forward", l, "k after RoPE", at(L.k), nkv, act_);
-    cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, at(L.att), at<float>(L.lse), b.batch,
-                            b.seq_len, H, KV, hd, act_, kCompute);
-    check("forward", l, "attention output", at(L.att), nq, act_);
-    linear_forward(l, Proj::kO, at(L.att), at(L.x_mid), params, n, train, lkey);
-    check("forward", l, "o_proj output", at(L.x_mid), nD, act_);
-    cuda::add_inplace(at(L.x_mid), at(L.x_in), nD, act_, kCompute);
-    check("forward", l, "o_proj output + residual", at(L.x_mid), nD, act_);
-    // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
-    cuda::rmsnorm_forward(at(L.x_mid), layer16_ + off.mlp_norm, at(L.h2), at<float>(L.rstd2), n, D,
-                          eps, act_, kCompute);
-    check("forward", l, "post_attention_layernorm output", at(L.h2), nD, act_);
-    linear_forward(l, Proj::kGate, at(L.h2), at(L.gate), params, n, train, lkey);
-    check("forward", l, "gate_proj output", at(L.gate), nF, act_);
-    linear_forward(l, Proj::kUp, at(L.h2), at(L.up), params, n, train, lkey);
-    check("forward", l, "up_proj output", at(L.up), nF, act_);
-    cuda::swiglu_forward(at(L.gate), at(L.up), at(L.act), nF, act_, kCompute);
-    check("forward", l, "SwiGLU output", at(L.act), nF, act_);
-    void* x_out = l + 1 < m_.n_layers ? at(plan_.layers[l + 1].x_in) : at(plan_.x_final);
-    linear_forward(l, Proj::kDown, at(L.act), x_out, params, n, train, lkey);
-    check("forward", l, "down_proj output", x_out, nD, act_);
-    cuda::add_inplace(x_out, at(L.x_mid), nD, act_, kCompute);
-    check("forward", l, "down_proj output + residual", x_out, nD, act_);
+  const CudaLayerSlots& L = plan_.layers[l];
+  const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
+  // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
+  cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, at(L.h1), at<float>(L.rstd1), n, D,
+                        eps, act_, kCompute);
+  check("forward", l, "input_layernorm output", at(L.h1), nD, act_);
+  if (m_.qk_norm) {
+    // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
+    linear_forward(l, Proj::kQ, at(L.h1), at(L.q_pre), params, n, train, lkey);
+    check("forward", l, "q_proj output", at(L.q_pre), nq, act_);
+    linear_forward(l, Proj::kK, at(L.h1), at(L.k_pre), params, n, train, lkey);
+    check("forward", l, "k_proj output", at(L.k_pre), nkv, act_);
+    cuda::rmsnorm_forward(at(L.q_pre), layer16_ + off.q_norm, at(L.q), at<float>(L.rstd_q), n * H,
+                          hd, eps, act_, kCompute);
+    check("forward", l, "q_norm output", at(L.q), nq, act_);
+    cuda::rmsnorm_forward(at(L.k_pre), layer16_ + off.k_norm, at(L.k), at<float>(L.rstd_k), n * KV,
+                          hd, eps, act_, kCompute);
+    check("forward", l, "k_norm output", at(L.k), nkv, act_);
+  } else {
+    linear_forward(l, Proj::kQ, at(L.h1), at(L.q), params, n, train, lkey);
+    check("forward", l, "q_proj output", at(L.q), nq, act_);
+    linear_forward(l, Proj::kK, at(L.h1), at(L.k), params, n, train, lkey);
+    check("forward", l, "k_proj output", at(L.k), nkv, act_);
   }
-  cuda::rmsnorm_forward(at(plan_.x_final), at<half_bits>(plan_.final_norm), at(plan_.hf),
-                        at<float>(plan_.rstdf), n, D, eps, act_, kCompute);
-  check("forward", m_.n_layers - 1, "final norm output", at(plan_.hf), nD, act_);
-  if (base_.sharded()) comm_->progress();  // retire the gathers that completed
+  linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
+  check("forward", l, "v_proj output", at(L.v), nkv, act_);
+  cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_scale_, act_, kCompute);
+  check("forward", l, "q after RoPE", at(L.q), nq, act_);
+  cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
+  check("forward", l, "k after RoPE", at(L.k), nkv, act_);
+  cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, at(L.att), at<float>(L.lse), b.batch,
+                          b.seq_len, H, KV, hd, act_, kCompute);
+  check("forward", l, "attention output", at(L.att), nq, act_);
+  linear_forward(l, Proj::kO, at(L.att), at(L.x_mid), params, n, train, lkey);
+  check("forward", l, "o_proj output", at(L.x_mid), nD, act_);
+  cuda::add_inplace(at(L.x_mid), at(L.x_in), nD, act_, kCompute);
+  check("forward", l, "o_proj output + residual", at(L.x_mid), nD, act_);
+  // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
+  cuda::rmsnorm_forward(at(L.x_mid), layer16_ + off.mlp_norm, at(L.h2), at<float>(L.rstd2), n, D,
+                        eps, act_, kCompute);
+  check("forward", l, "post_attention_layernorm output", at(L.h2), nD, act_);
+  linear_forward(l, Proj::kGate, at(L.h2), at(L.gate), params, n, train, lkey);
+  check("forward", l, "gate_proj output", at(L.gate), nF, act_);
+  linear_forward(l, Proj::kUp, at(L.h2), at(L.up), params, n, train, lkey);
+  check("forward", l, "up_proj output", at(L.up), nF, act_);
+  cuda::swiglu_forward(at(L.gate), at(L.up), at(L.act), nF, act_, kCompute);
+  check("forward", l, "SwiGLU output", at(L.act), nF, act_);
+  linear_forward(l, Proj::kDown, at(L.act), x_out, params, n, train, lkey);
+  check("forward", l, "down_proj output", x_out, nD, act_);
+  cuda::add_inplace(x_out, at(L.x_mid), nD, act_, kCompute);
+  check("forward", l, "down_proj output + residual", x_out, nD, act_);
 }
 
 // lm_head + cross-entropy over row chunks; with backward, leaves d(loss)/d(x_final) in dx.
@@ -548,6 +562,11 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
   for (int l = m_.n_layers - 1; l >= 0; --l) {
     const CudaLayerSlots& L = plan_.layers[l];
     stage_layer(l, l - 1);  // prefetch the layer below
+    if (plan_.recompute_layers) {
+      // Gradient checkpointing: this layer's activations again, from its saved input. Its
+      // output goes to dtmp, free until the MLP backward below.
+      forward_layer(l, dtmp, b, params, last_train_, last_dropout_key_);
+    }
     // MLP half.
     linear_backward(l, Proj::kDown, at(L.act), dx, dact, params, grads, n);
     check("backward", l, "grad of SwiGLU output (down_proj backward)", dact, nF, act_);

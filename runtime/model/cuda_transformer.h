@@ -16,6 +16,11 @@
 // fp16 inputs; RMSNorm reads the fp16 norm weights directly. Trainable parameters and gradients
 // are the trainer's flat fp32 DEVICE buffers, passed per call.
 //
+// Gradient checkpointing (`recompute_layers`): the plan gives every layer its own x_in but one
+// shared set of the other activation slots, and backward recomputes a layer's forward into it
+// just before that layer's backward (deterministic, so the results are those of a run that
+// keeps every layer's activations). See runtime/model/transformer.h.
+//
 // Streams and syncs: every op runs on the legacy default stream (the compute stream), in
 // order. A sharded layer is all-gathered by the NCCL communicator on its own stream into the
 // slot not in use while the current layer computes; the compute stream waits for it on the
@@ -49,7 +54,7 @@ class CudaTransformer {
   // many ranks. Throws std::runtime_error naming the buffer when device memory runs out.
   CudaTransformer(const BaseWeights& base, const AdapterLayout& layout,
                   const AdapterConfig& adapter, int max_batch, int seq_len, DType act,
-                  Communicator* comm = nullptr);
+                  Communicator* comm = nullptr, bool recompute_layers = false);
   ~CudaTransformer();
   CudaTransformer(const CudaTransformer&) = delete;
   CudaTransformer& operator=(const CudaTransformer&) = delete;
@@ -99,6 +104,8 @@ class CudaTransformer {
   }
   void upload_batch(const Batch& b);
   void forward(const Batch& b, const float* params, bool train, std::uint64_t dropout_key);
+  void forward_layer(int l, void* x_out, const Batch& b, const float* params, bool train,
+                     std::uint64_t dropout_key);
   void head(const Batch& b, bool backward, float grad_scale, float* logits_out);
   void backward(const Batch& b, const float* params, float* grads);
   double read_loss() const;
@@ -138,6 +145,9 @@ class CudaTransformer {
   // Which adapted modules the last forward applied dropout to ([layer][proj]).
   std::vector<std::vector<bool>> masked_;
   bool has_segments_ = false;
+  // The last forward's mode and key: the recomputation must draw the same dropout masks.
+  bool last_train_ = false;
+  std::uint64_t last_dropout_key_ = 0;
 
   std::function<void(int)> layer_backward_hook_;
   bool debug_checks_ = false;

@@ -36,7 +36,7 @@ constexpr std::size_t kLogitBudget = std::size_t(1) << 24;
 template <typename T>
 Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout,
                             const AdapterConfig& adapter, int max_batch, int seq_len,
-                            Communicator* comm)
+                            Communicator* comm, bool recompute_layers)
     : base_(base),
       layout_(layout),
       m_(base.shape()),
@@ -45,6 +45,7 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
+      recompute_(recompute_layers),
       comm_(comm) {
   if (base.sharded()) {
     if (!comm_ || comm_->world_size() != base.shard_world()) {
@@ -67,41 +68,46 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
   half_to_real(base.lm_head(), lm_head_.data(), V * D);
   layer_w_.resize(base.offsets().total);
 
+  // Grows a buffer to at least `size`: the shared set serves every layer, so it takes the
+  // largest of each (adapter ranks may differ between layers).
+  const auto fit = [](auto& v, std::size_t size) {
+    if (v.size() < size) v.resize(size);
+  };
   acts_.resize(m_.n_layers);
   for (int l = 0; l < m_.n_layers; ++l) {
-    LayerActs& a = acts_[l];
-    a.x_in.resize(n * D);
-    a.h1.resize(n * D);
-    a.rstd1.resize(n);
-    a.q.resize(n * qd);
-    a.k.resize(n * kvd);
-    a.v.resize(n * kvd);
-    a.probs.resize(std::size_t(max_batch) * m_.n_heads * seq_len * seq_len);
+    acts_[l].x_in.resize(n * D);
+    LayerActs& a = layer_acts(l);
+    fit(a.h1, n * D);
+    fit(a.rstd1, n);
+    fit(a.q, n * qd);
+    fit(a.k, n * kvd);
+    fit(a.v, n * kvd);
+    fit(a.probs, std::size_t(max_batch) * m_.n_heads * seq_len * seq_len);
     if (m_.qk_norm) {
-      a.q_pre.resize(n * qd);
-      a.k_pre.resize(n * kvd);
-      a.rstd_q.resize(n * m_.n_heads);
-      a.rstd_k.resize(n * m_.n_kv_heads);
+      fit(a.q_pre, n * qd);
+      fit(a.k_pre, n * kvd);
+      fit(a.rstd_q, n * m_.n_heads);
+      fit(a.rstd_k, n * m_.n_kv_heads);
     }
-    a.att.resize(n * qd);
-    a.x_mid.resize(n * D);
-    a.h2.resize(n * D);
-    a.rstd2.resize(n);
-    a.gate.resize(n * F);
-    a.up.resize(n * F);
-    a.act.resize(n * F);
+    fit(a.att, n * qd);
+    fit(a.x_mid, n * D);
+    fit(a.h2, n * D);
+    fit(a.rstd2, n);
+    fit(a.gate, n * F);
+    fit(a.up, n * F);
+    fit(a.act, n * F);
     for (int p = 0; p < int(Proj::kCount); ++p) {
       const int mi = layout.module_index(l, Proj(p));
       if (mi < 0) continue;
       const AdaptedModule& mod = layout.modules()[mi];
-      a.xa[p].resize(n * mod.r);
+      fit(a.xa[p], n * mod.r);
       if (dropout_ > 0) {
-        a.x_drop[p].resize(n * mod.shape.in);
-        a.keep[p].resize(n * mod.shape.in);
+        fit(a.x_drop[p], n * mod.shape.in);
+        fit(a.keep[p], n * mod.shape.in);
       }
       if (layout.type() == AdapterType::kDora) {
-        a.norm[p].resize(mod.shape.out);
-        a.z[p].resize(n * mod.shape.out);
+        fit(a.norm[p], mod.shape.out);
+        fit(a.z[p], n * mod.shape.out);
       }
     }
   }
@@ -163,17 +169,22 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
 
 template <typename T>
 std::size_t Transformer<T>::activation_bytes() const {
-  std::size_t n = 0;
-  for (const auto& a : acts_) {
-    for (const auto* v : {&a.x_in, &a.h1, &a.rstd1, &a.q, &a.k, &a.v, &a.probs, &a.att, &a.x_mid,
-                          &a.h2, &a.rstd2, &a.gate, &a.up, &a.act}) {
-      n += v->size() * sizeof(T);
+  std::size_t bytes = 0;
+  const auto add = [&bytes](const LayerActs& a) {
+    for (const auto* v :
+         {&a.x_in, &a.h1, &a.rstd1, &a.q, &a.k, &a.v, &a.probs, &a.att, &a.x_mid, &a.h2, &a.rstd2,
+          &a.gate, &a.up, &a.act, &a.q_pre, &a.k_pre, &a.rstd_q, &a.rstd_k}) {
+      bytes += v->size() * sizeof(T);
     }
     for (int p = 0; p < int(Proj::kCount); ++p) {
-      n += (a.xa[int(p)].size() + a.x_drop[int(p)].size()) * sizeof(T) + a.keep[int(p)].size();
+      bytes +=
+          (a.xa[p].size() + a.x_drop[p].size() + a.norm[p].size() + a.z[p].size()) * sizeof(T) +
+          a.keep[p].size();
     }
-  }
-  return n;
+  };
+  for (const auto& a : acts_) add(a);
+  add(shared_acts_);
+  return bytes;
 }
 
 // Starts the all-gather of layer l into a slot that is not holding the layer in use, unless a
@@ -352,65 +363,74 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
                                 std::to_string(max_batch_) + ", " + std::to_string(seq_len_) + "]");
   }
   const int n = b.batch * b.seq_len;
+  const int D = m_.dim;
+  last_train_ = train;
+  last_dropout_key_ = dropout_key;
+  cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D);
+  for (int l = 0; l < m_.n_layers; ++l) {
+    stage_layer(l, l + 1);  // prefetch the next layer
+    T* x_out = l + 1 < m_.n_layers ? acts_[l + 1].x_in.data() : x_final_.data();
+    forward_layer(l, layer_acts(l), acts_[l].x_in.data(), x_out, b, params, train, dropout_key);
+  }
+  cpu::rmsnorm_forward(x_final_.data(), final_norm_.data(), hf_.data(), rstdf_.data(), n, D,
+                       static_cast<T>(m_.norm_eps));
+}
+
+template <typename T>
+void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out, const Batch& b,
+                                   const T* params, bool train, std::uint64_t dropout_key) {
+  const int n = b.batch * b.seq_len;
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
   const T eps = static_cast<T>(m_.norm_eps);
   const float* inv_freq = rope_inv_freq_.data();
-
-  cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D);
-  for (int l = 0; l < m_.n_layers; ++l) {
-    LayerActs& a = acts_[l];
-    stage_layer(l, l + 1);  // prefetch the next layer
-    const T* lw = layer_w_.data();
-    const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
-    // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-    cpu::rmsnorm_forward(a.x_in.data(), lw + base_.offsets().attn_norm, a.h1.data(), a.rstd1.data(),
-                         n, D, eps);
-    if (m_.qk_norm) {
-      // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
-      linear_forward(l, Proj::kQ, a.h1.data(), a.q_pre.data(), params, a, n, train, lkey);
-      linear_forward(l, Proj::kK, a.h1.data(), a.k_pre.data(), params, a, n, train, lkey);
-      cpu::rmsnorm_forward(a.q_pre.data(), lw + base_.offsets().q_norm, a.q.data(), a.rstd_q.data(),
-                           n * H, hd, eps);
-      cpu::rmsnorm_forward(a.k_pre.data(), lw + base_.offsets().k_norm, a.k.data(), a.rstd_k.data(),
-                           n * KV, hd, eps);
-    } else {
-      linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
-      linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
-    }
-    linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
-    cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_scale_);
-    cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_scale_);
-    cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, a.att.data(),
-                           a.probs.data(), b.batch, b.seq_len, H, KV, hd);
-    linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
-    cpu::add_inplace(a.x_mid.data(), a.x_in.data(), std::size_t(n) * D);
-    // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
-    cpu::rmsnorm_forward(a.x_mid.data(), lw + base_.offsets().mlp_norm, a.h2.data(), a.rstd2.data(),
-                         n, D, eps);
-    linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
-    linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
-    cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
-    T* x_out = l + 1 < m_.n_layers ? acts_[l + 1].x_in.data() : x_final_.data();
-    linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
-    cpu::add_inplace(x_out, a.x_mid.data(), std::size_t(n) * D);
-    if (debug_checks_) {
-      // In the order the ops produced them, so the first bad tensor names the failing op.
-      const std::size_t nn = std::size_t(n);
-      check_finite("forward", l, "input_layernorm output", a.h1.data(), nn * D);
-      check_finite("forward", l, "q_proj output (after RoPE)", a.q.data(), a.q.size());
-      check_finite("forward", l, "k_proj output (after RoPE)", a.k.data(), a.k.size());
-      check_finite("forward", l, "v_proj output", a.v.data(), a.v.size());
-      check_finite("forward", l, "attention output", a.att.data(), a.att.size());
-      check_finite("forward", l, "o_proj output + residual", a.x_mid.data(), nn * D);
-      check_finite("forward", l, "post_attention_layernorm output", a.h2.data(), nn * D);
-      check_finite("forward", l, "gate_proj output", a.gate.data(), nn * F);
-      check_finite("forward", l, "up_proj output", a.up.data(), nn * F);
-      check_finite("forward", l, "SwiGLU output", a.act.data(), nn * F);
-      check_finite("forward", l, "down_proj output + residual", x_out, nn * D);
-    }
+  const T* lw = layer_w_.data();
+  const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
+  // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
+  cpu::rmsnorm_forward(x_in, lw + base_.offsets().attn_norm, a.h1.data(), a.rstd1.data(), n, D,
+                       eps);
+  if (m_.qk_norm) {
+    // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
+    linear_forward(l, Proj::kQ, a.h1.data(), a.q_pre.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kK, a.h1.data(), a.k_pre.data(), params, a, n, train, lkey);
+    cpu::rmsnorm_forward(a.q_pre.data(), lw + base_.offsets().q_norm, a.q.data(), a.rstd_q.data(),
+                         n * H, hd, eps);
+    cpu::rmsnorm_forward(a.k_pre.data(), lw + base_.offsets().k_norm, a.k.data(), a.rstd_k.data(),
+                         n * KV, hd, eps);
+  } else {
+    linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
   }
-  cpu::rmsnorm_forward(x_final_.data(), final_norm_.data(), hf_.data(), rstdf_.data(), n, D, eps);
+  linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
+  cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_scale_);
+  cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_scale_);
+  cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, a.att.data(),
+                         a.probs.data(), b.batch, b.seq_len, H, KV, hd);
+  linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
+  cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
+  // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
+  cpu::rmsnorm_forward(a.x_mid.data(), lw + base_.offsets().mlp_norm, a.h2.data(), a.rstd2.data(),
+                       n, D, eps);
+  linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
+  linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
+  cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
+  linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
+  cpu::add_inplace(x_out, a.x_mid.data(), std::size_t(n) * D);
+  if (debug_checks_) {
+    // In the order the ops produced them, so the first bad tensor names the failing op.
+    const std::size_t nn = std::size_t(n), nq = nn * H * hd, nkv = nn * KV * hd;
+    check_finite("forward", l, "input_layernorm output", a.h1.data(), nn * D);
+    check_finite("forward", l, "q_proj output (after RoPE)", a.q.data(), nq);
+    check_finite("forward", l, "k_proj output (after RoPE)", a.k.data(), nkv);
+    check_finite("forward", l, "v_proj output", a.v.data(), nkv);
+    check_finite("forward", l, "attention output", a.att.data(), nq);
+    check_finite("forward", l, "o_proj output + residual", a.x_mid.data(), nn * D);
+    check_finite("forward", l, "post_attention_layernorm output", a.h2.data(), nn * D);
+    check_finite("forward", l, "gate_proj output", a.gate.data(), nn * F);
+    check_finite("forward", l, "up_proj output", a.up.data(), nn * F);
+    check_finite("forward", l, "SwiGLU output", a.act.data(), nn * F);
+    check_finite("forward", l, "down_proj output + residual", x_out, nn * D);
+  }
 }
 
 // lm_head + cross-entropy over row chunks; with backward, leaves d(loss)/d(x_final) in dx_.
@@ -454,9 +474,15 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
 
   // dx_ holds the gradient of the residual stream leaving the current layer.
   for (int l = m_.n_layers - 1; l >= 0; --l) {
-    LayerActs& a = acts_[l];
+    LayerActs& a = layer_acts(l);
+    const T* x_in = acts_[l].x_in.data();
     stage_layer(l, l - 1);  // prefetch the layer below
     const T* lw = layer_w_.data();
+    if (recompute_) {
+      // Gradient checkpointing: this layer's activations again, from its saved input. Its
+      // output goes to dtmp_, free until the MLP backward below.
+      forward_layer(l, a, x_in, dtmp_.data(), b, params, last_train_, last_dropout_key_);
+    }
     // MLP half.
     linear_backward(l, Proj::kDown, a.act.data(), dx_.data(), dact_.data(), params, grads, a, n);
     cpu::swiglu_backward(dact_.data(), a.gate.data(), a.up.data(), dgate_.data(), dup_.data(),
@@ -488,7 +514,7 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    cpu::rmsnorm_backward(dh_.data(), a.x_in.data(), lw + base_.offsets().attn_norm, a.rstd1.data(),
+    cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_.offsets().attn_norm, a.rstd1.data(),
                           dtmp_.data(), n, D);
     cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_in)
     if (debug_checks_) {

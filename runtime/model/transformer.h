@@ -9,6 +9,13 @@
 // The base is frozen (fp16, BaseWeights): backward computes input gradients through W and
 // parameter gradients only for the adapters, into the flat trainable buffer. Every activation
 // buffer is planned in the constructor from (max_batch, seq_len): the step loop never allocates.
+//
+// Gradient checkpointing (`recompute_layers`): only each layer's input is kept from the
+// forward; backward recomputes one layer's forward into a single shared set of activations
+// just before that layer's backward. Dropout masks are counter-based and everything else is
+// deterministic, so the recomputed activations, and hence losses and gradients, are
+// bit-identical to those of a run that keeps every layer's activations; the cost is one more
+// forward of every layer per micro-batch.
 #pragma once
 
 #include <cstdint>
@@ -38,8 +45,11 @@ template <typename T>
 class Transformer {
  public:
   // `comm` is needed only when `base` is sharded: each layer is all-gathered before use.
+  // `recompute_layers`: gradient checkpointing (above); always right for a model that only
+  // evaluates, as forward alone never needs more than one layer's activations.
   Transformer(const BaseWeights& base, const AdapterLayout& layout, const AdapterConfig& adapter,
-              int max_batch, int seq_len, Communicator* comm = nullptr);
+              int max_batch, int seq_len, Communicator* comm = nullptr,
+              bool recompute_layers = false);
 
   // Forward + backward of one micro-batch. Returns the SUM of token losses; adds
   // d(grad_scale * loss_sum)/d(params) into `grads` (so grad_scale = 1 / global token count
@@ -76,7 +86,10 @@ class Transformer {
   // adapter gradient for non-finite values and fail naming the op, layer and tensor.
   void set_debug_checks(bool on) { debug_checks_ = on; }
 
+  // Bytes of the activations kept for backward (every layer's, or, with recompute_layers, the
+  // layer inputs plus one layer's set).
   std::size_t activation_bytes() const;
+  bool recomputes_layers() const { return recompute_; }
   // fp16 bytes this rank received through layer all-gathers so far (0 when not sharded).
   std::size_t gathered_bytes() const { return gathered_bytes_; }
   int vocab_size() const { return m_.vocab_size; }
@@ -84,6 +97,12 @@ class Transformer {
  private:
   struct LayerActs;
   void forward(const Batch& b, const T* params, bool train, std::uint64_t dropout_key);
+  // One block: x_out = block_l(x_in), filling `a` with what its backward reads. The layer's
+  // weights must be staged.
+  void forward_layer(int l, LayerActs& a, const T* x_in, T* x_out, const Batch& b, const T* params,
+                     bool train, std::uint64_t dropout_key);
+  // The activations layer l's backward reads: its own, or the shared recomputed set.
+  LayerActs& layer_acts(int l) { return recompute_ ? shared_acts_ : acts_[l]; }
   double head(const Batch& b, bool backward, T grad_scale, T* logits_out);
   void backward(const Batch& b, const T* params, T* grads);
   // Makes layer l's weights available in layer_w_ (all-gathered when the base is sharded) and,
@@ -121,7 +140,14 @@ class Transformer {
     // DoRA: the detached weight norm n [out] and the pre-scale product z [n, out].
     std::vector<T> norm[int(Proj::kCount)], z[int(Proj::kCount)];
   };
+  // acts_[l].x_in is layer l's input; the rest of acts_[l] is sized only without
+  // recompute_layers, when shared_acts_ (one layer's set, x_in unused) holds it instead.
   std::vector<LayerActs> acts_;
+  LayerActs shared_acts_;
+  bool recompute_ = false;
+  // The last forward's mode and key: the recomputation must draw the same dropout masks.
+  bool last_train_ = false;
+  std::uint64_t last_dropout_key_ = 0;
   std::vector<T> x_final_, hf_, rstdf_, logits_;
   // Backward workspaces, shared by all layers.
   std::vector<T> dx_, dh_, dtmp_, datt_, dq_, dk_, dv_, dgate_, dup_, dact_, dxa_;

@@ -19,13 +19,15 @@ class CpuTrainingBackend final : public TrainingBackend {
   explicit CpuTrainingBackend(const BackendSetup& s)
       : st_(*s.state),
         layout_(*s.layout),
-        model_(*s.base, *s.layout, s.config->adapter, s.max_batch, s.seq_len, s.comm) {
+        model_(*s.base, *s.layout, s.config->adapter, s.max_batch, s.seq_len, s.comm,
+               s.recompute_layers) {
     model_.set_debug_checks(s.debug);
   }
 
   std::string describe() const override { return "cpu"; }
   std::string memory_summary() const override {
-    return "activations " + std::to_string(model_.activation_bytes() / 1024) + " KiB";
+    return "activations " + std::to_string(model_.activation_bytes() / 1024) + " KiB" +
+           (model_.recomputes_layers() ? " (gradient checkpointing)" : "");
   }
 
   float* grads() override { return st_.grads.data(); }

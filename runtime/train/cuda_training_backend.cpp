@@ -63,7 +63,7 @@ class CudaTrainingBackend final : public TrainingBackend {
     plan_ = plan_cuda_train_state(layout_);
     arena_ = DeviceArena(plan_.arena);
     model_ = std::make_unique<CudaTransformer>(*s.base, layout_, cfg_.adapter, s.max_batch,
-                                               s.seq_len, compute, s.comm);
+                                               s.seq_len, compute, s.comm, s.recompute_layers);
     model_->set_debug_checks(s.debug);
     if (std::ostream* log = s.log) {
       model_->set_fallback_listener(
@@ -86,7 +86,8 @@ class CudaTrainingBackend final : public TrainingBackend {
   std::string describe() const override { return describe_; }
   std::string memory_summary() const override {
     return "device arenas " + format_bytes(model_->arena_bytes() + plan_.arena.total_bytes()) +
-           " (" + model_->plan().arena.summary() + ", " + plan_.arena.summary() + ")";
+           " (" + model_->plan().arena.summary() + ", " + plan_.arena.summary() + ")" +
+           (model_->plan().recompute_layers ? ", gradient checkpointing" : "");
   }
 
   float* grads() override { return at<float>(plan_.grads); }

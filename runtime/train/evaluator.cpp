@@ -85,8 +85,9 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   // A fresh DoRA adapter's magnitudes need whole layers: gathered over the host communicator.
   st.params = initial_params(cfg, base, layout, adapter_dir, &pattern, &comm.host());
   for (auto* v : {&st.grads, &st.adam_m, &st.adam_v}) v->assign(st.params.size(), 0.0f);
-  const std::unique_ptr<TrainingBackend> model =
-      make_training_backend(choice, backend_setup(cfg, base, layout, st, &comm, &log));
+  BackendSetup setup = backend_setup(cfg, base, layout, st, &comm, &log);
+  setup.recompute_layers = true;  // forward only: one layer's activations at a time suffice
+  const std::unique_ptr<TrainingBackend> model = make_training_backend(choice, setup);
   model->push_state();
   const EvalResult r =
       evaluate(*model, *data, B, T, cfg.data.eval_batches, comm, !options.dump_logits.empty());

@@ -19,8 +19,9 @@ bool one_of(const std::string& key, std::initializer_list<const char*> keys) {
 // Where and how a run executes, not what it computes: free to differ on resume.
 bool operational_key(const std::string& key) {
   return one_of(key, {"output_dir", "runtime.threads", "runtime.device", "runtime.compute_dtype",
-                      "runtime.shard_base", "comm.timeout_s", "comm.bucket_mb", "train.log_every",
-                      "train.eval_every", "data.eval", "data.eval_batches", "data.eval_format"});
+                      "runtime.shard_base", "runtime.gradient_checkpointing", "comm.timeout_s",
+                      "comm.bucket_mb", "train.log_every", "train.eval_every", "data.eval",
+                      "data.eval_batches", "data.eval_format"});
 }
 
 // How the global batch is split over micro-batches; plan_resume checks the global batch itself.

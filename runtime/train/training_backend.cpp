@@ -15,6 +15,7 @@ BackendSetup backend_setup(const Config& config, const BaseWeights& base,
   s.comm = comm;
   s.max_batch = config.train.micro_batch_size;
   s.seq_len = config.data.seq_len;
+  s.recompute_layers = config.runtime.gradient_checkpointing;
   s.log = log;
   return s;
 }

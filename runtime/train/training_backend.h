@@ -78,6 +78,9 @@ struct BackendSetup {
   TrainState* state = nullptr;     // params sized; grads / moments sized by the caller
   Communicator* comm = nullptr;    // the base is gathered over it when sharded
   int max_batch = 1, seq_len = 1;  // planned micro-batch shape
+  // Keep only the layer inputs and recompute each layer before its backward
+  // (runtime.gradient_checkpointing; always for a model that only evaluates).
+  bool recompute_layers = false;
   bool debug = false;
   // cuBLASLt fallbacks are reported here once each, and (CUDA) why AdaLoRA's orthogonality
   // regulariser runs on the host when it does.

@@ -6,6 +6,8 @@
 //    fp16 and bf16 compute: logits, loss and every adapter gradient by ||gpu - cpu|| / ||cpu||.
 //    Parameters are random (B, E and m away from their zero / norm init) so that no gradient is
 //    trivially zero; outputs start poisoned (NaN).
+//  - GpuModelParity.GradientCheckpointing*: recomputing every layer before its backward gives
+//    the same bits as keeping every layer's activations.
 //  - GpuTraining.*: the tiny config trained end to end on cpu and on cuda by run_training: the
 //    per-step losses, the final eval loss and the adapters compared; no device allocation in
 //    the step loop; peftrun eval on cuda equals the training's final evaluation.
@@ -75,10 +77,27 @@ struct ModelCase {
   bool qk_norm = false;  // Qwen3's per-head RMSNorm of q and k
 };
 
-void check_micro_batch(const ModelCase& c, DType act) {
-  const std::string where = std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
-                            (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm " : " ") +
-                            dtype_name(act);
+std::string case_name(const ModelCase& c, DType act) {
+  return std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
+         (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm " : " ") + dtype_name(act);
+}
+
+// One case's model, random parameters (B, E and m moved off their init so that every gradient
+// is non-zero) and micro-batch (token windows of the random vocabulary, some targets ignored).
+struct CaseInputs {
+  Config cfg;
+  BaseWeights base;
+  AdapterLayout layout;
+  std::vector<float> params;
+  std::vector<std::int32_t> inputs, targets;
+  int kept = 0;  // targets not ignored
+  std::uint64_t key = 0;
+  static constexpr int B = 2, T = 64;
+
+  Batch batch() const { return Batch{B, T, inputs.data(), targets.data(), nullptr, nullptr}; }
+};
+
+Config case_config(const ModelCase& c) {
   Config cfg;
   cfg.model.explicit_head_dim = c.head_dim;
   cfg.model.qk_norm = c.qk_norm;
@@ -90,35 +109,52 @@ void check_micro_batch(const ModelCase& c, DType act) {
   cfg.adapter.type = c.type;
   cfg.adapter.dropout = c.dropout;
   cfg.adapter.target_modules = all_target_modules();
+  return cfg;
+}
+
+CaseInputs case_inputs(const ModelCase& c, const std::string& where) {
+  const Config cfg = case_config(c);
   const ModelConfig& m = cfg.model;
-  const int B = 2, T = 64, n = B * T, V = m.vocab_size;
-  const BaseWeights base = BaseWeights::random(m, cfg.train.seed);
-  const AdapterLayout layout = AdapterLayout::plan(m, cfg.adapter);
-  std::vector<float> params = initial_params(cfg, base, layout, "", nullptr);
-  // Move B (and E, m) off their init so every gradient is non-zero.
-  const std::vector<float> noise = random_floats(params.size(), seed_of(where), 0.05f);
-  for (const AdaptedModule& mod : layout.modules()) {
+  BaseWeights base = BaseWeights::random(m, cfg.train.seed);
+  AdapterLayout layout = AdapterLayout::plan(m, cfg.adapter);
+  CaseInputs in{cfg, std::move(base), std::move(layout), {}, {}, {}, 0, 0};
+  in.params = initial_params(in.cfg, in.base, in.layout, "", nullptr);
+  const std::vector<float> noise = random_floats(in.params.size(), seed_of(where), 0.05f);
+  for (const AdaptedModule& mod : in.layout.modules()) {
     for (std::size_t i = 0; i < std::size_t(mod.shape.out) * mod.r; ++i) {
-      params[mod.b + i] = noise[mod.b + i];
+      in.params[mod.b + i] = noise[mod.b + i];
     }
     if (mod.e != kNoTensor) {
-      for (int k = 0; k < mod.r; ++k) params[mod.e + k] = 0.5f + noise[mod.e + k];
+      for (int k = 0; k < mod.r; ++k) in.params[mod.e + k] = 0.5f + noise[mod.e + k];
     }
     if (mod.m != kNoTensor) {
-      for (int j = 0; j < mod.shape.out; ++j) params[mod.m + j] *= 1.0f + noise[mod.m + j];
+      for (int j = 0; j < mod.shape.out; ++j) in.params[mod.m + j] *= 1.0f + noise[mod.m + j];
     }
   }
-  // A batch: token windows of the random model's vocabulary, some targets ignored.
-  std::vector<std::int32_t> inputs(n), targets(n);
+  const int n = CaseInputs::B * CaseInputs::T, V = m.vocab_size;
+  in.inputs.resize(n);
+  in.targets.resize(n);
   for (int i = 0; i < n; ++i) {
-    inputs[i] = static_cast<std::int32_t>(splitmix64(seed_of(where, 1) + i) % V);
-    targets[i] =
+    in.inputs[i] = static_cast<std::int32_t>(splitmix64(seed_of(where, 1) + i) % V);
+    in.targets[i] =
         i % 7 == 3 ? -100 : static_cast<std::int32_t>(splitmix64(seed_of(where, 2) + i) % V);
   }
-  int kept = 0;
-  for (int t : targets) kept += t != -100;
-  const Batch b{B, T, inputs.data(), targets.data(), nullptr, nullptr};
-  const std::uint64_t key = derive_key(cfg.train.seed, std::uint64_t(RngTag::kDropout));
+  for (int t : in.targets) in.kept += t != -100;
+  in.key = derive_key(in.cfg.train.seed, std::uint64_t(RngTag::kDropout));
+  return in;
+}
+
+void check_micro_batch(const ModelCase& c, DType act) {
+  const std::string where = case_name(c, act);
+  const CaseInputs in = case_inputs(c, where);
+  const Config& cfg = in.cfg;
+  const BaseWeights& base = in.base;
+  const AdapterLayout& layout = in.layout;
+  const std::vector<float>& params = in.params;
+  const int B = CaseInputs::B, T = CaseInputs::T, n = B * T, V = cfg.model.vocab_size;
+  const int kept = in.kept;
+  const Batch b = in.batch();
+  const std::uint64_t key = in.key;
   // fp16 gradients need a loss scale (as the trainer applies), else softmax / tokens underflows.
   const double scale = act == DType::kF16 ? 1024.0 : 1.0;
 
@@ -193,6 +229,51 @@ TEST(GpuModelParity, AdaLora) {
 TEST(GpuModelParity, AdaLoraDropout) {
   PEFTRUN_REQUIRE_GPU();
   run_model_case({AdapterType::kAdaLora, 0.1});
+}
+
+// Gradient checkpointing (runtime.gradient_checkpointing): one micro-batch on a device model
+// that recomputes every layer before its backward against one that keeps every layer's
+// activations. The kernels are deterministic, so logits, loss and gradients must be the same
+// bits; the recomputing arena's activations must be smaller.
+void check_recompute_is_bitwise(const ModelCase& c, DType act) {
+  const std::string where = case_name(c, act) + " gradient checkpointing";
+  const CaseInputs in = case_inputs(c, where);
+  const std::size_t logit_count = std::size_t(in.B) * in.T * in.cfg.model.vocab_size;
+  struct Outcome {
+    double loss = 0, eval = 0;
+    std::vector<float> logits, grads;
+    std::size_t activation_bytes = 0;
+  };
+  const auto run = [&](bool recompute) {
+    cuda::DeviceBuffer<float> d_params = to_device(in.params);
+    cuda::DeviceBuffer<float> d_grads(in.params.size());
+    cuda::device_memset(d_grads.data(), 0, d_grads.bytes());
+    CudaTransformer gpu(in.base, in.layout, in.cfg.adapter, in.B, in.T, act, nullptr, recompute);
+    Outcome o;
+    o.logits.assign(logit_count, std::nanf(""));
+    o.loss = gpu.train_micro_batch(in.batch(), d_params.data(), d_grads.data(),
+                                   1.0f / static_cast<float>(in.kept), in.key, o.logits.data());
+    o.grads = to_host(d_grads);
+    o.eval = gpu.eval_micro_batch(in.batch(), d_params.data());
+    o.activation_bytes = gpu.activation_bytes();
+    return o;
+  };
+  const Outcome kept = run(false), recomputed = run(true);
+  EXPECT_LT(recomputed.activation_bytes * 2, kept.activation_bytes) << where;
+  EXPECT_EQ(kept.loss, recomputed.loss) << where;
+  EXPECT_EQ(kept.eval, recomputed.eval) << where;
+  EXPECT_EQ(kept.logits, recomputed.logits) << where;
+  for (const TrainableTensor& t : in.layout.tensors()) {
+    EXPECT_EQ(slice(kept.grads, t.offset, t.numel()), slice(recomputed.grads, t.offset, t.numel()))
+        << where << ": grad " << t.name;
+  }
+}
+
+TEST(GpuModelParity, GradientCheckpointingIsBitIdentical) {
+  PEFTRUN_REQUIRE_GPU();
+  check_recompute_is_bitwise({AdapterType::kLora, 0.1}, DType::kBF16);
+  check_recompute_is_bitwise({AdapterType::kDora, 0.1, 48, false, true}, DType::kF16);
+  check_recompute_is_bitwise({AdapterType::kAdaLora, 0.1}, DType::kF32);
 }
 
 // --- end to end -------------------------------------------------------------------------------
