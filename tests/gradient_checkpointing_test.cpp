@@ -2,7 +2,8 @@
 // recomputing each layer before its backward must give exactly the losses, gradients and logits
 // of a model that keeps every layer's activations (the recomputation draws the same dropout
 // masks), for every adapter type, with qk_norm and packed segments, over several micro-batches;
-// and it must keep fewer activation bytes.
+// and it must keep fewer activation bytes. Transformer::planned_bytes (the CPU backend's
+// pre-flight memory figure) must follow what the constructor allocates.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -141,6 +142,29 @@ TEST_P(GradientCheckpointing, RecomputedLayersGiveBitIdenticalLossesGradientsAnd
   const MicroBatch held_out = packed_tokens(B, T, m.vocab_size, 999);
   EXPECT_EQ(kept.eval_micro_batch(held_out.batch(B, T), params.data()),
             recomputed.eval_micro_batch(held_out.batch(B, T), params.data()));
+}
+
+// planned_bytes (the pre-flight figure) counts what the constructor allocates: the two plans
+// differ by exactly what the two models' activations differ by, and a tied lm_head costs
+// nothing extra.
+TEST_P(GradientCheckpointing, PlannedBytesFollowTheAllocatedActivations) {
+  const int B = 2, T = 8;
+  ModelConfig m = model_shape(GetParam().qk_norm);
+  const AdapterConfig a = adapter_config(GetParam().type);
+  const BaseWeights base = BaseWeights::random(m, 7);
+  const AdapterLayout layout = AdapterLayout::plan(m, a);
+  const Transformer<float> kept(base, layout, a, B, T);
+  const Transformer<float> recomputed(base, layout, a, B, T, nullptr, true);
+  const std::size_t plan_kept = Transformer<float>::planned_bytes(base, layout, a, B, T, false);
+  const std::size_t plan_recomputed =
+      Transformer<float>::planned_bytes(base, layout, a, B, T, true);
+  EXPECT_GT(plan_kept, kept.activation_bytes());
+  EXPECT_EQ(plan_kept - plan_recomputed, kept.activation_bytes() - recomputed.activation_bytes());
+
+  m.tie_embeddings = true;
+  const BaseWeights tied = BaseWeights::random(m, 7);
+  EXPECT_EQ(plan_kept - Transformer<float>::planned_bytes(tied, layout, a, B, T, false),
+            std::size_t(m.vocab_size) * m.dim * sizeof(float));
 }
 
 INSTANTIATE_TEST_SUITE_P(AdapterTypes, GradientCheckpointing,

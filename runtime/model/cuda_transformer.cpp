@@ -133,7 +133,22 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
   spec.recompute_layers = recompute_layers;
   spec.blas_workspace_bytes = cuda::BlasLt::kRecommendedWorkspaceBytes;
   plan_ = plan_cuda_model(spec);
-  arena_ = DeviceArena(plan_.arena);
+  try {
+    arena_ = DeviceArena(plan_.arena);
+  } catch (const std::runtime_error& e) {
+    // Say what the arena holds and what would fit better, not only the failed byte count.
+    std::string hint;
+    if (!recompute_layers) {
+      spec.recompute_layers = true;
+      hint = "; runtime.gradient_checkpointing: true plans " +
+             format_bytes(plan_cuda_model(spec).arena.total_bytes());
+    }
+    throw std::runtime_error("runtime.device: cuda: the device model's arena of " +
+                             format_bytes(plan_.arena.total_bytes()) + " (" +
+                             plan_.arena.summary() + ") for train.micro_batch_size " +
+                             std::to_string(max_batch) + " x data.seq_len " +
+                             std::to_string(seq_len) + " does not fit: " + e.what() + hint);
+  }
   lt_ = std::make_unique<cuda::BlasLt>(at(plan_.blas_work), plan_.blas_work.bytes);
 
   // The frozen base, fp16, as BaseWeights holds it (this rank's slices when sharded).

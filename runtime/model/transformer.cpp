@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <stdexcept>
 #include <string>
 
@@ -34,6 +35,18 @@ constexpr std::size_t kLogitBudget = std::size_t(1) << 24;
 }  // namespace
 
 template <typename T>
+Transformer<T>::Transformer(PlanOnly, const BaseWeights& base, const AdapterLayout& layout,
+                            const AdapterConfig& adapter, int max_batch, int seq_len,
+                            bool recompute_layers)
+    : base_(base),
+      layout_(layout),
+      m_(base.shape()),
+      dropout_(static_cast<float>(adapter.dropout)),
+      max_batch_(max_batch),
+      seq_len_(seq_len),
+      recompute_(recompute_layers) {}
+
+template <typename T>
 Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout,
                             const AdapterConfig& adapter, int max_batch, int seq_len,
                             Communicator* comm, bool recompute_layers)
@@ -47,42 +60,68 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
       seq_len_(seq_len),
       recompute_(recompute_layers),
       comm_(comm) {
-  if (base.sharded()) {
-    if (!comm_ || comm_->world_size() != base.shard_world()) {
-      throw std::invalid_argument("Transformer: a base sharded over " +
-                                  std::to_string(base.shard_world()) +
-                                  " ranks needs a communicator of that size");
-    }
-    for (auto& slot : slots_) slot.buf.resize(base.shard_elems() * std::size_t(base.shard_world()));
+  if (base.sharded() && (!comm_ || comm_->world_size() != base.shard_world())) {
+    throw std::invalid_argument("Transformer: a base sharded over " +
+                                std::to_string(base.shard_world()) +
+                                " ranks needs a communicator of that size");
   }
-  const std::size_t n = std::size_t(max_batch) * seq_len;
+  // Grows a buffer to at least `size`: the shared set serves every layer, so it takes the
+  // largest of each.
+  plan_buffers([](auto& v, std::size_t size) {
+    if (v.size() < size) v.resize(size);
+  });
+  const std::size_t D = m_.dim, V = m_.vocab_size;
+  half_to_real(base.embedding(), embedding_.data(), V * D);
+  half_to_real(base.final_norm(), final_norm_.data(), D);
+  // Tied embeddings: the lm_head is the embedding table itself, not a second fp32 copy.
+  lm_head_data_ = embedding_.data();
+  if (!m_.tie_embeddings) {
+    half_to_real(base.lm_head(), lm_head_.data(), V * D);
+    lm_head_data_ = lm_head_.data();
+  }
+  // DoRA: ||W||^2 per output row is constant (the base is frozen): computed once here.
+  if (layout.type() == AdapterType::kDora) {
+    for (int l = 0; l < m_.n_layers; ++l) {
+      stage_layer(l);
+      for (int p = 0; p < int(Proj::kCount); ++p) {
+        const int mi = layout.module_index(l, Proj(p));
+        if (mi < 0) continue;
+        const ProjShape s = proj_shape(m_, Proj(p));
+        cpu::row_sq_norms(W(Proj(p)), s.out, s.in, w_sq_[mi].data());
+      }
+    }
+  }
+  const std::size_t n = default_positions_.size();
+  for (std::size_t i = 0; i < n; ++i) default_positions_[i] = static_cast<int>(i % seq_len);
+}
+
+// Every buffer the model holds, as fit(vector, elements) calls: the constructor resizes them,
+// planned_bytes only adds them up, so the two cannot disagree.
+template <typename T>
+template <typename Fit>
+void Transformer<T>::plan_buffers(Fit fit) {
+  const std::size_t n = std::size_t(max_batch_) * seq_len_;
   const std::size_t D = m_.dim, F = m_.ffn_dim, V = m_.vocab_size;
   const std::size_t qd = std::size_t(m_.n_heads) * m_.head_dim();
   const std::size_t kvd = std::size_t(m_.n_kv_heads) * m_.head_dim();
+  if (base_.sharded()) {
+    for (auto& slot : slots_) fit(slot.buf, base_.shard_elems() * std::size_t(base_.shard_world()));
+  }
+  fit(embedding_, V * D);
+  fit(final_norm_, D);
+  if (!m_.tie_embeddings) fit(lm_head_, V * D);
+  fit(layer_w_, base_.offsets().total);
 
-  embedding_.resize(V * D);
-  half_to_real(base.embedding(), embedding_.data(), V * D);
-  final_norm_.resize(D);
-  half_to_real(base.final_norm(), final_norm_.data(), D);
-  lm_head_.resize(V * D);
-  half_to_real(base.lm_head(), lm_head_.data(), V * D);
-  layer_w_.resize(base.offsets().total);
-
-  // Grows a buffer to at least `size`: the shared set serves every layer, so it takes the
-  // largest of each (adapter ranks may differ between layers).
-  const auto fit = [](auto& v, std::size_t size) {
-    if (v.size() < size) v.resize(size);
-  };
   acts_.resize(m_.n_layers);
   for (int l = 0; l < m_.n_layers; ++l) {
-    acts_[l].x_in.resize(n * D);
+    fit(acts_[l].x_in, n * D);
     LayerActs& a = layer_acts(l);
     fit(a.h1, n * D);
     fit(a.rstd1, n);
     fit(a.q, n * qd);
     fit(a.k, n * kvd);
     fit(a.v, n * kvd);
-    fit(a.probs, std::size_t(max_batch) * m_.n_heads * seq_len * seq_len);
+    fit(a.probs, std::size_t(max_batch_) * m_.n_heads * seq_len_ * seq_len_);
     if (m_.qk_norm) {
       fit(a.q_pre, n * qd);
       fit(a.k_pre, n * kvd);
@@ -97,74 +136,81 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
     fit(a.up, n * F);
     fit(a.act, n * F);
     for (int p = 0; p < int(Proj::kCount); ++p) {
-      const int mi = layout.module_index(l, Proj(p));
+      const int mi = layout_.module_index(l, Proj(p));
       if (mi < 0) continue;
-      const AdaptedModule& mod = layout.modules()[mi];
+      const AdaptedModule& mod = layout_.modules()[mi];
       fit(a.xa[p], n * mod.r);
       if (dropout_ > 0) {
         fit(a.x_drop[p], n * mod.shape.in);
         fit(a.keep[p], n * mod.shape.in);
       }
-      if (layout.type() == AdapterType::kDora) {
+      if (layout_.type() == AdapterType::kDora) {
         fit(a.norm[p], mod.shape.out);
         fit(a.z[p], n * mod.shape.out);
       }
     }
   }
-  x_final_.resize(n * D);
-  hf_.resize(n * D);
-  rstdf_.resize(n);
+  fit(x_final_, n * D);
+  fit(hf_, n * D);
+  fit(rstdf_, n);
   const std::size_t chunk_rows = std::clamp<std::size_t>(kLogitBudget / V, 1, n);
-  logits_.resize(chunk_rows * V);
+  fit(logits_, chunk_rows * V);
 
   int max_r = 0;
   std::size_t adapter_work = 0, norm_work = 0;
-  for (const auto& mod : layout.modules()) {
+  for (const auto& mod : layout_.modules()) {
     max_r = std::max(max_r, mod.r);
-    if (layout.type() == AdapterType::kDora) {
+    if (layout_.type() == AdapterType::kDora) {
       adapter_work =
           std::max(adapter_work, cpu::dora_linear_workspace(int(n), mod.shape.out, mod.r));
       norm_work = std::max(norm_work, cpu::dora_norm_workspace(mod.shape.out, mod.r));
-    } else if (layout.type() == AdapterType::kAdaLora) {
+    } else if (layout_.type() == AdapterType::kAdaLora) {
       adapter_work =
           std::max(adapter_work, cpu::adalora_linear_workspace(int(n), mod.shape.in, mod.r));
     }
   }
-  adapter_work_.resize(adapter_work);
-  norm_work_.resize(norm_work);
-  // DoRA: ||W||^2 per output row is constant (the base is frozen): computed once here.
-  if (layout.type() == AdapterType::kDora) {
-    w_sq_.resize(layout.modules().size());
-    for (int l = 0; l < m_.n_layers; ++l) {
-      stage_layer(l);
-      for (int p = 0; p < int(Proj::kCount); ++p) {
-        const int mi = layout.module_index(l, Proj(p));
-        if (mi < 0) continue;
-        const ProjShape s = proj_shape(m_, Proj(p));
-        w_sq_[mi].resize(s.out);
-        cpu::row_sq_norms(W(Proj(p)), s.out, s.in, w_sq_[mi].data());
-      }
+  fit(adapter_work_, adapter_work);
+  fit(norm_work_, norm_work);
+  if (layout_.type() == AdapterType::kDora) {
+    w_sq_.resize(layout_.modules().size());
+    for (std::size_t mi = 0; mi < layout_.modules().size(); ++mi) {
+      fit(w_sq_[mi], layout_.modules()[mi].shape.out);
     }
   }
 
   const std::size_t widest = std::max({D, F, qd});
-  dx_.resize(n * D);
-  dh_.resize(n * D);
-  dtmp_.resize(n * widest);
-  datt_.resize(n * qd);
-  dq_.resize(n * qd);
-  dk_.resize(n * kvd);
-  dv_.resize(n * kvd);
+  fit(dx_, n * D);
+  fit(dh_, n * D);
+  fit(dtmp_, n * widest);
+  fit(datt_, n * qd);
+  fit(dq_, n * qd);
+  fit(dk_, n * kvd);
+  fit(dv_, n * kvd);
   if (m_.qk_norm) {
-    dq_pre_.resize(n * qd);
-    dk_pre_.resize(n * kvd);
+    fit(dq_pre_, n * qd);
+    fit(dk_pre_, n * kvd);
   }
-  dgate_.resize(n * F);
-  dup_.resize(n * F);
-  dact_.resize(n * F);
-  dxa_.resize(n * std::max(max_r, 1));
-  default_positions_.resize(n);
-  for (std::size_t i = 0; i < n; ++i) default_positions_[i] = static_cast<int>(i % seq_len);
+  fit(dgate_, n * F);
+  fit(dup_, n * F);
+  fit(dact_, n * F);
+  fit(dxa_, n * std::max(max_r, 1));
+  fit(default_positions_, n);
+}
+
+template <typename T>
+std::size_t Transformer<T>::planned_bytes(const BaseWeights& base, const AdapterLayout& layout,
+                                          const AdapterConfig& adapter, int max_batch, int seq_len,
+                                          bool recompute_layers) {
+  Transformer plan(PlanOnly{}, base, layout, adapter, max_batch, seq_len, recompute_layers);
+  // Each buffer once, at the largest size asked for (the shared set is fitted by every layer).
+  std::map<const void*, std::size_t> bytes;
+  plan.plan_buffers([&bytes](auto& v, std::size_t size) {
+    std::size_t& b = bytes[&v];
+    b = std::max(b, size * sizeof(v[0]));
+  });
+  std::size_t total = 0;
+  for (const auto& [buffer, b] : bytes) total += b;
+  return total;
 }
 
 template <typename T>
@@ -444,7 +490,7 @@ double Transformer<T>::head(const Batch& b, bool backward, T grad_scale, T* logi
     const int rows = std::min(chunk, n - r0);
     // logits[rows, V] = hf[rows, D] lm_head^T
     gemm<T>(Trans::kNo, Trans::kYes, rows, V, D, T(1), hf_.data() + std::size_t(r0) * D, D,
-            lm_head_.data(), D, T(0), logits_.data(), V);
+            lm_head_data_, D, T(0), logits_.data(), V);
     if (logits_out) {
       std::copy(logits_.begin(), logits_.begin() + std::size_t(rows) * V,
                 logits_out + std::size_t(r0) * V);
@@ -453,7 +499,7 @@ double Transformer<T>::head(const Batch& b, bool backward, T grad_scale, T* logi
         logits_.data(), b.targets + r0, backward ? logits_.data() : nullptr, rows, V, grad_scale);
     if (backward) {
       // dhf[rows, D] = dlogits[rows, V] lm_head[V, D]
-      gemm<T>(Trans::kNo, Trans::kNo, rows, D, V, T(1), logits_.data(), V, lm_head_.data(), D, T(0),
+      gemm<T>(Trans::kNo, Trans::kNo, rows, D, V, T(1), logits_.data(), V, lm_head_data_, D, T(0),
               dh_.data() + std::size_t(r0) * D, D);
     }
   }

@@ -89,6 +89,12 @@ class Transformer {
   // Bytes of the activations kept for backward (every layer's, or, with recompute_layers, the
   // layer inputs plus one layer's set).
   std::size_t activation_bytes() const;
+  // Host bytes a model of this shape would allocate (activations, workspaces, the fp32 staging
+  // of the embedding, lm_head and one layer, the gather slots), without allocating them: what
+  // the trainer checks against the memory it may use before building the model.
+  static std::size_t planned_bytes(const BaseWeights& base, const AdapterLayout& layout,
+                                   const AdapterConfig& adapter, int max_batch, int seq_len,
+                                   bool recompute_layers);
   bool recomputes_layers() const { return recompute_; }
   // fp16 bytes this rank received through layer all-gathers so far (0 when not sharded).
   std::size_t gathered_bytes() const { return gathered_bytes_; }
@@ -96,6 +102,12 @@ class Transformer {
 
  private:
   struct LayerActs;
+  struct PlanOnly {};
+  // Shapes only, no buffer (planned_bytes).
+  Transformer(PlanOnly, const BaseWeights& base, const AdapterLayout& layout,
+              const AdapterConfig& adapter, int max_batch, int seq_len, bool recompute_layers);
+  template <typename Fit>
+  void plan_buffers(Fit fit);
   void forward(const Batch& b, const T* params, bool train, std::uint64_t dropout_key);
   // One block: x_out = block_l(x_in), filling `a` with what its backward reads. The layer's
   // weights must be staged.
@@ -129,6 +141,7 @@ class Transformer {
   // Non-layer weights staged once in T; layer weights staged per use (the seam where a sharded
   // base will all-gather).
   std::vector<T> embedding_, final_norm_, lm_head_, layer_w_;
+  const T* lm_head_data_ = nullptr;  // lm_head_, or embedding_ when the embeddings are tied
 
   struct LayerActs {
     std::vector<T> x_in, h1, rstd1, q, k, v, probs, att, x_mid, h2, rstd2, gate, up, act;

@@ -3,11 +3,16 @@
 // same order, so CPU runs stay bit-identical.
 #include <algorithm>
 #include <cmath>
+#include <optional>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "kernels/adamw.h"
 #include "runtime/adapters/adalora_regulariser.h"
+#include "runtime/model/arena_plan.h"
 #include "runtime/model/transformer.h"
+#include "runtime/train/host_memory.h"
 #include "runtime/train/training_backend.h"
 
 namespace peftrun {
@@ -26,7 +31,7 @@ class CpuTrainingBackend final : public TrainingBackend {
 
   std::string describe() const override { return "cpu"; }
   std::string memory_summary() const override {
-    return "activations " + std::to_string(model_.activation_bytes() / 1024) + " KiB" +
+    return "activations " + format_bytes(model_.activation_bytes()) +
            (model_.recomputes_layers() ? " (gradient checkpointing)" : "");
   }
 
@@ -81,7 +86,32 @@ class CpuTrainingBackend final : public TrainingBackend {
 
 }  // namespace
 
+// A model whose buffers cannot fit is refused with the numbers (and what would fit) before
+// anything is allocated; otherwise the kernel's OOM killer ends the run without a word.
+void check_host_memory(const BackendSetup& s) {
+  const std::optional<std::size_t> available = host_memory_available();
+  if (!available) return;
+  const auto need = [&s](bool recompute) {
+    return Transformer<float>::planned_bytes(*s.base, *s.layout, s.config->adapter, s.max_batch,
+                                             s.seq_len, recompute);
+  };
+  const std::size_t planned = need(s.recompute_layers);
+  if (planned <= *available) return;
+  std::string message = "runtime.device: cpu: the model's buffers for train.micro_batch_size " +
+                        std::to_string(s.max_batch) + " x data.seq_len " +
+                        std::to_string(s.seq_len) + " need " + format_bytes(planned) +
+                        ", but only " + format_bytes(*available) +
+                        " of host memory is available; expected ";
+  if (!s.recompute_layers) {
+    const std::size_t recomputed = need(true);
+    message += "runtime.gradient_checkpointing: true (needs " + format_bytes(recomputed) +
+               (recomputed <= *available ? ")" : ", still too much)") + ", or ";
+  }
+  throw std::runtime_error(message + "a smaller micro-batch or sequence length");
+}
+
 std::unique_ptr<TrainingBackend> make_cpu_training_backend(const BackendSetup& setup) {
+  check_host_memory(setup);
   return std::make_unique<CpuTrainingBackend>(setup);
 }
 
