@@ -157,6 +157,9 @@ struct OptimConfig {
   double weight_decay = 0.0;
   LrSchedule schedule = LrSchedule::kCosine;
   int warmup_steps = 10;
+  // > 0: warmup_steps = ceil(warmup_ratio * train.steps), as transformers' warmup_ratio (the
+  // loader resolves it; setting warmup_steps as well is an error). 0 = warmup_steps as given.
+  double warmup_ratio = 0.0;
   double max_grad_norm = 1.0;  // 0 = no clipping
   double min_lr_ratio = 0.0;   // floor of linear/cosine decay, as a fraction of lr
 

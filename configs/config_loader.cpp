@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <exception>
 #include <filesystem>
@@ -156,6 +157,7 @@ class Loader {
   ConfigLoadResult finish() {
     ConfigLoadResult result;
     if (!syntax_error_) apply_checkpoint_shape();
+    if (!syntax_error_) apply_warmup_ratio();
     result.config = config_;
     result.errors = errors_;
     if (!syntax_error_) validate(result.errors);
@@ -299,9 +301,33 @@ class Loader {
     return {file_, 0, 0};
   }
 
+  // The key's value was read and passes its own check.
+  bool valid(const std::string& path) const {
+    return !has_errors(path) && config_detail::find_key(path)->check(config_).empty();
+  }
+
   bool has_errors(const std::string& path) const {
     const auto it = key_errors_.find(path);
     return it != key_errors_.end() && !it->second.empty();
+  }
+
+  // optim.warmup_ratio > 0 sets warmup_steps to ceil(ratio * train.steps), the product in
+  // double as transformers computes it (so 0.07 of 100 steps is 8, as there). Before
+  // validation, so warmup_steps <= train.steps judges the resolved value.
+  void apply_warmup_ratio() {
+    const double ratio = config_.optim.warmup_ratio;
+    if (ratio <= 0 || !valid("optim.warmup_ratio") || !valid("train.steps")) return;
+    if (const auto it = origin_.find("optim.warmup_steps"); it != origin_.end()) {
+      std::ostringstream r;
+      r << ratio;
+      key_errors_["optim.warmup_steps"].push_back(
+          make_error(it->second, "optim.warmup_steps",
+                     "set together with optim.warmup_ratio (" + r.str() +
+                         "), expected only one of them (warmup_ratio derives the steps)"));
+      return;
+    }
+    config_.optim.warmup_steps =
+        static_cast<int>(std::ceil(static_cast<double>(config_.train.steps) * ratio));
   }
 
   // A checkpoint's config.json decides the model's shape (hf_model_config.h). This runs after

@@ -680,6 +680,8 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(int_key(
       "optim.warmup_steps", [](auto& c) -> auto& { return c.optim.warmup_steps; }, at_least(0)));
   keys.push_back(double_key(
+      "optim.warmup_ratio", [](auto& c) -> auto& { return c.optim.warmup_ratio; }, zero_to_one()));
+  keys.push_back(double_key(
       "optim.max_grad_norm", [](auto& c) -> auto& { return c.optim.max_grad_norm; }, at_least(0)));
   keys.push_back(double_key(
       "optim.min_lr_ratio", [](auto& c) -> auto& { return c.optim.min_lr_ratio; }, zero_to_one()));
@@ -969,6 +971,7 @@ const std::vector<std::pair<std::string, std::string>>& aliases() {
       {"lr_scheduler", "optim.schedule"},
       {"scheduler", "optim.schedule"},
       {"warmup", "optim.warmup_steps"},
+      {"warmup_ratio", "optim.warmup_ratio"},
       {"beta1", "optim.betas"},
       {"beta2", "optim.betas"},
       {"adam_beta1", "optim.betas"},

@@ -124,7 +124,13 @@ std::string config_to_yaml(const Config& config) {
   for (const std::string& section : config_detail::section_names()) {
     out += section + ":\n";
     for (const KeySpec& spec : config_detail::config_schema()) {
-      if (spec.section == section) out += "  " + spec.name + ": " + spec.write(config) + "\n";
+      if (spec.section != section) continue;
+      if (spec.path == "optim.warmup_steps" && config.optim.warmup_ratio > 0) {
+        // Derived from warmup_ratio: written as a key it would conflict with it on reload.
+        out += "  # warmup_steps: " + spec.write(config) + " (from warmup_ratio)\n";
+        continue;
+      }
+      out += "  " + spec.name + ": " + spec.write(config) + "\n";
     }
   }
   for (const KeySpec& spec : config_detail::config_schema()) {

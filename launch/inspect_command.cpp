@@ -70,9 +70,13 @@ void print_config_summary(const std::map<std::string, std::string>& config, std:
       << "  train    steps " << value("train.steps") << ", micro_batch_size "
       << value("train.micro_batch_size") << ", grad_accum " << value("train.grad_accum")
       << ", seed " << value("train.seed") << "\n"
-      << "  optim    lr " << value("optim.lr") << ", " << value("optim.schedule") << ", warmup "
-      << value("optim.warmup_steps") << ", weight_decay " << value("optim.weight_decay")
-      << ", max_grad_norm " << value("optim.max_grad_norm") << "\n";
+      << "  optim    lr " << value("optim.lr") << ", " << value("optim.schedule")
+      << ", warmup "
+      // A warmup_ratio run records the ratio, not the steps it derived (config_to_yaml).
+      << (config.count("optim.warmup_steps") ? value("optim.warmup_steps")
+                                             : "ratio " + value("optim.warmup_ratio"))
+      << ", weight_decay " << value("optim.weight_decay") << ", max_grad_norm "
+      << value("optim.max_grad_norm") << "\n";
 }
 
 // adapter_config.json: its summary, and AdaLoRA's kept rank per module from rank_pattern.

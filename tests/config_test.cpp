@@ -297,6 +297,26 @@ TEST_F(ConfigLoading, WarmupEqualToStepsIsAllowed) {
   EXPECT_TRUE(result.ok()) << all_errors(result);
 }
 
+// transformers' warmup ratio: ceil(steps * ratio) in double (100 * 0.07 = 7.000000000000001, so
+// 8 warmup steps, as transformers gives), following an overridden train.steps; the resolved
+// config writes warmup_steps as a comment only, so it loads back to the same config.
+TEST_F(ConfigLoading, WarmupRatioDerivesTheStepsAsTransformersDoes) {
+  const std::string yaml = minimal_plus("train:\n  steps: 100\noptim:\n  warmup_ratio: 0.07\n");
+  const ConfigLoadResult result = load(yaml);
+  ASSERT_TRUE(result.ok()) << all_errors(result);
+  EXPECT_EQ(result.config.optim.warmup_steps, 8);
+  const ConfigLoadResult longer = load(yaml, {"train.steps=250"});
+  ASSERT_TRUE(longer.ok()) << all_errors(longer);
+  EXPECT_EQ(longer.config.optim.warmup_steps, 18);  // ceil(17.5)
+
+  const std::string resolved = config_to_yaml(result.config);
+  EXPECT_NE(resolved.find("  # warmup_steps: 8 (from warmup_ratio)\n"), std::string::npos)
+      << resolved;
+  const ConfigLoadResult back = load(resolved);
+  ASSERT_TRUE(back.ok()) << all_errors(back);
+  EXPECT_EQ(back.config.optim, result.config.optim);
+}
+
 TEST_F(ConfigLoading, BoundaryValuesAreAccepted) {
   const ConfigLoadResult result = load(minimal_plus(
       "adapter:\n  dropout: 0.0\noptim:\n  lr: 0\n  weight_decay: 0\n  betas: [0.0, 0.0]\n"
@@ -537,6 +557,7 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "optim.weight_decay",
                                            "optim.schedule",
                                            "optim.warmup_steps",
+                                           "optim.warmup_ratio",
                                            "optim.max_grad_norm",
                                            "optim.min_lr_ratio",
                                            "checkpoint.every_steps",
@@ -735,6 +756,14 @@ std::vector<BadCase> bad_cases() {
                 minimal_plus("train:\n  steps: 20\noptim:\n  warmup_steps: 21\n"),
                 "optim.warmup_steps", "21 is more than train.steps (20), expected 0..20",
                 "cfg.yaml:6:17"),
+      file_case("RejectsWarmupRatioAboveOne", minimal_plus("optim:\n  warmup_ratio: 1.5\n"),
+                "optim.warmup_ratio", "expected a number in [0, 1]"),
+      file_case("RejectsWarmupStepsTogetherWithWarmupRatio",
+                minimal_plus("optim:\n  warmup_ratio: 0.1\n  warmup_steps: 5\n"),
+                "optim.warmup_steps",
+                "set together with optim.warmup_ratio (0.1), expected only one of them "
+                "(warmup_ratio derives the steps)",
+                "cfg.yaml:5:17"),
       file_case("RejectsNegativeMaxGradNorm", minimal_plus("optim:\n  max_grad_norm: -0.5\n"),
                 "optim.max_grad_norm", "expected a number >= 0"),
       file_case("RejectsMinLrRatioAboveOne", minimal_plus("optim:\n  min_lr_ratio: 1.5\n"),

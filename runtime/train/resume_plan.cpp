@@ -82,8 +82,9 @@ std::map<std::string, std::string> config_fingerprint(const Config& config) {
 }
 
 bool resume_safe_key(const std::string& key) {
-  return one_of(key, {"train.steps", "optim.lr", "optim.schedule", "optim.warmup_steps",
-                      "optim.min_lr_ratio", "checkpoint.every_steps", "checkpoint.keep_last"});
+  return one_of(
+      key, {"train.steps", "optim.lr", "optim.schedule", "optim.warmup_steps", "optim.warmup_ratio",
+            "optim.min_lr_ratio", "checkpoint.every_steps", "checkpoint.keep_last"});
 }
 
 std::string config_digest(const std::map<std::string, std::string>& fingerprint,
