@@ -140,6 +140,10 @@ struct DataConfig {
 
 struct TrainConfig {
   int steps = 200;
+  // > 0: the run's length in passes over the training data instead of steps (transformers'
+  // num_train_epochs); both in the file is an error, a --set of either overrides the other.
+  // The trainer turns it into steps once the data's rows are known (resolve_epochs below).
+  double epochs = 0.0;
   int micro_batch_size = 8;
   int grad_accum = 1;
   std::uint64_t seed = 1234;
@@ -158,7 +162,8 @@ struct OptimConfig {
   LrSchedule schedule = LrSchedule::kCosine;
   int warmup_steps = 10;
   // > 0: warmup_steps = ceil(warmup_ratio * train.steps), as transformers' warmup_ratio (the
-  // loader resolves it; setting warmup_steps as well is an error). 0 = warmup_steps as given.
+  // loader resolves it, or resolve_epochs; both in the file is an error, a --set of either
+  // overrides the other). 0 = warmup_steps as given.
   double warmup_ratio = 0.0;
   double max_grad_norm = 1.0;  // 0 = no clipping
   double min_lr_ratio = 0.0;   // floor of linear/cosine decay, as a fraction of lr
@@ -245,6 +250,14 @@ ConfigLoadResult load_config_text(const std::string& yaml_text, const std::strin
 
 // The fully resolved config as YAML (what `peftrun check` prints); loads back to the same Config.
 std::string config_to_yaml(const Config& config);
+
+// train.epochs > 0, once the training data is open: the same config with train.steps =
+// ceil(epochs * rows_per_epoch / global_batch) (at least 1) and train.epochs = 0, so that it
+// reads, checkpoints and resumes like a steps-based run. It is validated again as a whole:
+// optim.warmup_ratio now applies, and the rules that read train.steps (warmup_steps <= steps,
+// AdaLoRA's schedule) run. Throws std::runtime_error listing every problem.
+Config resolve_epochs(const Config& config, std::uint64_t rows_per_epoch,
+                      std::uint64_t global_batch);
 
 // configs/tiny.yaml as compiled into the binary.
 const char* embedded_default_config();

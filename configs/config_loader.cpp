@@ -9,10 +9,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <exception>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <set>
 #include <sstream>
@@ -157,6 +159,7 @@ class Loader {
   ConfigLoadResult finish() {
     ConfigLoadResult result;
     if (!syntax_error_) apply_checkpoint_shape();
+    if (!syntax_error_) check_run_length_keys();
     if (!syntax_error_) apply_warmup_ratio();
     result.config = config_;
     result.errors = errors_;
@@ -311,19 +314,59 @@ class Loader {
     return it != key_errors_.end() && !it->second.empty();
   }
 
+  // Two keys that say one thing two ways (train.steps / train.epochs, optim.warmup_steps /
+  // optim.warmup_ratio), both written: the later source wins, a --set over the file and a later
+  // --set over an earlier one, so `--set train.epochs=2` works on a file that sets steps.
+  // Written in the same place they are an error, reported at `key`. Returns whether `key` (the
+  // plain one) wins; false also when it was not written at all.
+  bool plain_key_wins(const std::string& key, const std::string& derived_from,
+                      const std::string& what) {
+    const auto plain = origin_.find(key);
+    if (plain == origin_.end()) return false;
+    const auto other = origin_.find(derived_from);
+    // Position of a source: 0 for the file, i for the i-th --set.
+    const auto position = [](const Where& w) { return w.file == kOverrideFile ? w.line : 0; };
+    const int p = position(plain->second);
+    const int o = other == origin_.end() ? 0 : position(other->second);
+    if (p != o) return p > o;
+    key_errors_[key].push_back(
+        make_error(plain->second, key,
+                   "set together with " + derived_from + " (" + what +
+                       "), expected only one of them (a --set of either overrides the other)"));
+    return false;
+  }
+
+  static std::string number_text(double v) {
+    std::ostringstream s;
+    s << v;
+    return s.str();
+  }
+
+  // train.epochs and train.steps are two ways to say how long to train.
+  void check_run_length_keys() {
+    if (config_.train.epochs <= 0) return;
+    if (plain_key_wins("train.steps", "train.epochs", number_text(config_.train.epochs))) {
+      config_.train.epochs = 0;
+    } else {
+      config_.train.steps = TrainConfig{}.steps;  // overridden: as if never written
+    }
+  }
+
   // optim.warmup_ratio > 0 sets warmup_steps to ceil(ratio * train.steps), the product in
   // double as transformers computes it (so 0.07 of 100 steps is 8, as there). Before
   // validation, so warmup_steps <= train.steps judges the resolved value.
   void apply_warmup_ratio() {
     const double ratio = config_.optim.warmup_ratio;
     if (ratio <= 0 || !valid("optim.warmup_ratio") || !valid("train.steps")) return;
-    if (const auto it = origin_.find("optim.warmup_steps"); it != origin_.end()) {
-      std::ostringstream r;
-      r << ratio;
-      key_errors_["optim.warmup_steps"].push_back(
-          make_error(it->second, "optim.warmup_steps",
-                     "set together with optim.warmup_ratio (" + r.str() +
-                         "), expected only one of them (warmup_ratio derives the steps)"));
+    if (plain_key_wins("optim.warmup_steps", "optim.warmup_ratio", number_text(ratio))) {
+      config_.optim.warmup_ratio = 0;
+      return;
+    }
+    if (has_errors("optim.warmup_steps")) return;
+    if (config_.train.epochs > 0) {
+      // The steps come at start (resolve_epochs); until then warmup_steps is as if never
+      // written.
+      config_.optim.warmup_steps = OptimConfig{}.warmup_steps;
       return;
     }
     config_.optim.warmup_steps =
@@ -470,6 +513,39 @@ ConfigLoadResult load_config_file(const std::string& path,
   } catch (const std::exception& e) {
     return internal_error(path, e.what());
   }
+}
+
+Config resolve_epochs(const Config& config, std::uint64_t rows_per_epoch,
+                      std::uint64_t global_batch) {
+  const double epochs = config.train.epochs;
+  if (epochs <= 0) return config;
+  std::ostringstream what;
+  what << "train.epochs " << epochs << " of " << rows_per_epoch << " rows at a global batch of "
+       << global_batch << " sequences";
+  if (rows_per_epoch == 0 || global_batch == 0) {
+    throw std::runtime_error(what.str() + ": no step to take");
+  }
+  const double steps =
+      std::ceil(epochs * static_cast<double>(rows_per_epoch) / static_cast<double>(global_batch));
+  if (steps > static_cast<double>(std::numeric_limits<int>::max())) {
+    throw std::runtime_error(what.str() + " are more steps than train.steps can hold");
+  }
+  Config resolved = config;
+  resolved.train.epochs = 0;
+  resolved.train.steps = std::max(1, static_cast<int>(steps));
+  what << " = " << resolved.train.steps << " steps";
+  // The whole config once more through the loader, now with its steps: warmup_ratio applies
+  // and every rule that reads train.steps runs. Its paths are already absolute.
+  ConfigLoadResult again = load_config_text(config_to_yaml(resolved), what.str(), "");
+  if (!again.ok()) {
+    std::string message = what.str() + ":";
+    for (const ConfigError& e : again.errors) {
+      message += "\n  " + (e.key.empty() ? "" : e.key + ": ") + e.message;
+    }
+    throw std::runtime_error(message);
+  }
+  again.config.source_file = config.source_file;
+  return again.config;
 }
 
 }  // namespace peftrun

@@ -655,6 +655,8 @@ std::vector<KeySpec> build_schema() {
   // train
   keys.push_back(int_key(
       "train.steps", [](auto& c) -> auto& { return c.train.steps; }, greater_than(0)));
+  keys.push_back(double_key(
+      "train.epochs", [](auto& c) -> auto& { return c.train.epochs; }, at_least(0)));
   keys.push_back(int_key(
       "train.micro_batch_size", [](auto& c) -> auto& { return c.train.micro_batch_size; },
       greater_than(0)));
@@ -887,6 +889,8 @@ std::vector<CrossCheck> build_cross_checks() {
                     [](const Config& c) -> std::string {
                       const AdapterConfig& a = c.adapter;
                       if (a.type != AdapterType::kAdaLora) return "";
+                      // With train.epochs the steps are known only at start (resolve_epochs).
+                      if (c.train.epochs > 0 && a.total_step <= 0) return "";
                       const int total = a.adalora_total_step(c.train.steps);
                       if (a.tinit < total - a.tfinal) return "";
                       return std::to_string(a.tinit) +
@@ -909,7 +913,8 @@ std::vector<CrossCheck> build_cross_checks() {
        }});
   // warmup == steps is allowed: the whole run warms up, which is odd but well defined.
   checks.push_back({"optim.warmup_steps", {"train.steps"}, [](const Config& c) -> std::string {
-                      if (c.optim.warmup_steps <= c.train.steps) return "";
+                      // With train.epochs the steps are known only at start (resolve_epochs).
+                      if (c.train.epochs > 0 || c.optim.warmup_steps <= c.train.steps) return "";
                       return std::to_string(c.optim.warmup_steps) + " is more than train.steps (" +
                              std::to_string(c.train.steps) + "), expected 0.." +
                              std::to_string(c.train.steps);
@@ -979,6 +984,8 @@ const std::vector<std::pair<std::string, std::string>>& aliases() {
       {"adam_epsilon", "optim.eps"},
       {"max_grad_norm", "optim.max_grad_norm"},
       {"max_steps", "train.steps"},
+      {"num_train_epochs", "train.epochs"},
+      {"epochs", "train.epochs"},
       {"batch_size", "train.micro_batch_size"},
       {"per_device_train_batch_size", "train.micro_batch_size"},
       {"gradient_accumulation_steps", "train.grad_accum"},

@@ -125,9 +125,17 @@ std::string config_to_yaml(const Config& config) {
     out += section + ":\n";
     for (const KeySpec& spec : config_detail::config_schema()) {
       if (spec.section != section) continue;
+      // Derived keys are comments: written as keys they would conflict with their source on
+      // reload. train.epochs becomes steps only when the data is open (resolve_epochs).
       if (spec.path == "optim.warmup_steps" && config.optim.warmup_ratio > 0) {
-        // Derived from warmup_ratio: written as a key it would conflict with it on reload.
-        out += "  # warmup_steps: " + spec.write(config) + " (from warmup_ratio)\n";
+        out += "  # warmup_steps: " +
+               (config.train.epochs > 0 ? std::string("from warmup_ratio at start")
+                                        : spec.write(config) + " (from warmup_ratio)") +
+               "\n";
+        continue;
+      }
+      if (spec.path == "train.steps" && config.train.epochs > 0) {
+        out += "  # steps: from epochs and the training data's rows at start\n";
         continue;
       }
       out += "  " + spec.name + ": " + spec.write(config) + "\n";

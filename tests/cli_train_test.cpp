@@ -179,6 +179,44 @@ TEST(Training, GradientAccumulationMatchesOneLargeBatch) {
   EXPECT_LT(std::sqrt(diff / norm), 1e-5);
 }
 
+// train.epochs (over a file that sets train.steps) becomes ceil(epochs x rows / global batch)
+// steps once the data is open, warmup_ratio applies to them, and a checkpoint of the run
+// resumes with the same arguments.
+TEST(Training, EpochsSetTheRunLengthFromTheDataRows) {
+  const fs::path d = fresh_dir("epochs");
+  const std::string args = kTiny +
+                           " --set train.epochs=0.05 --set optim.warmup_ratio=0.1 "
+                           "--set checkpoint.every_steps=10 --set data.eval_batches=2 "
+                           "--set train.log_every=1 --set output_dir=" +
+                           d.string();
+  RunResult r = run(args);
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  const auto at = r.out.find("train.epochs 0.05: ");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  int steps = 0, batch = 0, warmup = 0;
+  unsigned long long rows = 0;
+  ASSERT_EQ(std::sscanf(r.out.c_str() + at,
+                        "train.epochs 0.05: %d steps of %d sequences over %llu rows per epoch, %d "
+                        "of them warmup",
+                        &steps, &batch, &rows, &warmup),
+            4)
+      << r.out;
+  EXPECT_EQ(batch, 8);
+  EXPECT_EQ(steps, static_cast<int>(std::ceil(0.05 * double(rows) / 8)));
+  EXPECT_EQ(warmup, static_cast<int>(std::ceil(steps * 0.1)));
+  std::vector<int> logged;
+  for (const auto& rec : read_jsonl(d / "metrics.jsonl")) {
+    if (rec.contains("loss")) logged.push_back(rec["step"].get<int>());
+  }
+  ASSERT_FALSE(logged.empty());
+  EXPECT_EQ(logged.back(), steps);
+  EXPECT_EQ(logged.front(), 1);
+
+  r = run(args + " --resume " + (d / "checkpoint-10").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+}
+
 TEST(Training, SnapshotsAreWrittenAndPrunedToKeepLast) {
   const fs::path d = fresh_dir("snap");
   const RunResult r =

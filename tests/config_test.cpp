@@ -317,6 +317,84 @@ TEST_F(ConfigLoading, WarmupRatioDerivesTheStepsAsTransformersDoes) {
   EXPECT_EQ(back.config.optim, result.config.optim);
 }
 
+// A --set of train.epochs overrides the file's train.steps (and the other way round), a --set
+// of warmup_ratio the file's warmup_steps; the resolved config says which one it kept and
+// loads back the same.
+TEST_F(ConfigLoading, ASetOfEpochsOrWarmupRatioOverridesTheFilesSteps) {
+  const std::string yaml = minimal_plus("train:\n  steps: 50\noptim:\n  warmup_steps: 5\n");
+  const ConfigLoadResult epochs = load(yaml, {"train.epochs=2", "optim.warmup_ratio=0.1"});
+  ASSERT_TRUE(epochs.ok()) << all_errors(epochs);
+  EXPECT_EQ(epochs.config.train.epochs, 2.0);
+  EXPECT_EQ(epochs.config.optim.warmup_ratio, 0.1);
+  const std::string resolved = config_to_yaml(epochs.config);
+  EXPECT_NE(resolved.find("  # steps: from epochs"), std::string::npos) << resolved;
+  EXPECT_NE(resolved.find("  # warmup_steps: from warmup_ratio at start"), std::string::npos)
+      << resolved;
+  const ConfigLoadResult back = load(resolved);
+  ASSERT_TRUE(back.ok()) << all_errors(back);
+  EXPECT_EQ(back.config.train, epochs.config.train);
+  EXPECT_EQ(back.config.optim, epochs.config.optim);
+
+  const ConfigLoadResult steps_again =
+      load(minimal_plus("train:\n  epochs: 2\n"), {"train.epochs=3", "train.steps=40"});
+  ASSERT_TRUE(steps_again.ok()) << all_errors(steps_again);
+  EXPECT_EQ(steps_again.config.train.epochs, 0.0);
+  EXPECT_EQ(steps_again.config.train.steps, 40);
+}
+
+// resolve_epochs: ceil(epochs x rows / global batch) steps, at least one; warmup_ratio and the
+// rules that read train.steps applied to them; epochs cleared, so the result reads like a
+// steps-based config.
+TEST_F(ConfigLoading, EpochsBecomeStepsOnceTheRowsAreKnown) {
+  ConfigLoadResult loaded =
+      load(minimal_plus("train:\n  epochs: 2\noptim:\n  warmup_ratio: 0.1\n"));
+  ASSERT_TRUE(loaded.ok()) << all_errors(loaded);
+  const Config two = resolve_epochs(loaded.config, 1000, 16);
+  EXPECT_EQ(two.train.steps, 125);
+  EXPECT_EQ(two.train.epochs, 0.0);
+  EXPECT_EQ(two.optim.warmup_steps, 13);  // ceil(12.5)
+  EXPECT_EQ(two.source_file, "cfg.yaml");
+  loaded.config.train.epochs = 0.001;
+  EXPECT_EQ(resolve_epochs(loaded.config, 1000, 16).train.steps, 1);
+  const Config untouched = resolve_epochs(two, 1000, 16);  // no epochs: nothing to do
+  EXPECT_EQ(untouched, two);
+
+  // A fixed warmup longer than the derived run, and an AdaLoRA schedule with no budget phase
+  // left, are refused naming the keys and the derivation.
+  ConfigLoadResult long_warmup =
+      load(minimal_plus("train:\n  epochs: 1\noptim:\n  warmup_steps: 100\n"));
+  ASSERT_TRUE(long_warmup.ok()) << all_errors(long_warmup);
+  try {
+    resolve_epochs(long_warmup.config, 1000, 16);
+    FAIL() << "a warmup longer than 63 steps was accepted";
+  } catch (const std::runtime_error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.epochs 1 of 1000 rows at a global batch of 16 "
+                                         "sequences = 63 steps:"),
+              std::string::npos)
+        << e.what();
+    EXPECT_NE(std::string(e.what()).find("optim.warmup_steps: 100 is more than train.steps (63)"),
+              std::string::npos)
+        << e.what();
+  }
+  ConfigLoadResult adalora = load(minimal_plus(
+      "adapter:\n  type: adalora\n  tinit: 50\n  tfinal: 20\ntrain:\n  epochs: 1\noptim:\n"
+      "  warmup_steps: 0\n"));
+  ASSERT_TRUE(adalora.ok()) << all_errors(adalora);
+  EXPECT_THROW(
+      {
+        try {
+          resolve_epochs(adalora.config, 1000, 16);
+        } catch (const std::runtime_error& e) {
+          EXPECT_NE(std::string(e.what()).find("adapter.tinit: 50 leaves no budget phase"),
+                    std::string::npos)
+              << e.what();
+          throw;
+        }
+      },
+      std::runtime_error);
+  EXPECT_THROW(resolve_epochs(adalora.config, 0, 16), std::runtime_error);
+}
+
 TEST_F(ConfigLoading, BoundaryValuesAreAccepted) {
   const ConfigLoadResult result = load(minimal_plus(
       "adapter:\n  dropout: 0.0\noptim:\n  lr: 0\n  weight_decay: 0\n  betas: [0.0, 0.0]\n"
@@ -546,6 +624,7 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "data.chat_template",
                                            "data.append_eos",
                                            "train.steps",
+                                           "train.epochs",
                                            "train.micro_batch_size",
                                            "train.grad_accum",
                                            "train.seed",
@@ -761,9 +840,16 @@ std::vector<BadCase> bad_cases() {
       file_case("RejectsWarmupStepsTogetherWithWarmupRatio",
                 minimal_plus("optim:\n  warmup_ratio: 0.1\n  warmup_steps: 5\n"),
                 "optim.warmup_steps",
-                "set together with optim.warmup_ratio (0.1), expected only one of them "
-                "(warmup_ratio derives the steps)",
+                "set together with optim.warmup_ratio (0.1), expected only one of them (a --set "
+                "of either overrides the other)",
                 "cfg.yaml:5:17"),
+      file_case("RejectsStepsTogetherWithEpochs",
+                minimal_plus("train:\n  steps: 50\n  epochs: 2\n"), "train.steps",
+                "set together with train.epochs (2), expected only one of them (a --set of "
+                "either overrides the other)",
+                "cfg.yaml:4:10"),
+      file_case("RejectsNegativeEpochs", minimal_plus("train:\n  epochs: -1\n"), "train.epochs",
+                "expected a number >= 0"),
       file_case("RejectsNegativeMaxGradNorm", minimal_plus("optim:\n  max_grad_norm: -0.5\n"),
                 "optim.max_grad_norm", "expected a number >= 0"),
       file_case("RejectsMinLrRatioAboveOne", minimal_plus("optim:\n  min_lr_ratio: 1.5\n"),

@@ -132,8 +132,10 @@ class ProgressLog {
 
 }  // namespace
 
-TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::ostream& log,
+TrainSummary run_training(const Config& config, const TrainOptions& options, std::ostream& log,
                           Communicator& comm_ref) {
+  // train.epochs becomes train.steps below, once the data's rows are known.
+  Config cfg = config;
   Communicator* comm = &comm_ref;
   const int world = comm->world_size(), rank = comm->rank();
   const bool writer = rank == 0;  // only rank 0 touches output_dir
@@ -160,6 +162,28 @@ TrainSummary run_training(const Config& cfg, const TrainOptions& options, std::o
   }
   const Agreement data_ok = comm->agree(data_error.empty(), data_error);
   if (!data_ok.ok) throw AgreedError(data_ok.describe());
+  if (cfg.train.epochs > 0) {
+    // Every rank opened the same data, so every rank derives the same steps. The global batch
+    // is the config's: a resume that changes it is refused by plan_resume as a change of
+    // train.steps, which is what it is.
+    const std::uint64_t global_batch = std::uint64_t(world) * accum * B;
+    const std::uint64_t rows = train_data->num_rows();
+    const double epochs = cfg.train.epochs;
+    std::string error;
+    try {
+      cfg = resolve_epochs(cfg, rows, global_batch);
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+    const Agreement ok = comm->agree(error.empty(), error);
+    if (!ok.ok) throw AgreedError(world > 1 ? ok.describe() : ok.what);
+    log << "train.epochs " << epochs << ": " << cfg.train.steps << " steps of " << global_batch
+        << " sequences over " << rows << " rows per epoch"
+        << (cfg.optim.warmup_ratio > 0 ? ", " + std::to_string(cfg.optim.warmup_steps) +
+                                             " of them warmup (optim.warmup_ratio)"
+                                       : std::string())
+        << "\n";
+  }
 
   // Sharded, each rank reads only its slices of the checkpoint's layers.
   BaseWeights base = load_base(cfg, rank, world, cfg.runtime.shard_base);
