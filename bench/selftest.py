@@ -84,10 +84,17 @@ class CaseTable(unittest.TestCase):
                 with_overrides(CASES["tiny"], **bad)
         self.assertEqual(c.adapter_for_run().tinit, 1)
         self.assertEqual(CASES["small"].adapter_for_run().tinit, 2)
+        gc = with_overrides(CASES["small"], gradient_checkpointing=True)
+        self.assertEqual((gc.name, gc.gradient_checkpointing), ("small-gc", True))
+        self.assertIn("gradient_checkpointing: true", peftrun_side.config_text(gc, "lora", "/b", "/t", "", "/o"))
+        self.assertIn("gradient_checkpointing: false",
+                      peftrun_side.config_text(CASES["small"], "lora", "/b", "/t", "", "/o"))
 
     def test_command_line(self):
         args, case = driver.parse_args(["small", "--adapters", "lora,adalora", "--steps", "6", "--repeat", "2"])
         self.assertEqual((case.name, case.adapters, case.steps, args.repeat), ("small", ("lora", "adalora"), 6, 2))
+        _, gc = driver.parse_args(["tiny", "--gradient-checkpointing"])
+        self.assertEqual((gc.name, gc.gradient_checkpointing), ("tiny-gc", True))
         self.assertEqual(args.systems, {"peftrun", "torch"})
         for bad in (["nosuchcase"], ["tiny", "--adapters", "lorax"], ["tiny", "--systems", "jax"],
                     ["tiny", "--repeat", "0"], []):
@@ -155,7 +162,7 @@ class PeftrunConfig(unittest.TestCase):
         with tempfile.TemporaryDirectory() as d:
             tokens = os.path.join(d, "w.tok")
             write_token_file(tokens, list(range(3, 600)) * 20, 32000)
-            for case in CASES.values():
+            for case in list(CASES.values()) + [with_overrides(CASES["tiny"], gradient_checkpointing=True)]:
                 base = os.path.join(d, case.name)
                 os.makedirs(base)
                 with open(os.path.join(base, "config.json"), "w") as f:

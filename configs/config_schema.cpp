@@ -7,6 +7,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <limits>
 #include <system_error>
@@ -679,8 +680,24 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(enum_key(
       "optim.schedule", [](auto& c) -> auto& { return c.optim.schedule; },
       std::vector<LrSchedule>{LrSchedule::kConstant, LrSchedule::kLinear, LrSchedule::kCosine}));
-  keys.push_back(int_key(
-      "optim.warmup_steps", [](auto& c) -> auto& { return c.optim.warmup_steps; }, at_least(0)));
+  {
+    KeySpec warmup = int_key(
+        "optim.warmup_steps", [](auto& c) -> auto& { return c.optim.warmup_steps; }, at_least(0));
+    // transformers 5 reads a warmup_steps below 1 as a fraction of the steps: say where that
+    // fraction goes here instead of only "expected an integer".
+    warmup.read = [read_int = warmup.read](const YAML::Node& v, Config& c, const ReadContext& ctx,
+                                           std::vector<ValueProblem>& problems) {
+      const std::size_t before = problems.size();
+      read_int(v, c, ctx, problems);
+      if (problems.size() == before || !v.IsScalar()) return;
+      char* end = nullptr;
+      const double x = std::strtod(v.Scalar().c_str(), &end);
+      if (end != v.Scalar().c_str() && *end == '\0' && x > 0 && x < 1) {
+        problems.back().message += " (a fraction of train.steps is optim.warmup_ratio)";
+      }
+    };
+    keys.push_back(warmup);
+  }
   keys.push_back(double_key(
       "optim.warmup_ratio", [](auto& c) -> auto& { return c.optim.warmup_ratio; }, zero_to_one()));
   keys.push_back(double_key(

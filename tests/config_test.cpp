@@ -835,6 +835,10 @@ std::vector<BadCase> bad_cases() {
                 minimal_plus("train:\n  steps: 20\noptim:\n  warmup_steps: 21\n"),
                 "optim.warmup_steps", "21 is more than train.steps (20), expected 0..20",
                 "cfg.yaml:6:17"),
+      file_case("RejectsAFractionalWarmupNamingWarmupRatio",
+                minimal_plus("optim:\n  warmup_steps: 0.03\n"), "optim.warmup_steps",
+                "got '0.03', expected an integer (a fraction of train.steps is "
+                "optim.warmup_ratio)"),
       file_case("RejectsWarmupRatioAboveOne", minimal_plus("optim:\n  warmup_ratio: 1.5\n"),
                 "optim.warmup_ratio", "expected a number in [0, 1]"),
       file_case("RejectsWarmupStepsTogetherWithWarmupRatio",

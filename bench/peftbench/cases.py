@@ -97,6 +97,9 @@ class Case:
     optim: OptimSpec = field(default_factory=OptimSpec)
     seed: int = 1234
     note: str = ""
+    # Both systems recompute each layer in backward (peftrun's runtime.gradient_checkpointing,
+    # transformers' gradient_checkpointing_enable); MFU still counts model FLOPs only.
+    gradient_checkpointing: bool = False
 
     @property
     def tokens_per_step(self):
@@ -123,9 +126,13 @@ CASES = {
 }
 
 
-def with_overrides(case, adapters=None, steps=None, seq_len=None, batch=None, warmup=None, threads=None):
+def with_overrides(case, adapters=None, steps=None, seq_len=None, batch=None, warmup=None, threads=None,
+                   gradient_checkpointing=False):
     """The case with command-line overrides applied (None = keep); checks them."""
     changes = {}
+    if gradient_checkpointing:
+        # Its own name, so its results and README block stay apart from the plain case's.
+        changes.update(gradient_checkpointing=True, name=case.name + "-gc")
     if adapters is not None:
         bad = [a for a in adapters if a not in ADAPTERS]
         if bad or not adapters:

@@ -40,6 +40,8 @@ def parse_args(argv):
     ap.add_argument("--seq-len", type=int)
     ap.add_argument("--batch", type=int)
     ap.add_argument("--threads", type=int, help="CPU threads of each system (CPU cases: 2)")
+    ap.add_argument("--gradient-checkpointing", action="store_true",
+                    help="both systems recompute each layer in backward (the case is named CASE-gc)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per system and adapter, interleaved")
     ap.add_argument("--systems", default="peftrun,torch", help="which sides to run (peftrun,torch)")
     ap.add_argument("--peftrun", default=os.path.join(REPO, "build", "peftrun"), help="the peftrun binary")
@@ -69,7 +71,8 @@ def parse_args(argv):
     args.systems = systems
     try:
         case = with_overrides(CASES[args.case], adapters=args.adapters, steps=args.steps, seq_len=args.seq_len,
-                              batch=args.batch, warmup=args.warmup, threads=args.threads)
+                              batch=args.batch, warmup=args.warmup, threads=args.threads,
+                              gradient_checkpointing=args.gradient_checkpointing)
     except ValueError as e:
         ap.error(str(e))
     return args, case
@@ -247,7 +250,8 @@ def common_spec(case, adapter, prepared):
     return {"base": prepared.base, "tokens": prepared.tokens, "seq_len": case.seq_len, "batch": case.batch,
             "steps": case.steps, "seed": case.seed, "adapter": adapter,
             "adapter_spec": dataclasses.asdict(case.adapter_for_run()),
-            "optim": dataclasses.asdict(case.optim), "device": case.device, "threads": case.threads}
+            "optim": dataclasses.asdict(case.optim), "device": case.device, "threads": case.threads,
+            "gradient_checkpointing": case.gradient_checkpointing}
 
 
 def run_peftrun(args, case, adapter, prepared, run_dir, env):

@@ -36,7 +36,8 @@ def config_text(case, adapter, base_dir, tokens, init_adapter, output_dir):
                   "schedule": o.schedule, "warmup_steps": o.warmup_steps, "max_grad_norm": o.max_grad_norm,
                   "min_lr_ratio": 0.0},
         "checkpoint": {"every_steps": 0},
-        "runtime": {"device": case.device, "threads": case.threads},
+        "runtime": {"device": case.device, "threads": case.threads,
+                    "gradient_checkpointing": case.gradient_checkpointing},
     }
     lines = ["# written by bench/bench.py"]
     for section, keys in sections.items():

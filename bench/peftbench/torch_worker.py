@@ -94,6 +94,9 @@ def train(torch, spec):
     # CPU: fp32 throughout (peftrun's CPU backend computes in fp32 too). GPU: the usual PEFT recipe,
     # a bf16 base, fp32 adapters (PEFT's autocast_adapter_dtype), bf16 autocast.
     model = load_model(torch, spec, torch.bfloat16 if cuda else torch.float32).to(device)
+    if spec.get("gradient_checkpointing"):
+        # The usual PEFT recipe; non-reentrant checkpointing needs no input that requires grad.
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(spec["seed"])
     pm = get_peft_model(model, peft_config(spec))
     if spec.get("init_adapter"):
