@@ -181,7 +181,7 @@ TEST(Training, GradientAccumulationMatchesOneLargeBatch) {
 
 // train.epochs (over a file that sets train.steps) becomes ceil(epochs x rows / global batch)
 // steps once the data is open, warmup_ratio applies to them, and a checkpoint of the run
-// resumes with the same arguments.
+// resumes with the same arguments, and with another split of the same global batch.
 TEST(Training, EpochsSetTheRunLengthFromTheDataRows) {
   const fs::path d = fresh_dir("epochs");
   const std::string args = kTiny +
@@ -214,6 +214,14 @@ TEST(Training, EpochsSetTheRunLengthFromTheDataRows) {
 
   r = run(args + " --resume " + (d / "checkpoint-10").string());
   ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
+  // Half the micro-batch: the resume keeps the checkpoint's global batch (grad_accum doubles),
+  // so the steps are derived from it too, not from 4 sequences per step.
+  r = run(args + " --set train.micro_batch_size=4 --resume " + (d / "checkpoint-10").string());
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("train.epochs 0.05: " + std::to_string(steps) + " steps of 8 sequences"),
+            std::string::npos)
+      << r.out;
   EXPECT_NE(r.out.find("resumed from"), std::string::npos) << r.out;
 }
 

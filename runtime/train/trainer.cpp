@@ -164,9 +164,17 @@ TrainSummary run_training(const Config& config, const TrainOptions& options, std
   if (!data_ok.ok) throw AgreedError(data_ok.describe());
   if (cfg.train.epochs > 0) {
     // Every rank opened the same data, so every rank derives the same steps. The global batch
-    // is the config's: a resume that changes it is refused by plan_resume as a change of
-    // train.steps, which is what it is.
-    const std::uint64_t global_batch = std::uint64_t(world) * accum * B;
+    // is the config's, or on --resume the checkpoint's, which plan_resume keeps on any world
+    // size: so the resumed run derives the steps the interrupted one did. (An unreadable
+    // checkpoint falls back to the config's; the resume below then reports it.)
+    std::uint64_t global_batch = std::uint64_t(world) * accum * B;
+    if (!options.resume.empty()) {
+      try {
+        global_batch = read_checkpoint_header(resolve_resume_dir(options.resume, cfg.output_dir))
+                           .batch.global_batch();
+      } catch (const std::exception&) {
+      }
+    }
     const std::uint64_t rows = train_data->num_rows();
     const double epochs = cfg.train.epochs;
     std::string error;
