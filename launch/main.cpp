@@ -25,6 +25,7 @@
 #include "launch/world.h"
 #include "runtime/train/backend_choice.h"
 #include "runtime/train/evaluator.h"
+#include "runtime/train/memory_plan.h"
 #include "runtime/train/trainer.h"
 
 namespace {
@@ -38,6 +39,7 @@ const char* kUsage = R"(usage:
   peftrun CONFIG.yaml [--set key.path=value ...] [--debug] [--resume latest|DIR]
                                                              train an adapter
   peftrun check CONFIG.yaml [--set key.path=value ...]       validate; print the resolved config
+                                                             and the memory a run will plan
   peftrun eval CONFIG.yaml [--adapter DIR] [--dump-logits FILE.safetensors] [--set ...]
                                                              mean loss and perplexity on data.eval
   peftrun merge CONFIG.yaml --adapter DIR --out DIR [--dtype fp16|bf16] [--force]
@@ -173,6 +175,11 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
   }
   if (args.command == "check") {
     log << peftrun::config_to_yaml(loaded.config);
+    try {
+      log << peftrun::memory_plan_comment(loaded.config);
+    } catch (const std::exception& e) {
+      log << "# planned memory: not computed (" << e.what() << ")\n";
+    }
     return kExitOk;
   }
 

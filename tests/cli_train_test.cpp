@@ -87,6 +87,12 @@ TEST(Cli, CheckPrintsResolvedConfigThatLoadsBack) {
   ASSERT_TRUE(again.ok()) << again.errors.front().format();
   EXPECT_EQ(again.config.adapter.r, 4);
   EXPECT_EQ(again.config.model.dim, 128);
+  // The memory plan follows as comments, gradient checkpointing's figure included.
+  EXPECT_NE(r.out.find("# planned memory, one rank, train.micro_batch_size 8 x data.seq_len 128:"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("#   cpu: model buffers "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(with runtime.gradient_checkpointing: true "), std::string::npos) << r.out;
 }
 
 TEST(Cli, BadConfigExitsTwoWithFileLineColumn) {

@@ -161,6 +161,10 @@ TEST_P(GradientCheckpointing, PlannedBytesFollowTheAllocatedActivations) {
   EXPECT_GT(plan_kept, kept.activation_bytes());
   EXPECT_EQ(plan_kept - plan_recomputed, kept.activation_bytes() - recomputed.activation_bytes());
 
+  // From the shape alone (peftrun check), the same figures.
+  EXPECT_EQ(Transformer<float>::planned_bytes(m, layout, a, B, T, false), plan_kept);
+  EXPECT_EQ(Transformer<float>::planned_bytes(m, layout, a, B, T, true), plan_recomputed);
+
   m.tie_embeddings = true;
   const BaseWeights tied = BaseWeights::random(m, 7);
   EXPECT_EQ(plan_kept - Transformer<float>::planned_bytes(tied, layout, a, B, T, false),

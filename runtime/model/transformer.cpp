@@ -35,22 +35,25 @@ constexpr std::size_t kLogitBudget = std::size_t(1) << 24;
 }  // namespace
 
 template <typename T>
-Transformer<T>::Transformer(PlanOnly, const BaseWeights& base, const AdapterLayout& layout,
+Transformer<T>::Transformer(PlanOnly, const ModelConfig& shape, const AdapterLayout& layout,
                             const AdapterConfig& adapter, int max_batch, int seq_len,
-                            bool recompute_layers)
-    : base_(base),
+                            bool recompute_layers, std::size_t layer_elems,
+                            std::size_t gather_slot_elems)
+    : base_(nullptr),
       layout_(layout),
-      m_(base.shape()),
+      m_(shape),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
+      layer_elems_(layer_elems),
+      gather_slot_elems_(gather_slot_elems),
       recompute_(recompute_layers) {}
 
 template <typename T>
 Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout,
                             const AdapterConfig& adapter, int max_batch, int seq_len,
                             Communicator* comm, bool recompute_layers)
-    : base_(base),
+    : base_(&base),
       layout_(layout),
       m_(base.shape()),
       rope_inv_freq_(rope_table(m_)),
@@ -58,6 +61,8 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
+      layer_elems_(base.offsets().total),
+      gather_slot_elems_(base.sharded() ? base.shard_elems() * std::size_t(base.shard_world()) : 0),
       recompute_(recompute_layers),
       comm_(comm) {
   if (base.sharded() && (!comm_ || comm_->world_size() != base.shard_world())) {
@@ -104,13 +109,13 @@ void Transformer<T>::plan_buffers(Fit fit) {
   const std::size_t D = m_.dim, F = m_.ffn_dim, V = m_.vocab_size;
   const std::size_t qd = std::size_t(m_.n_heads) * m_.head_dim();
   const std::size_t kvd = std::size_t(m_.n_kv_heads) * m_.head_dim();
-  if (base_.sharded()) {
-    for (auto& slot : slots_) fit(slot.buf, base_.shard_elems() * std::size_t(base_.shard_world()));
+  if (gather_slot_elems_ > 0) {
+    for (auto& slot : slots_) fit(slot.buf, gather_slot_elems_);
   }
   fit(embedding_, V * D);
   fit(final_norm_, D);
   if (!m_.tie_embeddings) fit(lm_head_, V * D);
-  fit(layer_w_, base_.offsets().total);
+  fit(layer_w_, layer_elems_);
 
   acts_.resize(m_.n_layers);
   for (int l = 0; l < m_.n_layers; ++l) {
@@ -201,7 +206,25 @@ template <typename T>
 std::size_t Transformer<T>::planned_bytes(const BaseWeights& base, const AdapterLayout& layout,
                                           const AdapterConfig& adapter, int max_batch, int seq_len,
                                           bool recompute_layers) {
-  Transformer plan(PlanOnly{}, base, layout, adapter, max_batch, seq_len, recompute_layers);
+  return plan_bytes(
+      Transformer(PlanOnly{}, base.shape(), layout, adapter, max_batch, seq_len, recompute_layers,
+                  base.offsets().total,
+                  base.sharded() ? base.shard_elems() * std::size_t(base.shard_world()) : 0));
+}
+
+template <typename T>
+std::size_t Transformer<T>::planned_bytes(const ModelConfig& shape, const AdapterLayout& layout,
+                                          const AdapterConfig& adapter, int max_batch, int seq_len,
+                                          bool recompute_layers, int world) {
+  const std::size_t layer_elems = LayerOffsets::for_model(shape, shape.proj_bias_mask).total;
+  const std::size_t gather_slot_elems =
+      world > 1 ? BaseWeights::shard_elems_for(layer_elems, world) * std::size_t(world) : 0;
+  return plan_bytes(Transformer(PlanOnly{}, shape, layout, adapter, max_batch, seq_len,
+                                recompute_layers, layer_elems, gather_slot_elems));
+}
+
+template <typename T>
+std::size_t Transformer<T>::plan_bytes(Transformer&& plan) {
   // Each buffer once, at the largest size asked for (the shared set is fitted by every layer).
   std::map<const void*, std::size_t> bytes;
   plan.plan_buffers([&bytes](auto& v, std::size_t size) {
@@ -243,10 +266,10 @@ void Transformer<T>::begin_gather(int l) {
   // The slot with the older layer is free: the other one holds the layer being computed.
   GatherSlot& slot = slots_[0].layer == current_layer_ ? slots_[1] : slots_[0];
   comm_->wait(slot.handle);  // never pending here, but keep the buffer rule obvious
-  const std::size_t bytes = base_.shard_elems() * sizeof(half_bits);
+  const std::size_t bytes = base_->shard_elems() * sizeof(half_bits);
   slot.layer = l;
-  slot.handle = comm_->start_all_gather(base_.layer_shard(l), slot.buf.data(), bytes);
-  gathered_bytes_ += bytes * (base_.shard_world() - 1);
+  slot.handle = comm_->start_all_gather(base_->layer_shard(l), slot.buf.data(), bytes);
+  gathered_bytes_ += bytes * (base_->shard_world() - 1);
 }
 
 // --debug: the first non-finite value of a tensor ends the run naming the op, layer and tensor.
@@ -265,8 +288,8 @@ void Transformer<T>::check_finite(const char* pass, int layer, const char* tenso
 
 template <typename T>
 void Transformer<T>::stage_layer(int l, int next) {
-  if (!base_.sharded()) {
-    half_to_real(base_.layer(l), layer_w_.data(), layer_w_.size());
+  if (!base_->sharded()) {
+    half_to_real(base_->layer(l), layer_w_.data(), layer_w_.size());
     return;
   }
   // Rebuild the layer from every rank's slice (forward, and again in backward unless it is
@@ -282,7 +305,7 @@ void Transformer<T>::stage_layer(int l, int next) {
 
 template <typename T>
 const T* Transformer<T>::W(Proj p) const {
-  return layer_w_.data() + base_.offsets().proj[int(p)];
+  return layer_w_.data() + base_->offsets().proj[int(p)];
 }
 
 // The LoRA part of any adapter's arguments: shapes, weights, saved buffers and, when the last
@@ -292,7 +315,7 @@ cpu::LoraLinearArgs<T> Transformer<T>::lora_args(int l, Proj p, const T* params,
                                                  int n) const {
   const ProjShape s = proj_shape(m_, p);
   const AdaptedModule& mod = layout_.modules()[layout_.module_index(l, p)];
-  const std::size_t bias_at = base_.offsets().bias[int(p)];
+  const std::size_t bias_at = base_->offsets().bias[int(p)];
   cpu::LoraLinearArgs<T> args;
   args.n = n;
   args.in = s.in;
@@ -320,7 +343,7 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
   const int mi = layout_.module_index(l, p);
   if (mi < 0) {
     gemm<T>(Trans::kNo, Trans::kYes, n, s.out, s.in, T(1), x, s.in, W(p), s.in, T(0), y, s.out);
-    const std::size_t bias_at = base_.offsets().bias[int(p)];
+    const std::size_t bias_at = base_->offsets().bias[int(p)];
     if (bias_at != kNoOffset) {
       const T* bias = layer_w_.data() + bias_at;
       for (int i = 0; i < n; ++i) {
@@ -433,15 +456,15 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   const T* lw = layer_w_.data();
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-  cpu::rmsnorm_forward(x_in, lw + base_.offsets().attn_norm, a.h1.data(), a.rstd1.data(), n, D,
+  cpu::rmsnorm_forward(x_in, lw + base_->offsets().attn_norm, a.h1.data(), a.rstd1.data(), n, D,
                        eps);
   if (m_.qk_norm) {
     // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
     linear_forward(l, Proj::kQ, a.h1.data(), a.q_pre.data(), params, a, n, train, lkey);
     linear_forward(l, Proj::kK, a.h1.data(), a.k_pre.data(), params, a, n, train, lkey);
-    cpu::rmsnorm_forward(a.q_pre.data(), lw + base_.offsets().q_norm, a.q.data(), a.rstd_q.data(),
+    cpu::rmsnorm_forward(a.q_pre.data(), lw + base_->offsets().q_norm, a.q.data(), a.rstd_q.data(),
                          n * H, hd, eps);
-    cpu::rmsnorm_forward(a.k_pre.data(), lw + base_.offsets().k_norm, a.k.data(), a.rstd_k.data(),
+    cpu::rmsnorm_forward(a.k_pre.data(), lw + base_->offsets().k_norm, a.k.data(), a.rstd_k.data(),
                          n * KV, hd, eps);
   } else {
     linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
@@ -455,7 +478,7 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
   cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
-  cpu::rmsnorm_forward(a.x_mid.data(), lw + base_.offsets().mlp_norm, a.h2.data(), a.rstd2.data(),
+  cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, a.h2.data(), a.rstd2.data(),
                        n, D, eps);
   linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
   linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
@@ -536,8 +559,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     linear_backward(l, Proj::kGate, a.h2.data(), dgate_.data(), dh_.data(), params, grads, a, n);
     linear_backward(l, Proj::kUp, a.h2.data(), dup_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_.offsets().mlp_norm, a.rstd2.data(),
-                          dtmp_.data(), n, D);
+    cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_->offsets().mlp_norm,
+                          a.rstd2.data(), dtmp_.data(), n, D);
     cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_mid)
     // Attention half.
     linear_backward(l, Proj::kO, a.att.data(), dx_.data(), datt_.data(), params, grads, a, n);
@@ -548,9 +571,9 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();
     if (m_.qk_norm) {
-      cpu::rmsnorm_backward(dq_.data(), a.q_pre.data(), lw + base_.offsets().q_norm,
+      cpu::rmsnorm_backward(dq_.data(), a.q_pre.data(), lw + base_->offsets().q_norm,
                             a.rstd_q.data(), dq_pre_.data(), n * H, hd);
-      cpu::rmsnorm_backward(dk_.data(), a.k_pre.data(), lw + base_.offsets().k_norm,
+      cpu::rmsnorm_backward(dk_.data(), a.k_pre.data(), lw + base_->offsets().k_norm,
                             a.rstd_k.data(), dk_pre_.data(), n * KV, hd);
       dq_proj = dq_pre_.data();
       dk_proj = dk_pre_.data();
@@ -560,7 +583,7 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_.offsets().attn_norm, a.rstd1.data(),
+    cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_->offsets().attn_norm, a.rstd1.data(),
                           dtmp_.data(), n, D);
     cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_in)
     if (debug_checks_) {

@@ -95,6 +95,11 @@ class Transformer {
   static std::size_t planned_bytes(const BaseWeights& base, const AdapterLayout& layout,
                                    const AdapterConfig& adapter, int max_batch, int seq_len,
                                    bool recompute_layers);
+  // The same from the shape alone (`peftrun check`, before any weight is read): the base
+  // sharded over `world` ranks when world > 1.
+  static std::size_t planned_bytes(const ModelConfig& shape, const AdapterLayout& layout,
+                                   const AdapterConfig& adapter, int max_batch, int seq_len,
+                                   bool recompute_layers, int world = 1);
   bool recomputes_layers() const { return recompute_; }
   // fp16 bytes this rank received through layer all-gathers so far (0 when not sharded).
   std::size_t gathered_bytes() const { return gathered_bytes_; }
@@ -103,11 +108,14 @@ class Transformer {
  private:
   struct LayerActs;
   struct PlanOnly {};
-  // Shapes only, no buffer (planned_bytes).
-  Transformer(PlanOnly, const BaseWeights& base, const AdapterLayout& layout,
-              const AdapterConfig& adapter, int max_batch, int seq_len, bool recompute_layers);
+  // Shapes only, no buffer and no base (planned_bytes): a layer's fp16 elements and the
+  // gather slots' (0 unless sharded).
+  Transformer(PlanOnly, const ModelConfig& shape, const AdapterLayout& layout,
+              const AdapterConfig& adapter, int max_batch, int seq_len, bool recompute_layers,
+              std::size_t layer_elems, std::size_t gather_slot_elems);
   template <typename Fit>
   void plan_buffers(Fit fit);
+  static std::size_t plan_bytes(Transformer&& plan);  // what plan_buffers would allocate
   void forward(const Batch& b, const T* params, bool train, std::uint64_t dropout_key);
   // One block: x_out = block_l(x_in), filling `a` with what its backward reads. The layer's
   // weights must be staged.
@@ -130,13 +138,15 @@ class Transformer {
   void linear_backward(int l, Proj p, const T* x, const T* dy, T* dx, const T* params, T* grads,
                        LayerActs& a, int n);
 
-  const BaseWeights& base_;
+  const BaseWeights* base_;  // nullptr only in a PlanOnly model
   const AdapterLayout& layout_;
   ModelConfig m_;
   std::vector<float> rope_inv_freq_;  // [head_dim / 2], rope_table(m_)
   float rope_scale_ = 1.0f;           // rope_cos_sin_scale(m_)
   float dropout_ = 0;
   int max_batch_, seq_len_;
+  std::size_t layer_elems_ = 0;        // fp16 elements of one layer's weights
+  std::size_t gather_slot_elems_ = 0;  // of each gather slot; 0 when the base is not sharded
 
   // Non-layer weights staged once in T; layer weights staged per use (the seam where a sharded
   // base will all-gather).
