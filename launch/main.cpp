@@ -193,6 +193,7 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
       peftrun::EvalOptions options;
       options.adapter_dir = args.adapter_dir;
       options.dump_logits = args.dump_logits;
+      options.local_ranks = world.local_size > 0 ? world.local_size : 1;
       peftrun::run_eval_command(loaded.config, options, log, *comm);
       return kExitOk;
     }
@@ -202,6 +203,7 @@ int run_command(const Args& args, const peftrun::WorldInfo& world, bool& agreed)
     options.resume = args.resume;
     options.resume_force = args.resume_force;
     options.stop = &stop;
+    options.local_ranks = world.local_size > 0 ? world.local_size : 1;
     const peftrun::TrainSummary s = peftrun::run_training(loaded.config, options, log, *comm);
     if (s.stopped_by) {
       log << "peftrun: stopped by " << peftrun::signal_name(s.stopped_by) << " after step "

@@ -32,6 +32,28 @@ TEST(HostMemory, CgroupLimitsWithoutABoundReadAsNone) {
   EXPECT_EQ(cgroup_limit_bytes("12abc"), std::nullopt);
 }
 
+// Ranks on one machine share its memory: a model that fits alone is refused for four of them,
+// naming the share; gradient checkpointing's figure is offered only when it is not on yet.
+TEST(HostMemory, EachLocalRankGetsItsShareOfTheMachine) {
+  const std::size_t GiB = std::size_t(1) << 30;
+  EXPECT_EQ(host_memory_refusal(6 * GiB, 2 * GiB, 20 * GiB, 1, 8, 1024), "");
+  const std::string four = host_memory_refusal(6 * GiB, 2 * GiB, 20 * GiB, 4, 8, 1024);
+  EXPECT_EQ(four,
+            "runtime.device: cpu: the model's buffers for train.micro_batch_size 8 x data.seq_len "
+            "1024 need 6.00 GiB, but only 5.00 GiB of host memory is available to each of the 4 "
+            "ranks on this machine (20.00 GiB in all); expected runtime.gradient_checkpointing: "
+            "true (needs 2.00 GiB), or a smaller micro-batch or sequence length, or fewer ranks "
+            "per machine");
+  const std::string alone = host_memory_refusal(30 * GiB, std::nullopt, 20 * GiB, 1, 8, 1024);
+  EXPECT_EQ(alone.find("gradient_checkpointing"), std::string::npos) << alone;
+  EXPECT_NE(alone.find("need 30.00 GiB, but only 20.00 GiB of host memory is available; expected a "
+                       "smaller micro-batch"),
+            std::string::npos)
+      << alone;
+  EXPECT_NE(host_memory_refusal(30 * GiB, 25 * GiB, 20 * GiB, 0, 8, 1024).find("still too much"),
+            std::string::npos);
+}
+
 TEST(HostMemory, ThisLinuxMachineReportsSomeMemory) {
   const std::optional<std::size_t> available = host_memory_available();
   ASSERT_TRUE(available.has_value());

@@ -86,32 +86,20 @@ class CpuTrainingBackend final : public TrainingBackend {
 
 }  // namespace
 
-// A model whose buffers cannot fit is refused with the numbers (and what would fit) before
-// anything is allocated; otherwise the kernel's OOM killer ends the run without a word.
-void check_host_memory(const BackendSetup& s) {
+std::string cpu_memory_problem(const BackendSetup& s) {
   const std::optional<std::size_t> available = host_memory_available();
-  if (!available) return;
+  if (!available) return "";
   const auto need = [&s](bool recompute) {
     return Transformer<float>::planned_bytes(*s.base, *s.layout, s.config->adapter, s.max_batch,
                                              s.seq_len, recompute);
   };
-  const std::size_t planned = need(s.recompute_layers);
-  if (planned <= *available) return;
-  std::string message = "runtime.device: cpu: the model's buffers for train.micro_batch_size " +
-                        std::to_string(s.max_batch) + " x data.seq_len " +
-                        std::to_string(s.seq_len) + " need " + format_bytes(planned) +
-                        ", but only " + format_bytes(*available) +
-                        " of host memory is available; expected ";
-  if (!s.recompute_layers) {
-    const std::size_t recomputed = need(true);
-    message += "runtime.gradient_checkpointing: true (needs " + format_bytes(recomputed) +
-               (recomputed <= *available ? ")" : ", still too much)") + ", or ";
-  }
-  throw std::runtime_error(message + "a smaller micro-batch or sequence length");
+  return host_memory_refusal(
+      need(s.recompute_layers),
+      s.recompute_layers ? std::nullopt : std::optional<std::size_t>(need(true)), *available,
+      s.local_ranks, s.max_batch, s.seq_len);
 }
 
 std::unique_ptr<TrainingBackend> make_cpu_training_backend(const BackendSetup& setup) {
-  check_host_memory(setup);
   return std::make_unique<CpuTrainingBackend>(setup);
 }
 

@@ -10,6 +10,7 @@
 #include "runtime/data/dataset_factory.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/train/model_setup.h"
+#include "runtime/train/trainer.h"
 #include "runtime/train/training_backend.h"
 
 namespace peftrun {
@@ -87,6 +88,12 @@ EvalResult run_eval_command(const Config& cfg, const EvalOptions& options, std::
   for (auto* v : {&st.grads, &st.adam_m, &st.adam_v}) v->assign(st.params.size(), 0.0f);
   BackendSetup setup = backend_setup(cfg, base, layout, st, &comm, &log);
   setup.recompute_layers = true;  // forward only: one layer's activations at a time suffice
+  setup.local_ranks = options.local_ranks;
+  if (!choice.cuda()) {
+    const std::string problem = cpu_memory_problem(setup);
+    const Agreement fits = comm.agree(problem.empty(), problem);
+    if (!fits.ok) throw AgreedError(comm.world_size() > 1 ? fits.describe() : fits.what);
+  }
   const std::unique_ptr<TrainingBackend> model = make_training_backend(choice, setup);
   model->push_state();
   const EvalResult r =

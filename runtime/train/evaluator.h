@@ -31,6 +31,7 @@ EvalResult evaluate(EvalModel& model, const DataSource& data, int batch, int seq
 struct EvalOptions {
   std::string adapter_dir;  // PEFT adapter to evaluate; empty = adapter.init_from or PEFT init
   std::string dump_logits;  // write the first batch's logits here (safetensors); empty = no
+  int local_ranks = 1;      // ranks on this machine (they share its memory); see BackendSetup
 };
 
 // `peftrun eval`: loss and perplexity of the config's model + adapter on data.eval (in

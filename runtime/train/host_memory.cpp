@@ -4,6 +4,8 @@
 #include <fstream>
 #include <sstream>
 
+#include "runtime/model/arena_plan.h"
+
 namespace peftrun {
 
 namespace {
@@ -77,6 +79,28 @@ std::optional<std::size_t> cgroup_limit_bytes(const std::string& limit_text) {
   } catch (const std::exception&) {
     return std::nullopt;
   }
+}
+
+std::string host_memory_refusal(std::size_t need, std::optional<std::size_t> need_recomputed,
+                                std::size_t available, int local_ranks, int micro_batch,
+                                int seq_len) {
+  const int sharing = std::max(local_ranks, 1);
+  const std::size_t share = available / std::size_t(sharing);
+  if (need <= share) return "";
+  std::string message =
+      "runtime.device: cpu: the model's buffers for train.micro_batch_size " +
+      std::to_string(micro_batch) + " x data.seq_len " + std::to_string(seq_len) + " need " +
+      format_bytes(need) + ", but only " + format_bytes(share) + " of host memory is available" +
+      (sharing > 1 ? " to each of the " + std::to_string(sharing) + " ranks on this machine (" +
+                         format_bytes(available) + " in all)"
+                   : std::string()) +
+      "; expected ";
+  if (need_recomputed) {
+    message += "runtime.gradient_checkpointing: true (needs " + format_bytes(*need_recomputed) +
+               (*need_recomputed <= share ? ")" : ", still too much)") + ", or ";
+  }
+  return message + "a smaller micro-batch or sequence length" +
+         (sharing > 1 ? ", or fewer ranks per machine" : "");
 }
 
 std::optional<std::size_t> host_memory_available() {

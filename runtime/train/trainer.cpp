@@ -221,6 +221,13 @@ TrainSummary run_training(const Config& config, const TrainOptions& options, std
   }
   BackendSetup setup = backend_setup(cfg, base, layout, st, comm, &log);
   setup.debug = options.debug;
+  setup.local_ranks = options.local_ranks;
+  if (!choice.cuda()) {
+    // Refused on every rank alike, before the model's constructor joins any collective.
+    const std::string problem = cpu_memory_problem(setup);
+    const Agreement fits = comm->agree(problem.empty(), problem);
+    if (!fits.ok) throw AgreedError(world > 1 ? fits.describe() : fits.what);
+  }
   const std::unique_ptr<TrainingBackend> backend = make_training_backend(choice, setup);
   // fp16 activations: GradScaler's dynamic loss scale (a checkpoint carries the scale).
   LossScaling loss_scale(choice.loss_scaling());

@@ -30,6 +30,7 @@ struct TrainOptions {
   std::string resume;
   bool resume_force = false;          // accept differences in resume-safe keys (resume_plan.h)
   const StopRequest* stop = nullptr;  // nullptr = never stop early
+  int local_ranks = 1;  // ranks on this machine (they share its memory); see BackendSetup
 };
 
 struct TrainSummary {

@@ -81,6 +81,9 @@ struct BackendSetup {
   // Keep only the layer inputs and recompute each layer before its backward
   // (runtime.gradient_checkpointing; always for a model that only evaluates).
   bool recompute_layers = false;
+  // Ranks on this machine (the launcher's local size; 1 when it does not say): the CPU
+  // backend's memory check gives each its share of the host's memory.
+  int local_ranks = 1;
   bool debug = false;
   // cuBLASLt fallbacks are reported here once each, and (CUDA) why AdaLoRA's orthogonality
   // regulariser runs on the host when it does.
@@ -99,6 +102,12 @@ std::unique_ptr<TrainingBackend> make_training_backend(const BackendChoice& choi
                                                        const BackendSetup& setup);
 
 std::unique_ptr<TrainingBackend> make_cpu_training_backend(const BackendSetup& setup);
+
+// The CPU backend's pre-flight check: "" when the model `setup` describes fits in this rank's
+// share of the host's memory (host_memory.h), else the refusal with the numbers. Callers run it
+// before make_training_backend and agree on it over the ranks, as the model's constructor may
+// already take part in collectives (a sharded base's gathers).
+std::string cpu_memory_problem(const BackendSetup& setup);
 #if PEFTRUN_WITH_CUDA
 std::unique_ptr<TrainingBackend> make_cuda_training_backend(const BackendSetup& setup,
                                                             DType compute);
