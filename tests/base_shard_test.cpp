@@ -36,10 +36,21 @@ TEST(BaseShard, SlicesConcatenateToTheLayerPlusZeroPadding) {
         if (l == 1) joined.insert(joined.end(), w.layer_shard(l), w.layer_shard(l) + shard);
       }
       EXPECT_LT(w.bytes(), full.bytes());
+      EXPECT_EQ(w.unsharded_bytes(), full.bytes());  // what the whole base takes, on any rank
     }
     ASSERT_EQ(joined.size(), shard * world);
     for (std::size_t i = 0; i < total; ++i) ASSERT_EQ(joined[i], full.layer(1)[i]) << i;
     for (std::size_t i = total; i < joined.size(); ++i) ASSERT_EQ(joined[i], 0) << i;
+  }
+}
+
+// The size from the shape alone (peftrun check) is what a loaded base holds, tied or not.
+TEST(BaseShard, BytesForTheShapeAreTheLoadedBasesBytes) {
+  for (bool tied : {false, true}) {
+    ModelConfig m = odd_model();
+    m.tie_embeddings = tied;
+    const BaseWeights w = BaseWeights::random(m, 3);
+    EXPECT_EQ(BaseWeights::bytes_for(m, w.offsets()), w.bytes()) << "tied " << tied;
   }
 }
 

@@ -191,9 +191,14 @@ void BaseWeights::shard(int rank, int world) {
   world_ = world;
 }
 
+std::size_t BaseWeights::bytes_for(const ModelConfig& m, const LayerOffsets& offsets) {
+  const std::size_t VD = std::size_t(m.vocab_size) * m.dim;
+  return (std::size_t(m.n_layers) * offsets.total + VD * (m.tie_embeddings ? 1 : 2) + m.dim) *
+         sizeof(half_bits);
+}
+
 std::size_t BaseWeights::unsharded_bytes() const {
-  const std::size_t layers = offsets_.total * layers_.size();
-  return (layers + embedding_.size() + final_norm_.size() + lm_head_.size()) * sizeof(half_bits);
+  return bytes_for(shape_, offsets_);
 }
 
 std::size_t BaseWeights::bytes() const {

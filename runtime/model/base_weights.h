@@ -73,6 +73,10 @@ class BaseWeights {
     return (layer_total + std::size_t(world) - 1) / std::size_t(world);
   }
 
+  // fp16 bytes of a whole base of `m` whose layers are laid out by `offsets` (unsharded_bytes of
+  // such a base, without loading it).
+  static std::size_t bytes_for(const ModelConfig& m, const LayerOffsets& offsets);
+
   const ModelConfig& shape() const { return shape_; }
   const LayerOffsets& offsets() const { return offsets_; }
   BiasMask biases() const { return biases_; }

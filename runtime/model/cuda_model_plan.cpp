@@ -8,6 +8,7 @@
 
 #include "kernels/adalora.h"
 #include "kernels/attention.h"
+#include "kernels/blaslt.h"
 #include "kernels/dora.h"
 #include "kernels/lora_linear.h"
 #include "kernels/nonfinite.h"
@@ -36,6 +37,22 @@ std::size_t adapter_workspace_bytes(const CudaModelSpec& s, const AdaptedModule&
 }
 
 }  // namespace
+
+CudaModelSpec cuda_model_spec(const ModelConfig& shape, const LayerOffsets& offsets,
+                              const AdapterLayout& layout, bool dropout, int max_batch, int seq_len,
+                              DType act, bool recompute_layers) {
+  CudaModelSpec spec;
+  spec.shape = shape;
+  spec.offsets = offsets;
+  spec.layout = &layout;
+  spec.dropout = dropout;
+  spec.max_batch = max_batch;
+  spec.seq_len = seq_len;
+  spec.act = act;
+  spec.blas_workspace_bytes = cuda::BlasLt::kRecommendedWorkspaceBytes;
+  spec.recompute_layers = recompute_layers;
+  return spec;
+}
 
 CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
   if (!s.layout) throw std::invalid_argument("plan_cuda_model: no adapter layout");

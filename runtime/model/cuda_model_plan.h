@@ -85,4 +85,11 @@ inline constexpr std::size_t kCudaLogitBudget = std::size_t(1) << 22;
 
 CudaModelPlan plan_cuda_model(const CudaModelSpec& spec);
 
+// The spec of a replicated device model (world 1; the caller sets world and shard_elems for a
+// sharded base) with cuBLASLt's recommended workspace: what CudaTransformer plans, and what
+// `peftrun check` reports before any weight is read.
+CudaModelSpec cuda_model_spec(const ModelConfig& shape, const LayerOffsets& offsets,
+                              const AdapterLayout& layout, bool dropout, int max_batch, int seq_len,
+                              DType act, bool recompute_layers);
+
 }  // namespace peftrun

@@ -120,18 +120,10 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
                                 " is not supported by the attention kernel (a multiple of 8 in "
                                 "[8, 256] is)");
   }
-  CudaModelSpec spec;
-  spec.shape = m_;
-  spec.offsets = base.offsets();
+  CudaModelSpec spec = cuda_model_spec(m_, base.offsets(), layout, dropout_ > 0, max_batch, seq_len,
+                                       act, recompute_layers);
   spec.world = base.sharded() ? base.shard_world() : 1;
   spec.shard_elems = base.shard_elems();
-  spec.layout = &layout;
-  spec.dropout = dropout_ > 0;
-  spec.max_batch = max_batch;
-  spec.seq_len = seq_len;
-  spec.act = act;
-  spec.recompute_layers = recompute_layers;
-  spec.blas_workspace_bytes = cuda::BlasLt::kRecommendedWorkspaceBytes;
   plan_ = plan_cuda_model(spec);
   try {
     arena_ = DeviceArena(plan_.arena);

@@ -4,19 +4,6 @@ namespace peftrun {
 
 namespace {
 
-DType cuda_compute(ComputeDtype d) {
-  switch (d) {
-    case ComputeDtype::kFp32:
-      return DType::kF32;
-    case ComputeDtype::kFp16:
-      return DType::kF16;
-    case ComputeDtype::kAuto:
-    case ComputeDtype::kBf16:
-      break;
-  }
-  return DType::kBF16;
-}
-
 BackendChoice cpu_choice(const RuntimeConfig& rt, const std::string& why) {
   BackendChoice c;
   c.note = "cpu (" + why + ")";
@@ -43,11 +30,24 @@ BackendChoice choose_backend(const RuntimeConfig& rt, const DeviceInventory& dev
   if (!usable) return cpu_choice(rt, "auto: " + devices.note);
   BackendChoice c;
   c.device = DeviceKind::kCuda;
-  c.compute = cuda_compute(rt.compute_dtype);
+  c.compute = cuda_compute_dtype(rt.compute_dtype);
   c.note = std::string("cuda (") + (rt.device == DeviceKind::kAuto ? "auto: " : "") +
            std::to_string(devices.cuda_devices) + " device(s) visible), " + dtype_name(c.compute) +
            " compute" + (c.compute == DType::kF16 ? " with dynamic loss scaling" : "");
   return c;
+}
+
+DType cuda_compute_dtype(ComputeDtype d) {
+  switch (d) {
+    case ComputeDtype::kFp32:
+      return DType::kF32;
+    case ComputeDtype::kFp16:
+      return DType::kF16;
+    case ComputeDtype::kAuto:
+    case ComputeDtype::kBf16:
+      break;
+  }
+  return DType::kBF16;
 }
 
 }  // namespace peftrun

@@ -34,4 +34,7 @@ struct BackendUnavailable : std::runtime_error {
 
 BackendChoice choose_backend(const RuntimeConfig& runtime, const DeviceInventory& devices);
 
+// The activations' type on cuda for runtime.compute_dtype (auto = bf16).
+DType cuda_compute_dtype(ComputeDtype compute);
+
 }  // namespace peftrun

@@ -10,9 +10,9 @@
 #include "runtime/train/host_memory.h"
 
 #if PEFTRUN_WITH_CUDA
-#include "kernels/blaslt.h"
 #include "kernels/dtype.h"
 #include "runtime/model/cuda_model_plan.h"
+#include "runtime/train/backend_choice.h"
 #include "runtime/train/cuda_state_plan.h"
 #endif
 
@@ -36,9 +36,7 @@ std::string memory_plan_comment(const Config& config) {
   const int B = config.train.micro_batch_size, T = config.data.seq_len;
   const bool ckpt = config.runtime.gradient_checkpointing;
   const LayerOffsets offsets = LayerOffsets::for_model(m, m.proj_bias_mask);
-  const std::size_t VD = std::size_t(m.vocab_size) * m.dim;
-  const std::size_t base_bytes =
-      (std::size_t(m.n_layers) * offsets.total + VD * (m.tie_embeddings ? 1 : 2) + m.dim) * 2;
+  const std::size_t base_bytes = BaseWeights::bytes_for(m, offsets);
 
   std::string out = "# planned memory, one rank, train.micro_batch_size " + std::to_string(B) +
                     " x data.seq_len " + std::to_string(T) + ":\n";
@@ -50,20 +48,10 @@ std::string memory_plan_comment(const Config& config) {
   out += "#   cpu: model buffers " + both(cpu(false), cpu(true), ckpt) + ", trainable state " +
          format_bytes(layout.total() * sizeof(float) * 4) + "\n";
 #if PEFTRUN_WITH_CUDA
-  const DType act = config.runtime.compute_dtype == ComputeDtype::kFp32   ? DType::kF32
-                    : config.runtime.compute_dtype == ComputeDtype::kFp16 ? DType::kF16
-                                                                          : DType::kBF16;
+  const DType act = cuda_compute_dtype(config.runtime.compute_dtype);
   const auto device = [&](bool recompute) {
-    CudaModelSpec spec;
-    spec.shape = m;
-    spec.offsets = offsets;
-    spec.layout = &layout;
-    spec.dropout = config.adapter.dropout > 0;
-    spec.max_batch = B;
-    spec.seq_len = T;
-    spec.act = act;
-    spec.blas_workspace_bytes = cuda::BlasLt::kRecommendedWorkspaceBytes;
-    spec.recompute_layers = recompute;
+    const CudaModelSpec spec =
+        cuda_model_spec(m, offsets, layout, config.adapter.dropout > 0, B, T, act, recompute);
     return plan_cuda_model(spec).arena.total_bytes() +
            plan_cuda_train_state(layout).arena.total_bytes();
   };
