@@ -25,6 +25,9 @@ enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral };
 // model.rope_scaling: HF's RoPE variants (rope_type "default", "linear", "dynamic", "llama3",
 // "yarn"); kNone is plain RoPE ("default").
 enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn };
+// model.mlp_activation: the gated MLP's activation, down(act(gate(x)) * up(x)): silu (SwiGLU:
+// LLaMA, Mistral, Qwen) or GELU's tanh approximation (GeGLU: Gemma; HF's gelu_pytorch_tanh).
+enum class MlpActivation { kSilu, kGeluTanh };
 
 const char* to_string(AdapterType t);   // "lora" | "dora" | "adalora"
 const char* to_string(LrSchedule s);    // "constant" | "linear" | "cosine"
@@ -33,6 +36,7 @@ const char* to_string(ComputeDtype d);  // "auto" | "fp32" | "fp16" | "bf16"
 const char* to_string(DataFormat f);    // "same" | "tokens" | "text" | "prompt_completion" | "chat"
 const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral"
 const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3" | "yarn"
+const char* to_string(MlpActivation a);  // "silu" | "gelu_tanh"
 
 // The seven projection names LoRA may target, in the order layers hold them.
 inline const std::vector<std::string>& all_target_modules() {
@@ -71,6 +75,13 @@ struct ModelConfig {
   // model.qk_norm: an RMSNorm over each head of q and k (weights [head_dim]) between the
   // projection and RoPE, as Qwen3 has; config.json's model_type qwen3 sets it.
   bool qk_norm = false;
+  MlpActivation mlp_activation = MlpActivation::kSilu;
+  // model.norm_one_plus_weight: every RMSNorm scales by 1 + weight rather than weight (Gemma
+  // stores its norm weights around 0); config.json's model_type gemma sets it.
+  bool norm_one_plus_weight = false;
+  // model.scale_embeddings: the embedding rows are multiplied by sqrt(dim), rounded to the
+  // compute dtype as transformers' Gemma normalizer (the tied lm_head reads the table unscaled).
+  bool scale_embeddings = false;
   double norm_eps = 1e-5;
   // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen
   // random model still passes signal (see runtime/base_weights.cpp).

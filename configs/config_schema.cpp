@@ -574,6 +574,14 @@ std::vector<KeySpec> build_schema() {
       "model.tie_embeddings", [](auto& c) -> auto& { return c.model.tie_embeddings; }));
   keys.push_back(bool_key(
       "model.qk_norm", [](auto& c) -> auto& { return c.model.qk_norm; }));
+  keys.push_back(enum_key(
+      "model.mlp_activation", [](auto& c) -> auto& { return c.model.mlp_activation; },
+      std::vector<MlpActivation>{MlpActivation::kSilu, MlpActivation::kGeluTanh},
+      ValueAliases{{"gelu_pytorch_tanh", "gelu_tanh"}}));
+  keys.push_back(bool_key(
+      "model.norm_one_plus_weight", [](auto& c) -> auto& { return c.model.norm_one_plus_weight; }));
+  keys.push_back(bool_key(
+      "model.scale_embeddings", [](auto& c) -> auto& { return c.model.scale_embeddings; }));
   keys.push_back(double_key(
       "model.norm_eps", [](auto& c) -> auto& { return c.model.norm_eps; }, greater_than(0)));
   keys.push_back(double_key(

@@ -105,6 +105,16 @@ const char* to_string(RopeScaling s) {
   return "?";
 }
 
+const char* to_string(MlpActivation a) {
+  switch (a) {
+    case MlpActivation::kSilu:
+      return "silu";
+    case MlpActivation::kGeluTanh:
+      return "gelu_tanh";
+  }
+  return "?";
+}
+
 double AdapterConfig::scaling() const {
   const double rank = static_cast<double>(r);
   return use_rslora ? alpha / std::sqrt(rank) : alpha / rank;

@@ -56,6 +56,9 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.rope_truncate", "rope_scaling.truncate"},
       {"model.tie_embeddings", "tie_word_embeddings"},
       {"model.qk_norm", "model_type"},
+      {"model.mlp_activation", "hidden_act"},
+      {"model.norm_one_plus_weight", "model_type"},
+      {"model.scale_embeddings", "model_type"},
       {"model.norm_eps", "rms_norm_eps"},
   };
   return table;
@@ -249,21 +252,24 @@ class JsonConfigReader {
   void read_model_type() {
     const YAML::Node* v = find("model_type");
     if (v == nullptr) {
-      missing("model_type", "one of llama, mistral, qwen2, qwen3");
+      missing("model_type", "one of llama, mistral, qwen2, qwen3, gemma");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
-    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3") {
-      error(
-          v->Mark(), "model_type",
-          "unknown model type '" + type +
-              "', expected one of llama, mistral, qwen2, qwen3 (the LLaMA-family decoders peftrun "
-              "implements)");
+    if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" &&
+        type != "gemma") {
+      error(v->Mark(), "model_type",
+            "unknown model type '" + type +
+                "', expected one of llama, mistral, qwen2, qwen3, gemma (the LLaMA-family "
+                "decoders peftrun implements)");
       return;
     }
     out_.model_type = type;
     out_.shape.qk_norm = type == "qwen3";  // Qwen3Attention's q_norm / k_norm
+    // GemmaRMSNorm scales by 1 + weight; GemmaTextScaledWordEmbedding by sqrt(hidden_size).
+    out_.shape.norm_one_plus_weight = type == "gemma";
+    out_.shape.scale_embeddings = type == "gemma";
     set_source("model_type", *v);
   }
 
@@ -320,7 +326,7 @@ class JsonConfigReader {
       read_rope_variant(*parameters, "rope_parameters");
     }
 
-    m.tie_embeddings = false;
+    m.tie_embeddings = out_.model_type == "gemma";  // GemmaConfig's default when absent
     if (const YAML::Node* v = find_optional("tie_word_embeddings")) {
       if (read_bool(*v, "tie_word_embeddings", m.tie_embeddings)) {
         set_source("tie_word_embeddings", *v);
@@ -467,16 +473,49 @@ class JsonConfigReader {
   // Features that would make the same weights compute a different function than peftrun's
   // decoder: refused, because training against a subtly wrong base fails silently.
   void read_unsupported_features() {
-    if (const YAML::Node* v = find_optional("hidden_act")) {
-      std::string act;
-      if (read_string(*v, "hidden_act", act) && act != "silu") {
-        error(v->Mark(), "hidden_act",
-              "got \"" + act + "\", expected \"silu\" (peftrun's MLP is SwiGLU)");
-      }
-    }
+    read_activation();
     if (const YAML::Node* v = find_optional("partial_rotary_factor")) {
       read_partial_rotary_factor(*v, "partial_rotary_factor");
     }
+    // GemmaConfig's switch for encoder-style (non-causal) attention.
+    if (const YAML::Node* v = find_optional("use_bidirectional_attention")) {
+      bool bidirectional = false;
+      if (read_bool(*v, "use_bidirectional_attention", bidirectional) && bidirectional) {
+        error(v->Mark(), "use_bidirectional_attention",
+              "is true, expected false or null (peftrun's attention is causal)");
+      }
+    }
+  }
+
+  // The gated MLP's activation, as transformers' ACT2FN names it. Gemma configs from before
+  // transformers 4.42 also have hidden_activation, which their MLP read first; "gelu" in a Gemma
+  // config means the tanh approximation (GemmaConfig rewrites it so), elsewhere the exact erf
+  // GELU, which peftrun does not implement.
+  void read_activation() {
+    const bool gemma = out_.model_type == "gemma";
+    std::string key = "hidden_act";
+    const YAML::Node* v = nullptr;
+    if (gemma) {
+      v = find_optional("hidden_activation");
+      if (v != nullptr) key = "hidden_activation";
+    }
+    if (v == nullptr) v = find_optional("hidden_act");
+    out_.shape.mlp_activation = gemma ? MlpActivation::kGeluTanh : MlpActivation::kSilu;
+    if (v == nullptr) return;
+    std::string act;
+    if (!read_string(*v, key, act)) return;
+    if (act == "silu" || act == "swish") {
+      out_.shape.mlp_activation = MlpActivation::kSilu;
+    } else if (act == "gelu_pytorch_tanh" || act == "gelu_new" || (gemma && act == "gelu")) {
+      out_.shape.mlp_activation = MlpActivation::kGeluTanh;
+    } else {
+      error(v->Mark(), key,
+            "got \"" + act +
+                "\", expected \"silu\" or \"gelu_pytorch_tanh\" (peftrun's gated MLP computes "
+                "SwiGLU or GeGLU with GELU's tanh approximation)");
+      return;
+    }
+    set_source_of("model.mlp_activation", key, *v);
   }
 
   // transformers: head_dim if given (and not null), else hidden_size // num_attention_heads. A
@@ -487,7 +526,8 @@ class JsonConfigReader {
     const bool derivable =
         have_["hidden_size"] && have_["num_attention_heads"] && m.dim % m.n_heads == 0;
     const int quotient = derivable ? m.dim / m.n_heads : 0;
-    int head_dim = out_.model_type == "qwen3" ? 128 : 0;  // Qwen3Config's default when absent
+    // Qwen3Config's and GemmaConfig's defaults when absent.
+    int head_dim = out_.model_type == "qwen3" ? 128 : out_.model_type == "gemma" ? 256 : 0;
     const YAML::Node* v = find_optional("head_dim");
     if (v != nullptr) {
       if (!read_int(*v, "head_dim", head_dim)) return;
@@ -510,6 +550,11 @@ class JsonConfigReader {
       mask = kQ | kK | kV;  // Qwen2Attention: q/k/v with bias, o_proj without, whatever the config
     } else if (out_.model_type == "qwen3") {
       bool flag = false;  // Qwen3Attention: q/k/v/o with attention_bias; the MLP never has one
+      if (const YAML::Node* v = find_optional("attention_bias")) {
+        if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
+      }
+    } else if (out_.model_type == "gemma") {
+      bool flag = false;  // GemmaAttention: q/k/v/o with attention_bias; the MLP never has one
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
       }
@@ -614,6 +659,9 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.rope_truncate = from.rope_truncate;
   to.tie_embeddings = from.tie_embeddings;
   to.qk_norm = from.qk_norm;
+  to.mlp_activation = from.mlp_activation;
+  to.norm_one_plus_weight = from.norm_one_plus_weight;
+  to.scale_embeddings = from.scale_embeddings;
   to.norm_eps = from.norm_eps;
   to.proj_bias_mask = from.proj_bias_mask;
 }

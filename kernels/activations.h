@@ -36,17 +36,50 @@ PEFTRUN_HD T silu_grad(T x) {
   return silu_grad_from_sigmoid(x, sigmoid(x));
 }
 
-// SwiGLU pieces: out = silu(g) * u ; d/dg = dout * u * silu'(g) ; d/du = dout * silu(g).
+// GELU's tanh approximation (PyTorch's gelu(approximate="tanh"), HF's "gelu_pytorch_tanh"):
+// 0.5 x (1 + tanh(u)) with u = sqrt(2 / pi) (x + 0.044715 x^3). As 1 + tanh(u) = 2 sigmoid(2u),
+// it is evaluated as x sigmoid(2u): the overflow-safe sigmoid above, and no cancellation in
+// 1 + tanh(u) where u << 0.
 template <typename T>
-PEFTRUN_HD T swiglu(T g, T u) {
-  return silu(g) * u;
+PEFTRUN_HD T gelu_tanh_two_u(T x) {
+  const T two_k = T(1.5957691216057308);  // 2 sqrt(2 / pi)
+  return two_k * (x + T(0.044715) * x * x * x);
 }
 
 template <typename T>
-PEFTRUN_HD void swiglu_grad(T dout, T g, T u, T* dg, T* du) {
-  const T sig = sigmoid(g);
-  *dg = dout * u * silu_grad_from_sigmoid(g, sig);
-  *du = dout * g * sig;
+PEFTRUN_HD T gelu_tanh(T x) {
+  return x * sigmoid(gelu_tanh_two_u(x));
+}
+
+// d/dx x s(2u) = s + x s (1 - s) d(2u)/dx, with d(2u)/dx = 2 sqrt(2 / pi) (1 + 3 * 0.044715 x^2).
+template <typename T>
+PEFTRUN_HD T gelu_tanh_grad(T x) {
+  const T s = sigmoid(gelu_tanh_two_u(x));
+  const T two_k = T(1.5957691216057308);
+  return s + x * s * (T(1) - s) * two_k * (T(1) + T(0.134145) * x * x);
+}
+
+// The activation of a gated MLP: down(act(gate) * up). SwiGLU (LLaMA, Mistral, Qwen) uses silu,
+// GeGLU (Gemma) GELU's tanh approximation.
+enum class GluActivation { kSilu, kGeluTanh };
+
+// out = act(g) * u
+template <typename T>
+PEFTRUN_HD T glu(GluActivation act, T g, T u) {
+  return (act == GluActivation::kSilu ? silu(g) : gelu_tanh(g)) * u;
+}
+
+// d/dg = dout * u * act'(g) ; d/du = dout * act(g).
+template <typename T>
+PEFTRUN_HD void glu_grad(GluActivation act, T dout, T g, T u, T* dg, T* du) {
+  if (act == GluActivation::kSilu) {
+    const T sig = sigmoid(g);
+    *dg = dout * u * silu_grad_from_sigmoid(g, sig);
+    *du = dout * g * sig;
+  } else {
+    *dg = dout * u * gelu_tanh_grad(g);
+    *du = dout * gelu_tanh(g);
+  }
 }
 
 }  // namespace peftrun

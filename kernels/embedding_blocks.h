@@ -11,7 +11,8 @@
 
 namespace peftrun::blocks {
 
-// out[i, d] = table[tokens[i], d] converted from fp16 to the activation dtype; one thread per
+// out[i, d] = table[tokens[i], d] converted from fp16 to the activation dtype (then times scale,
+// rounded to that dtype again, when scale != 1); one thread per
 // output element, grid-stride. A token id outside [0, vocab) (which the data loader should have
 // refused) yields a NaN row, so --debug's non-finite check names it instead of reading out of
 // bounds.
@@ -23,6 +24,7 @@ struct EmbeddingForward {
   Span<const half_bits> table;      // [vocab, dim]
   Span<E> out;                      // [n, dim]
   int n, dim, vocab;
+  float scale;
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char>) const {
@@ -33,7 +35,9 @@ struct EmbeddingForward {
       const float v = (tok >= 0 && tok < vocab)
                           ? F16Storage::to_float(table[static_cast<std::size_t>(tok) * dim + d])
                           : float_nan();
-      out[static_cast<std::size_t>(e)] = St::from_float(v);
+      const E row_value = St::from_float(v);
+      out[static_cast<std::size_t>(e)] =
+          scale == 1.0f ? row_value : St::from_float(St::to_float(row_value) * scale);
     }
   }
 };
@@ -41,7 +45,7 @@ struct EmbeddingForward {
 template <class Launcher>
 void launch_embedding_forward(const Launcher& launch, const std::int32_t* tokens,
                               const half_bits* table, void* out, int n, int dim, int vocab,
-                              DType out_dtype) {
+                              float scale, DType out_dtype) {
   require(n >= 0 && dim >= 1 && vocab >= 1, "embedding_forward",
           "n must be >= 0, dim and vocab >= 1");
   if (n == 0) return;
@@ -54,7 +58,8 @@ void launch_embedding_forward(const Launcher& launch, const std::int32_t* tokens
                                  {static_cast<E*>(out), static_cast<std::size_t>(n) * dim},
                                  n,
                                  dim,
-                                 vocab};
+                                 vocab,
+                                 scale};
     launch("embedding_forward", pointwise_geometry(static_cast<std::int64_t>(n) * dim), k);
   });
 }

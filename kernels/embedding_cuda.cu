@@ -6,8 +6,8 @@
 namespace peftrun::cuda {
 
 void embedding_forward(const std::int32_t* tokens, const half_bits* table, void* out, int n,
-                       int dim, int vocab, DType out_dtype, Stream stream) {
-  blocks::launch_embedding_forward(CudaLauncher(stream), tokens, table, out, n, dim, vocab,
+                       int dim, int vocab, float scale, DType out_dtype, Stream stream) {
+  blocks::launch_embedding_forward(CudaLauncher(stream), tokens, table, out, n, dim, vocab, scale,
                                    out_dtype);
 }
 

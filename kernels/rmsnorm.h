@@ -1,4 +1,5 @@
-// RMSNorm over the last dimension (LLaMA): y = x / sqrt(mean(x^2) + eps) * weight.
+// RMSNorm over the last dimension (LLaMA): y = x / sqrt(mean(x^2) + eps) * weight; with
+// weight_offset 1 the scale is (1 + weight), as Gemma's norms (0 for every other model).
 //
 // x, y, dy, dx: [rows, dim]; weight: [dim] (frozen); rstd: [rows], saved by forward for backward.
 // The norm weight is part of the frozen base, so backward produces only dx (overwritten).
@@ -11,11 +12,12 @@
 namespace peftrun::cpu {
 
 template <typename T>
-void rmsnorm_forward(const T* x, const T* weight, T* y, T* rstd, int rows, int dim, T eps);
+void rmsnorm_forward(const T* x, const T* weight, T weight_offset, T* y, T* rstd, int rows, int dim,
+                     T eps);
 
 template <typename T>
-void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, T* dx, int rows,
-                      int dim);
+void rmsnorm_backward(const T* dy, const T* x, const T* weight, T weight_offset, const T* rstd,
+                      T* dx, int rows, int dim);
 
 }  // namespace peftrun::cpu
 
@@ -24,10 +26,10 @@ void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, T
 // (rmsnorm_math.h). y may alias x and dx may alias dy.
 namespace peftrun::cuda {
 
-void rmsnorm_forward(const void* x, const half_bits* weight, void* y, float* rstd, int rows,
-                     int dim, float eps, DType dtype, Stream stream);
+void rmsnorm_forward(const void* x, const half_bits* weight, float weight_offset, void* y,
+                     float* rstd, int rows, int dim, float eps, DType dtype, Stream stream);
 
-void rmsnorm_backward(const void* dy, const void* x, const half_bits* weight, const float* rstd,
-                      void* dx, int rows, int dim, DType dtype, Stream stream);
+void rmsnorm_backward(const void* dy, const void* x, const half_bits* weight, float weight_offset,
+                      const float* rstd, void* dx, int rows, int dim, DType dtype, Stream stream);
 
 }  // namespace peftrun::cuda

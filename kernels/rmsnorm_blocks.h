@@ -31,7 +31,7 @@ inline LaunchGeometry rmsnorm_geometry(int rows) {
   return g;
 }
 
-// y[r, :] = x[r, :] * rstd[r] * w,  rstd[r] = 1 / sqrt(mean(x[r, :]^2) + eps).
+// y[r, :] = x[r, :] * rstd[r] * (w_offset + w),  rstd[r] = 1 / sqrt(mean(x[r, :]^2) + eps).
 template <class St>
 struct RmsNormForward {
   using E = typename St::Elem;
@@ -42,6 +42,7 @@ struct RmsNormForward {
   Span<float> rstd;         // [rows]
   int dim;
   float eps;
+  float w_offset;  // 0, or 1 for Gemma's (1 + w)
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
@@ -56,14 +57,16 @@ struct RmsNormForward {
     const float rs = rmsnorm_rstd(block_sum(ctx, scratch, ss), dim, eps);
     if (ctx.thread() == 0) rstd[static_cast<std::size_t>(ctx.block_x())] = rs;
     for (int i = ctx.thread(); i < dim; i += ctx.threads()) {
-      const float wi = F16Storage::to_float(w[static_cast<std::size_t>(i)]);
+      const float wi =
+          rmsnorm_weight(w_offset, F16Storage::to_float(w[static_cast<std::size_t>(i)]));
       y[row + i] = St::from_float(rmsnorm_scale(St::to_float(x[row + i]), rs, wi));
     }
   }
 };
 
-// dx[r, :] = rstd dy w - (sum(dy w x) / dim * rstd^3) x. Every element of a row is read before
-// the block's barrier and written after it by the thread that read it, so dx may alias dy.
+// dx[r, :] = rstd dy w - (sum(dy w x) / dim * rstd^3) x, w = w_offset + the weight. Every element
+// of a row is read before the block's barrier and written after it by the thread that read it, so
+// dx may alias dy.
 template <class St>
 struct RmsNormBackward {
   using E = typename St::Elem;
@@ -73,6 +76,7 @@ struct RmsNormBackward {
   Span<const float> rstd;   // [rows]
   Span<E> dx;               // [rows, dim]
   int dim;
+  float w_offset;
 
   template <class Ctx>
   PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char> smem) const {
@@ -81,13 +85,15 @@ struct RmsNormBackward {
     const std::size_t row = static_cast<std::size_t>(ctx.block_x()) * dim;
     float dot = 0.0f;
     for (int i = ctx.thread(); i < dim; i += ctx.threads()) {
-      const float wi = F16Storage::to_float(w[static_cast<std::size_t>(i)]);
+      const float wi =
+          rmsnorm_weight(w_offset, F16Storage::to_float(w[static_cast<std::size_t>(i)]));
       dot += St::to_float(dy[row + i]) * wi * St::to_float(x[row + i]);
     }
     const float rs = rstd[static_cast<std::size_t>(ctx.block_x())];
     const float c = rmsnorm_dx_coef(block_sum(ctx, scratch, dot), dim, rs);
     for (int i = ctx.thread(); i < dim; i += ctx.threads()) {
-      const float wi = F16Storage::to_float(w[static_cast<std::size_t>(i)]);
+      const float wi =
+          rmsnorm_weight(w_offset, F16Storage::to_float(w[static_cast<std::size_t>(i)]));
       dx[row + i] = St::from_float(
           rmsnorm_dx(rs, St::to_float(dy[row + i]), wi, c, St::to_float(x[row + i])));
     }
@@ -99,8 +105,9 @@ inline void check_rmsnorm_shape(const char* op, int rows, int dim) {
 }
 
 template <class Launcher>
-void launch_rmsnorm_forward(const Launcher& launch, const void* x, const half_bits* weight, void* y,
-                            float* rstd, int rows, int dim, float eps, DType dtype) {
+void launch_rmsnorm_forward(const Launcher& launch, const void* x, const half_bits* weight,
+                            float weight_offset, void* y, float* rstd, int rows, int dim, float eps,
+                            DType dtype) {
   check_rmsnorm_shape("rmsnorm_forward", rows, dim);
   if (rows == 0) return;
   require(x && weight && y && rstd, "rmsnorm_forward", "null tensor");
@@ -113,15 +120,16 @@ void launch_rmsnorm_forward(const Launcher& launch, const void* x, const half_bi
                                {static_cast<E*>(y), n},
                                {rstd, static_cast<std::size_t>(rows)},
                                dim,
-                               eps};
+                               eps,
+                               weight_offset};
     launch("rmsnorm_forward", rmsnorm_geometry(rows), k);
   });
 }
 
 template <class Launcher>
 void launch_rmsnorm_backward(const Launcher& launch, const void* dy, const void* x,
-                             const half_bits* weight, const float* rstd, void* dx, int rows,
-                             int dim, DType dtype) {
+                             const half_bits* weight, float weight_offset, const float* rstd,
+                             void* dx, int rows, int dim, DType dtype) {
   check_rmsnorm_shape("rmsnorm_backward", rows, dim);
   if (rows == 0) return;
   require(dy && x && weight && rstd && dx, "rmsnorm_backward", "null tensor");
@@ -134,7 +142,8 @@ void launch_rmsnorm_backward(const Launcher& launch, const void* dy, const void*
                                 {weight, static_cast<std::size_t>(dim)},
                                 {rstd, static_cast<std::size_t>(rows)},
                                 {static_cast<E*>(dx), n},
-                                dim};
+                                dim,
+                                weight_offset};
     launch("rmsnorm_backward", rmsnorm_geometry(rows), k);
   });
 }

@@ -5,14 +5,16 @@
 
 namespace peftrun::cuda {
 
-void rmsnorm_forward(const void* x, const half_bits* weight, void* y, float* rstd, int rows,
-                     int dim, float eps, DType dtype, Stream stream) {
-  blocks::launch_rmsnorm_forward(CudaLauncher(stream), x, weight, y, rstd, rows, dim, eps, dtype);
+void rmsnorm_forward(const void* x, const half_bits* weight, float weight_offset, void* y,
+                     float* rstd, int rows, int dim, float eps, DType dtype, Stream stream) {
+  blocks::launch_rmsnorm_forward(CudaLauncher(stream), x, weight, weight_offset, y, rstd, rows, dim,
+                                 eps, dtype);
 }
 
-void rmsnorm_backward(const void* dy, const void* x, const half_bits* weight, const float* rstd,
-                      void* dx, int rows, int dim, DType dtype, Stream stream) {
-  blocks::launch_rmsnorm_backward(CudaLauncher(stream), dy, x, weight, rstd, dx, rows, dim, dtype);
+void rmsnorm_backward(const void* dy, const void* x, const half_bits* weight, float weight_offset,
+                      const float* rstd, void* dx, int rows, int dim, DType dtype, Stream stream) {
+  blocks::launch_rmsnorm_backward(CudaLauncher(stream), dy, x, weight, weight_offset, rstd, dx,
+                                  rows, dim, dtype);
 }
 
 }  // namespace peftrun::cuda

@@ -15,6 +15,13 @@ PEFTRUN_HD Acc rmsnorm_rstd(Acc sum_sq, int dim, Acc eps) {
   return Acc(1) / std::sqrt(sum_sq / dim + eps);
 }
 
+// The scale a weight stands for: w itself (LLaMA: offset 0) or 1 + w (Gemma stores its norm
+// weights around 0 and scales by 1 + w; transformers adds the two in fp32, as here).
+template <typename T>
+PEFTRUN_HD T rmsnorm_weight(T offset, T w) {
+  return offset + w;
+}
+
 // y = x * rstd * w (in this order, as the CPU has always evaluated it).
 template <typename T>
 PEFTRUN_HD T rmsnorm_scale(T x, T rstd, T w) {

@@ -9,9 +9,9 @@
 #include "tests/gpu/cross_entropy_cases.h"
 #include "tests/gpu/elementwise_cases.h"
 #include "tests/gpu/embedding_cases.h"
+#include "tests/gpu/glu_cases.h"
 #include "tests/gpu/rmsnorm_cases.h"
 #include "tests/gpu/rope_cases.h"
-#include "tests/gpu/swiglu_cases.h"
 #include "tests/support/emulated_env.h"
 
 namespace peftrun::gpu_testing {
@@ -41,13 +41,15 @@ TEST(EmulatedCrossEntropyRows, ReversedThreadOrder) {
 class EmulatedRmsNorm : public ::testing::TestWithParam<RmsNormCase> {};
 TEST_P(EmulatedRmsNorm, MatchesCpuTwin) {
   emu::EmuEnv env;
-  for (const DType dt : kAllDTypes) check_rmsnorm(env, GetParam(), dt);
+  for (const float offset : {0.0f, 1.0f}) {
+    for (const DType dt : kAllDTypes) check_rmsnorm(env, GetParam(), dt, offset);
+  }
 }
 INSTANTIATE_TEST_SUITE_P(Cases, EmulatedRmsNorm, ::testing::ValuesIn(all_rmsnorm_cases()),
                          name_of<RmsNormCase>);
 TEST(EmulatedRmsNormOrder, ReversedThreadOrder) {
   emu::EmuEnv env(emu::Schedule::kReversed);
-  check_rmsnorm(env, rmsnorm_cases::kDim1000, DType::kF32);
+  check_rmsnorm(env, rmsnorm_cases::kDim1000, DType::kF32, 0.0f);
 }
 
 class EmulatedRope : public ::testing::TestWithParam<RopeCase> {};
@@ -62,13 +64,15 @@ TEST(EmulatedRopeRefusals, OddOrTooLargeHeadDim) {
   check_rope_refusals(env);
 }
 
-class EmulatedSwiglu : public ::testing::TestWithParam<SwigluCase> {};
-TEST_P(EmulatedSwiglu, MatchesCpuTwin) {
+class EmulatedGlu : public ::testing::TestWithParam<GluCase> {};
+TEST_P(EmulatedGlu, MatchesCpuTwin) {
   emu::EmuEnv env;
-  for (const DType dt : kAllDTypes) check_swiglu(env, GetParam(), dt);
+  for (const GluActivation act : kAllGluActivations) {
+    for (const DType dt : kAllDTypes) check_glu(env, GetParam(), act, dt);
+  }
 }
-INSTANTIATE_TEST_SUITE_P(Cases, EmulatedSwiglu, ::testing::ValuesIn(all_swiglu_cases()),
-                         name_of<SwigluCase>);
+INSTANTIATE_TEST_SUITE_P(Cases, EmulatedGlu, ::testing::ValuesIn(all_glu_cases()),
+                         name_of<GluCase>);
 
 class EmulatedAddInPlace : public ::testing::TestWithParam<AddCase> {};
 TEST_P(EmulatedAddInPlace, MatchesCpuTwin) {
@@ -86,7 +90,9 @@ TEST(EmulatedZeroMaskedRows, MatchesCpuTwin) {
 class EmulatedEmbedding : public ::testing::TestWithParam<EmbeddingCase> {};
 TEST_P(EmulatedEmbedding, MatchesCpuTwin) {
   emu::EmuEnv env;
-  for (const DType dt : kAllDTypes) check_embedding(env, GetParam(), dt);
+  for (const float scale : kEmbeddingScales) {
+    for (const DType dt : kAllDTypes) check_embedding(env, GetParam(), dt, scale);
+  }
 }
 INSTANTIATE_TEST_SUITE_P(Cases, EmulatedEmbedding, ::testing::ValuesIn(all_embedding_cases()),
                          name_of<EmbeddingCase>);

@@ -342,6 +342,17 @@ TEST(GoldenVariant, Qwen3WithQkNormAndTiedEmbeddingsMatchesTransformers) {
   check_variant_forward("qwen3");
 }
 
+TEST(GoldenVariant, GemmaWithGeGluOnePlusWeightNormsAndScaledEmbeddingsMatchesTransformers) {
+  const Config cfg = golden_config("variants/gemma", plain_lora_config());
+  EXPECT_EQ(cfg.model.mlp_activation, MlpActivation::kGeluTanh);
+  EXPECT_TRUE(cfg.model.norm_one_plus_weight);
+  EXPECT_TRUE(cfg.model.scale_embeddings);
+  EXPECT_TRUE(cfg.model.tie_embeddings);
+  EXPECT_EQ(cfg.model.head_dim(), 32);
+  EXPECT_EQ(cfg.model.n_kv_heads, 1);
+  check_variant_forward("gemma");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

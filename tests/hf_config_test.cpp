@@ -334,6 +334,71 @@ TEST(HfConfigJson, Qwen3HasQkNormItsOwnHeadDimAndNoBiases) {
   EXPECT_FALSE(parse(kSmolLm).shape.qk_norm);
 }
 
+// google/gemma-2b's config.json: the legacy hidden_act "gelu" beside hidden_activation, a head
+// wider than hidden_size / heads, one KV head, tied embeddings by default.
+const Fields kGemma = {{"architectures", "[\"GemmaForCausalLM\"]"},
+                       {"attention_bias", "false"},
+                       {"attention_dropout", "0.0"},
+                       {"bos_token_id", "2"},
+                       {"eos_token_id", "1"},
+                       {"head_dim", "256"},
+                       {"hidden_act", "\"gelu\""},
+                       {"hidden_activation", "\"gelu_pytorch_tanh\""},
+                       {"hidden_size", "2048"},
+                       {"initializer_range", "0.02"},
+                       {"intermediate_size", "16384"},
+                       {"max_position_embeddings", "8192"},
+                       {"model_type", "\"gemma\""},
+                       {"num_attention_heads", "8"},
+                       {"num_hidden_layers", "18"},
+                       {"num_key_value_heads", "1"},
+                       {"pad_token_id", "0"},
+                       {"rms_norm_eps", "1e-06"},
+                       {"rope_scaling", "null"},
+                       {"rope_theta", "10000.0"},
+                       {"torch_dtype", "\"bfloat16\""},
+                       {"vocab_size", "256000"}};
+
+TEST(HfConfigJson, GemmaHasGeGluOnePlusWeightNormsAndScaledEmbeddings) {
+  const HfModelConfig hf = parse(kGemma, 4096);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  EXPECT_EQ(hf.model_type, "gemma");
+  EXPECT_EQ(hf.shape.mlp_activation, MlpActivation::kGeluTanh);
+  EXPECT_TRUE(hf.shape.norm_one_plus_weight);
+  EXPECT_TRUE(hf.shape.scale_embeddings);
+  EXPECT_FALSE(hf.shape.qk_norm);
+  EXPECT_EQ(hf.shape.head_dim(), 256);
+  EXPECT_EQ(hf.shape.n_kv_heads, 1);
+  EXPECT_EQ(hf.shape.proj_bias_mask, 0u);
+  EXPECT_TRUE(hf.shape.tie_embeddings);  // absent: GemmaConfig's default
+  // GemmaConfig's defaults and transformers 5's single key: head_dim 256, hidden_act alone.
+  const HfModelConfig bare = parse(with(without(without(kGemma, "head_dim"), "hidden_activation"),
+                                        "hidden_act", "\"gelu_pytorch_tanh\""));
+  ASSERT_TRUE(bare.ok()) << all_errors(bare.errors);
+  EXPECT_EQ(bare.shape, hf.shape);
+  // "gelu" alone is the tanh approximation in a Gemma config (GemmaConfig rewrites it so) ...
+  const HfModelConfig legacy = parse(without(kGemma, "hidden_activation"));
+  ASSERT_TRUE(legacy.ok()) << all_errors(legacy.errors);
+  EXPECT_EQ(legacy.shape.mlp_activation, MlpActivation::kGeluTanh);
+  // ... and hidden_activation, which the MLP read first, is checked like hidden_act.
+  const HfModelConfig exact = parse(with(kGemma, "hidden_activation", "\"gelu_fast\""));
+  ASSERT_EQ(exact.errors.size(), 1u);
+  EXPECT_EQ(exact.errors[0].key, "hidden_activation");
+  // Encoder-style attention is refused, not ignored.
+  const HfModelConfig bidirectional = parse(with(kGemma, "use_bidirectional_attention", "true"));
+  ASSERT_EQ(bidirectional.errors.size(), 1u);
+  EXPECT_EQ(bidirectional.errors[0].key, "use_bidirectional_attention");
+  EXPECT_TRUE(parse(with(kGemma, "use_bidirectional_attention", "null")).ok());
+  // attention_bias puts biases on q/k/v/o; a Llama config may use the tanh GELU too.
+  EXPECT_EQ(parse(with(kGemma, "attention_bias", "true")).shape.proj_bias_mask,
+            kQkv | bias_bit(Proj::kO));
+  const HfModelConfig llama = parse(with(kSmolLm, "hidden_act", "\"gelu_pytorch_tanh\""));
+  ASSERT_TRUE(llama.ok()) << all_errors(llama.errors);
+  EXPECT_EQ(llama.shape.mlp_activation, MlpActivation::kGeluTanh);
+  EXPECT_FALSE(llama.shape.norm_one_plus_weight);
+  EXPECT_FALSE(llama.shape.scale_embeddings);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
@@ -575,8 +640,8 @@ Fields duplicated(Fields fields, const std::string& key, const std::string& valu
 
 std::vector<HfBadCase> bad_cases() {
   return {
-      bad("UnknownModelType", with(kSmolLm, "model_type", "\"gemma\""), "model_type",
-          "unknown model type 'gemma', expected one of llama, mistral, qwen2"),
+      bad("UnknownModelType", with(kSmolLm, "model_type", "\"gemma2\""), "model_type",
+          "unknown model type 'gemma2', expected one of llama, mistral, qwen2, qwen3, gemma"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",
@@ -820,8 +885,9 @@ TEST_F(HfConfigHook, ConfigJsonProblemsAreReportedOnceWithTheirPosition) {
   const ConfigLoadResult r = load("  dim: 576\n", {"data.seq_len=1024"}, gelu);
   ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
   EXPECT_EQ(r.errors[0].format(), config_json() + ":" + pos(gelu, "hidden_act") +
-                                      ": hidden_act: got \"gelu\", expected \"silu\" (peftrun's "
-                                      "MLP is SwiGLU)");
+                                      ": hidden_act: got \"gelu\", expected \"silu\" or "
+                                      "\"gelu_pytorch_tanh\" (peftrun's gated MLP computes SwiGLU "
+                                      "or GeGLU with GELU's tanh approximation)");
 }
 
 TEST_F(HfConfigHook, ConfigJsonErrorsComeAfterTheYamlOnes) {

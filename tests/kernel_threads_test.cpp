@@ -16,12 +16,12 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/dora.h"
 #include "kernels/elementwise.h"
+#include "kernels/glu.h"
 #include "kernels/half.h"
 #include "kernels/parallel.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/rope_frequencies.h"
-#include "kernels/swiglu.h"
 
 namespace peftrun::cpu {
 namespace {
@@ -95,8 +95,9 @@ TEST_F(KernelThreads, CrossEntropyAndSwiGluAreBitIdenticalAcrossThreadCounts) {
     out->assign(gate.size(), 0.0f);
     dg->assign(gate.size(), 0.0f);
     du->assign(gate.size(), 0.0f);
-    swiglu_forward(gate.data(), up.data(), out->data(), gate.size());
-    swiglu_backward(dout.data(), gate.data(), up.data(), dg->data(), du->data(), gate.size());
+    glu_forward(GluActivation::kSilu, gate.data(), up.data(), out->data(), gate.size());
+    glu_backward(GluActivation::kSilu, dout.data(), gate.data(), up.data(), dg->data(), du->data(),
+                 gate.size());
     return loss;
   };
   std::vector<float> g1, o1, dg1, du1, g2, o2, dg2, du2;
@@ -198,8 +199,8 @@ TEST_F(KernelThreads, RmsNormRopeAndResidualAddAreBitIdenticalAcrossThreadCounts
   auto run = [&](int threads) {
     set_kernel_threads(threads);
     std::vector<float> y(n), rstd(rows), dx(n);
-    rmsnorm_forward(x.data(), w.data(), y.data(), rstd.data(), rows, dim, 1e-5f);
-    rmsnorm_backward(dy.data(), x.data(), w.data(), rstd.data(), dx.data(), rows, dim);
+    rmsnorm_forward(x.data(), w.data(), 0.0f, y.data(), rstd.data(), rows, dim, 1e-5f);
+    rmsnorm_backward(dy.data(), x.data(), w.data(), 0.0f, rstd.data(), dx.data(), rows, dim);
     add_inplace(dx.data(), x.data(), n);
     std::vector<std::int32_t> pos(rows);
     for (int t = 0; t < rows; ++t) pos[t] = (t * 37) % 500;

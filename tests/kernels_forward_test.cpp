@@ -16,12 +16,12 @@
 #include "kernels/cross_entropy.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
+#include "kernels/glu.h"
 #include "kernels/half.h"
 #include "kernels/lora_linear.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/rope_frequencies.h"
-#include "kernels/swiglu.h"
 
 namespace peftrun::cpu {
 namespace {
@@ -253,13 +253,18 @@ TEST(RmsNormForward, MatchesNaive) {
   const double eps = 1e-6;
   const Vec x = randn(rows * dim, 20, 3.0), w = randn(dim, 21);
   Vec y(x.size()), rstd(rows);
-  rmsnorm_forward(x.data(), w.data(), y.data(), rstd.data(), rows, dim, eps);
+  rmsnorm_forward(x.data(), w.data(), 0.0, y.data(), rstd.data(), rows, dim, eps);
+  Vec y1(x.size());  // Gemma's (1 + w)
+  rmsnorm_forward(x.data(), w.data(), 1.0, y1.data(), rstd.data(), rows, dim, eps);
   for (int r = 0; r < rows; ++r) {
     double ms = 0.0;
     for (int i = 0; i < dim; ++i) ms += x[r * dim + i] * x[r * dim + i];
     const double rs = 1.0 / std::sqrt(ms / dim + eps);
     EXPECT_NEAR(rstd[r], rs, 1e-15 * rs);
-    for (int i = 0; i < dim; ++i) EXPECT_NEAR(y[r * dim + i], x[r * dim + i] * rs * w[i], 1e-14);
+    for (int i = 0; i < dim; ++i) {
+      EXPECT_NEAR(y[r * dim + i], x[r * dim + i] * rs * w[i], 1e-14);
+      EXPECT_NEAR(y1[r * dim + i], x[r * dim + i] * rs * (1.0 + w[i]), 1e-14);
+    }
   }
 }
 
@@ -342,9 +347,38 @@ TEST(SwiGluForward, MatchesFormula) {
   const std::size_t n = 50;
   const Vec g = randn(n, 40, 5.0), u = randn(n, 41);
   Vec out(n);
-  swiglu_forward(g.data(), u.data(), out.data(), n);
+  glu_forward(GluActivation::kSilu, g.data(), u.data(), out.data(), n);
   for (std::size_t i = 0; i < n; ++i) {
     EXPECT_NEAR(out[i], g[i] / (1.0 + std::exp(-g[i])) * u[i], 1e-14 * (1 + std::abs(g[i])));
+  }
+}
+
+// GeGLU against PyTorch's own formula for gelu(approximate="tanh"), in double, and in float
+// against that double value (the x sigmoid(2u) form has no cancellation for u << 0).
+TEST(GeGluForward, MatchesPyTorchTanhFormula) {
+  const std::size_t n = 64;
+  const Vec g = randn(n, 42, 4.0), u = randn(n, 43);
+  Vec out(n);
+  glu_forward(GluActivation::kGeluTanh, g.data(), u.data(), out.data(), n);
+  std::vector<float> gf(g.begin(), g.end()), uf(u.begin(), u.end()), outf(n);
+  glu_forward(GluActivation::kGeluTanh, gf.data(), uf.data(), outf.data(), n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const double x = g[i];
+    const double inner = std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x);
+    const double want = 0.5 * x * (1.0 + std::tanh(inner)) * u[i];
+    EXPECT_NEAR(out[i], want, 1e-14 * (1 + std::abs(want))) << x;
+    const double x32 = gf[i];
+    const double want32 =
+        0.5 * x32 * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (x32 + 0.044715 * x32 * x32 * x32))) *
+        uf[i];
+    EXPECT_NEAR(outf[i], want32, 1e-6 * std::abs(want32) + 1e-9 * std::abs(uf[i])) << x;
+  }
+  // Tails: gelu(x) -> x for x >> 0 and -> -0 for x << 0, with no overflow.
+  EXPECT_EQ(gelu_tanh(30.0f), 30.0f);
+  EXPECT_EQ(gelu_tanh(-30.0f), 0.0f);
+  for (float x : {-1e4f, -100.0f, 100.0f, 1e4f}) {
+    EXPECT_TRUE(std::isfinite(gelu_tanh(x))) << x;
+    EXPECT_TRUE(std::isfinite(gelu_tanh_grad(x))) << x;
   }
 }
 
@@ -436,9 +470,14 @@ TEST(EmbeddingForward, CopiesTableRows) {
   const Vec table = randn(vocab * dim, 60);
   const std::vector<std::int32_t> tokens = {3, 0, 9, 3};
   Vec out(tokens.size() * dim);
-  embedding_forward(tokens.data(), table.data(), out.data(), 4, dim);
+  embedding_forward(tokens.data(), table.data(), out.data(), 4, dim, 1.0);
   for (std::size_t i = 0; i < tokens.size(); ++i) {
     for (int j = 0; j < dim; ++j) EXPECT_EQ(out[i * dim + j], table[tokens[i] * dim + j]);
+  }
+  // Gemma's normalizer: every row times the scale.
+  embedding_forward(tokens.data(), table.data(), out.data(), 4, dim, 2.5);
+  for (std::size_t i = 0; i < tokens.size(); ++i) {
+    for (int j = 0; j < dim; ++j) EXPECT_EQ(out[i * dim + j], table[tokens[i] * dim + j] * 2.5);
   }
 }
 
@@ -525,29 +564,34 @@ TEST(KernelPrecision, AttentionFloatMatchesDouble) {
 }
 
 template <typename T>
-Vec run_rmsnorm_rope_swiglu(const Vec& x, const Vec& w, const Vec& dy, const Vec& up) {
+Vec run_rmsnorm_rope_glu(GluActivation act, const Vec& x, const Vec& w, const Vec& dy,
+                         const Vec& up) {
   const int rows = 6, dim = 32;
   const std::vector<std::int32_t> pos = {0, 1, 2, 300, 4, 5};
   auto xt = cast<T>(x), wt = cast<T>(w), dyt = cast<T>(dy), ut = cast<T>(up);
   std::vector<T> y(x.size()), rstd(rows), dx(x.size()), s(x.size()), dg(x.size()), du(x.size());
-  rmsnorm_forward(xt.data(), wt.data(), y.data(), rstd.data(), rows, dim, T(1e-5));
-  rmsnorm_backward(dyt.data(), xt.data(), wt.data(), rstd.data(), dx.data(), rows, dim);
+  // Gemma's (1 + w) scale for GeGLU, LLaMA's w for SwiGLU: both norm variants.
+  const T offset = act == GluActivation::kSilu ? T(0) : T(1);
+  rmsnorm_forward(xt.data(), wt.data(), offset, y.data(), rstd.data(), rows, dim, T(1e-5));
+  rmsnorm_backward(dyt.data(), xt.data(), wt.data(), offset, rstd.data(), dx.data(), rows, dim);
   const std::vector<float> inv_freq = rope_inverse_frequencies(dim / 2, {10000.0});
   rope_forward(y.data(), pos.data(), rows, 2, dim / 2, inv_freq.data(), 1.0f);
-  swiglu_forward(y.data(), ut.data(), s.data(), x.size());
-  swiglu_backward(dyt.data(), y.data(), ut.data(), dg.data(), du.data(), x.size());
+  glu_forward(act, y.data(), ut.data(), s.data(), x.size());
+  glu_backward(act, dyt.data(), y.data(), ut.data(), dg.data(), du.data(), x.size());
   rope_backward(dg.data(), pos.data(), rows, 2, dim / 2, inv_freq.data(), 1.0f);
   Vec all;
   for (const auto* g : {&y, &dx, &s, &dg, &du}) all.insert(all.end(), g->begin(), g->end());
   return all;
 }
 
-TEST(KernelPrecision, RmsNormRopeSwiGluFloatMatchDouble) {
+TEST(KernelPrecision, RmsNormRopeGluFloatMatchDouble) {
   const Vec x = randn(6 * 32, 90), w = randn(32, 91), dy = randn(6 * 32, 92);
   const Vec up = randn(6 * 32, 93);
-  EXPECT_LT(rel_diff(run_rmsnorm_rope_swiglu<float>(x, w, dy, up),
-                     run_rmsnorm_rope_swiglu<double>(x, w, dy, up)),
-            kFloatRel);
+  for (const GluActivation act : {GluActivation::kSilu, GluActivation::kGeluTanh}) {
+    EXPECT_LT(rel_diff(run_rmsnorm_rope_glu<float>(act, x, w, dy, up),
+                       run_rmsnorm_rope_glu<double>(act, x, w, dy, up)),
+              kFloatRel);
+  }
 }
 
 template <typename T>

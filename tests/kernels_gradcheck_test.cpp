@@ -18,11 +18,11 @@
 
 #include "kernels/attention.h"
 #include "kernels/cross_entropy.h"
+#include "kernels/glu.h"
 #include "kernels/lora_linear.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
 #include "kernels/rope_frequencies.h"
-#include "kernels/swiglu.h"
 
 namespace peftrun::cpu {
 namespace {
@@ -43,14 +43,16 @@ TEST(RmsNormGradcheck, DxMatchesFiniteDifferences) {
   const Vec c = randn(rows * dim, 3);
   Vec y(x.size()), rstd(rows);
 
-  auto loss = [&] {
-    rmsnorm_forward(x.data(), w.data(), y.data(), rstd.data(), rows, dim, eps);
-    return dot(c, y);
-  };
-  loss();  // fills rstd for backward
-  Vec dx(x.size());
-  rmsnorm_backward(c.data(), x.data(), w.data(), rstd.data(), dx.data(), rows, dim);
-  EXPECT_LT(finite_difference_rel_error(x, dx, loss), kMaxRel);
+  for (const double offset : {0.0, 1.0}) {  // LLaMA's w, Gemma's 1 + w
+    auto loss = [&] {
+      rmsnorm_forward(x.data(), w.data(), offset, y.data(), rstd.data(), rows, dim, eps);
+      return dot(c, y);
+    };
+    loss();  // fills rstd for backward
+    Vec dx(x.size());
+    rmsnorm_backward(c.data(), x.data(), w.data(), offset, rstd.data(), dx.data(), rows, dim);
+    EXPECT_LT(finite_difference_rel_error(x, dx, loss), kMaxRel) << "offset " << offset;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -138,20 +140,28 @@ TEST(AttentionGradcheck, LongSequenceAcrossCausalRowBlocks) {
 // SwiGLU
 // ---------------------------------------------------------------------------------------------
 
-TEST(SwiGluGradcheck, DgateAndDupMatchFiniteDifferences) {
+void check_glu_gradients(GluActivation act) {
   const std::size_t n = 64;
   Vec gate = randn(n, 21, 4.0);  // wide range: both tails of the sigmoid
   Vec up = randn(n, 22);
   const Vec c = randn(n, 23);
   Vec out(n);
   auto loss = [&] {
-    swiglu_forward(gate.data(), up.data(), out.data(), n);
+    glu_forward(act, gate.data(), up.data(), out.data(), n);
     return dot(c, out);
   };
   Vec dgate(n), dup(n);
-  swiglu_backward(c.data(), gate.data(), up.data(), dgate.data(), dup.data(), n);
+  glu_backward(act, c.data(), gate.data(), up.data(), dgate.data(), dup.data(), n);
   EXPECT_LT(finite_difference_rel_error(gate, dgate, loss), kMaxRel) << "dgate";
   EXPECT_LT(finite_difference_rel_error(up, dup, loss), kMaxRel) << "dup";
+}
+
+TEST(SwiGluGradcheck, DgateAndDupMatchFiniteDifferences) {
+  check_glu_gradients(GluActivation::kSilu);
+}
+
+TEST(GeGluGradcheck, DgateAndDupMatchFiniteDifferences) {
+  check_glu_gradients(GluActivation::kGeluTanh);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -77,8 +77,12 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
     base_dir = write_qwen2_base(d / "base");
     model_yaml = "  path: " + base_dir + "\n";
   } else {
-    model_yaml = random_model_yaml(p.base == "random_tied");
+    model_yaml = random_model_yaml(p.base == "random_tied" || p.base == "random_gemma");
     if (p.base == "random_qwen3") model_yaml += "  qk_norm: true\n  head_dim: 24\n";
+    if (p.base == "random_gemma") {
+      model_yaml +=
+          "  mlp_activation: gelu_tanh\n  norm_one_plus_weight: true\n  scale_embeddings: true\n";
+    }
     if (p.base == "random_llama3") {
       model_yaml += "  rope_scaling: llama3\n  rope_factor: 4\n  rope_original_max_seq_len: 16\n";
     }
@@ -109,11 +113,15 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
   EXPECT_EQ(cfg["torch_dtype"], "float16");
   EXPECT_EQ(cfg["model_type"], p.base == "qwen2_f32"      ? "qwen2"
                                : p.base == "random_qwen3" ? "qwen3"
+                               : p.base == "random_gemma" ? "gemma"
                                                           : "llama");
+  if (p.base != "qwen2_f32") {
+    EXPECT_EQ(cfg["hidden_act"], p.base == "random_gemma" ? "gelu_pytorch_tanh" : "silu");
+  }
   if (p.base != "qwen2_f32") {
     EXPECT_EQ(cfg["head_dim"], p.base == "random_qwen3" ? 24 : 16);
   }
-  EXPECT_EQ(cfg["tie_word_embeddings"], p.base == "random_tied");
+  EXPECT_EQ(cfg["tie_word_embeddings"], p.base == "random_tied" || p.base == "random_gemma");
   // A random base's config.json is written from the model's shape, RoPE scaling included (a
   // base from disk keeps its own config.json).
   if (p.base == "random_llama3") {
@@ -129,7 +137,7 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
   EXPECT_EQ(marker["adapter_type"], p.type);
   EXPECT_EQ(marker["merged_modules"], 12);
   SafetensorsReader st((merged / "model.safetensors").string());
-  EXPECT_EQ(st.contains("lm_head.weight"), p.base != "random_tied");
+  EXPECT_EQ(st.contains("lm_head.weight"), p.base != "random_tied" && p.base != "random_gemma");
   EXPECT_EQ(st.metadata().at("format"), "pt");
 
   if (p.base != "qwen2_f32") {
@@ -179,7 +187,7 @@ INSTANTIATE_TEST_SUITE_P(
                       RoundTrip{"dora", "random_tied"}, RoundTrip{"adalora", "random_tied"},
                       RoundTrip{"lora", "qwen2_f32"}, RoundTrip{"dora", "qwen2_f32"},
                       RoundTrip{"adalora", "qwen2_f32"}, RoundTrip{"lora", "random_llama3"},
-                      RoundTrip{"dora", "random_qwen3"}),
+                      RoundTrip{"dora", "random_qwen3"}, RoundTrip{"lora", "random_gemma"}),
     [](const auto& p) { return p.param.type + "_" + p.param.base; });
 
 // The golden base is an fp16 checkpoint transformers wrote: merged to fp16, every tensor nobody

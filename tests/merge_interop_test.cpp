@@ -57,6 +57,7 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
 
   struct Spec {
     std::string name, type, base, tokens, merge_flags;
+    std::string random_extra = "";  // model keys added to a random base's YAML
   };
   const std::vector<Spec> specs = {
       {"lora_llama", "lora", golden + "base", small_tokens, ""},
@@ -67,6 +68,11 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
        "--max-shard-size 30kB"},
       {"dora_qwen2_f32", "dora", qwen2_dir, corpus, ""},
       {"adalora_random", "adalora", "", corpus, ""},
+      {"dora_gemma", "dora", golden + "variants/gemma", small_tokens, ""},
+      // transformers must read the config.json peftrun writes for a Gemma-style random base.
+      {"lora_random_gemma", "lora", "", corpus, "",
+       "  mlp_activation: gelu_tanh\n  norm_one_plus_weight: true\n  scale_embeddings: true\n"
+       "  tie_embeddings: true\n"},
   };
   nlohmann::json cases = nlohmann::json::array();
   for (const Spec& s : specs) {
@@ -74,7 +80,8 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
     fs::create_directories(d);
     const std::string model_yaml =
         s.base.empty() ? "  dim: 64\n  n_layers: 2\n  n_heads: 4\n  n_kv_heads: 2\n  ffn_dim: "
-                         "96\n  vocab_size: 256\n  max_seq_len: 64\n"
+                         "96\n  vocab_size: 256\n  max_seq_len: 64\n" +
+                             s.random_extra
                        : "  path: " + s.base + "\n";
     const MergeCase c = train_merge_case(d, s.type, model_yaml, s.tokens);
     const fs::path merged = d / "merged";

@@ -57,14 +57,16 @@ Tokens random_tokens(int B, int T, int vocab, std::uint64_t seed, bool with_igno
 }
 
 // Checks d(mean loss)/d(every adapter parameter) against central differences.
-// `random_norms`: the layers' norm weights (all 1 in a random base) drawn around 1 instead.
+// `random_norms`: every norm weight (all 1 in a random base, or 0 where the norms scale by
+// 1 + weight) drawn around that value instead, so no norm is the identity.
 BaseWeights base_for(const ModelConfig& m, bool random_norms) {
   BaseWeights base = BaseWeights::random(m, 7);
   if (!random_norms) return base;
   const LayerOffsets& o = base.offsets();
   std::vector<std::vector<half_bits>> layers;
   std::mt19937_64 rng(17);
-  std::uniform_real_distribution<float> around_one(0.5f, 1.5f);
+  const float centre = m.norm_one_plus_weight ? 0.0f : 1.0f;
+  std::uniform_real_distribution<float> around_one(centre - 0.5f, centre + 0.5f);
   for (int l = 0; l < m.n_layers; ++l) {
     std::vector<half_bits> layer(base.layer(l), base.layer(l) + o.total);
     for (const std::size_t at : {o.attn_norm, o.mlp_norm}) {
@@ -77,11 +79,12 @@ BaseWeights base_for(const ModelConfig& m, bool random_norms) {
     }
     layers.push_back(std::move(layer));
   }
+  std::vector<half_bits> final_norm(std::size_t(m.dim));
+  for (half_bits& w : final_norm) w = float_to_half(around_one(rng));
   const std::size_t vd = std::size_t(m.vocab_size) * m.dim;
   return BaseWeights::from_parts(
       m, base.biases(), std::move(layers),
-      std::vector<half_bits>(base.embedding(), base.embedding() + vd),
-      std::vector<half_bits>(base.final_norm(), base.final_norm() + m.dim),
+      std::vector<half_bits>(base.embedding(), base.embedding() + vd), final_norm,
       m.tie_embeddings ? std::vector<half_bits>{}
                        : std::vector<half_bits>(base.lm_head(), base.lm_head() + vd));
 }
@@ -203,6 +206,20 @@ TEST(ModelGradCheck, QkNormBetweenTheProjectionsAndRope) {
   for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora}) {
     TinyModel tm(2, false, 0.0, type);
     tm.m.qk_norm = true;
+    tm.m.explicit_head_dim = 6;
+    check_model_gradients(tm, 0, true, /*random_norms=*/true);
+  }
+}
+
+// Gemma's decoder: GeGLU (GELU's tanh approximation), every RMSNorm scaling by 1 + weight, the
+// embedding rows times sqrt(dim), a tied lm_head reading the unscaled table. Random norm weights
+// around 0, so the offset matters in every norm's backward.
+TEST(ModelGradCheck, GemmaGeGluOnePlusWeightNormsAndScaledEmbeddings) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora, AdapterType::kAdaLora}) {
+    TinyModel tm(2, true, 0.0, type);
+    tm.m.mlp_activation = MlpActivation::kGeluTanh;
+    tm.m.norm_one_plus_weight = true;
+    tm.m.scale_embeddings = true;
     tm.m.explicit_head_dim = 6;
     check_model_gradients(tm, 0, true, /*random_norms=*/true);
   }

@@ -95,13 +95,16 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
   std::cout << r.out;
 }
 
-// The golden Llama base, and Qwen3 (q_norm / k_norm, its own head_dim, tied embeddings).
-INSTANTIATE_TEST_SUITE_P(AllTypes, PeftLoadsPeftrunAdapters,
-                         ::testing::Values(InteropCase{"lora", "base", "lora"},
-                                           InteropCase{"dora", "base", "dora"},
-                                           InteropCase{"adalora", "base", "adalora"},
-                                           InteropCase{"lora", "variants/qwen3", "lora_qwen3"},
-                                           InteropCase{"dora", "variants/qwen3", "dora_qwen3"}),
-                         [](const auto& p) { return p.param.name; });
+// The golden Llama base, Qwen3 (q_norm / k_norm, its own head_dim, tied embeddings) and Gemma
+// (GeGLU, 1 + weight norms, scaled embeddings, one KV head).
+INSTANTIATE_TEST_SUITE_P(
+    AllTypes, PeftLoadsPeftrunAdapters,
+    ::testing::Values(InteropCase{"lora", "base", "lora"}, InteropCase{"dora", "base", "dora"},
+                      InteropCase{"adalora", "base", "adalora"},
+                      InteropCase{"lora", "variants/qwen3", "lora_qwen3"},
+                      InteropCase{"dora", "variants/qwen3", "dora_qwen3"},
+                      InteropCase{"lora", "variants/gemma", "lora_gemma"},
+                      InteropCase{"adalora", "variants/gemma", "adalora_gemma"}),
+    [](const auto& p) { return p.param.name; });
 
 }  // namespace

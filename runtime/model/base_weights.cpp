@@ -74,13 +74,14 @@ void fill_normal(std::vector<half_bits>& dst, std::uint64_t key, double std_dev)
 // Random base distributions. HF's N(0, 0.02) everywhere would leave a frozen random lm_head able
 // to express logits of only about +-2.5, so LoRA could barely lower the loss of the tiny demo.
 // Instead: embedding N(0, init_std^2); every projection and the lm_head N(0, 1/fan_in), which
-// keeps activations O(1) through the frozen layers; norm weights 1.
+// keeps activations O(1) through the frozen layers; norm weights 1 (0 where the norms scale by
+// 1 + weight, as Gemma's).
 BaseWeights BaseWeights::random(const ModelConfig& m, std::uint64_t seed) {
   BaseWeights w;
   w.shape_ = m;
   w.offsets_ = LayerOffsets::for_model(m);
   const std::uint64_t base_key = derive_key(seed, std::uint64_t(RngTag::kBaseInit));
-  const half_bits one = float_to_half(1.0f);
+  const half_bits one = float_to_half(m.norm_one_plus_weight ? 0.0f : 1.0f);  // the norms' scale 1
 
   w.layers_.resize(m.n_layers);
   for (int l = 0; l < m.n_layers; ++l) {

@@ -17,11 +17,12 @@
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
+#include "kernels/glu.h"
 #include "kernels/lora_linear.h"
 #include "kernels/nonfinite.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "kernels/swiglu.h"
+#include "runtime/model/model_constants.h"
 #include "runtime/model/rope_table.h"
 #include "runtime/rng.h"
 
@@ -97,6 +98,8 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
       m_(base.shape()),
       rope_inv_freq_(rope_table(m_)),
       rope_scale_(rope_cos_sin_scale(m_)),
+      glu_(glu_activation(m_)),
+      norm_offset_(norm_weight_offset(m_)),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
@@ -429,15 +432,16 @@ void CudaTransformer::forward(const Batch& b, const float* params, bool train,
   last_dropout_key_ = dropout_key;
 
   cuda::embedding_forward(at<std::int32_t>(plan_.inputs), at<half_bits>(plan_.embedding),
-                          at(plan_.layers[0].x_in), n, D, m_.vocab_size, act_, kCompute);
+                          at(plan_.layers[0].x_in), n, D, m_.vocab_size, embedding_scale(m_, act_),
+                          act_, kCompute);
   check("forward", 0, "embedding output", at(plan_.layers[0].x_in), nD, act_);
   for (int l = 0; l < m_.n_layers; ++l) {
     stage_layer(l, l + 1);  // prefetch the next layer
     void* x_out = l + 1 < m_.n_layers ? at(plan_.layers[l + 1].x_in) : at(plan_.x_final);
     forward_layer(l, x_out, b, params, train, dropout_key);
   }
-  cuda::rmsnorm_forward(at(plan_.x_final), at<half_bits>(plan_.final_norm), at(plan_.hf),
-                        at<float>(plan_.rstdf), n, D, eps, act_, kCompute);
+  cuda::rmsnorm_forward(at(plan_.x_final), at<half_bits>(plan_.final_norm), norm_offset_,
+                        at(plan_.hf), at<float>(plan_.rstdf), n, D, eps, act_, kCompute);
   check("forward", m_.n_layers - 1, "final norm output", at(plan_.hf), nD, act_);
   if (base_.sharded()) comm_->progress();  // retire the gathers that completed
 }
@@ -458,8 +462,8 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   const CudaLayerSlots& L = plan_.layers[l];
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-  cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, at(L.h1), at<float>(L.rstd1), n, D,
-                        eps, act_, kCompute);
+  cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, norm_offset_, at(L.h1),
+                        at<float>(L.rstd1), n, D, eps, act_, kCompute);
   check("forward", l, "input_layernorm output", at(L.h1), nD, act_);
   if (m_.qk_norm) {
     // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
@@ -467,11 +471,11 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
     check("forward", l, "q_proj output", at(L.q_pre), nq, act_);
     linear_forward(l, Proj::kK, at(L.h1), at(L.k_pre), params, n, train, lkey);
     check("forward", l, "k_proj output", at(L.k_pre), nkv, act_);
-    cuda::rmsnorm_forward(at(L.q_pre), layer16_ + off.q_norm, at(L.q), at<float>(L.rstd_q), n * H,
-                          hd, eps, act_, kCompute);
+    cuda::rmsnorm_forward(at(L.q_pre), layer16_ + off.q_norm, norm_offset_, at(L.q),
+                          at<float>(L.rstd_q), n * H, hd, eps, act_, kCompute);
     check("forward", l, "q_norm output", at(L.q), nq, act_);
-    cuda::rmsnorm_forward(at(L.k_pre), layer16_ + off.k_norm, at(L.k), at<float>(L.rstd_k), n * KV,
-                          hd, eps, act_, kCompute);
+    cuda::rmsnorm_forward(at(L.k_pre), layer16_ + off.k_norm, norm_offset_, at(L.k),
+                          at<float>(L.rstd_k), n * KV, hd, eps, act_, kCompute);
     check("forward", l, "k_norm output", at(L.k), nkv, act_);
   } else {
     linear_forward(l, Proj::kQ, at(L.h1), at(L.q), params, n, train, lkey);
@@ -492,16 +496,16 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   check("forward", l, "o_proj output", at(L.x_mid), nD, act_);
   cuda::add_inplace(at(L.x_mid), at(L.x_in), nD, act_, kCompute);
   check("forward", l, "o_proj output + residual", at(L.x_mid), nD, act_);
-  // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
-  cuda::rmsnorm_forward(at(L.x_mid), layer16_ + off.mlp_norm, at(L.h2), at<float>(L.rstd2), n, D,
-                        eps, act_, kCompute);
+  // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
+  cuda::rmsnorm_forward(at(L.x_mid), layer16_ + off.mlp_norm, norm_offset_, at(L.h2),
+                        at<float>(L.rstd2), n, D, eps, act_, kCompute);
   check("forward", l, "post_attention_layernorm output", at(L.h2), nD, act_);
   linear_forward(l, Proj::kGate, at(L.h2), at(L.gate), params, n, train, lkey);
   check("forward", l, "gate_proj output", at(L.gate), nF, act_);
   linear_forward(l, Proj::kUp, at(L.h2), at(L.up), params, n, train, lkey);
   check("forward", l, "up_proj output", at(L.up), nF, act_);
-  cuda::swiglu_forward(at(L.gate), at(L.up), at(L.act), nF, act_, kCompute);
-  check("forward", l, "SwiGLU output", at(L.act), nF, act_);
+  cuda::glu_forward(glu_, at(L.gate), at(L.up), at(L.act), nF, act_, kCompute);
+  check("forward", l, "act(gate) * up output", at(L.act), nF, act_);
   linear_forward(l, Proj::kDown, at(L.act), x_out, params, n, train, lkey);
   check("forward", l, "down_proj output", x_out, nD, act_);
   cuda::add_inplace(x_out, at(L.x_mid), nD, act_, kCompute);
@@ -546,7 +550,8 @@ void CudaTransformer::head(const Batch& b, bool backward, float grad_scale, floa
   }
   if (backward) {
     cuda::rmsnorm_backward(at(plan_.dh), at(plan_.x_final), at<half_bits>(plan_.final_norm),
-                           at<float>(plan_.rstdf), at(plan_.dx), n, D, act_, kCompute);
+                           norm_offset_, at<float>(plan_.rstdf), at(plan_.dx), n, D, act_,
+                           kCompute);
     check("backward", m_.n_layers - 1, "grad of the final norm input", at(plan_.dx),
           std::size_t(n) * D, act_);
   }
@@ -576,17 +581,17 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     }
     // MLP half.
     linear_backward(l, Proj::kDown, at(L.act), dx, dact, params, grads, n);
-    check("backward", l, "grad of SwiGLU output (down_proj backward)", dact, nF, act_);
-    cuda::swiglu_backward(dact, at(L.gate), at(L.up), dgate, dup, nF, act_, kCompute);
-    check("backward", l, "grad of gate_proj output (SwiGLU backward)", dgate, nF, act_);
-    check("backward", l, "grad of up_proj output (SwiGLU backward)", dup, nF, act_);
+    check("backward", l, "grad of act(gate) * up (down_proj backward)", dact, nF, act_);
+    cuda::glu_backward(glu_, dact, at(L.gate), at(L.up), dgate, dup, nF, act_, kCompute);
+    check("backward", l, "grad of gate_proj output (act(gate) * up backward)", dgate, nF, act_);
+    check("backward", l, "grad of up_proj output (act(gate) * up backward)", dup, nF, act_);
     linear_backward(l, Proj::kGate, at(L.h2), dgate, dh, params, grads, n);
     check("backward", l, "grad of h2 through gate_proj", dh, nD, act_);
     linear_backward(l, Proj::kUp, at(L.h2), dup, dtmp, params, grads, n);
     check("backward", l, "grad of h2 through up_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
-    cuda::rmsnorm_backward(dh, at(L.x_mid), layer16_ + off.mlp_norm, at<float>(L.rstd2), dtmp, n, D,
-                           act_, kCompute);
+    cuda::rmsnorm_backward(dh, at(L.x_mid), layer16_ + off.mlp_norm, norm_offset_,
+                           at<float>(L.rstd2), dtmp, n, D, act_, kCompute);
     check("backward", l, "grad of x_mid through post_attention_layernorm", dtmp, nD, act_);
     cuda::add_inplace(dx, dtmp, nD, act_, kCompute);  // dx is now d(x_mid)
     check("backward", l, "grad of x_mid", dx, nD, act_);
@@ -608,11 +613,11 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     if (m_.qk_norm) {
       dq_proj = at(plan_.dq_pre);
       dk_proj = at(plan_.dk_pre);
-      cuda::rmsnorm_backward(dq, at(L.q_pre), layer16_ + off.q_norm, at<float>(L.rstd_q), dq_proj,
-                             n * H, hd, act_, kCompute);
+      cuda::rmsnorm_backward(dq, at(L.q_pre), layer16_ + off.q_norm, norm_offset_,
+                             at<float>(L.rstd_q), dq_proj, n * H, hd, act_, kCompute);
       check("backward", l, "grad of q_proj output (q_norm backward)", dq_proj, nq, act_);
-      cuda::rmsnorm_backward(dk, at(L.k_pre), layer16_ + off.k_norm, at<float>(L.rstd_k), dk_proj,
-                             n * KV, hd, act_, kCompute);
+      cuda::rmsnorm_backward(dk, at(L.k_pre), layer16_ + off.k_norm, norm_offset_,
+                             at<float>(L.rstd_k), dk_proj, n * KV, hd, act_, kCompute);
       check("backward", l, "grad of k_proj output (k_norm backward)", dk_proj, nkv, act_);
     }
     linear_backward(l, Proj::kQ, at(L.h1), dq_proj, dh, params, grads, n);
@@ -623,8 +628,8 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     linear_backward(l, Proj::kV, at(L.h1), dv, dtmp, params, grads, n);
     check("backward", l, "grad of h1 through v_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
-    cuda::rmsnorm_backward(dh, at(L.x_in), layer16_ + off.attn_norm, at<float>(L.rstd1), dtmp, n, D,
-                           act_, kCompute);
+    cuda::rmsnorm_backward(dh, at(L.x_in), layer16_ + off.attn_norm, norm_offset_,
+                           at<float>(L.rstd1), dtmp, n, D, act_, kCompute);
     check("backward", l, "grad of x_in through input_layernorm", dtmp, nD, act_);
     cuda::add_inplace(dx, dtmp, nD, act_, kCompute);  // dx is now d(x_in)
     check("backward", l, "grad of the layer input", dx, nD, act_);

@@ -37,6 +37,7 @@
 
 #include "comm/communicator.h"
 #include "configs/config.h"
+#include "kernels/activations.h"
 #include "kernels/blaslt.h"
 #include "kernels/dtype.h"
 #include "runtime/adapters/adapter_layout.h"
@@ -123,8 +124,10 @@ class CudaTransformer {
   const BaseWeights& base_;
   const AdapterLayout& layout_;
   ModelConfig m_;
-  std::vector<float> rope_inv_freq_;  // [head_dim / 2], rope_table(m_)
-  float rope_scale_ = 1.0f;           // rope_cos_sin_scale(m_)
+  std::vector<float> rope_inv_freq_;          // [head_dim / 2], rope_table(m_)
+  float rope_scale_ = 1.0f;                   // rope_cos_sin_scale(m_)
+  GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
+  float norm_offset_ = 0.0f;
   float dropout_ = 0;
   int max_batch_, seq_len_;
   DType act_;

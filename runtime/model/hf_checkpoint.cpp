@@ -89,6 +89,12 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          bias_text(shape.proj_bias_mask));
   expect("model_type", "qk_norm", want.qk_norm ? "true" : "false",
          shape.qk_norm ? "true" : "false");
+  expect("hidden_act", "mlp_activation", to_string(want.mlp_activation),
+         to_string(shape.mlp_activation));
+  expect("model_type", "norm_one_plus_weight", want.norm_one_plus_weight ? "true" : "false",
+         shape.norm_one_plus_weight ? "true" : "false");
+  expect("model_type", "scale_embeddings", want.scale_embeddings ? "true" : "false",
+         shape.scale_embeddings ? "true" : "false");
 }
 
 namespace {

@@ -217,8 +217,19 @@ std::vector<Shard> plan_shards(const std::vector<HfTensor>& tensors, std::uint64
   return shards;
 }
 
+// The transformers architecture that computes what peftrun's decoder computes for `m`, or
+// nullptr where none does (a random base mixing Gemma's norms with Qwen3's q/k norms, say).
+const char* hf_architecture(const ModelConfig& m) {
+  const bool gemma = m.norm_one_plus_weight && m.scale_embeddings;
+  if (gemma != (m.norm_one_plus_weight || m.scale_embeddings)) return nullptr;
+  if (gemma) return m.qk_norm ? nullptr : "GemmaForCausalLM";
+  // q_norm / k_norm exist in transformers' Qwen3 only (without biases it is Llama otherwise);
+  // both read hidden_act, so either activation is expressible.
+  return m.qk_norm ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
+}
+
 // config.json of the merged folder: the checkpoint's own with the dtype entries updated, or a
-// LlamaForCausalLM description of the random base.
+// description of the random base in the transformers architecture that computes it.
 nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
   if (!m.path.empty()) {
     const std::string path = (fs::path(m.path) / kConfigFile).string();
@@ -241,10 +252,21 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
     if (!had) j["torch_dtype"] = torch_dtype_name(dtype);
     return j;
   }
+  const char* architecture = hf_architecture(m);
+  if (architecture == nullptr) {
+    throw std::runtime_error(
+        "the random base (model.qk_norm " + std::string(m.qk_norm ? "true" : "false") +
+        ", model.norm_one_plus_weight " + (m.norm_one_plus_weight ? "true" : "false") +
+        ", model.scale_embeddings " + (m.scale_embeddings ? "true" : "false") +
+        ") is no transformers architecture, so its config.json cannot be written; expected the "
+        "two Gemma keys together and without qk_norm, or neither");
+  }
   nlohmann::json j;
-  // q_norm / k_norm exist in transformers' Qwen3 only (without biases it is Llama otherwise).
-  j["architectures"] = {m.qk_norm ? "Qwen3ForCausalLM" : "LlamaForCausalLM"};
-  j["model_type"] = m.qk_norm ? "qwen3" : "llama";
+  j["architectures"] = {architecture};
+  const std::string arch = architecture;
+  j["model_type"] = arch == "GemmaForCausalLM"   ? "gemma"
+                    : arch == "Qwen3ForCausalLM" ? "qwen3"
+                                                 : "llama";
   j["hidden_size"] = m.dim;
   j["intermediate_size"] = m.ffn_dim;
   j["num_hidden_layers"] = m.n_layers;
@@ -256,7 +278,7 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
   j["rms_norm_eps"] = m.norm_eps;
   j["rope_theta"] = m.rope_theta;
   j["tie_word_embeddings"] = m.tie_embeddings;
-  j["hidden_act"] = "silu";
+  j["hidden_act"] = m.mlp_activation == MlpActivation::kGeluTanh ? "gelu_pytorch_tanh" : "silu";
   j["attention_bias"] = false;
   j["mlp_bias"] = false;
   j["attention_dropout"] = 0.0;

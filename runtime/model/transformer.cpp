@@ -13,10 +13,11 @@
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
+#include "kernels/glu.h"
 #include "kernels/lora_linear.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "kernels/swiglu.h"
+#include "runtime/model/model_constants.h"
 #include "runtime/model/rope_table.h"
 #include "runtime/rng.h"
 
@@ -58,6 +59,9 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
       m_(base.shape()),
       rope_inv_freq_(rope_table(m_)),
       rope_scale_(rope_cos_sin_scale(m_)),
+      glu_(glu_activation(m_)),
+      norm_offset_(static_cast<T>(norm_weight_offset(m_))),
+      embed_scale_(static_cast<T>(embedding_scale(m_, DType::kF32))),
       dropout_(static_cast<float>(adapter.dropout)),
       max_batch_(max_batch),
       seq_len_(seq_len),
@@ -435,14 +439,14 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
   const int D = m_.dim;
   last_train_ = train;
   last_dropout_key_ = dropout_key;
-  cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D);
+  cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D, embed_scale_);
   for (int l = 0; l < m_.n_layers; ++l) {
     stage_layer(l, l + 1);  // prefetch the next layer
     T* x_out = l + 1 < m_.n_layers ? acts_[l + 1].x_in.data() : x_final_.data();
     forward_layer(l, layer_acts(l), acts_[l].x_in.data(), x_out, b, params, train, dropout_key);
   }
-  cpu::rmsnorm_forward(x_final_.data(), final_norm_.data(), hf_.data(), rstdf_.data(), n, D,
-                       static_cast<T>(m_.norm_eps));
+  cpu::rmsnorm_forward(x_final_.data(), final_norm_.data(), norm_offset_, hf_.data(), rstdf_.data(),
+                       n, D, static_cast<T>(m_.norm_eps));
 }
 
 template <typename T>
@@ -456,16 +460,16 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   const T* lw = layer_w_.data();
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-  cpu::rmsnorm_forward(x_in, lw + base_->offsets().attn_norm, a.h1.data(), a.rstd1.data(), n, D,
-                       eps);
+  cpu::rmsnorm_forward(x_in, lw + base_->offsets().attn_norm, norm_offset_, a.h1.data(),
+                       a.rstd1.data(), n, D, eps);
   if (m_.qk_norm) {
     // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
     linear_forward(l, Proj::kQ, a.h1.data(), a.q_pre.data(), params, a, n, train, lkey);
     linear_forward(l, Proj::kK, a.h1.data(), a.k_pre.data(), params, a, n, train, lkey);
-    cpu::rmsnorm_forward(a.q_pre.data(), lw + base_->offsets().q_norm, a.q.data(), a.rstd_q.data(),
-                         n * H, hd, eps);
-    cpu::rmsnorm_forward(a.k_pre.data(), lw + base_->offsets().k_norm, a.k.data(), a.rstd_k.data(),
-                         n * KV, hd, eps);
+    cpu::rmsnorm_forward(a.q_pre.data(), lw + base_->offsets().q_norm, norm_offset_, a.q.data(),
+                         a.rstd_q.data(), n * H, hd, eps);
+    cpu::rmsnorm_forward(a.k_pre.data(), lw + base_->offsets().k_norm, norm_offset_, a.k.data(),
+                         a.rstd_k.data(), n * KV, hd, eps);
   } else {
     linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
     linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
@@ -477,12 +481,12 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
                          a.probs.data(), b.batch, b.seq_len, H, KV, hd);
   linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
   cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
-  // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(silu(gate(h2)) * up(h2)).
-  cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, a.h2.data(), a.rstd2.data(),
-                       n, D, eps);
+  // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
+  cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_, a.h2.data(),
+                       a.rstd2.data(), n, D, eps);
   linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
   linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
-  cpu::swiglu_forward(a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
+  cpu::glu_forward(glu_, a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
   linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
   cpu::add_inplace(x_out, a.x_mid.data(), std::size_t(n) * D);
   if (debug_checks_) {
@@ -497,7 +501,7 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
     check_finite("forward", l, "post_attention_layernorm output", a.h2.data(), nn * D);
     check_finite("forward", l, "gate_proj output", a.gate.data(), nn * F);
     check_finite("forward", l, "up_proj output", a.up.data(), nn * F);
-    check_finite("forward", l, "SwiGLU output", a.act.data(), nn * F);
+    check_finite("forward", l, "act(gate) * up output", a.act.data(), nn * F);
     check_finite("forward", l, "down_proj output + residual", x_out, nn * D);
   }
 }
@@ -527,8 +531,8 @@ double Transformer<T>::head(const Batch& b, bool backward, T grad_scale, T* logi
     }
   }
   if (backward) {
-    cpu::rmsnorm_backward(dh_.data(), x_final_.data(), final_norm_.data(), rstdf_.data(),
-                          dx_.data(), n, D);
+    cpu::rmsnorm_backward(dh_.data(), x_final_.data(), final_norm_.data(), norm_offset_,
+                          rstdf_.data(), dx_.data(), n, D);
   }
   return loss;
 }
@@ -554,12 +558,12 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     }
     // MLP half.
     linear_backward(l, Proj::kDown, a.act.data(), dx_.data(), dact_.data(), params, grads, a, n);
-    cpu::swiglu_backward(dact_.data(), a.gate.data(), a.up.data(), dgate_.data(), dup_.data(),
-                         std::size_t(n) * F);
+    cpu::glu_backward(glu_, dact_.data(), a.gate.data(), a.up.data(), dgate_.data(), dup_.data(),
+                      std::size_t(n) * F);
     linear_backward(l, Proj::kGate, a.h2.data(), dgate_.data(), dh_.data(), params, grads, a, n);
     linear_backward(l, Proj::kUp, a.h2.data(), dup_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_->offsets().mlp_norm,
+    cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_,
                           a.rstd2.data(), dtmp_.data(), n, D);
     cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_mid)
     // Attention half.
@@ -571,9 +575,9 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();
     if (m_.qk_norm) {
-      cpu::rmsnorm_backward(dq_.data(), a.q_pre.data(), lw + base_->offsets().q_norm,
+      cpu::rmsnorm_backward(dq_.data(), a.q_pre.data(), lw + base_->offsets().q_norm, norm_offset_,
                             a.rstd_q.data(), dq_pre_.data(), n * H, hd);
-      cpu::rmsnorm_backward(dk_.data(), a.k_pre.data(), lw + base_->offsets().k_norm,
+      cpu::rmsnorm_backward(dk_.data(), a.k_pre.data(), lw + base_->offsets().k_norm, norm_offset_,
                             a.rstd_k.data(), dk_pre_.data(), n * KV, hd);
       dq_proj = dq_pre_.data();
       dk_proj = dk_pre_.data();
@@ -583,11 +587,11 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_->offsets().attn_norm, a.rstd1.data(),
-                          dtmp_.data(), n, D);
+    cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_->offsets().attn_norm, norm_offset_,
+                          a.rstd1.data(), dtmp_.data(), n, D);
     cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_in)
     if (debug_checks_) {
-      check_finite("backward", l, "grad of SwiGLU output (down_proj backward)", dact_.data(),
+      check_finite("backward", l, "grad of act(gate) * up (down_proj backward)", dact_.data(),
                    std::size_t(n) * F);
       check_finite("backward", l, "grad of q (attention + RoPE backward)", dq_.data(), dq_.size());
       check_finite("backward", l, "grad of k (attention + RoPE backward)", dk_.data(), dk_.size());

@@ -25,6 +25,7 @@
 
 #include "comm/communicator.h"
 #include "configs/config.h"
+#include "kernels/activations.h"
 #include "kernels/lora_linear.h"
 #include "runtime/adapters/adapter_layout.h"
 #include "runtime/model/base_weights.h"
@@ -141,8 +142,11 @@ class Transformer {
   const BaseWeights* base_;  // nullptr only in a PlanOnly model
   const AdapterLayout& layout_;
   ModelConfig m_;
-  std::vector<float> rope_inv_freq_;  // [head_dim / 2], rope_table(m_)
-  float rope_scale_ = 1.0f;           // rope_cos_sin_scale(m_)
+  std::vector<float> rope_inv_freq_;          // [head_dim / 2], rope_table(m_)
+  float rope_scale_ = 1.0f;                   // rope_cos_sin_scale(m_)
+  GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
+  T norm_offset_ = 0;
+  T embed_scale_ = 1;
   float dropout_ = 0;
   int max_batch_, seq_len_;
   std::size_t layer_elems_ = 0;        // fp16 elements of one layer's weights

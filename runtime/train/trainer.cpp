@@ -312,7 +312,10 @@ TrainSummary run_training(const Config& config, const TrainOptions& options, std
   }
   log << "peftrun " << PEFTRUN_VERSION << ": " << mc.n_layers << " layers, dim " << mc.dim
       << ", heads " << mc.n_heads << "/" << mc.n_kv_heads << " of " << mc.head_dim()
-      << (mc.qk_norm ? " with q/k norm" : "") << ", " << rope.str() << ", vocab " << mc.vocab_size
+      << (mc.qk_norm ? " with q/k norm" : "") << ", " << rope.str() << ", MLP "
+      << (mc.mlp_activation == MlpActivation::kGeluTanh ? "GeGLU (gelu_tanh)" : "SwiGLU")
+      << (mc.norm_one_plus_weight ? ", norms 1 + w" : "")
+      << (mc.scale_embeddings ? ", embeddings x sqrt(dim)" : "") << ", vocab " << mc.vocab_size
       << "; adapter " << to_string(cfg.adapter.type) << " r=" << lora_rank << " on "
       << layout.modules().size() << " modules (" << trainable << " trainable parameters)\n"
       << "base " << base.bytes() / 1024 << " KiB fp16 resident"

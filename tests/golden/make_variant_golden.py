@@ -51,16 +51,30 @@ def qwen3_config():
         hidden_act="silu", attention_dropout=0.0)
 
 
+def gemma_config():
+    # Gemma 2B's kind: GeGLU with GELU's tanh approximation, RMSNorms scaling by 1 + weight, the
+    # embedding times sqrt(hidden_size), one KV head wider than hidden / heads, tied embeddings.
+    return transformers.GemmaConfig(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=1,
+        head_dim=32, max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6,
+        tie_word_embeddings=True, attention_bias=False, hidden_act="gelu_pytorch_tanh",
+        attention_dropout=0.0)
+
+
+# name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
-    ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321),
-    ("qwen3", transformers.Qwen3ForCausalLM, qwen3_config, 4322),
+    ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
+    ("qwen3", transformers.Qwen3ForCausalLM, qwen3_config, 4322, 1.0),
+    ("gemma", transformers.GemmaForCausalLM, gemma_config, 4323, 0.0),
 ]
 
 
-def make_checkpoint(out, name, cls, make_config, seed):
+def make_checkpoint(out, name, cls, make_config, seed, norm_centre):
     torch.manual_seed(seed)
     model = cls(make_config())
-    mg.draw_weights(model, seed)
+    mg.draw_weights(model, seed, norm_centre)
     d = os.path.join(out, name)
     copy.deepcopy(model).to(torch.float16).save_pretrained(d)
     gen = os.path.join(d, "generation_config.json")
@@ -88,8 +102,8 @@ def main():
     if os.path.isdir(args.out):
         shutil.rmtree(args.out)
     os.makedirs(args.out)
-    for name, cls, make_config, seed in CASES:
-        d = make_checkpoint(args.out, name, cls, make_config, seed)
+    for name, cls, make_config, seed, norm_centre in CASES:
+        d = make_checkpoint(args.out, name, cls, make_config, seed, norm_centre)
         forward_case(args.out, name, cls, d)
 
 

@@ -75,11 +75,15 @@ struct ModelCase {
   int head_dim = 0;      // model.head_dim: 0 = dim / n_heads
   bool llama3 = false;   // Llama 3's RoPE scaling
   bool qk_norm = false;  // Qwen3's per-head RMSNorm of q and k
+  // Gemma's decoder: GeGLU, norms scaling by 1 + weight, embeddings times sqrt(dim) (rounded to
+  // the compute dtype on the device, fp32 on the CPU), tied lm_head.
+  bool gemma = false;
 };
 
 std::string case_name(const ModelCase& c, DType act) {
   return std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
-         (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm " : " ") + dtype_name(act);
+         (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
+         (c.gemma ? "+gemma " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -101,6 +105,12 @@ Config case_config(const ModelCase& c) {
   Config cfg;
   cfg.model.explicit_head_dim = c.head_dim;
   cfg.model.qk_norm = c.qk_norm;
+  if (c.gemma) {
+    cfg.model.mlp_activation = MlpActivation::kGeluTanh;
+    cfg.model.norm_one_plus_weight = true;
+    cfg.model.scale_embeddings = true;
+    cfg.model.tie_embeddings = true;
+  }
   if (c.llama3) {
     cfg.model.rope_scaling = RopeScaling::kLlama3;
     cfg.model.rope_factor = 8.0;
@@ -208,6 +218,12 @@ TEST(GpuModelParity, LoraExplicitHeadDimLlama3Rope) {
 TEST(GpuModelParity, DoraQkNormExplicitHeadDim) {
   PEFTRUN_REQUIRE_GPU();
   run_model_case({AdapterType::kDora, 0.0, 48, false, true});
+}
+
+// Gemma's shape: GeGLU, 1 + weight norms, scaled embeddings, tied lm_head, a wide head.
+TEST(GpuModelParity, LoraGemmaExplicitHeadDim) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kLora, 0.1, 64, false, false, true});
 }
 
 TEST(GpuModelParity, LoraDropout) {

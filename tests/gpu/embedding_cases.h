@@ -24,8 +24,9 @@ struct EmbeddingCase {
 };
 
 template <class Env>
-void check_embedding(Env& env, const EmbeddingCase& c, DType dt) {
-  const std::string where = std::string(c.name) + " " + dtype_name(dt);
+void check_embedding(Env& env, const EmbeddingCase& c, DType dt, float scale) {
+  const std::string where =
+      std::string(c.name) + " " + dtype_name(dt) + " scale " + std::to_string(scale);
   const std::uint64_t seed = seed_of(c.name);
   const std::vector<half_bits> table =
       to_half(random_floats(static_cast<std::size_t>(c.vocab) * c.dim, seed, 2.0f));
@@ -34,14 +35,16 @@ void check_embedding(Env& env, const EmbeddingCase& c, DType dt) {
   std::vector<std::int32_t> tokens(static_cast<std::size_t>(c.n));
   for (auto& t : tokens) t = dist(rng);
 
-  const std::vector<float> table_f = from_half(table);
+  // The CPU twin on the table rounded to the activation dtype, as the kernel scales it.
+  const std::vector<float> table_f = rounded(from_half(table), dt);
   std::vector<float> ref(static_cast<std::size_t>(c.n) * c.dim);
-  cpu::embedding_forward<float>(tokens.data(), table_f.data(), ref.data(), c.n, c.dim);
+  cpu::embedding_forward<float>(tokens.data(), table_f.data(), ref.data(), c.n, c.dim, scale);
 
   auto d_table = env.upload(table);
   auto d_tokens = env.upload(tokens);
   auto d_out = env.template poisoned<unsigned char>(ref.size() * dtype_size(dt));
-  env.embedding_forward(d_tokens.data(), d_table.data(), d_out.data(), c.n, c.dim, c.vocab, dt);
+  env.embedding_forward(d_tokens.data(), d_table.data(), d_out.data(), c.n, c.dim, c.vocab, scale,
+                        dt);
   EXPECT_EQ(decode(env.download(d_out), dt), rounded(ref, dt)) << where;
 }
 
@@ -52,7 +55,8 @@ void check_embedding_bad_token(Env& env) {
   auto d_table = env.upload(to_half(random_floats(static_cast<std::size_t>(vocab) * dim, 3)));
   auto d_tokens = env.upload(std::vector<std::int32_t>{1, vocab, -1, 3});
   auto d_out = env.template poisoned<float>(4 * dim);
-  env.embedding_forward(d_tokens.data(), d_table.data(), d_out.data(), 4, dim, vocab, DType::kF32);
+  env.embedding_forward(d_tokens.data(), d_table.data(), d_out.data(), 4, dim, vocab, 1.0f,
+                        DType::kF32);
   const std::vector<float> out = env.download(d_out);
   for (int d = 0; d < dim; ++d) {
     EXPECT_TRUE(std::isfinite(out[static_cast<std::size_t>(d)]));
@@ -61,6 +65,9 @@ void check_embedding_bad_token(Env& env) {
     EXPECT_TRUE(std::isfinite(out[static_cast<std::size_t>(3 * dim + d)]));
   }
 }
+
+// 1 (every model but Gemma) and sqrt(2048) (Gemma 2B's normalizer, exact in bf16 and fp16).
+inline constexpr float kEmbeddingScales[] = {1.0f, 45.25f};
 
 namespace embedding_cases {
 inline const EmbeddingCase kOneToken{"OneToken", 1, 7, 3};

@@ -12,7 +12,9 @@ using namespace embedding_cases;
 
 void run(const EmbeddingCase& c) {
   GpuEnv env;
-  for (const DType dt : kAllDTypes) check_embedding(env, c, dt);
+  for (const float scale : kEmbeddingScales) {
+    for (const DType dt : kAllDTypes) check_embedding(env, c, dt, scale);
+  }
 }
 
 TEST(GpuEmbeddingParity, OneToken) {

@@ -18,10 +18,10 @@
 #include "kernels/elementwise.h"
 #include "kernels/embedding.h"
 #include "kernels/gemm.h"
+#include "kernels/glu.h"
 #include "kernels/nonfinite.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
-#include "kernels/swiglu.h"
 #include "tests/gpu/gpu_test_support.h"
 
 namespace peftrun::gpu_testing {
@@ -73,12 +73,12 @@ class GpuEnv {
     cuda::rope_backward(std::forward<A>(a)..., nullptr);
   }
   template <class... A>
-  void swiglu_forward(A&&... a) {
-    cuda::swiglu_forward(std::forward<A>(a)..., nullptr);
+  void glu_forward(A&&... a) {
+    cuda::glu_forward(std::forward<A>(a)..., nullptr);
   }
   template <class... A>
-  void swiglu_backward(A&&... a) {
-    cuda::swiglu_backward(std::forward<A>(a)..., nullptr);
+  void glu_backward(A&&... a) {
+    cuda::glu_backward(std::forward<A>(a)..., nullptr);
   }
   template <class... A>
   void embedding_forward(A&&... a) {

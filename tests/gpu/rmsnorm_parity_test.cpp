@@ -12,7 +12,9 @@ using namespace rmsnorm_cases;
 
 void run(const RmsNormCase& c) {
   GpuEnv env;
-  for (const DType dt : kAllDTypes) check_rmsnorm(env, c, dt);
+  for (const float offset : {0.0f, 1.0f}) {
+    for (const DType dt : kAllDTypes) check_rmsnorm(env, c, dt, offset);
+  }
 }
 
 TEST(GpuRmsNormParity, OneRowDim8) {

@@ -22,10 +22,10 @@
 #include "kernels/embedding_blocks.h"
 #include "kernels/emulated/block_emulator.h"
 #include "kernels/gemm_blocks.h"
+#include "kernels/glu_blocks.h"
 #include "kernels/nonfinite_blocks.h"
 #include "kernels/rmsnorm_blocks.h"
 #include "kernels/rope_blocks.h"
-#include "kernels/swiglu_blocks.h"
 
 namespace peftrun::emu {
 
@@ -104,12 +104,12 @@ class EmuEnv {
     blocks::launch_rope_backward(launch_, std::forward<A>(a)...);
   }
   template <class... A>
-  void swiglu_forward(A&&... a) {
-    blocks::launch_swiglu_forward(launch_, std::forward<A>(a)...);
+  void glu_forward(A&&... a) {
+    blocks::launch_glu_forward(launch_, std::forward<A>(a)...);
   }
   template <class... A>
-  void swiglu_backward(A&&... a) {
-    blocks::launch_swiglu_backward(launch_, std::forward<A>(a)...);
+  void glu_backward(A&&... a) {
+    blocks::launch_glu_backward(launch_, std::forward<A>(a)...);
   }
   template <class... A>
   void embedding_forward(A&&... a) {

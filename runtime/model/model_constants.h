@@ -1,0 +1,37 @@
+// The per-model constants the decoder's kernels take besides its shapes: which gated activation
+// the MLP uses, what the RMSNorms add to their weights, what the embedding rows are multiplied
+// by. Transformer (CPU) and CudaTransformer both read them from here, so the two models cannot
+// disagree on a variant.
+#pragma once
+
+#include <cmath>
+
+#include "configs/config.h"
+#include "kernels/activations.h"
+#include "kernels/dtype.h"
+#include "kernels/half.h"
+
+namespace peftrun {
+
+inline GluActivation glu_activation(const ModelConfig& m) {
+  return m.mlp_activation == MlpActivation::kGeluTanh ? GluActivation::kGeluTanh
+                                                      : GluActivation::kSilu;
+}
+
+// 1 where every norm scales by 1 + weight (Gemma), else 0.
+inline float norm_weight_offset(const ModelConfig& m) {
+  return m.norm_one_plus_weight ? 1.0f : 0.0f;
+}
+
+// sqrt(dim) for scale_embeddings, else 1. transformers holds this normalizer as a tensor of the
+// model's dtype, so it is rounded to `dtype` (sqrt(3072) = 55.43 becomes 55.5 in bf16); fp32 is
+// the CPU model's.
+inline float embedding_scale(const ModelConfig& m, DType dtype) {
+  if (!m.scale_embeddings) return 1.0f;
+  const float s = static_cast<float>(std::sqrt(static_cast<double>(m.dim)));
+  if (dtype == DType::kBF16) return bf16_to_float(float_to_bf16(s));
+  if (dtype == DType::kF16) return half_to_float(float_to_half(s));
+  return s;
+}
+
+}  // namespace peftrun
