@@ -82,6 +82,12 @@ struct ModelConfig {
   // model.scale_embeddings: the embedding rows are multiplied by sqrt(dim), rounded to the
   // compute dtype as transformers' Gemma normalizer (the tied lm_head reads the table unscaled).
   bool scale_embeddings = false;
+  // model.sliding_window: sliding-window attention over this many keys (a query sees itself and
+  // the window - 1 tokens before it, transformers' rule); 0 = none.
+  int sliding_window = 0;
+  // model.layer_types: per layer "full_attention" or "sliding_attention" (transformers'
+  // layer_types); empty = every layer slides when sliding_window > 0.
+  std::vector<std::string> layer_types;
   double norm_eps = 1e-5;
   // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen
   // random model still passes signal (see runtime/base_weights.cpp).

@@ -384,8 +384,7 @@ class Loader {
     // when training starts, so no run ever uses a shape its checkpoint did not state.
     std::error_code ec;
     if (!fs::exists(fs::path(dir) / "config.json", ec)) return;
-    const int seq_len = has_errors("data.seq_len") ? 0 : config_.data.seq_len;
-    const HfModelConfig hf = read_hf_model_config(dir, seq_len);
+    const HfModelConfig hf = read_hf_model_config(dir);
     if (!hf.ok()) {
       errors_.insert(errors_.end(), hf.errors.begin(), hf.errors.end());
       // The shape is unknown; rules that read it would report the YAML defaults' consequences.

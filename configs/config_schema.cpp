@@ -481,6 +481,31 @@ KeySpec target_modules_key() {
   return spec;
 }
 
+// model.layer_types: a list of full_attention / sliding_attention, one per layer (checked
+// against n_layers among the cross-checks), or [] for "the same in every layer".
+KeySpec layer_types_key() {
+  KeySpec spec = new_spec("model.layer_types");
+  spec.read = [](const YAML::Node& v, Config& c, const ReadContext&,
+                 std::vector<ValueProblem>& problems) {
+    const std::vector<std::string> kinds = {"full_attention", "sliding_attention"};
+    if (!v.IsSequence()) {
+      problems.push_back(got(v, "a list of full_attention / sliding_attention, one per layer"));
+      return;
+    }
+    std::vector<std::string> types;
+    for (const YAML::Node& item : v) {
+      if (!item.IsScalar() || std::find(kinds.begin(), kinds.end(), item.Scalar()) == kinds.end()) {
+        problems.push_back(got(item, "full_attention or sliding_attention"));
+        return;
+      }
+      types.push_back(item.Scalar());
+    }
+    c.model.layer_types = std::move(types);
+  };
+  spec.write = [](const Config& c) { return flow_list(c.model.layer_types); };
+  return spec;
+}
+
 // optim.betas: the YAML face of OptimConfig::beta1/beta2.
 KeySpec betas_key() {
   KeySpec spec = new_spec("optim.betas");
@@ -582,6 +607,10 @@ std::vector<KeySpec> build_schema() {
       "model.norm_one_plus_weight", [](auto& c) -> auto& { return c.model.norm_one_plus_weight; }));
   keys.push_back(bool_key(
       "model.scale_embeddings", [](auto& c) -> auto& { return c.model.scale_embeddings; }));
+  keys.push_back(int_key(
+      "model.sliding_window", [](auto& c) -> auto& { return c.model.sliding_window; },
+      at_least(0)));
+  keys.push_back(layer_types_key());
   keys.push_back(double_key(
       "model.norm_eps", [](auto& c) -> auto& { return c.model.norm_eps; }, greater_than(0)));
   keys.push_back(double_key(
@@ -778,6 +807,25 @@ std::vector<CrossCheck> build_cross_checks() {
                              " is not an even number up to 256, expected one (RoPE rotates "
                              "pairs of channels; the kernels take heads up to 256 wide)";
                     }});
+  checks.push_back(
+      {"model.layer_types",
+       {"model.n_layers", "model.sliding_window"},
+       [](const Config& c) -> std::string {
+         const ModelConfig& m = c.model;
+         if (m.layer_types.empty()) return "";
+         if (static_cast<int>(m.layer_types.size()) != m.n_layers) {
+           return "has " + std::to_string(m.layer_types.size()) +
+                  " entries, expected one per layer (model.n_layers " + std::to_string(m.n_layers) +
+                  ") or []";
+         }
+         const bool slides = std::find(m.layer_types.begin(), m.layer_types.end(),
+                                       "sliding_attention") != m.layer_types.end();
+         if (slides && m.sliding_window == 0) {
+           return "names sliding_attention layers but model.sliding_window is 0, expected a "
+                  "window > 0 or only full_attention";
+         }
+         return "";
+       }});
   checks.push_back({"model.n_kv_heads", {"model.n_heads"}, [](const Config& c) -> std::string {
                       const ModelConfig& m = c.model;
                       if (m.n_kv_heads <= 0) return "";

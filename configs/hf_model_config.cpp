@@ -59,6 +59,8 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.mlp_activation", "hidden_act"},
       {"model.norm_one_plus_weight", "model_type"},
       {"model.scale_embeddings", "model_type"},
+      {"model.sliding_window", "sliding_window"},
+      {"model.layer_types", "layer_types"},
       {"model.norm_eps", "rms_norm_eps"},
   };
   return table;
@@ -84,7 +86,7 @@ std::string describe(const YAML::Node& node) {
 // Reads one config.json and collects every problem with its position, like the YAML loader.
 class JsonConfigReader {
  public:
-  JsonConfigReader(HfModelConfig& out, int seq_len) : out_(out), seq_len_(seq_len) {}
+  explicit JsonConfigReader(HfModelConfig& out) : out_(out) {}
 
   void run(const std::string& text) {
     if (!parse(text)) return;
@@ -570,13 +572,18 @@ class JsonConfigReader {
     }
   }
 
-  // With a window at least data.seq_len long, sliding-window attention equals full causal
-  // attention over every training sequence, so only a shorter window is refused.
+  // Sliding-window attention, as transformers applies it: Mistral slides in every layer when
+  // sliding_window is not null; Qwen2 / Qwen3 only with use_sliding_window, in the layers
+  // layer_types names sliding_attention (derived when absent: layers >= max_window_layers).
   void read_sliding_window() {
-    bool used = false;
-    if (out_.model_type == "mistral") {
-      used = true;  // MistralConfig: a non-null sliding_window is always applied
-    } else if (out_.model_type == "qwen2" || out_.model_type == "qwen3") {
+    ModelConfig& m = out_.shape;
+    m.sliding_window = 0;
+    m.layer_types.clear();
+    const bool mistral = out_.model_type == "mistral";
+    const bool qwen = out_.model_type == "qwen2" || out_.model_type == "qwen3";
+    if (!mistral && !qwen) return;
+    bool used = mistral;
+    if (qwen) {
       if (const YAML::Node* v = find_optional("use_sliding_window")) {
         read_bool(*v, "use_sliding_window", used);
       }
@@ -586,12 +593,53 @@ class JsonConfigReader {
     if (v == nullptr) return;  // null: no window
     int window = 0;
     if (!read_int(*v, "sliding_window", window)) return;
-    if (seq_len_ > 0 && window < seq_len_) {
-      error(v->Mark(), "sliding_window",
-            std::to_string(window) + " is less than data.seq_len (" + std::to_string(seq_len_) +
-                "): sliding-window attention is not supported yet, expected data.seq_len <= " +
-                std::to_string(window));
+    if (window < 1) {
+      error(v->Mark(), "sliding_window", std::to_string(window) + ", expected null or >= 1");
+      return;
     }
+    m.sliding_window = window;
+    set_source("sliding_window", *v);
+    if (mistral) return;
+    if (const YAML::Node* types = find_optional("layer_types")) {
+      read_layer_types(*types);
+      return;
+    }
+    int max_window_layers = 28;  // Qwen2Config's default
+    if (const YAML::Node* w = find_optional("max_window_layers")) {
+      if (!read_int(*w, "max_window_layers", max_window_layers)) return;
+    }
+    if (!have_["num_hidden_layers"]) return;
+    for (int l = 0; l < m.n_layers; ++l) {
+      m.layer_types.push_back(l >= max_window_layers ? "sliding_attention" : "full_attention");
+    }
+  }
+
+  void read_layer_types(const YAML::Node& v) {
+    ModelConfig& m = out_.shape;
+    if (!v.IsSequence()) {
+      error(v.Mark(), "layer_types", "got " + describe(v) + ", expected a list");
+      return;
+    }
+    std::vector<std::string> types;
+    for (const YAML::Node& item : v) {
+      if (!is_string(item) ||
+          (item.Scalar() != "full_attention" && item.Scalar() != "sliding_attention")) {
+        error(v.Mark(), "layer_types",
+              "entry " + std::to_string(types.size()) + " is " + describe(item) +
+                  ", expected \"full_attention\" or \"sliding_attention\" (peftrun's attention "
+                  "is causal, with or without a sliding window)");
+        return;
+      }
+      types.push_back(item.Scalar());
+    }
+    if (have_["num_hidden_layers"] && static_cast<int>(types.size()) != m.n_layers) {
+      error(v.Mark(), "layer_types",
+            "has " + std::to_string(types.size()) + " entries, expected num_hidden_layers (" +
+                std::to_string(m.n_layers) + ")");
+      return;
+    }
+    m.layer_types = std::move(types);
+    set_source("layer_types", v);
   }
 
   // The same rules as the schema's cross-checks, reported here so they point into config.json.
@@ -621,7 +669,6 @@ class JsonConfigReader {
   }
 
   HfModelConfig& out_;
-  const int seq_len_;
   YAML::Node root_;
   std::map<std::string, Entry> entries_;
   std::map<std::string, bool> have_;  // required integers read successfully
@@ -662,19 +709,20 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.mlp_activation = from.mlp_activation;
   to.norm_one_plus_weight = from.norm_one_plus_weight;
   to.scale_embeddings = from.scale_embeddings;
+  to.sliding_window = from.sliding_window;
+  to.layer_types = from.layer_types;
   to.norm_eps = from.norm_eps;
   to.proj_bias_mask = from.proj_bias_mask;
 }
 
-HfModelConfig parse_hf_model_config(const std::string& json_text, const std::string& file,
-                                    int seq_len) {
+HfModelConfig parse_hf_model_config(const std::string& json_text, const std::string& file) {
   HfModelConfig out;
   out.file = file;
   for (const auto& [yaml_key, json_key] : shape_key_table()) {
     out.sources.push_back(HfShapeSource{yaml_key, json_key, 0, 0});
   }
   try {
-    JsonConfigReader(out, seq_len).run(json_text);
+    JsonConfigReader(out).run(json_text);
   } catch (const std::exception& e) {
     // Bad input is reported as errors above; this is only for bugs and exhaustion, which must
     // not escape the config loader (documented as non-throwing) either.
@@ -684,7 +732,7 @@ HfModelConfig parse_hf_model_config(const std::string& json_text, const std::str
   return out;
 }
 
-HfModelConfig read_hf_model_config(const std::string& dir, int seq_len) {
+HfModelConfig read_hf_model_config(const std::string& dir) {
   const std::string file = (fs::path(dir) / "config.json").lexically_normal().string();
   auto fail = [&](const std::string& why) {
     HfModelConfig out;
@@ -704,7 +752,7 @@ HfModelConfig read_hf_model_config(const std::string& dir, int seq_len) {
   std::ostringstream text;
   text << in.rdbuf();
   if (in.bad()) return fail("read failed");
-  return parse_hf_model_config(text.str(), file, seq_len);
+  return parse_hf_model_config(text.str(), file);
 }
 
 }  // namespace peftrun

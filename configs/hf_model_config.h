@@ -3,10 +3,11 @@
 // When `model.path` names a checkpoint folder, the model's shape is the checkpoint's, not the
 // YAML's: the loader (config_loader.cpp) calls read_hf_model_config after the YAML and `--set`
 // are applied and before cross-field validation, and a shape key written explicitly with a
-// different value is an error. Accepted: model_type llama (SmolLM included), mistral, qwen2 with
-// SiLU MLPs, RoPE plain or scaled by one of the rope types linear, dynamic, llama3 (Llama 3.1 and
-// later), and full causal attention over data.seq_len; anything else is refused with the
-// config.json position rather than trained as a subtly different model.
+// different value is an error. Accepted: model_type llama (SmolLM included), mistral, qwen2,
+// qwen3 and gemma with SwiGLU or GeGLU (tanh) MLPs, RoPE plain or scaled by one of the rope types
+// linear, dynamic, llama3 (Llama 3.1 and later), yarn, and causal attention with or without a
+// sliding window per layer; anything else is refused with the config.json position rather than
+// trained as a subtly different model (docs/CONFIG.md lists both).
 //
 // config.json is parsed with yaml-cpp (JSON is YAML 1.2 flow syntax), which keeps LINE:COL
 // positions for every value, so problems print like YAML ones: `/ckpt/config.json:7:3: key: ...`.
@@ -45,12 +46,10 @@ const std::vector<std::string>& hf_shape_keys();
 // Copies the fields named by hf_shape_keys(), and proj_bias_mask, from `from` into `to`.
 void copy_hf_shape(const ModelConfig& from, ModelConfig& to);
 
-// Parses config.json text; `file` is used in messages. `seq_len` is data.seq_len, which a used
-// sliding window must not be shorter than (0 skips that rule). Never throws for bad input.
-HfModelConfig parse_hf_model_config(const std::string& json_text, const std::string& file,
-                                    int seq_len);
+// Parses config.json text; `file` is used in messages. Never throws for bad input.
+HfModelConfig parse_hf_model_config(const std::string& json_text, const std::string& file);
 
 // Reads `<dir>/config.json`; a missing or unreadable file is one error naming it.
-HfModelConfig read_hf_model_config(const std::string& dir, int seq_len);
+HfModelConfig read_hf_model_config(const std::string& dir);
 
 }  // namespace peftrun

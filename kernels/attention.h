@@ -2,10 +2,11 @@
 //
 // q: [B, T, H, hd]; k, v: [B, T, KV, hd]; out: [B, T, H, hd]. Query head h attends with kv head
 // h / (H / KV). Scores are scaled by 1/sqrt(hd); token t sees tokens s <= t of the same sequence,
-// and when `segment` ([B*T], nullable) is given only those with segment[s] == segment[t] (packed
-// documents). probs: [B, H, T, T] softmax probabilities saved for backward (masked entries = 0).
-// The CPU version keeps probs (memory O(B H T^2)); the CUDA version is flash-style and saves the
-// per-row logsumexp instead (see below).
+// with `window` > 0 only the last `window` of them (t - s < window: sliding-window attention as
+// Mistral's and Gemma's; 0 = none), and when `segment` ([B*T], nullable) is given only those with
+// segment[s] == segment[t] (packed documents). probs: [B, H, T, T] softmax probabilities saved for
+// backward (masked entries = 0). The CPU version keeps probs (memory O(B H T^2)); the CUDA version
+// is flash-style and saves the per-row logsumexp instead (see below).
 #pragma once
 
 #include <cstddef>
@@ -17,10 +18,11 @@
 namespace peftrun::cpu {
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* segment, T* out,
-                       T* probs, int B, int T_len, int H, int KV, int hd);
+void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* segment, int window,
+                       T* out, T* probs, int B, int T_len, int H, int KV, int hd);
 
 // dq: [B,T,H,hd]; dk, dv: [B,T,KV,hd]; all overwritten (dk/dv sum over the heads of a group).
+// The masks (causal, window, segments) are in probs' zeros, so backward takes none of them.
 template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T* dq,
                         T* dk, T* dv, int B, int T_len, int H, int KV, int hd);
@@ -33,8 +35,8 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 // flash-style, so the [T, T] matrix never exists. It differs from the CPU contract in what
 // forward saves for backward: instead of probs, lse [B, H, T] (fp32), the logsumexp of each
 // query row's scaled, masked scores; backward recomputes the probabilities from q, k and lse
-// and also needs the forward output and the segment ids. q, k, v, out and the gradients are
-// stored in `dtype` (fp32, fp16 or bf16); all arithmetic is fp32, except that the tensor-core
+// and also needs the forward output, the segment ids and the window. q, k, v, out and the gradients
+// are stored in `dtype` (fp32, fp16 or bf16); all arithmetic is fp32, except that the tensor-core
 // kernels round P and dS to `dtype` before their second products. dk/dv sum over the
 // query heads of a group in fp32 before being rounded once. All outputs are overwritten.
 //
@@ -54,14 +56,14 @@ inline std::size_t attention_backward_workspace_bytes(int B, int T_len, int H) {
 
 // q: [B,T,H,hd]; k, v: [B,T,KV,hd]; segment: [B*T] or null; out: [B,T,H,hd]; lse: [B,H,T].
 void attention_forward(const void* q, const void* k, const void* v, const std::int32_t* segment,
-                       void* out, float* lse, int B, int T_len, int H, int KV, int hd, DType dtype,
-                       Stream stream);
+                       int window, void* out, float* lse, int B, int T_len, int H, int KV, int hd,
+                       DType dtype, Stream stream);
 
 // dout, out: [B,T,H,hd] (out and lse from forward); dq: [B,T,H,hd]; dk, dv: [B,T,KV,hd].
 // workspace: at least attention_backward_workspace_bytes(B, T, H) bytes, 16-byte aligned.
 void attention_backward(const void* dout, const void* q, const void* k, const void* v,
-                        const void* out, const float* lse, const std::int32_t* segment, void* dq,
-                        void* dk, void* dv, void* workspace, std::size_t workspace_bytes, int B,
-                        int T_len, int H, int KV, int hd, DType dtype, Stream stream);
+                        const void* out, const float* lse, const std::int32_t* segment, int window,
+                        void* dq, void* dk, void* dv, void* workspace, std::size_t workspace_bytes,
+                        int B, int T_len, int H, int KV, int hd, DType dtype, Stream stream);
 
 }  // namespace peftrun::cuda

@@ -27,6 +27,7 @@ namespace peftrun::blocks {
 
 struct AttentionShape {
   int B, T, H, KV, hd;
+  int window;  // sliding window in keys (attention_visible); 0 = none
 };
 
 template <int kMaxHd_, int kTpr_>
@@ -151,9 +152,22 @@ PEFTRUN_HD QueryRow query_row(const Ctx& ctx, const AttentionShape& s,
   return q;
 }
 
-// Key tiles a query tile starting at t0 sees: up to the one holding its last row.
+// Key tiles a query tile starting at t0 sees: up to the one holding its last row ...
 PEFTRUN_HD int key_tiles_until_diagonal(int t0, int rows, int other, int T) {
   return (imin(T, t0 + rows) - 1) / other + 1;
+}
+
+// ... and, with a sliding window, from the one holding its first row's first key. Tiles outside
+// the range would add exact zeros (every score masked), so skipping them changes no bit.
+PEFTRUN_HD int first_key_tile(int t0, int other, int window) {
+  return attention_first_key(t0, window) / other;
+}
+
+// Query tiles that see keys [s0, s0 + rows): from the one holding s0 (causal) up to the one
+// holding the last query whose window reaches the last key, s0 + rows - 1 + window - 1.
+PEFTRUN_HD int query_tiles_until_window(int s0, int rows, int other, int T, int window) {
+  const int all = ceil_div(T, other);
+  return window > 0 ? imin(all, (s0 + rows + window - 2) / other + 1) : all;
 }
 
 // Forward. Block (query tile, head h, sequence b); thread (row r, column group cg).
@@ -201,7 +215,7 @@ struct FlashForward {
     Columns<Tile> acc(cg, hd);
 
     const int n_key_tiles = key_tiles_until_diagonal(qr.t0, R, C, T);
-    for (int j = 0; j < n_key_tiles; ++j) {
+    for (int j = first_key_tile(qr.t0, C, s.window); j < n_key_tiles; ++j) {
       const int s0 = j * C;
       ctx.sync();  // the previous tile's P and V are no longer read
       load_head_rows<St>(ctx, k, sh.kv, C, qr.b, s0, qr.kvh, s.KV, s);
@@ -213,7 +227,7 @@ struct FlashForward {
       for (int e = 0; e < Tile::kScoresPerThread; ++e) {
         const int c = cg + P * e;
         sc[e] = -float_inf();
-        if (qr.ok && attention_visible(qr.t, s0 + c, qr.packed, qr.seg,
+        if (qr.ok && attention_visible(qr.t, s0 + c, s.window, qr.packed, qr.seg,
                                        qr.packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
           sc[e] = tile_dot(sh.q, r, sh.kv, c, hd, ld) * scale;
         }
@@ -325,7 +339,7 @@ struct FlashBackwardDq {
     Columns<Tile> acc(cg, hd);
 
     const int n_key_tiles = key_tiles_until_diagonal(qr.t0, R, C, T);
-    for (int j = 0; j < n_key_tiles; ++j) {
+    for (int j = first_key_tile(qr.t0, C, s.window); j < n_key_tiles; ++j) {
       const int s0 = j * C;
       ctx.sync();  // the previous tile's dS and K are no longer read
       load_head_rows<St>(ctx, k, sh.k, C, qr.b, s0, qr.kvh, s.KV, s);
@@ -335,7 +349,7 @@ struct FlashBackwardDq {
       for (int e = 0; e < Tile::kScoresPerThread; ++e) {
         const int c = cg + P * e;
         float ds = 0.0f;
-        if (qr.ok && attention_visible(qr.t, s0 + c, qr.packed, qr.seg,
+        if (qr.ok && attention_visible(qr.t, s0 + c, s.window, qr.packed, qr.seg,
                                        qr.packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
           const float p = std::exp(tile_dot(sh.q, r, sh.k, c, hd, ld) * scale - lse_t);
           ds = softmax_grad(p, tile_dot(sh.dout, r, sh.v, c, hd, ld), d_t);
@@ -408,7 +422,7 @@ struct FlashBackwardDkDv {
     Columns<Tile> acc_k(cg, hd), acc_v(cg, hd);
 
     // Queries before s0 see none of these keys.
-    const int first_q_tile = s0 / C, n_q_tiles = ceil_div(T, C);
+    const int first_q_tile = s0 / C, n_q_tiles = query_tiles_until_window(s0, R, C, T, s.window);
     for (int g = 0; g < group; ++g) {
       const int h = kvh * group + g;
       const std::int64_t stats = (static_cast<std::int64_t>(b) * s.H + h) * T;
@@ -426,7 +440,7 @@ struct FlashBackwardDkDv {
           const std::size_t iq = static_cast<std::size_t>(rq);
           float p = 0.0f, ds = 0.0f;
           if (key_ok && t < T &&
-              attention_visible(t, key, packed, packed ? sh.seg[iq] : 0, seg_c)) {
+              attention_visible(t, key, s.window, packed, packed ? sh.seg[iq] : 0, seg_c)) {
             p = std::exp(tile_dot(sh.q, rq, sh.k, c, hd, ld) * scale - sh.lse[iq]);
             ds = softmax_grad(p, tile_dot(sh.dout, rq, sh.v, c, hd, ld), sh.d[iq]);
           }

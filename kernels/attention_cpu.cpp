@@ -75,8 +75,8 @@ void for_causal_rows(int H, int T_len, const F& fn) {
 }  // namespace
 
 template <typename T>
-void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* segment, T* out,
-                       T* probs, int B, int T_len, int H, int KV, int hd) {
+void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* segment, int window,
+                       T* out, T* probs, int B, int T_len, int H, int KV, int hd) {
   const int group = H / KV;  // query heads per kv head
   const T scale = T(1) / std::sqrt(static_cast<T>(hd));
   const int ldq = H * hd;    // row stride of a per-head Q / out matrix
@@ -100,12 +100,14 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
     // 2. Softmax of every row of every head, on the kernel threads.
     for_causal_rows(H, T_len, [&](int h, int t) {
       T* row = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;  // [T]
-      // Visible keys: s <= t, and same document when packed. Another document's keys become
-      // -inf, whose e^(s - max) is exactly 0. s == t is always visible, so the max is finite
-      // and the normaliser is >= 1.
+      // Visible keys: s <= t, inside the sliding window, and same document when packed. Keys
+      // before the window and another document's become -inf, whose e^(s - max) is exactly 0.
+      // s == t is always visible, so the max is finite and the normaliser is >= 1.
+      const int first = attention_first_key(t, window);
+      std::fill(row, row + first, -std::numeric_limits<T>::infinity());
       if (seg != nullptr) {
-        for (int s = 0; s <= t; ++s) {
-          if (!attention_visible(t, s, true, seg[t], seg[s])) {
+        for (int s = first; s <= t; ++s) {
+          if (!attention_visible(t, s, window, true, seg[t], seg[s])) {
             row[s] = -std::numeric_limits<T>::infinity();
           }
         }
@@ -213,11 +215,11 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 }
 
 template void attention_forward<float>(const float*, const float*, const float*,
-                                       const std::int32_t*, float*, float*, int, int, int, int,
+                                       const std::int32_t*, int, float*, float*, int, int, int, int,
                                        int);
 template void attention_forward<double>(const double*, const double*, const double*,
-                                        const std::int32_t*, double*, double*, int, int, int, int,
-                                        int);
+                                        const std::int32_t*, int, double*, double*, int, int, int,
+                                        int, int);
 template void attention_backward<float>(const float*, const float*, const float*, const float*,
                                         const float*, float*, float*, float*, int, int, int, int,
                                         int);

@@ -8,11 +8,17 @@
 
 namespace peftrun {
 
-// Query t sees key s when s <= t (causal) and, for packed documents, both carry the same
-// segment id.
-PEFTRUN_HD bool attention_visible(int t, int s, bool packed, std::int32_t seg_t,
+// Query t sees key s when s <= t (causal); with a sliding window (window > 0) only the last
+// `window` keys up to and including t (t - s < window, transformers' sliding_window_overlay);
+// and, for packed documents, only keys with the same segment id.
+PEFTRUN_HD bool attention_visible(int t, int s, int window, bool packed, std::int32_t seg_t,
                                   std::int32_t seg_s) {
-  return s <= t && (!packed || seg_s == seg_t);
+  return s <= t && (window <= 0 || t - s < window) && (!packed || seg_s == seg_t);
+}
+
+// The first key query t sees by position: 0, or the window's start.
+PEFTRUN_HD int attention_first_key(int t, int window) {
+  return window > 0 && t - window + 1 > 0 ? t - window + 1 : 0;
 }
 
 // dS = P (dP - D), D = sum_s P dP over the row (equal to rowsum(dO * O), which the GPU uses).

@@ -161,7 +161,7 @@ struct FlashForwardTc {
     float m = -float_inf(), l = 0.0f;
 
     const int n_key_tiles = key_tiles_until_diagonal(t0, R, C, T);
-    for (int j = 0; j < n_key_tiles; ++j) {
+    for (int j = first_key_tile(t0, C, s.window); j < n_key_tiles; ++j) {
       const int s0 = j * C;
       ctx.sync();  // the previous tile's P and V are no longer read
       copy_head_rows<St>(ctx, k, sh.k, C, kLdE, b, s0, kvh, s.KV, s);
@@ -178,7 +178,7 @@ struct FlashForwardTc {
       for (int e = 0; e < Tile::kColsPerThread; ++e) {
         const int c = cp * Tile::kColsPerThread + e;
         float sc = -float_inf();
-        if (ok && attention_visible(t, s0 + c, packed, seg_t,
+        if (ok && attention_visible(t, s0 + c, s.window, packed, seg_t,
                                     packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
           sc = sh.s[srow + c] * scale;
         }
@@ -305,7 +305,7 @@ struct FlashBackwardDqTc {
     for (tc::FragAcc& a : acc) tc::fill(a, 0.0f);
 
     const int n_key_tiles = key_tiles_until_diagonal(t0, R, C, T);
-    for (int j = 0; j < n_key_tiles; ++j) {
+    for (int j = first_key_tile(t0, C, s.window); j < n_key_tiles; ++j) {
       const int s0 = j * C;
       ctx.sync();  // the previous tile's dS and K are no longer read
       copy_head_rows<St>(ctx, k, sh.k, C, kLdE, b, s0, kvh, s.KV, s);
@@ -322,7 +322,7 @@ struct FlashBackwardDqTc {
         const int c = cp * Tile::kColsPerThread + e;
         const std::size_t at = static_cast<std::size_t>(r) * kLdS + c;
         float ds = 0.0f;
-        if (ok && attention_visible(t, s0 + c, packed, seg_t,
+        if (ok && attention_visible(t, s0 + c, s.window, packed, seg_t,
                                     packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
           const float p = std::exp(sh.sdp[at] * scale - lse_t);
           ds = softmax_grad(p, sh.sdp[dp_at + at], d_t);
@@ -424,7 +424,7 @@ struct FlashBackwardDkDvTc {
     }
 
     // Queries before s0 see none of these keys.
-    const int first_q_tile = s0 / C, n_q_tiles = ceil_div(T, C);
+    const int first_q_tile = s0 / C, n_q_tiles = query_tiles_until_window(s0, R, C, T, s.window);
     for (int g = 0; g < group; ++g) {
       const int h = kvh * group + g;
       const std::int64_t stats = (static_cast<std::int64_t>(b) * s.H + h) * T;
@@ -449,7 +449,7 @@ struct FlashBackwardDkDvTc {
           const std::size_t at = static_cast<std::size_t>(c) * kLdS + rq;
           float p = 0.0f, ds = 0.0f;
           if (key_ok && t < T &&
-              attention_visible(t, key, packed, packed ? sh.seg[iq] : 0, seg_c)) {
+              attention_visible(t, key, s.window, packed, packed ? sh.seg[iq] : 0, seg_c)) {
             p = std::exp(sh.sdp[at] * scale - sh.lse[iq]);
             ds = softmax_grad(p, sh.sdp[dp_at + at], sh.d[iq]);
           }

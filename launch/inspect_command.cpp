@@ -52,6 +52,10 @@ void print_config_summary(const std::map<std::string, std::string>& config, std:
   if (shown("model.mlp_activation", "silu")) extras += ", MLP " + value("model.mlp_activation");
   if (shown("model.norm_one_plus_weight", "false")) extras += ", norms scale by 1 + weight";
   if (shown("model.scale_embeddings", "false")) extras += ", embeddings x sqrt(dim)";
+  if (shown("model.sliding_window", "0")) {
+    extras += ", sliding window " + value("model.sliding_window");
+    if (shown("model.layer_types", "[]")) extras += " in some layers";
+  }
   if (shown("model.rope_scaling", "none")) {
     extras += ", RoPE " + value("model.rope_scaling") + " x" + value("model.rope_factor");
   }

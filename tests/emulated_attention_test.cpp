@@ -39,7 +39,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, EmulatedAttention,
 INSTANTIATE_TEST_SUITE_P(
     Orders, EmulatedAttention,
     ::testing::Combine(::testing::Values(attention_cases::kTinyConfig, attention_cases::kPacked,
-                                         attention_cases::kHd256),
+                                         attention_cases::kHd256, attention_cases::kWindowPacked),
                        ::testing::Values(Schedule::kReversed, Schedule::kShuffled)),
     case_name);
 

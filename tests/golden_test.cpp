@@ -353,6 +353,30 @@ TEST(GoldenVariant, GemmaWithGeGluOnePlusWeightNormsAndScaledEmbeddingsMatchesTr
   check_variant_forward("gemma");
 }
 
+// Sliding windows (make_variant_golden.py): the forward equals transformers', and the same
+// weights without the window give a loss far enough away that a window left out would fail.
+void check_window_forward(const std::string& name) {
+  check_variant_forward(name);
+  const Case c("variants/" + name);
+  const double full = c.json().at("loss_without_window").at("value").get<double>();
+  EXPECT_GT(rel_scalar(full, c.scalar("loss")), 100 * kLossTol) << "the case cannot tell";
+}
+
+TEST(GoldenVariant, MistralSlidingWindowInEveryLayerMatchesTransformers) {
+  const Config cfg = golden_config("variants/mistral_window8", plain_lora_config());
+  EXPECT_EQ(cfg.model.sliding_window, 8);
+  EXPECT_TRUE(cfg.model.layer_types.empty());
+  check_window_forward("mistral_window8");
+}
+
+TEST(GoldenVariant, Qwen2SlidingWindowInItsUpperLayerMatchesTransformers) {
+  const Config cfg = golden_config("variants/qwen2_window5_layer1", plain_lora_config());
+  EXPECT_EQ(cfg.model.sliding_window, 5);
+  EXPECT_EQ(cfg.model.layer_types,
+            (std::vector<std::string>{"full_attention", "sliding_attention"}));
+  check_window_forward("qwen2_window5_layer1");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

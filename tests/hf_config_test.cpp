@@ -198,8 +198,8 @@ const Fields kQwen2 = {{"architectures", "[\"Qwen2ForCausalLM\"]"},
 
 constexpr unsigned kQkv = bias_bit(Proj::kQ) | bias_bit(Proj::kK) | bias_bit(Proj::kV);
 
-HfModelConfig parse(const Fields& fields, int seq_len = 128) {
-  return parse_hf_model_config(json(fields), "/ckpt/config.json", seq_len);
+HfModelConfig parse(const Fields& fields) {
+  return parse_hf_model_config(json(fields), "/ckpt/config.json");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -244,26 +244,63 @@ TEST(HfConfigJson, TieWordEmbeddingsDefaultsToFalse) {
   EXPECT_FALSE(hf.shape.tie_embeddings);
 }
 
-TEST(HfConfigJson, MistralWindowNoShorterThanSeqLenIsAccepted) {
-  const HfModelConfig hf = parse(kMistral, 4096);
-  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
-  EXPECT_EQ(hf.model_type, "mistral");
-  EXPECT_EQ(hf.shape.n_kv_heads, 8);
-  EXPECT_EQ(hf.shape.ffn_dim, 14336);
-  EXPECT_EQ(hf.shape.proj_bias_mask, 0u);
+// Mistral slides in every layer, whatever data.seq_len is (shorter sequences are unaffected).
+TEST(HfConfigJson, MistralSlidesInEveryLayer) {
+  {
+    const HfModelConfig hf = parse(kMistral);
+    ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+    EXPECT_EQ(hf.model_type, "mistral");
+    EXPECT_EQ(hf.shape.n_kv_heads, 8);
+    EXPECT_EQ(hf.shape.ffn_dim, 14336);
+    EXPECT_EQ(hf.shape.proj_bias_mask, 0u);
+    EXPECT_EQ(hf.shape.sliding_window, 4096);
+    EXPECT_TRUE(hf.shape.layer_types.empty());
+  }
+  EXPECT_EQ(parse(with(kMistral, "sliding_window", "null")).shape.sliding_window, 0);
+  EXPECT_EQ(parse(with(kMistral, "sliding_window", "0")).errors.size(), 1u);
+}
+
+// Qwen2 / Qwen3 slide only with use_sliding_window, in the layers at or above
+// max_window_layers, or where layer_types (transformers 5) says so.
+TEST(HfConfigJson, QwenSlidesInTheLayersItsConfigNames) {
+  const Fields used = with(with(kQwen2, "use_sliding_window", "true"), "sliding_window", "1024");
+  const HfModelConfig derived = parse(with(used, "max_window_layers", "21"));
+  ASSERT_TRUE(derived.ok()) << all_errors(derived.errors);
+  EXPECT_EQ(derived.shape.sliding_window, 1024);
+  ASSERT_EQ(derived.shape.layer_types.size(), 24u);
+  EXPECT_EQ(derived.shape.layer_types[20], "full_attention");
+  EXPECT_EQ(derived.shape.layer_types[21], "sliding_attention");
+  EXPECT_EQ(derived.shape.layer_types[23], "sliding_attention");
+  std::string listed = "[";
+  for (int l = 0; l < 24; ++l) {
+    listed += std::string(l ? ", " : "") + (l % 2 ? "\"sliding_attention\"" : "\"full_attention\"");
+  }
+  const HfModelConfig given = parse(with(used, "layer_types", listed + "]"));
+  ASSERT_TRUE(given.ok()) << all_errors(given.errors);
+  EXPECT_EQ(given.shape.layer_types[0], "full_attention");
+  EXPECT_EQ(given.shape.layer_types[1], "sliding_attention");
+  const HfModelConfig short_list =
+      parse(with(used, "layer_types", "[\"full_attention\", \"sliding_attention\"]"));
+  ASSERT_EQ(short_list.errors.size(), 1u);
+  EXPECT_EQ(short_list.errors[0].key, "layer_types");
+  // Switched off: no window, whatever layer_types says.
+  const HfModelConfig off = parse(with(kQwen2, "layer_types", listed + "]"));
+  ASSERT_TRUE(off.ok()) << all_errors(off.errors);
+  EXPECT_EQ(off.shape.sliding_window, 0);
+  EXPECT_TRUE(off.shape.layer_types.empty());
 }
 
 TEST(HfConfigJson, MistralV03NullWindowAndMatchingHeadDimAreAccepted) {
   Fields v03 = with(with(kMistral, "sliding_window", "null"), "head_dim", "128");
   v03 = with(with(v03, "rope_theta", "1000000.0"), "vocab_size", "32768");
-  const HfModelConfig hf = parse(v03, 32768);
+  const HfModelConfig hf = parse(v03);
   ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
   EXPECT_EQ(hf.shape.rope_theta, 1e6);
   EXPECT_EQ(hf.shape.vocab_size, 32768);
 }
 
 TEST(HfConfigJson, Qwen2HasQkvBiasesAndItsUnusedWindowIsIgnored) {
-  const HfModelConfig hf = parse(kQwen2, 65536);
+  const HfModelConfig hf = parse(kQwen2);
   ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
   EXPECT_EQ(hf.model_type, "qwen2");
   EXPECT_EQ(hf.shape.proj_bias_mask, kQkv);
@@ -313,7 +350,7 @@ const Fields kQwen3 = {{"architectures", "[\"Qwen3ForCausalLM\"]"},
                        {"vocab_size", "151936"}};
 
 TEST(HfConfigJson, Qwen3HasQkNormItsOwnHeadDimAndNoBiases) {
-  const HfModelConfig hf = parse(kQwen3, 4096);
+  const HfModelConfig hf = parse(kQwen3);
   ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
   EXPECT_EQ(hf.model_type, "qwen3");
   EXPECT_TRUE(hf.shape.qk_norm);
@@ -325,11 +362,12 @@ TEST(HfConfigJson, Qwen3HasQkNormItsOwnHeadDimAndNoBiases) {
   ASSERT_TRUE(bare.ok()) << all_errors(bare.errors);
   EXPECT_EQ(bare.shape.head_dim(), 128);
   EXPECT_EQ(bare.shape.proj_bias_mask, kQkv | bias_bit(Proj::kO));
-  // A used window shorter than the sequences is refused, as for Qwen2.
+  // A used window is read as for Qwen2 (max_window_layers 28 here: every layer full).
   const HfModelConfig window =
-      parse(with(with(kQwen3, "use_sliding_window", "true"), "sliding_window", "1024"), 2048);
-  ASSERT_EQ(window.errors.size(), 1u);
-  EXPECT_EQ(window.errors[0].key, "sliding_window");
+      parse(with(with(kQwen3, "use_sliding_window", "true"), "sliding_window", "1024"));
+  ASSERT_TRUE(window.ok()) << all_errors(window.errors);
+  EXPECT_EQ(window.shape.sliding_window, 1024);
+  EXPECT_EQ(window.shape.layer_types, std::vector<std::string>(28, "full_attention"));
   // Llama checkpoints have no q_norm.
   EXPECT_FALSE(parse(kSmolLm).shape.qk_norm);
 }
@@ -360,7 +398,7 @@ const Fields kGemma = {{"architectures", "[\"GemmaForCausalLM\"]"},
                        {"vocab_size", "256000"}};
 
 TEST(HfConfigJson, GemmaHasGeGluOnePlusWeightNormsAndScaledEmbeddings) {
-  const HfModelConfig hf = parse(kGemma, 4096);
+  const HfModelConfig hf = parse(kGemma);
   ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
   EXPECT_EQ(hf.model_type, "gemma");
   EXPECT_EQ(hf.shape.mlp_activation, MlpActivation::kGeluTanh);
@@ -538,7 +576,7 @@ TEST(HfConfigJson, SourcesGiveThePositionOfEveryShapeKey) {
 }
 
 TEST(HfConfigJson, CopyHfShapeCopiesExactlyTheShapeKeysAndBiasMask) {
-  ModelConfig from = parse(kQwen2, 64).shape;
+  ModelConfig from = parse(kQwen2).shape;
   ModelConfig to;
   to.path = "/somewhere";
   to.init_std = 0.5;
@@ -553,7 +591,7 @@ TEST(HfConfigJson, CopyHfShapeCopiesExactlyTheShapeKeysAndBiasMask) {
 TEST(HfConfigJson, ReadsTheFolderConfigJson) {
   ScratchDir scratch;
   const std::string dir = scratch.checkpoint("smol", json(kSmolLm));
-  const HfModelConfig hf = read_hf_model_config(dir, 128);
+  const HfModelConfig hf = read_hf_model_config(dir);
   ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
   EXPECT_EQ(hf.file, dir + "/config.json");
   EXPECT_EQ(hf.shape.dim, 576);
@@ -562,7 +600,7 @@ TEST(HfConfigJson, ReadsTheFolderConfigJson) {
 TEST(HfConfigJson, MissingConfigJsonIsOneErrorNamingIt) {
   ScratchDir scratch;
   fs::create_directory(scratch.path() / "empty");
-  const HfModelConfig hf = read_hf_model_config(scratch.file("empty"), 128);
+  const HfModelConfig hf = read_hf_model_config(scratch.file("empty"));
   ASSERT_EQ(hf.errors.size(), 1u) << all_errors(hf.errors);
   EXPECT_EQ(hf.errors[0].file, scratch.file("empty") + "/config.json");
   EXPECT_NE(hf.errors[0].message.find("cannot be read"), std::string::npos);
@@ -583,7 +621,7 @@ TEST(HfConfigJson, GarbageNeverThrows) {
                                           "{\"a\": !!binary x}"};
   for (const std::string& text : texts) {
     HfModelConfig hf;
-    EXPECT_NO_THROW(hf = parse_hf_model_config(text, "c.json", 128)) << text;
+    EXPECT_NO_THROW(hf = parse_hf_model_config(text, "c.json")) << text;
     EXPECT_FALSE(hf.ok()) << text;
   }
 }
@@ -595,7 +633,6 @@ TEST(HfConfigJson, GarbageNeverThrows) {
 struct HfBadCase {
   std::string name;
   std::string text;  // config.json
-  int seq_len;       // data.seq_len
   std::string key;
   std::string message;  // substring
   std::string where;    // "LINE:COL"
@@ -604,9 +641,9 @@ struct HfBadCase {
 // `pos_key` is the key whose value the error points at: "" = `key` itself, "-" = the object's
 // opening brace (where a missing key is reported).
 HfBadCase bad(std::string name, const Fields& fields, const std::string& key,
-              const std::string& message, const std::string& pos_key = "", int seq_len = 128) {
+              const std::string& message, const std::string& pos_key = "") {
   const std::string at = pos_key == "-" ? "1:1" : pos(fields, pos_key.empty() ? key : pos_key);
-  return {std::move(name), json(fields), seq_len, key, message, at};
+  return {std::move(name), json(fields), key, message, at};
 }
 
 // A case whose error points inside `outer`'s object value, `prefix.size()` characters after its
@@ -617,11 +654,7 @@ HfBadCase bad_inside(std::string name, const Fields& fields, const std::string& 
   const std::string at = pos(fields, outer);
   const std::size_t colon = at.find(':');
   const int column = std::stoi(at.substr(colon + 1)) + static_cast<int>(prefix.size());
-  return {std::move(name),
-          json(fields),
-          128,
-          key,
-          message,
+  return {std::move(name), json(fields), key, message,
           at.substr(0, colon) + ":" + std::to_string(column)};
 }
 
@@ -664,28 +697,26 @@ std::vector<HfBadCase> bad_cases() {
       bad("PartialRotaryFactor", with(kSmolLm, "partial_rotary_factor", "0.5"),
           "partial_rotary_factor", "partial rotary embeddings are not supported yet"),
       {"RopeParametersWithScalingType",
-       json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"longrope\"}")), 128,
+       json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"longrope\"}")),
        "rope_parameters.rope_type", "RoPE scaling \"longrope\" is not supported yet",
        std::to_string(kSmolLm.size() + 2) + ":36"},
-      bad("MistralWindowShorterThanSeqLen", kMistral, "sliding_window",
-          "4096 is less than data.seq_len (8192): sliding-window attention is not supported yet",
-          "", 8192),
-      bad("Qwen2UsedWindowShorterThanSeqLen",
-          with(with(kQwen2, "use_sliding_window", "true"), "sliding_window", "1024"),
-          "sliding_window", "1024 is less than data.seq_len (2048)", "", 2048),
+      bad("LayerTypesOfAnotherKind",
+          with(with(with(kQwen2, "use_sliding_window", "true"), "sliding_window", "1024"),
+               "layer_types", "[\"chunked_attention\"]"),
+          "layer_types", "expected \"full_attention\" or \"sliding_attention\""),
       // yaml-cpp reports where it noticed the problem: the key after a missing comma, the
       // stray bracket, or the end of a truncated file.
-      {"MissingComma", missing_comma_after(kSmolLm, "hidden_size"), 128, "",
+      {"MissingComma", missing_comma_after(kSmolLm, "hidden_size"), "",
        "malformed JSON: end of map flow not found",
        line_of(kSmolLm, "initializer_range") + ":22"},  // the ':' after the next key
-      {"StrayBracket", json(with(kSmolLm, "vocab_size", "]")), 128, "",
+      {"StrayBracket", json(with(kSmolLm, "vocab_size", "]")), "",
        "malformed JSON: illegal flow end", pos(kSmolLm, "vocab_size")},
-      {"TruncatedFile", json(kSmolLm).substr(0, json(kSmolLm).rfind('}')), 128, "",
+      {"TruncatedFile", json(kSmolLm).substr(0, json(kSmolLm).rfind('}')), "",
        "malformed JSON: end of map flow not found", std::to_string(kSmolLm.size() + 2) + ":1"},
-      {"NotAJsonObject", "model_type: llama\nhidden_size: 576\n", 128, "", "is not a JSON object",
+      {"NotAJsonObject", "model_type: llama\nhidden_size: 576\n", "", "is not a JSON object",
        "1:1"},
-      {"TopLevelList", "\n  [1, 2]", 128, "", "is not a JSON object", "2:3"},
-      {"EmptyFile", " \n", 128, "", "is empty", "2:1"},
+      {"TopLevelList", "\n  [1, 2]", "", "is not a JSON object", "2:3"},
+      {"EmptyFile", " \n", "", "is empty", "2:1"},
       bad("MissingHiddenSize", without(kSmolLm, "hidden_size"), "hidden_size",
           "missing, expected an integer > 0", "-"),
       bad("MissingModelType", without(kSmolLm, "model_type"), "model_type",
@@ -717,7 +748,7 @@ std::vector<HfBadCase> bad_cases() {
           "num_attention_heads", "odd head dimension 576 / 64 = 9"),
       bad("KvHeadsNotDividingHeads", with(kSmolLm, "num_key_value_heads", "2"),
           "num_key_value_heads", "2 does not divide num_attention_heads 9"),
-      {"DuplicateKey", json(duplicated(kSmolLm, "model_type", "\"qwen2\"")), 128, "model_type",
+      {"DuplicateKey", json(duplicated(kSmolLm, "model_type", "\"qwen2\"")), "model_type",
        "given twice (first on line " + line_of(kSmolLm, "model_type") + ")",
        std::to_string(kSmolLm.size() + 2) + ":3"},
   };
@@ -732,7 +763,7 @@ class HfConfigRejects : public ::testing::TestWithParam<HfBadCase> {};
 TEST_P(HfConfigRejects, ExactlyOneErrorAtTheKeysPosition) {
   const HfBadCase& c = GetParam();
   HfModelConfig hf;
-  ASSERT_NO_THROW(hf = parse_hf_model_config(c.text, "/ckpt/config.json", c.seq_len));
+  ASSERT_NO_THROW(hf = parse_hf_model_config(c.text, "/ckpt/config.json"));
   ASSERT_EQ(hf.errors.size(), 1u) << all_errors(hf.errors);
   const ConfigError& e = hf.errors[0];
   EXPECT_EQ(e.file, "/ckpt/config.json");
@@ -870,12 +901,15 @@ TEST_F(HfConfigHook, DefaultSeqLenAboveMaxPositionEmbeddingsPointsIntoConfigJson
   EXPECT_NE(r.errors[0].message.find("128 is more than model.max_seq_len (64)"), std::string::npos);
 }
 
-TEST_F(HfConfigHook, SlidingWindowRuleUsesTheFinalSeqLen) {
-  const ConfigLoadResult ok = load("", {"data.seq_len=4096"}, kMistral);
-  EXPECT_TRUE(ok.ok()) << all_errors(ok.errors);
-  const ConfigLoadResult r = load("", {"data.seq_len=8192"}, kMistral);
+// The checkpoint's window is the model's: the YAML may restate it, not change it.
+TEST_F(HfConfigHook, SlidingWindowComesFromTheCheckpoint) {
+  const ConfigLoadResult ok = load("", {"data.seq_len=8192"}, kMistral);
+  ASSERT_TRUE(ok.ok()) << all_errors(ok.errors);
+  EXPECT_EQ(ok.config.model.sliding_window, 4096);
+  EXPECT_TRUE(load("", {"model.sliding_window=4096"}, kMistral).ok());
+  const ConfigLoadResult r = load("", {"model.sliding_window=1024"}, kMistral);
   ASSERT_EQ(r.errors.size(), 1u) << all_errors(r.errors);
-  EXPECT_EQ(where(r.errors[0]), config_json() + ":" + pos(kMistral, "sliding_window"));
+  EXPECT_NE(r.errors[0].message.find("disagrees with"), std::string::npos) << r.errors[0].message;
 }
 
 TEST_F(HfConfigHook, ConfigJsonProblemsAreReportedOnceWithTheirPosition) {

@@ -147,8 +147,8 @@ TEST(GemmForward, EmptyInnerDimensionScalesC) {
 // ---------------------------------------------------------------------------------------------
 
 // softmax(Q K^T / sqrt(hd) + mask) V per (b, h), straight from the definition.
-void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_t* seg, Vec& out,
-                     Vec& probs, int B, int T, int H, int KV, int hd) {
+void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_t* seg, int window,
+                     Vec& out, Vec& probs, int B, int T, int H, int KV, int hd) {
   auto at = [](const Vec& x, int b, int t, int heads, int h, int d, int Tn, int hdn) {
     return x[((static_cast<std::size_t>(b) * Tn + t) * heads + h) * hdn + d];
   };
@@ -159,7 +159,8 @@ void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_
         std::vector<double> s(T, -std::numeric_limits<double>::infinity());
         double mx = -std::numeric_limits<double>::infinity();
         for (int j = 0; j < T; ++j) {
-          const bool visible = j <= t && (!seg || seg[b * T + j] == seg[b * T + t]);
+          const bool visible = j <= t && (window == 0 || j > t - window) &&
+                               (!seg || seg[b * T + j] == seg[b * T + t]);
           if (!visible) continue;
           double dotp = 0.0;
           for (int d = 0; d < hd; ++d) {
@@ -189,15 +190,17 @@ void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_
 // q_scale widens the scores; the tolerances grow with it because the scores themselves carry
 // a relative rounding error of ~1e-16.
 void check_attention_forward(int B, int T, int H, int KV, int hd,
-                             const std::vector<std::int32_t>* segment, double q_scale) {
+                             const std::vector<std::int32_t>* segment, double q_scale,
+                             int window = 0) {
   const std::size_t nq = static_cast<std::size_t>(B) * T * H * hd;
   const std::size_t nkv = static_cast<std::size_t>(B) * T * KV * hd;
   const Vec q = randn(nq, 10, q_scale), k = randn(nkv, 11), v = randn(nkv, 12);
   const std::int32_t* seg = segment ? segment->data() : nullptr;
   const std::size_t np = static_cast<std::size_t>(B) * H * T * T;
   Vec out(nq, 99.0), probs(np, 99.0), ref_out(nq), ref_probs(np);
-  attention_forward(q.data(), k.data(), v.data(), seg, out.data(), probs.data(), B, T, H, KV, hd);
-  naive_attention(q, k, v, seg, ref_out, ref_probs, B, T, H, KV, hd);
+  attention_forward(q.data(), k.data(), v.data(), seg, window, out.data(), probs.data(), B, T, H,
+                    KV, hd);
+  naive_attention(q, k, v, seg, window, ref_out, ref_probs, B, T, H, KV, hd);
   EXPECT_LT(max_abs_diff(out, ref_out), 1e-12 * q_scale);
   EXPECT_LT(max_abs_diff(probs, ref_probs), 1e-13 * q_scale);
   // Masked entries are exact zeros and every row is a distribution.
@@ -237,6 +240,18 @@ TEST(AttentionForward, MatchesNaiveAcrossCausalRowBlocks) {
   for (int t = 0; t < 2 * T; ++t) segment[t] = t < 40 ? 0 : (t < 100 ? 1 : (t < T ? 2 : 3));
   check_attention_forward(2, T, 4, 2, 8, nullptr, 1.0);
   check_attention_forward(2, T, 4, 2, 8, &segment, 1.0);
+}
+
+// Sliding windows (transformers' rule: query t sees keys s with t - s < window): shorter than a
+// causal row block, across blocks, with packed documents, and one longer than the sequence.
+TEST(AttentionForward, MatchesNaiveWithSlidingWindow) {
+  const int T = 150;
+  std::vector<std::int32_t> segment(2 * T);
+  for (int t = 0; t < 2 * T; ++t) segment[t] = t < 40 ? 0 : (t < 100 ? 1 : (t < T ? 2 : 3));
+  for (const int window : {1, 3, 70, 500}) {
+    check_attention_forward(2, T, 4, 2, 8, nullptr, 1.0, window);
+    check_attention_forward(2, T, 4, 2, 8, &segment, 1.0, window);
+  }
 }
 
 TEST(AttentionForward, LargeScoresStayFinite) {
@@ -543,8 +558,8 @@ Vec run_attention(const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
   auto qt = cast<T>(q), kt = cast<T>(k), vt = cast<T>(v), dt = cast<T>(dout);
   std::vector<T> out(q.size()), probs(static_cast<std::size_t>(B) * H * T_len * T_len);
   std::vector<T> dq(q.size()), dk(k.size()), dv(v.size());
-  attention_forward(qt.data(), kt.data(), vt.data(), seg.data(), out.data(), probs.data(), B, T_len,
-                    H, KV, hd);
+  attention_forward(qt.data(), kt.data(), vt.data(), seg.data(), 0, out.data(), probs.data(), B,
+                    T_len, H, KV, hd);
   attention_backward(dt.data(), qt.data(), kt.data(), vt.data(), probs.data(), dq.data(), dk.data(),
                      dv.data(), B, T_len, H, KV, hd);
   Vec all = to_double(out);

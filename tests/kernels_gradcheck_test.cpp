@@ -86,7 +86,7 @@ struct AttnShape {
 
 // Checks dq, dk, dv of attention for one shape and optional segment ids ([B*T]).
 void check_attention_gradients(const AttnShape& s, const std::vector<std::int32_t>* segment,
-                               std::uint64_t seed) {
+                               std::uint64_t seed, int window = 0) {
   const std::size_t nq = static_cast<std::size_t>(s.B) * s.T * s.H * s.hd;
   const std::size_t nkv = static_cast<std::size_t>(s.B) * s.T * s.KV * s.hd;
   Vec q = randn(nq, seed), k = randn(nkv, seed + 1), v = randn(nkv, seed + 2);
@@ -95,8 +95,8 @@ void check_attention_gradients(const AttnShape& s, const std::vector<std::int32_
   const std::int32_t* seg = segment ? segment->data() : nullptr;
 
   auto loss = [&] {
-    attention_forward(q.data(), k.data(), v.data(), seg, out.data(), probs.data(), s.B, s.T, s.H,
-                      s.KV, s.hd);
+    attention_forward(q.data(), k.data(), v.data(), seg, window, out.data(), probs.data(), s.B, s.T,
+                      s.H, s.KV, s.hd);
     return dot(c, out);
   };
   loss();  // probs for backward
@@ -119,6 +119,13 @@ TEST(AttentionGradcheck, MultiHeadHEqualsKV) {
 
 TEST(AttentionGradcheck, MultiQueryKV1) {
   check_attention_gradients({1, 5, 4, 1, 6}, nullptr, 300);
+}
+
+// Only the last `window` keys: the gradients of keys that fell out of a query's window are 0.
+TEST(AttentionGradcheck, SlidingWindowWithAndWithoutDocuments) {
+  const std::vector<std::int32_t> segment = {0, 0, 0, 1, 1, 1, 1, 5, 5, 5, 5, 5, 5, 5};
+  check_attention_gradients({2, 7, 4, 2, 4}, nullptr, 450, 3);
+  check_attention_gradients({2, 7, 4, 2, 4}, &segment, 460, 2);
 }
 
 TEST(AttentionGradcheck, SegmentMaskTwoDocumentsInASequence) {

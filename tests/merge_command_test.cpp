@@ -79,6 +79,7 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
   } else {
     model_yaml = random_model_yaml(p.base == "random_tied" || p.base == "random_gemma");
     if (p.base == "random_qwen3") model_yaml += "  qk_norm: true\n  head_dim: 24\n";
+    if (p.base == "random_window") model_yaml += "  sliding_window: 5\n";
     if (p.base == "random_gemma") {
       model_yaml +=
           "  mlp_activation: gelu_tanh\n  norm_one_plus_weight: true\n  scale_embeddings: true\n";
@@ -111,10 +112,14 @@ TEST_P(MergeRoundTrip, MergedModelComputesTheAdaptedModelToFp16Rounding) {
   std::ifstream cfg_in(merged / "config.json");
   const nlohmann::json cfg = nlohmann::json::parse(cfg_in);
   EXPECT_EQ(cfg["torch_dtype"], "float16");
-  EXPECT_EQ(cfg["model_type"], p.base == "qwen2_f32"      ? "qwen2"
-                               : p.base == "random_qwen3" ? "qwen3"
-                               : p.base == "random_gemma" ? "gemma"
-                                                          : "llama");
+  EXPECT_EQ(cfg["model_type"], p.base == "qwen2_f32"       ? "qwen2"
+                               : p.base == "random_qwen3"  ? "qwen3"
+                               : p.base == "random_gemma"  ? "gemma"
+                               : p.base == "random_window" ? "mistral"
+                                                           : "llama");
+  if (p.base == "random_window") {
+    EXPECT_EQ(cfg["sliding_window"], 5);
+  }
   if (p.base != "qwen2_f32") {
     EXPECT_EQ(cfg["hidden_act"], p.base == "random_gemma" ? "gelu_pytorch_tanh" : "silu");
   }
@@ -187,7 +192,8 @@ INSTANTIATE_TEST_SUITE_P(
                       RoundTrip{"dora", "random_tied"}, RoundTrip{"adalora", "random_tied"},
                       RoundTrip{"lora", "qwen2_f32"}, RoundTrip{"dora", "qwen2_f32"},
                       RoundTrip{"adalora", "qwen2_f32"}, RoundTrip{"lora", "random_llama3"},
-                      RoundTrip{"dora", "random_qwen3"}, RoundTrip{"lora", "random_gemma"}),
+                      RoundTrip{"dora", "random_qwen3"}, RoundTrip{"lora", "random_gemma"},
+                      RoundTrip{"adalora", "random_window"}),
     [](const auto& p) { return p.param.type + "_" + p.param.base; });
 
 // The golden base is an fp16 checkpoint transformers wrote: merged to fp16, every tensor nobody

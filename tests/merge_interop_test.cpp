@@ -73,6 +73,8 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
       {"lora_random_gemma", "lora", "", corpus, "",
        "  mlp_activation: gelu_tanh\n  norm_one_plus_weight: true\n  scale_embeddings: true\n"
        "  tie_embeddings: true\n"},
+      // ... and the MistralForCausalLM config.json it writes for a base with a sliding window.
+      {"dora_random_window", "dora", "", corpus, "", "  sliding_window: 5\n"},
   };
   nlohmann::json cases = nlohmann::json::array();
   for (const Spec& s : specs) {

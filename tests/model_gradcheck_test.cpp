@@ -225,6 +225,16 @@ TEST(ModelGradCheck, GemmaGeGluOnePlusWeightNormsAndScaledEmbeddings) {
   }
 }
 
+// A sliding window in one of two layers (Qwen2's layer_types): the LoRA gradients of both.
+TEST(ModelGradCheck, SlidingWindowInOneLayer) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora}) {
+    TinyModel tm(2, false, 0.0, type);
+    tm.m.sliding_window = 2;
+    tm.m.layer_types = {"sliding_attention", "full_attention"};
+    check_model_gradients(tm, 0, true);
+  }
+}
+
 TEST(ModelForward, EvalEqualsTrainForwardWithoutDropout) {
   TinyModel tm(2, false, 0.0);
   const BaseWeights base = BaseWeights::random(tm.m, 7);

@@ -489,8 +489,8 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   check("forward", l, "q after RoPE", at(L.q), nq, act_);
   cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
   check("forward", l, "k after RoPE", at(L.k), nkv, act_);
-  cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, at(L.att), at<float>(L.lse), b.batch,
-                          b.seq_len, H, KV, hd, act_, kCompute);
+  cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, attention_window(m_, l), at(L.att),
+                          at<float>(L.lse), b.batch, b.seq_len, H, KV, hd, act_, kCompute);
   check("forward", l, "attention output", at(L.att), nq, act_);
   linear_forward(l, Proj::kO, at(L.att), at(L.x_mid), params, n, train, lkey);
   check("forward", l, "o_proj output", at(L.x_mid), nD, act_);
@@ -598,9 +598,10 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     // Attention half.
     linear_backward(l, Proj::kO, at(L.att), dx, datt, params, grads, n);
     check("backward", l, "grad of attention output (o_proj backward)", datt, nq, act_);
-    cuda::attention_backward(datt, at(L.q), at(L.k), at(L.v), at(L.att), at<float>(L.lse), seg, dq,
-                             dk, dv, at(plan_.attention_work), plan_.attention_work.bytes, b.batch,
-                             b.seq_len, H, KV, hd, act_, kCompute);
+    cuda::attention_backward(datt, at(L.q), at(L.k), at(L.v), at(L.att), at<float>(L.lse), seg,
+                             attention_window(m_, l), dq, dk, dv, at(plan_.attention_work),
+                             plan_.attention_work.bytes, b.batch, b.seq_len, H, KV, hd, act_,
+                             kCompute);
     check("backward", l, "grad of q (attention backward)", dq, nq, act_);
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);

@@ -49,7 +49,7 @@ std::string bias_text(unsigned mask) {
 // folder without config.json, or assembled by hand, would otherwise decide how the tensors are
 // cut up (and whether lm_head is read) without anything checking it.
 void check_shape_against_config_json(const std::string& dir, const ModelConfig& shape) {
-  const HfModelConfig hf = read_hf_model_config(dir, 0);
+  const HfModelConfig hf = read_hf_model_config(dir);
   if (!hf.ok()) {
     std::string message = hf.errors.front().format();
     if (hf.errors.size() > 1) {
@@ -95,6 +95,14 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          shape.norm_one_plus_weight ? "true" : "false");
   expect("model_type", "scale_embeddings", want.scale_embeddings ? "true" : "false",
          shape.scale_embeddings ? "true" : "false");
+  expect("sliding_window", "sliding_window", std::to_string(want.sliding_window),
+         std::to_string(shape.sliding_window));
+  auto types_text = [](const std::vector<std::string>& t) {
+    std::string s;
+    for (const std::string& x : t) s += (s.empty() ? "" : ",") + x;
+    return "[" + s + "]";
+  };
+  expect("layer_types", "layer_types", types_text(want.layer_types), types_text(shape.layer_types));
 }
 
 namespace {

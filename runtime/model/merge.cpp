@@ -222,6 +222,11 @@ std::vector<Shard> plan_shards(const std::vector<HfTensor>& tensors, std::uint64
 const char* hf_architecture(const ModelConfig& m) {
   const bool gemma = m.norm_one_plus_weight && m.scale_embeddings;
   if (gemma != (m.norm_one_plus_weight || m.scale_embeddings)) return nullptr;
+  if (m.sliding_window > 0) {
+    // Mistral slides in every layer; per-layer patterns are Qwen2's (biases) or Qwen3's.
+    if (gemma || !m.layer_types.empty()) return m.qk_norm && !gemma ? "Qwen3ForCausalLM" : nullptr;
+    return m.qk_norm ? nullptr : "MistralForCausalLM";
+  }
   if (gemma) return m.qk_norm ? nullptr : "GemmaForCausalLM";
   // q_norm / k_norm exist in transformers' Qwen3 only (without biases it is Llama otherwise);
   // both read hidden_act, so either activation is expressible.
@@ -258,15 +263,27 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
         "the random base (model.qk_norm " + std::string(m.qk_norm ? "true" : "false") +
         ", model.norm_one_plus_weight " + (m.norm_one_plus_weight ? "true" : "false") +
         ", model.scale_embeddings " + (m.scale_embeddings ? "true" : "false") +
+        ", model.sliding_window " + std::to_string(m.sliding_window) +
         ") is no transformers architecture, so its config.json cannot be written; expected the "
-        "two Gemma keys together and without qk_norm, or neither");
+        "two Gemma keys together and without qk_norm or a sliding window, or neither (a "
+        "sliding window in every layer is Mistral's, per-layer ones need qk_norm: Qwen3)");
   }
   nlohmann::json j;
   j["architectures"] = {architecture};
   const std::string arch = architecture;
-  j["model_type"] = arch == "GemmaForCausalLM"   ? "gemma"
-                    : arch == "Qwen3ForCausalLM" ? "qwen3"
-                                                 : "llama";
+  j["model_type"] = arch == "GemmaForCausalLM"     ? "gemma"
+                    : arch == "Qwen3ForCausalLM"   ? "qwen3"
+                    : arch == "MistralForCausalLM" ? "mistral"
+                                                   : "llama";
+  if (m.sliding_window > 0) {
+    j["sliding_window"] = m.sliding_window;
+    if (arch == "Qwen3ForCausalLM") {
+      j["use_sliding_window"] = true;
+      j["layer_types"] = m.layer_types.empty() ? std::vector<std::string>(std::size_t(m.n_layers),
+                                                                          "sliding_attention")
+                                               : m.layer_types;
+    }
+  }
   j["hidden_size"] = m.dim;
   j["intermediate_size"] = m.ffn_dim;
   j["num_hidden_layers"] = m.n_layers;

@@ -1,10 +1,11 @@
 // The per-model constants the decoder's kernels take besides its shapes: which gated activation
 // the MLP uses, what the RMSNorms add to their weights, what the embedding rows are multiplied
-// by. Transformer (CPU) and CudaTransformer both read them from here, so the two models cannot
-// disagree on a variant.
+// by, which layers attend through a sliding window. Transformer (CPU) and CudaTransformer both read
+// them from here, so the two models cannot disagree on a variant.
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 
 #include "configs/config.h"
 #include "kernels/activations.h"
@@ -32,6 +33,14 @@ inline float embedding_scale(const ModelConfig& m, DType dtype) {
   if (dtype == DType::kBF16) return bf16_to_float(float_to_bf16(s));
   if (dtype == DType::kF16) return half_to_float(float_to_half(s));
   return s;
+}
+
+// The sliding window of layer `l`'s attention in keys, 0 for full causal attention.
+inline int attention_window(const ModelConfig& m, int l) {
+  if (m.sliding_window <= 0) return 0;
+  const bool slides =
+      m.layer_types.empty() || m.layer_types[static_cast<std::size_t>(l)] == "sliding_attention";
+  return slides ? m.sliding_window : 0;
 }
 
 }  // namespace peftrun

@@ -477,8 +477,8 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
   cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_scale_);
   cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_scale_);
-  cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, a.att.data(),
-                         a.probs.data(), b.batch, b.seq_len, H, KV, hd);
+  cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, attention_window(m_, l),
+                         a.att.data(), a.probs.data(), b.batch, b.seq_len, H, KV, hd);
   linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
   cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).

@@ -45,6 +45,15 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
+// ", sliding window W in N of L layers" (", sliding window W" when every layer slides).
+std::string sliding_window_text(const ModelConfig& m) {
+  if (m.sliding_window <= 0) return "";
+  std::string s = ", sliding window " + std::to_string(m.sliding_window);
+  if (m.layer_types.empty()) return s;
+  const auto n = std::count(m.layer_types.begin(), m.layer_types.end(), "sliding_attention");
+  return s + " in " + std::to_string(n) + " of " + std::to_string(m.n_layers) + " layers";
+}
+
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
@@ -315,9 +324,10 @@ TrainSummary run_training(const Config& config, const TrainOptions& options, std
       << (mc.qk_norm ? " with q/k norm" : "") << ", " << rope.str() << ", MLP "
       << (mc.mlp_activation == MlpActivation::kGeluTanh ? "GeGLU (gelu_tanh)" : "SwiGLU")
       << (mc.norm_one_plus_weight ? ", norms 1 + w" : "")
-      << (mc.scale_embeddings ? ", embeddings x sqrt(dim)" : "") << ", vocab " << mc.vocab_size
-      << "; adapter " << to_string(cfg.adapter.type) << " r=" << lora_rank << " on "
-      << layout.modules().size() << " modules (" << trainable << " trainable parameters)\n"
+      << (mc.scale_embeddings ? ", embeddings x sqrt(dim)" : "") << sliding_window_text(mc)
+      << ", vocab " << mc.vocab_size << "; adapter " << to_string(cfg.adapter.type)
+      << " r=" << lora_rank << " on " << layout.modules().size() << " modules (" << trainable
+      << " trainable parameters)\n"
       << "base " << base.bytes() / 1024 << " KiB fp16 resident"
       << (base.sharded() ? " (sharded 1/" + std::to_string(world) + " of " +
                                std::to_string(full_base_bytes / 1024) + " KiB)"

@@ -241,8 +241,8 @@ def llama_config(tied):
 
 def draw_weights(model, seed, norm_centre=1.0):
     """The golden bases' init, in place: embedding N(0, 0.25^2), norms norm_centre + N(0, 0.1^2)
-    (0 for Gemma, whose norms scale by 1 + weight), every Linear [out, in] N(0, 1/in), each
-    rounded to an fp16-representable value."""
+    (0 for Gemma, whose norms scale by 1 + weight), biases N(0, 0.1^2), every Linear [out, in]
+    N(0, 1/in), each rounded to an fp16-representable value."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():  # (a tied lm_head is not listed again)
@@ -250,6 +250,8 @@ def draw_weights(model, seed, norm_centre=1.0):
                 v = torch.randn(p.shape, generator=g) * 0.25
             elif name.endswith("norm.weight"):
                 v = norm_centre + 0.1 * torch.randn(p.shape, generator=g)
+            elif p.dim() == 1:  # a projection's bias (Qwen2's q/k/v)
+                v = 0.1 * torch.randn(p.shape, generator=g)
             else:  # every Linear, [out, in]: N(0, 1/in)
                 v = torch.randn(p.shape, generator=g) / (p.shape[1] ** 0.5)
             p.copy_(v.to(torch.float16).to(torch.float32))

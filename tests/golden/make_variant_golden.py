@@ -63,11 +63,35 @@ def gemma_config():
         attention_dropout=0.0)
 
 
+def mistral_window_config():
+    # Mistral 7B v0.1's kind: a sliding window in every layer, here 8 keys of the 32 positions.
+    return transformers.MistralConfig(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-5,
+        tie_word_embeddings=False, sliding_window=8, hidden_act="silu", attention_dropout=0.0)
+
+
+def qwen2_window_config():
+    # Qwen2 with use_sliding_window: layer 0 full, layer 1 sliding (max_window_layers 1), a
+    # 5-key window; q/k/v biases.
+    return transformers.Qwen2Config(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-6,
+        tie_word_embeddings=False, use_sliding_window=True, sliding_window=5, max_window_layers=1,
+        hidden_act="silu", attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
     ("qwen3", transformers.Qwen3ForCausalLM, qwen3_config, 4322, 1.0),
     ("gemma", transformers.GemmaForCausalLM, gemma_config, 4323, 0.0),
+    ("mistral_window8", transformers.MistralForCausalLM, mistral_window_config, 4324, 1.0),
+    ("qwen2_window5_layer1", transformers.Qwen2ForCausalLM, qwen2_window_config, 4325, 1.0),
 ]
 
 
@@ -90,8 +114,16 @@ def forward_case(out, name, cls, d):
     ids = torch.randint(0, mg.VOCAB, (1, SEQ), generator=g, dtype=torch.int64)
     with torch.no_grad():
         o = model(input_ids=ids, labels=ids)
+    meta = {"base": name}
+    if getattr(model.config, "sliding_window", None):
+        # The same weights with full causal attention: a test can tell the window was applied.
+        full = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
+                                   sliding_window=100 * SEQ)
+        full.eval()
+        with torch.no_grad():
+            meta["loss_without_window"] = mg.scalar(full(input_ids=ids, labels=ids).loss)
     mg.write_forward_fixture(out, name, ids, o, "the fp16 checkpoint's logits, computed in fp32",
-                             {"base": name})
+                             meta)
 
 
 def main():

@@ -55,6 +55,26 @@ TEST(GpuAttentionParity, ExactTiles) {
   PEFTRUN_REQUIRE_GPU();
   run(kExactTiles);
 }
+TEST(GpuAttentionParity, Window5) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kWindow5);
+}
+TEST(GpuAttentionParity, Window45Hd64) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kWindow45Hd64);
+}
+TEST(GpuAttentionParity, Window33Hd40) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kWindow33Hd40);
+}
+TEST(GpuAttentionParity, Window17Packed) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kWindowPacked);
+}
+TEST(GpuAttentionParity, WindowLongerThanT) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kWindowLonger);
+}
 TEST(GpuAttentionParity, PackedThreeDocs) {
   PEFTRUN_REQUIRE_GPU();
   run(kPacked);

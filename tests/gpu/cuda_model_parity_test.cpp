@@ -78,12 +78,13 @@ struct ModelCase {
   // Gemma's decoder: GeGLU, norms scaling by 1 + weight, embeddings times sqrt(dim) (rounded to
   // the compute dtype on the device, fp32 on the CPU), tied lm_head.
   bool gemma = false;
+  int window = 0;  // a sliding window in layers 1 and 3 of the 4 (layer_types)
 };
 
 std::string case_name(const ModelCase& c, DType act) {
   return std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
-         (c.gemma ? "+gemma " : " ") + dtype_name(act);
+         (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -105,6 +106,11 @@ Config case_config(const ModelCase& c) {
   Config cfg;
   cfg.model.explicit_head_dim = c.head_dim;
   cfg.model.qk_norm = c.qk_norm;
+  if (c.window > 0) {
+    cfg.model.sliding_window = c.window;
+    cfg.model.layer_types = {"full_attention", "sliding_attention", "full_attention",
+                             "sliding_attention"};
+  }
   if (c.gemma) {
     cfg.model.mlp_activation = MlpActivation::kGeluTanh;
     cfg.model.norm_one_plus_weight = true;
@@ -224,6 +230,12 @@ TEST(GpuModelParity, DoraQkNormExplicitHeadDim) {
 TEST(GpuModelParity, LoraGemmaExplicitHeadDim) {
   PEFTRUN_REQUIRE_GPU();
   run_model_case({AdapterType::kLora, 0.1, 64, false, false, true});
+}
+
+// Sliding windows of 13 keys (of T = 64) in two of the four layers.
+TEST(GpuModelParity, DoraSlidingWindowInTwoLayers) {
+  PEFTRUN_REQUIRE_GPU();
+  run_model_case({AdapterType::kDora, 0.0, 0, false, false, false, 13});
 }
 
 TEST(GpuModelParity, LoraDropout) {
