@@ -21,7 +21,7 @@ enum class ComputeDtype { kAuto, kFp32, kFp16, kBf16 };
 // kSame is data.eval_format's default only: the eval file has the training format.
 enum class DataFormat { kSame, kTokens, kText, kPromptCompletion, kChat };
 // data.chat_template: kAuto detects the family from the tokenizer's own chat template.
-enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral };
+enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral, kGemma };
 // model.rope_scaling: HF's RoPE variants (rope_type "default", "linear", "dynamic", "llama3",
 // "yarn"); kNone is plain RoPE ("default").
 enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn };
@@ -34,7 +34,8 @@ const char* to_string(LrSchedule s);    // "constant" | "linear" | "cosine"
 const char* to_string(DeviceKind d);    // "auto" | "cpu" | "cuda"
 const char* to_string(ComputeDtype d);  // "auto" | "fp32" | "fp16" | "bf16"
 const char* to_string(DataFormat f);    // "same" | "tokens" | "text" | "prompt_completion" | "chat"
-const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral"
+const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral" |
+                                        // "gemma"
 const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3" | "yarn"
 const char* to_string(MlpActivation a);  // "silu" | "gelu_tanh"
 

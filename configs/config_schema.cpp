@@ -682,7 +682,8 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(enum_key(
       "data.chat_template", [](auto& c) -> auto& { return c.data.chat_template; },
       std::vector<ChatTemplate>{ChatTemplate::kAuto, ChatTemplate::kChatml, ChatTemplate::kLlama3,
-                                ChatTemplate::kLlama2, ChatTemplate::kMistral},
+                                ChatTemplate::kLlama2, ChatTemplate::kMistral,
+                                ChatTemplate::kGemma},
       ValueAliases{{"qwen2", "chatml"},
                    {"qwen", "chatml"},
                    {"smollm", "chatml"},

@@ -85,6 +85,8 @@ const char* to_string(ChatTemplate t) {
       return "llama2";
     case ChatTemplate::kMistral:
       return "mistral";
+    case ChatTemplate::kGemma:
+      return "gemma";
   }
   return "?";
 }

@@ -147,10 +147,11 @@ TEST(DataConfig, JsonlKeysAreValidatedWithFileLineColumn) {
                            "' has no tokenizer.json"),
             std::string::npos)
       << no_tok[0];
-  EXPECT_EQ(load("  chat_template: qwen2\n"),
-            std::vector<std::string>{"cfg.yaml:3:18: data.chat_template: unknown value 'qwen2', "
-                                     "expected one of auto, chatml, llama3, llama2, mistral; did "
-                                     "you mean 'chatml'?"});
+  EXPECT_EQ(
+      load("  chat_template: qwen2\n"),
+      std::vector<std::string>{"cfg.yaml:3:18: data.chat_template: unknown value 'qwen2', "
+                               "expected one of auto, chatml, llama3, llama2, mistral, gemma; did "
+                               "you mean 'chatml'?"});
   EXPECT_EQ(load("  packing: yes\n"),
             std::vector<std::string>{"cfg.yaml:3:12: data.packing: got 'yes', expected true or "
                                      "false"});

@@ -55,6 +55,10 @@ TEST(ModelTokens, BosAndEosFollowEachFamilysConvention) {
   // Llama 3: <|begin_of_text|> from tokenizer.json's TemplateProcessing; EOS from the config.
   EXPECT_EQ(llama3.tokens.prefix, std::vector<std::int32_t>{id(llama3, "<|begin_of_text|>")});
   EXPECT_EQ(llama3.tokens.eos_id, id(llama3, "<|eot_id|>"));
+  // Gemma: <bos> from tokenizer.json's TemplateProcessing, EOS <eos>.
+  const Family gemma("gemma");
+  EXPECT_EQ(gemma.tokens.prefix, std::vector<std::int32_t>{id(gemma, "<bos>")});
+  EXPECT_EQ(gemma.tokens.eos_id, id(gemma, "<eos>"));
   // Qwen2: no BOS at all.
   EXPECT_TRUE(qwen2.tokens.prefix.empty());
   EXPECT_FALSE(qwen2.tokens.bos_id.has_value());
@@ -162,6 +166,23 @@ TEST(ChatTemplates, RenderExactlyWhatTheFamiliesTemplatesRender) {
   EXPECT_EQ(mistral.text,
             "<s>[INST] Be brief.\n\nHi! [/INST] Hello. </s>[INST] Bye [/INST]Bye!</s>");
   EXPECT_EQ(trained(mistral), "[ Hello. </s>][Bye!</s>]");
+  // Rendered by transformers' own Jinja (render_jinja_template) from Gemma 3's template, which
+  // tests/tokenizer/fixtures/gemma/tokenizer_config.json carries verbatim.
+  const RenderedChat gemma = render_chat(ChatTemplate::kGemma, chat, "<B>", "<eos>");
+  EXPECT_EQ(gemma.text,
+            "<B><start_of_turn>user\nBe brief.\n\nHi!<end_of_turn>\n<start_of_turn>model\n"
+            "Hello.<end_of_turn>\n<start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+            "Bye!<end_of_turn>\n");
+  EXPECT_EQ(trained(gemma), "[Hello.<end_of_turn>][Bye!<end_of_turn>]");
+  // The system text is not stripped, the turns are.
+  EXPECT_EQ(render_chat(ChatTemplate::kGemma,
+                        {{"system", " You count. "}, {"user", " One? "}, {"assistant", "Two."}},
+                        "<B>", "<eos>")
+                .text,
+            "<B><start_of_turn>user\n You count. \n\nOne?<end_of_turn>\n<start_of_turn>model\n"
+            "Two.<end_of_turn>\n");
+  EXPECT_THROW(render_chat(ChatTemplate::kGemma, {{"user", "a"}, {"user", "b"}}, "<B>", ""),
+               std::invalid_argument);
 
   EXPECT_THROW(render_chat(ChatTemplate::kLlama2, {{"assistant", "x"}}, "<s>", "</s>"),
                std::invalid_argument);
@@ -171,11 +192,10 @@ TEST(ChatTemplates, RenderExactlyWhatTheFamiliesTemplatesRender) {
 }
 
 TEST(ChatTemplates, DetectedFromTheTokenizersOwnTemplate) {
-  const std::pair<const char*, ChatTemplate> cases[] = {{"qwen2", ChatTemplate::kChatml},
-                                                        {"smollm", ChatTemplate::kChatml},
-                                                        {"llama3", ChatTemplate::kLlama3},
-                                                        {"llama2", ChatTemplate::kLlama2},
-                                                        {"mistral", ChatTemplate::kMistral}};
+  const std::pair<const char*, ChatTemplate> cases[] = {
+      {"qwen2", ChatTemplate::kChatml},    {"smollm", ChatTemplate::kChatml},
+      {"llama3", ChatTemplate::kLlama3},   {"llama2", ChatTemplate::kLlama2},
+      {"mistral", ChatTemplate::kMistral}, {"gemma", ChatTemplate::kGemma}};
   for (const auto& [style, expected] : cases) {
     const Family f(style);
     EXPECT_EQ(detect_chat_template(f.tokens.chat_template), expected) << style;
@@ -193,7 +213,8 @@ TEST(DatasetFormats, ChatTrainsOnlyAssistantReplies) {
   const std::pair<const char*, ChatTemplate> cases[] = {{"qwen2", ChatTemplate::kChatml},
                                                         {"llama3", ChatTemplate::kLlama3},
                                                         {"llama2", ChatTemplate::kLlama2},
-                                                        {"mistral", ChatTemplate::kMistral}};
+                                                        {"mistral", ChatTemplate::kMistral},
+                                                        {"gemma", ChatTemplate::kGemma}};
   for (const auto& [style, tmpl] : cases) {
     const Family f(style);
     const TokenizedExample ex = f.tokenize(conversation, DataFormat::kChat, tmpl);
@@ -210,6 +231,7 @@ TEST(DatasetFormats, ChatTrainsOnlyAssistantReplies) {
     // The end-of-turn token after each reply is trained, so the model learns to stop.
     const std::string end = tmpl == ChatTemplate::kChatml   ? "<|im_end|>"
                             : tmpl == ChatTemplate::kLlama3 ? "<|eot_id|>"
+                            : tmpl == ChatTemplate::kGemma  ? "<end_of_turn>"
                                                             : "</s>";
     int trained_ends = 0;
     for (std::size_t i = 0; i < ex.ids.size(); ++i) {

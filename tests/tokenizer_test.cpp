@@ -26,7 +26,8 @@ using peftrun::Tokenizer;
 namespace {
 
 const std::string kFixtures = std::string(PEFTRUN_SOURCE_DIR) + "/tests/tokenizer/fixtures";
-const std::vector<std::string> kStyles = {"gpt2", "smollm", "llama3", "qwen2", "llama2", "mistral"};
+const std::vector<std::string> kStyles = {"gpt2",   "smollm",  "llama3", "qwen2",
+                                          "llama2", "mistral", "gemma"};
 
 nlohmann::json read_json(const std::string& path) {
   std::ifstream in(path);

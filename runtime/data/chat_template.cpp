@@ -152,6 +152,30 @@ RenderedChat mistral(const std::vector<ChatMessage>& messages, const std::string
   return b.take();
 }
 
+// Gemma 3's template (Gemma 1 and 2 refuse a system message instead): BOS, then
+// <start_of_turn>ROLE\nCONTENT<end_of_turn>\n per turn with the assistant's role written
+// "model" and CONTENT stripped, turns alternating from user; a system message's text, unstripped,
+// and a blank line open the first user turn.
+RenderedChat gemma(const std::vector<ChatMessage>& messages, const std::string& bos) {
+  need(bos, "BOS", "gemma");
+  const std::size_t first = messages[0].role == "system" ? 1 : 0;
+  check_alternation(messages, first, "gemma");
+  Builder b;
+  b.text(bos);
+  for (std::size_t i = first; i < messages.size(); ++i) {
+    const ChatMessage& m = messages[i];
+    if (m.role == "user") {
+      const std::string prefix = i == first && first == 1 ? cat({messages[0].content, "\n\n"}) : "";
+      b.text(cat({"<start_of_turn>user\n", prefix, strip(m.content), "<end_of_turn>\n"}));
+    } else {
+      b.text("<start_of_turn>model\n");
+      b.trained(cat({strip(m.content), "<end_of_turn>"}));
+      b.text("\n");
+    }
+  }
+  return b.take();
+}
+
 }  // namespace
 
 RenderedChat render_chat(ChatTemplate tmpl, const std::vector<ChatMessage>& messages,
@@ -177,6 +201,8 @@ RenderedChat render_chat(ChatTemplate tmpl, const std::vector<ChatMessage>& mess
       return llama2(messages, bos, eos);
     case ChatTemplate::kMistral:
       return mistral(messages, bos, eos);
+    case ChatTemplate::kGemma:
+      return gemma(messages, bos);
     case ChatTemplate::kAuto:
       break;
   }
@@ -188,6 +214,7 @@ ChatTemplate detect_chat_template(const std::string& jinja) {
   if (jinja.find("<|start_header_id|>") != std::string::npos) return ChatTemplate::kLlama3;
   if (jinja.find("<<SYS>>") != std::string::npos) return ChatTemplate::kLlama2;
   if (jinja.find("[INST]") != std::string::npos) return ChatTemplate::kMistral;
+  if (jinja.find("<start_of_turn>") != std::string::npos) return ChatTemplate::kGemma;
   return ChatTemplate::kAuto;
 }
 

@@ -11,9 +11,12 @@
 //                             (roles alternate user/assistant after an optional system message)
 //   mistral                   BOS[INST] USER [/INST]REPLYEOS[INST] ...  (a system message is put
 //                             before the first user message, separated by a blank line)
+//   gemma                     BOS<start_of_turn>user\nUSER<end_of_turn>\n
+//                             <start_of_turn>model\nREPLY<end_of_turn>\n ...  (Gemma 3's: a
+//                             system message and a blank line open the first user turn)
 //
 // Trained: chatml "CONTENT<|im_end|>", llama3 "CONTENT<|eot_id|>", llama2 " REPLY EOS",
-// mistral "REPLYEOS", for assistant messages only.
+// mistral "REPLYEOS", gemma "REPLY<end_of_turn>", for assistant messages only.
 #pragma once
 
 #include <cstddef>

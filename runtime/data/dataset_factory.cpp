@@ -72,14 +72,14 @@ std::unique_ptr<DataSource> DatasetOpener::open(const std::string& path, DataFor
       throw std::runtime_error("data.chat_template: auto, but the tokenizer folder of '" +
                                tokenizer_->source() +
                                "' has no chat template; set data.chat_template to chatml, "
-                               "llama3, llama2 or mistral");
+                               "llama3, llama2, mistral or gemma");
     }
     tmpl = detect_chat_template(model_tokens_.chat_template);
     if (tmpl == ChatTemplate::kAuto) {
       throw std::runtime_error("data.chat_template: auto does not recognise the chat template in " +
                                model_tokens_.chat_template_source +
                                "; set data.chat_template to the closest of chatml, llama3, "
-                               "llama2 or mistral (docs/DATA.md shows what each renders)");
+                               "llama2, mistral or gemma (docs/DATA.md shows what each renders)");
     }
   }
   const FormatContext context{*tokenizer_, model_tokens_, tmpl, config_.data.append_eos};

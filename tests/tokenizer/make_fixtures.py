@@ -2,10 +2,10 @@
 """Builds the tokenizer parity fixtures with the Hugging Face `tokenizers` library itself.
 
 For each tokenizer family peftrun reads (byte-level BPE as in GPT-2, SmolLM, Llama 3 and Qwen2;
-SentencePiece-style BPE with byte fallback as in Llama 2 and Mistral) it assembles a tokenizer
-with that family's real pipeline settings (normalizer, pre-tokenizer regexes, BPE options,
-added/special tokens, post-processor, decoder), trains a small vocabulary on a generated corpus,
-and writes into OUT/<style>/:
+SentencePiece-style BPE with byte fallback as in Llama 2, Mistral and Gemma) it assembles a
+tokenizer with that family's real pipeline settings (normalizer, pre-tokenizer regexes, BPE
+options, added/special tokens, post-processor, decoder), trains a small vocabulary on a generated
+corpus, and writes into OUT/<style>/:
 
   tokenizer.json          what `tokenizers` saves (the file peftrun loads)
   tokenizer_config.json   bos/eos and a chat template in the family's style (for detection)
@@ -244,7 +244,7 @@ BYTE_TOKENS = ["<0x%02X>" % b for b in range(256)]
 
 
 def sentencepiece_vocab_fixup(data):
-    """Real Llama 2 / Mistral files keep <0xNN> in the model vocabulary only: they are not
+    """Real Llama 2 / Mistral / Gemma files keep <0xNN> in the model vocabulary only: they are not
     added tokens (so the literal text "<0x41>" is not matched as one), and BPE falls back to them
     for characters outside the vocabulary."""
     data["added_tokens"] = [t for t in data["added_tokens"] if t["content"] not in BYTE_TOKENS]
@@ -298,6 +298,74 @@ def mistral_style():
     return tok, config
 
 
+# Gemma 3's chat template, verbatim (google/gemma-3-*-it tokenizer_config.json): a system message
+# is folded into the first user turn, the assistant role is written "model".
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}\n"
+    "{%- if messages[0]['role'] == 'system' -%}\n"
+    "    {%- if messages[0]['content'] is string -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}\n"
+    "    {%- else -%}\n"
+    "        {%- set first_user_prefix = messages[0]['content'][0]['text'] + '\n\n' -%}\n"
+    "    {%- endif -%}\n"
+    "    {%- set loop_messages = messages[1:] -%}\n"
+    "{%- else -%}\n"
+    "    {%- set first_user_prefix = \"\" -%}\n"
+    "    {%- set loop_messages = messages -%}\n"
+    "{%- endif -%}\n"
+    "{%- for message in loop_messages -%}\n"
+    "    {%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}\n"
+    "        {{ raise_exception(\"Conversation roles must alternate "
+    "user/assistant/user/assistant/...\") }}\n"
+    "    {%- endif -%}\n"
+    "    {%- if (message['role'] == 'assistant') -%}\n"
+    "        {%- set role = \"model\" -%}\n"
+    "    {%- else -%}\n"
+    "        {%- set role = message['role'] -%}\n"
+    "    {%- endif -%}\n"
+    "    {{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else \"\") }}\n"
+    "    {%- if message['content'] is string -%}\n"
+    "        {{ message['content'] | trim }}\n"
+    "    {%- elif message['content'] is iterable -%}\n"
+    "        {%- for item in message['content'] -%}\n"
+    "            {%- if item['type'] == 'image' -%}\n"
+    "                {{ '<start_of_image>' }}\n"
+    "            {%- elif item['type'] == 'text' -%}\n"
+    "                {{ item['text'] | trim }}\n"
+    "            {%- endif -%}\n"
+    "        {%- endfor -%}\n"
+    "    {%- else -%}\n"
+    "        {{ raise_exception(\"Invalid content type\") }}\n"
+    "    {%- endif -%}\n"
+    "    {{ '<end_of_turn>\n' }}\n"
+    "{%- endfor -%}\n"
+    "{%- if add_generation_prompt -%}\n"
+    "    {{'<start_of_turn>model\n'}}\n"
+    "{%- endif -%}\n"
+)
+
+
+def gemma_style():
+    """Gemma as transformers' GemmaConverter writes it: Replace(" ", "▁") normaliser alone (no
+    Prepend), no pre-tokenizer, BPE with byte fallback, <pad> <eos> <bos> <unk> as ids 0-3,
+    <start_of_turn>/<end_of_turn> special, Replace/ByteFallback/Fuse decoder (no Strip), and
+    GemmaTokenizerFast's `<bos> $A` post-processor."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    train_bpe(tok, 900, ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+              + BYTE_TOKENS, byte_level=False)
+    tok = edit_json(tok, sentencepiece_vocab_fixup)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A", pair="<bos> $A <bos>:1 $B:1",
+        special_tokens=[("<bos>", tok.token_to_id("<bos>"))])
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
+                                     decoders.Fuse()])
+    config = {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>",
+              "pad_token": "<pad>", "add_bos_token": True, "add_eos_token": False,
+              "chat_template": GEMMA3_CHAT_TEMPLATE}
+    return tok, config
+
+
 STYLES = {
     "gpt2": gpt2_style,
     "smollm": smollm_style,
@@ -305,6 +373,7 @@ STYLES = {
     "qwen2": qwen2_style,
     "llama2": llama2_style,
     "mistral": mistral_style,
+    "gemma": gemma_style,
 }
 
 
