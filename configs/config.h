@@ -83,6 +83,17 @@ struct ModelConfig {
   // model.scale_embeddings: the embedding rows are multiplied by sqrt(dim), rounded to the
   // compute dtype as transformers' Gemma normalizer (the tied lm_head reads the table unscaled).
   bool scale_embeddings = false;
+  // model.sandwich_norms: two more RMSNorms per layer, on the attention output and on the MLP
+  // output before each residual add (Gemma 2 / 3's post_attention_layernorm and
+  // post_feedforward_layernorm; their pre_feedforward_layernorm is the usual MLP norm).
+  bool sandwich_norms = false;
+  // model.query_pre_attn_scalar: attention scores are scaled by 1 / sqrt(this) instead of
+  // 1 / sqrt(head_dim) (Gemma 2 / 3); 0 = head_dim.
+  double query_pre_attn_scalar = 0.0;
+  // model.rope_local_theta: the RoPE base of the sliding-window layers (Gemma 3's
+  // rope_local_base_freq), plain RoPE without model.rope_scaling; 0 = every layer uses
+  // rope_theta and its scaling.
+  double rope_local_theta = 0.0;
   // model.sliding_window: sliding-window attention over this many keys (a query sees itself and
   // the window - 1 tokens before it, transformers' rule); 0 = none.
   int sliding_window = 0;

@@ -607,6 +607,14 @@ std::vector<KeySpec> build_schema() {
       "model.norm_one_plus_weight", [](auto& c) -> auto& { return c.model.norm_one_plus_weight; }));
   keys.push_back(bool_key(
       "model.scale_embeddings", [](auto& c) -> auto& { return c.model.scale_embeddings; }));
+  keys.push_back(bool_key(
+      "model.sandwich_norms", [](auto& c) -> auto& { return c.model.sandwich_norms; }));
+  keys.push_back(double_key(
+      "model.query_pre_attn_scalar", [](auto& c) -> auto& { return c.model.query_pre_attn_scalar; },
+      at_least(0)));
+  keys.push_back(double_key(
+      "model.rope_local_theta", [](auto& c) -> auto& { return c.model.rope_local_theta; },
+      at_least(0)));
   keys.push_back(int_key(
       "model.sliding_window", [](auto& c) -> auto& { return c.model.sliding_window; },
       at_least(0)));

@@ -59,6 +59,9 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.mlp_activation", "hidden_act"},
       {"model.norm_one_plus_weight", "model_type"},
       {"model.scale_embeddings", "model_type"},
+      {"model.sandwich_norms", "model_type"},
+      {"model.query_pre_attn_scalar", "query_pre_attn_scalar"},
+      {"model.rope_local_theta", "rope_local_base_freq"},
       {"model.sliding_window", "sliding_window"},
       {"model.layer_types", "layer_types"},
       {"model.norm_eps", "rms_norm_eps"},
@@ -254,26 +257,31 @@ class JsonConfigReader {
   void read_model_type() {
     const YAML::Node* v = find("model_type");
     if (v == nullptr) {
-      missing("model_type", "one of llama, mistral, qwen2, qwen3, gemma");
+      missing("model_type", "one of llama, mistral, qwen2, qwen3, gemma, gemma3_text");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" &&
-        type != "gemma") {
+        type != "gemma" && type != "gemma3_text") {
       error(v->Mark(), "model_type",
             "unknown model type '" + type +
-                "', expected one of llama, mistral, qwen2, qwen3, gemma (the LLaMA-family "
-                "decoders peftrun implements)");
+                "', expected one of llama, mistral, qwen2, qwen3, gemma, gemma3_text (the "
+                "LLaMA-family decoders peftrun implements)");
       return;
     }
     out_.model_type = type;
-    out_.shape.qk_norm = type == "qwen3";  // Qwen3Attention's q_norm / k_norm
+    const bool gemma3 = type == "gemma3_text";
+    // Qwen3Attention's and Gemma3Attention's q_norm / k_norm.
+    out_.shape.qk_norm = type == "qwen3" || gemma3;
     // GemmaRMSNorm scales by 1 + weight; GemmaTextScaledWordEmbedding by sqrt(hidden_size).
-    out_.shape.norm_one_plus_weight = type == "gemma";
-    out_.shape.scale_embeddings = type == "gemma";
+    out_.shape.norm_one_plus_weight = type == "gemma" || gemma3;
+    out_.shape.scale_embeddings = type == "gemma" || gemma3;
+    out_.shape.sandwich_norms = gemma3;  // Gemma3DecoderLayer's four norms
     set_source("model_type", *v);
   }
+
+  bool is_gemma() const { return out_.model_type == "gemma" || out_.model_type == "gemma3_text"; }
 
   void required_int(const std::string& name, int& field) {
     const YAML::Node* v = find(name);
@@ -310,6 +318,22 @@ class JsonConfigReader {
       set_source("rms_norm_eps", *v);
     }
 
+    if (out_.model_type == "gemma3_text") {
+      read_gemma3_rope();
+    } else {
+      read_rope();
+    }
+
+    m.tie_embeddings = is_gemma();  // GemmaConfig's and Gemma3TextConfig's default when absent
+    if (const YAML::Node* v = find_optional("tie_word_embeddings")) {
+      if (read_bool(*v, "tie_word_embeddings", m.tie_embeddings)) {
+        set_source("tie_word_embeddings", *v);
+      }
+    }
+  }
+
+  void read_rope() {
+    ModelConfig& m = out_.shape;
     m.rope_theta = kDefaultRopeTheta;
     if (const YAML::Node* v = find_optional("rope_theta")) {
       if (read_positive(*v, "rope_theta", m.rope_theta)) set_source("rope_theta", *v);
@@ -327,11 +351,58 @@ class JsonConfigReader {
     } else if (parameters != nullptr && parameters->IsMap()) {
       read_rope_variant(*parameters, "rope_parameters");
     }
+  }
 
-    m.tie_embeddings = out_.model_type == "gemma";  // GemmaConfig's default when absent
-    if (const YAML::Node* v = find_optional("tie_word_embeddings")) {
-      if (read_bool(*v, "tie_word_embeddings", m.tie_embeddings)) {
-        set_source("tie_word_embeddings", *v);
+  // Gemma 3: the full-attention layers rotate with rope_theta (default 1e6) and the RoPE
+  // scaling, the sliding-window ones plainly with rope_local_base_freq (default 1e4).
+  // transformers >= 5 writes both under rope_parameters.{full_attention, sliding_attention};
+  // older files have rope_theta, rope_local_base_freq and rope_scaling (for the full layers).
+  void read_gemma3_rope() {
+    ModelConfig& m = out_.shape;
+    m.rope_theta = 1e6;
+    m.rope_local_theta = 1e4;
+    const YAML::Node* parameters = find_optional("rope_parameters");
+    if (parameters != nullptr && parameters->IsMap() && (*parameters)["full_attention"]) {
+      const YAML::Node full = (*parameters)["full_attention"];
+      const YAML::Node local = (*parameters)["sliding_attention"];
+      if (full.IsMap()) {
+        const YAML::Node theta = full["rope_theta"];
+        if (theta && !theta.IsNull() &&
+            read_positive(theta, "rope_parameters.full_attention.rope_theta", m.rope_theta)) {
+          set_source_of("model.rope_theta", "rope_parameters.full_attention.rope_theta", theta);
+        }
+        read_rope_variant(full, "rope_parameters.full_attention");
+      }
+      if (local && local.IsMap()) {
+        const YAML::Node theta = local["rope_theta"];
+        if (theta && !theta.IsNull() &&
+            read_positive(theta, "rope_parameters.sliding_attention.rope_theta",
+                          m.rope_local_theta)) {
+          set_source_of("model.rope_local_theta", "rope_parameters.sliding_attention.rope_theta",
+                        theta);
+        }
+        const YAML::Node type = local["rope_type"];
+        if (type && !type.IsNull() && !(is_string(type) && type.Scalar() == "default")) {
+          error(type.Mark(), "rope_parameters.sliding_attention.rope_type",
+                "got " + describe(type) +
+                    ", expected \"default\" (the sliding layers' RoPE is plain in Gemma 3)");
+        }
+      }
+      return;
+    }
+    if (const YAML::Node* v = find_optional("rope_theta")) {
+      if (read_positive(*v, "rope_theta", m.rope_theta)) set_source("rope_theta", *v);
+    }
+    if (const YAML::Node* v = find_optional("rope_local_base_freq")) {
+      if (read_positive(*v, "rope_local_base_freq", m.rope_local_theta)) {
+        set_source("rope_local_base_freq", *v);
+      }
+    }
+    if (const YAML::Node* v = find_optional("rope_scaling")) {
+      if (!v->IsMap()) {
+        error(v->Mark(), "rope_scaling", "got " + describe(*v) + ", expected null or an object");
+      } else {
+        read_rope_variant(*v, "rope_scaling");
       }
     }
   }
@@ -494,7 +565,7 @@ class JsonConfigReader {
   // config means the tanh approximation (GemmaConfig rewrites it so), elsewhere the exact erf
   // GELU, which peftrun does not implement.
   void read_activation() {
-    const bool gemma = out_.model_type == "gemma";
+    const bool gemma = is_gemma();
     std::string key = "hidden_act";
     const YAML::Node* v = nullptr;
     if (gemma) {
@@ -529,7 +600,7 @@ class JsonConfigReader {
         have_["hidden_size"] && have_["num_attention_heads"] && m.dim % m.n_heads == 0;
     const int quotient = derivable ? m.dim / m.n_heads : 0;
     // Qwen3Config's and GemmaConfig's defaults when absent.
-    int head_dim = out_.model_type == "qwen3" ? 128 : out_.model_type == "gemma" ? 256 : 0;
+    int head_dim = out_.model_type == "qwen3" ? 128 : is_gemma() ? 256 : 0;
     const YAML::Node* v = find_optional("head_dim");
     if (v != nullptr) {
       if (!read_int(*v, "head_dim", head_dim)) return;
@@ -555,7 +626,7 @@ class JsonConfigReader {
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
       }
-    } else if (out_.model_type == "gemma") {
+    } else if (is_gemma()) {
       bool flag = false;  // GemmaAttention: q/k/v/o with attention_bias; the MLP never has one
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
@@ -579,6 +650,10 @@ class JsonConfigReader {
     ModelConfig& m = out_.shape;
     m.sliding_window = 0;
     m.layer_types.clear();
+    if (out_.model_type == "gemma3_text") {
+      read_gemma3_attention();
+      return;
+    }
     const bool mistral = out_.model_type == "mistral";
     const bool qwen = out_.model_type == "qwen2" || out_.model_type == "qwen3";
     if (!mistral && !qwen) return;
@@ -611,6 +686,53 @@ class JsonConfigReader {
     if (!have_["num_hidden_layers"]) return;
     for (int l = 0; l < m.n_layers; ++l) {
       m.layer_types.push_back(l >= max_window_layers ? "sliding_attention" : "full_attention");
+    }
+  }
+
+  // Gemma 3's attention: sliding_window (default 4096) in the layers layer_types names, or, in
+  // older files, all but every sliding_window_pattern-th (default 6); scores scaled by
+  // query_pre_attn_scalar (default 256); no soft-capping (peftrun does not implement it).
+  void read_gemma3_attention() {
+    ModelConfig& m = out_.shape;
+    m.query_pre_attn_scalar = 256;
+    if (const YAML::Node* v = find_optional("query_pre_attn_scalar")) {
+      if (read_positive(*v, "query_pre_attn_scalar", m.query_pre_attn_scalar)) {
+        set_source("query_pre_attn_scalar", *v);
+      }
+    }
+    for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping"}) {
+      if (const YAML::Node* v = find_optional(key)) {
+        error(v->Mark(), key,
+              "is " + describe(*v) + ", expected null (soft-capping is not supported yet)");
+      }
+    }
+    int window = 4096;  // Gemma3TextConfig's default
+    const YAML::Node* v = find("sliding_window");
+    if (v != nullptr && v->IsNull()) return;  // no window
+    if (v != nullptr) {
+      if (!read_int(*v, "sliding_window", window)) return;
+      if (window < 1) {
+        error(v->Mark(), "sliding_window", std::to_string(window) + ", expected null or >= 1");
+        return;
+      }
+      set_source("sliding_window", *v);
+    }
+    m.sliding_window = window;
+    if (const YAML::Node* types = find_optional("layer_types")) {
+      read_layer_types(*types);
+      return;
+    }
+    int pattern = 6;
+    if (const YAML::Node* p = find_optional("sliding_window_pattern")) {
+      if (!read_int(*p, "sliding_window_pattern", pattern)) return;
+      if (pattern < 1) {
+        error(p->Mark(), "sliding_window_pattern", std::to_string(pattern) + ", expected >= 1");
+        return;
+      }
+    }
+    if (!have_["num_hidden_layers"]) return;
+    for (int l = 0; l < m.n_layers; ++l) {
+      m.layer_types.push_back((l + 1) % pattern != 0 ? "sliding_attention" : "full_attention");
     }
   }
 
@@ -709,6 +831,9 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.mlp_activation = from.mlp_activation;
   to.norm_one_plus_weight = from.norm_one_plus_weight;
   to.scale_embeddings = from.scale_embeddings;
+  to.sandwich_norms = from.sandwich_norms;
+  to.query_pre_attn_scalar = from.query_pre_attn_scalar;
+  to.rope_local_theta = from.rope_local_theta;
   to.sliding_window = from.sliding_window;
   to.layer_types = from.layer_types;
   to.norm_eps = from.norm_eps;

@@ -1,7 +1,8 @@
 // Causal multi-head self-attention with grouped-query attention (GQA).
 //
 // q: [B, T, H, hd]; k, v: [B, T, KV, hd]; out: [B, T, H, hd]. Query head h attends with kv head
-// h / (H / KV). Scores are scaled by 1/sqrt(hd); token t sees tokens s <= t of the same sequence,
+// h / (H / KV). Scores are scaled by `scale` (attention_scale: 1/sqrt(hd), or Gemma 2 / 3's
+// 1/sqrt(query_pre_attn_scalar)); token t sees tokens s <= t of the same sequence,
 // with `window` > 0 only the last `window` of them (t - s < window: sliding-window attention as
 // Mistral's and Gemma's; 0 = none), and when `segment` ([B*T], nullable) is given only those with
 // segment[s] == segment[t] (packed documents). probs: [B, H, T, T] softmax probabilities saved for
@@ -9,23 +10,34 @@
 // is flash-style and saves the per-row logsumexp instead (see below).
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "kernels/cuda_memory.h"
 #include "kernels/dtype.h"
 
+namespace peftrun {
+
+// 1 / sqrt(d) in T, the score scale: d = head_dim for most models.
+template <typename T>
+T attention_scale(double d) {
+  return T(1) / std::sqrt(static_cast<T>(d));
+}
+
+}  // namespace peftrun
+
 namespace peftrun::cpu {
 
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* segment, int window,
-                       T* out, T* probs, int B, int T_len, int H, int KV, int hd);
+                       T scale, T* out, T* probs, int B, int T_len, int H, int KV, int hd);
 
 // dq: [B,T,H,hd]; dk, dv: [B,T,KV,hd]; all overwritten (dk/dv sum over the heads of a group).
 // The masks (causal, window, segments) are in probs' zeros, so backward takes none of them.
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T* dq,
-                        T* dk, T* dv, int B, int T_len, int H, int KV, int hd);
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T scale,
+                        T* dq, T* dk, T* dv, int B, int T_len, int H, int KV, int hd);
 
 }  // namespace peftrun::cpu
 
@@ -56,14 +68,15 @@ inline std::size_t attention_backward_workspace_bytes(int B, int T_len, int H) {
 
 // q: [B,T,H,hd]; k, v: [B,T,KV,hd]; segment: [B*T] or null; out: [B,T,H,hd]; lse: [B,H,T].
 void attention_forward(const void* q, const void* k, const void* v, const std::int32_t* segment,
-                       int window, void* out, float* lse, int B, int T_len, int H, int KV, int hd,
-                       DType dtype, Stream stream);
+                       int window, float scale, void* out, float* lse, int B, int T_len, int H,
+                       int KV, int hd, DType dtype, Stream stream);
 
 // dout, out: [B,T,H,hd] (out and lse from forward); dq: [B,T,H,hd]; dk, dv: [B,T,KV,hd].
 // workspace: at least attention_backward_workspace_bytes(B, T, H) bytes, 16-byte aligned.
 void attention_backward(const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, const std::int32_t* segment, int window,
-                        void* dq, void* dk, void* dv, void* workspace, std::size_t workspace_bytes,
-                        int B, int T_len, int H, int KV, int hd, DType dtype, Stream stream);
+                        float scale, void* dq, void* dk, void* dv, void* workspace,
+                        std::size_t workspace_bytes, int B, int T_len, int H, int KV, int hd,
+                        DType dtype, Stream stream);
 
 }  // namespace peftrun::cuda

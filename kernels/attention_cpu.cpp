@@ -76,9 +76,8 @@ void for_causal_rows(int H, int T_len, const F& fn) {
 
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* segment, int window,
-                       T* out, T* probs, int B, int T_len, int H, int KV, int hd) {
+                       T scale, T* out, T* probs, int B, int T_len, int H, int KV, int hd) {
   const int group = H / KV;  // query heads per kv head
-  const T scale = T(1) / std::sqrt(static_cast<T>(hd));
   const int ldq = H * hd;    // row stride of a per-head Q / out matrix
   const int ldkv = KV * hd;  // row stride of a per-head K / V matrix
   const size_t TT = static_cast<size_t>(T_len) * T_len;
@@ -145,10 +144,9 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
 // accumulate over the blocks (and the query heads of a group) in the same order as a
 // block-at-a-time loop would.
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T* dq,
-                        T* dk, T* dv, int B, int T_len, int H, int KV, int hd) {
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T scale,
+                        T* dq, T* dk, T* dv, int B, int T_len, int H, int KV, int hd) {
   const int group = H / KV;
-  const T scale = T(1) / std::sqrt(static_cast<T>(hd));
   const int ldq = H * hd;
   const int ldkv = KV * hd;
   const size_t TT = static_cast<size_t>(T_len) * T_len;
@@ -215,16 +213,16 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 }
 
 template void attention_forward<float>(const float*, const float*, const float*,
-                                       const std::int32_t*, int, float*, float*, int, int, int, int,
-                                       int);
+                                       const std::int32_t*, int, float, float*, float*, int, int,
+                                       int, int, int);
 template void attention_forward<double>(const double*, const double*, const double*,
-                                        const std::int32_t*, int, double*, double*, int, int, int,
-                                        int, int);
+                                        const std::int32_t*, int, double, double*, double*, int,
+                                        int, int, int, int);
 template void attention_backward<float>(const float*, const float*, const float*, const float*,
-                                        const float*, float*, float*, float*, int, int, int, int,
-                                        int);
+                                        const float*, float, float*, float*, float*, int, int, int,
+                                        int, int);
 template void attention_backward<double>(const double*, const double*, const double*, const double*,
-                                         const double*, double*, double*, double*, int, int, int,
-                                         int, int);
+                                         const double*, double, double*, double*, double*, int, int,
+                                         int, int, int);
 
 }  // namespace peftrun::cpu

@@ -43,14 +43,14 @@ LaunchGeometry flash_geometry(int T, int heads, int B, std::size_t smem_bytes) {
 
 template <class Launcher>
 void launch_attention_forward(const Launcher& launch, const void* q, const void* k, const void* v,
-                              const std::int32_t* segment, int window, void* out, float* lse, int B,
-                              int T, int H, int KV, int hd, DType dtype) {
+                              const std::int32_t* segment, int window, float scale, void* out,
+                              float* lse, int B, int T, int H, int KV, int hd, DType dtype) {
   const char* op = "attention_forward";
   check_attention_shape(op, B, T, H, KV, hd);
   require(q && k && v && out && lse, op, "null tensor");
   require(window >= 0, op, "window must be >= 0 (0 = no sliding window)");
+  require(std::isfinite(scale) && scale > 0.0f, op, "scale must be finite and > 0");
   const AttentionShape s{B, T, H, KV, hd, window};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));  // as the CPU computes it
   const std::size_t nq = static_cast<std::size_t>(B) * T * H * hd;
   const std::size_t nkv = static_cast<std::size_t>(B) * T * KV * hd;
   const std::size_t nrow = static_cast<std::size_t>(B) * H * T;
@@ -97,9 +97,9 @@ void launch_attention_forward(const Launcher& launch, const void* q, const void*
 template <class Launcher>
 void launch_attention_backward(const Launcher& launch, const void* dout, const void* q,
                                const void* k, const void* v, const void* out, const float* lse,
-                               const std::int32_t* segment, int window, void* dq, void* dk,
-                               void* dv, void* workspace, std::size_t workspace_bytes, int B, int T,
-                               int H, int KV, int hd, DType dtype) {
+                               const std::int32_t* segment, int window, float scale, void* dq,
+                               void* dk, void* dv, void* workspace, std::size_t workspace_bytes,
+                               int B, int T, int H, int KV, int hd, DType dtype) {
   const char* op = "attention_backward";
   check_attention_shape(op, B, T, H, KV, hd);
   require(dout && q && k && v && out && lse && dq && dk && dv, op, "null tensor");
@@ -110,8 +110,8 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
   require(reinterpret_cast<std::uintptr_t>(workspace) % 16 == 0, op,
           "workspace must be 16-byte aligned");
   require(window >= 0, op, "window must be >= 0 (0 = no sliding window)");
+  require(std::isfinite(scale) && scale > 0.0f, op, "scale must be finite and > 0");
   const AttentionShape s{B, T, H, KV, hd, window};
-  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const std::size_t nq = static_cast<std::size_t>(B) * T * H * hd;
   const std::size_t nkv = static_cast<std::size_t>(B) * T * KV * hd;
   const std::size_t nrow = static_cast<std::size_t>(B) * H * T;

@@ -49,6 +49,7 @@ void print_config_summary(const std::map<std::string, std::string>& config, std:
   std::string extras;
   if (shown("model.head_dim", "0")) extras += ", head_dim " + value("model.head_dim");
   if (shown("model.qk_norm", "false")) extras += ", q/k norm";
+  if (shown("model.sandwich_norms", "false")) extras += ", sandwich norms";
   if (shown("model.mlp_activation", "silu")) extras += ", MLP " + value("model.mlp_activation");
   if (shown("model.norm_one_plus_weight", "false")) extras += ", norms scale by 1 + weight";
   if (shown("model.scale_embeddings", "false")) extras += ", embeddings x sqrt(dim)";

@@ -377,6 +377,24 @@ TEST(GoldenVariant, Qwen2SlidingWindowInItsUpperLayerMatchesTransformers) {
   check_window_forward("qwen2_window5_layer1");
 }
 
+// Gemma 3 (Gemma3ForCausalLM, gemma3_text): sandwich norms, q/k norms, a window and the local
+// RoPE base in layer 0, full attention with rope_theta in layer 1, query_pre_attn_scalar.
+TEST(GoldenVariant, Gemma3MatchesTransformers) {
+  const Config cfg = golden_config("variants/gemma3", plain_lora_config());
+  const ModelConfig& m = cfg.model;
+  EXPECT_TRUE(m.sandwich_norms);
+  EXPECT_TRUE(m.qk_norm);
+  EXPECT_TRUE(m.norm_one_plus_weight);
+  EXPECT_TRUE(m.scale_embeddings);
+  EXPECT_EQ(m.mlp_activation, MlpActivation::kGeluTanh);
+  EXPECT_EQ(m.query_pre_attn_scalar, 24.0);
+  EXPECT_EQ(m.sliding_window, 6);
+  EXPECT_EQ(m.layer_types, (std::vector<std::string>{"sliding_attention", "full_attention"}));
+  EXPECT_EQ(m.rope_theta, 1e6);
+  EXPECT_EQ(m.rope_local_theta, 1e4);
+  check_window_forward("gemma3");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

@@ -437,6 +437,71 @@ TEST(HfConfigJson, GemmaHasGeGluOnePlusWeightNormsAndScaledEmbeddings) {
   EXPECT_FALSE(llama.shape.scale_embeddings);
 }
 
+// google/gemma-3-1b-it's config.json (transformers 4.50 layout): the local RoPE base as its own
+// key, the window pattern as an integer, query_pre_attn_scalar.
+const Fields kGemma3 = {{"architectures", "[\"Gemma3ForCausalLM\"]"},
+                        {"attention_bias", "false"},
+                        {"attn_logit_softcapping", "null"},
+                        {"final_logit_softcapping", "null"},
+                        {"head_dim", "256"},
+                        {"hidden_activation", "\"gelu_pytorch_tanh\""},
+                        {"hidden_size", "1152"},
+                        {"intermediate_size", "6912"},
+                        {"max_position_embeddings", "32768"},
+                        {"model_type", "\"gemma3_text\""},
+                        {"num_attention_heads", "4"},
+                        {"num_hidden_layers", "26"},
+                        {"num_key_value_heads", "1"},
+                        {"query_pre_attn_scalar", "256"},
+                        {"rms_norm_eps", "1e-06"},
+                        {"rope_local_base_freq", "10000"},
+                        {"rope_scaling", "null"},
+                        {"rope_theta", "1000000"},
+                        {"sliding_window", "512"},
+                        {"sliding_window_pattern", "6"},
+                        {"vocab_size", "262144"}};
+
+TEST(HfConfigJson, Gemma3HasSandwichNormsWindowsAndTwoRopeBases) {
+  const HfModelConfig hf = parse(kGemma3);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  const ModelConfig& m = hf.shape;
+  EXPECT_EQ(hf.model_type, "gemma3_text");
+  EXPECT_TRUE(m.sandwich_norms && m.qk_norm && m.norm_one_plus_weight && m.scale_embeddings);
+  EXPECT_EQ(m.mlp_activation, MlpActivation::kGeluTanh);
+  EXPECT_TRUE(m.tie_embeddings);
+  EXPECT_EQ(m.head_dim(), 256);
+  EXPECT_EQ(m.query_pre_attn_scalar, 256.0);
+  EXPECT_EQ(m.rope_theta, 1e6);
+  EXPECT_EQ(m.rope_local_theta, 1e4);
+  EXPECT_EQ(m.rope_scaling, RopeScaling::kNone);
+  EXPECT_EQ(m.sliding_window, 512);
+  // Every sixth layer (5, 11, 17, 23) is full attention, the others slide.
+  ASSERT_EQ(m.layer_types.size(), 26u);
+  for (int l = 0; l < 26; ++l) {
+    EXPECT_EQ(m.layer_types[l], l % 6 == 5 ? "full_attention" : "sliding_attention") << l;
+  }
+  // The 4B and larger text configs scale the full layers' RoPE linearly.
+  const HfModelConfig scaled =
+      parse(with(kGemma3, "rope_scaling", "{\"factor\": 8.0, \"rope_type\": \"linear\"}"));
+  ASSERT_TRUE(scaled.ok()) << all_errors(scaled.errors);
+  EXPECT_EQ(scaled.shape.rope_scaling, RopeScaling::kLinear);
+  EXPECT_EQ(scaled.shape.rope_factor, 8.0);
+  // Soft-capping (Gemma 2's) is refused, not ignored.
+  const HfModelConfig capped = parse(with(kGemma3, "final_logit_softcapping", "30.0"));
+  ASSERT_EQ(capped.errors.size(), 1u);
+  EXPECT_EQ(capped.errors[0].key, "final_logit_softcapping");
+  // Defaults when absent, as Gemma3TextConfig's: window 4096, scalar 256, both RoPE bases.
+  const HfModelConfig bare =
+      parse(without(without(without(without(kGemma3, "sliding_window"), "query_pre_attn_scalar"),
+                            "rope_local_base_freq"),
+                    "rope_theta"));
+  ASSERT_TRUE(bare.ok()) << all_errors(bare.errors);
+  EXPECT_EQ(bare.shape.sliding_window, 4096);
+  EXPECT_EQ(bare.shape.query_pre_attn_scalar, 256.0);
+  EXPECT_EQ(bare.shape.rope_theta, 1e6);
+  EXPECT_EQ(bare.shape.rope_local_theta, 1e4);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
@@ -674,7 +739,8 @@ Fields duplicated(Fields fields, const std::string& key, const std::string& valu
 std::vector<HfBadCase> bad_cases() {
   return {
       bad("UnknownModelType", with(kSmolLm, "model_type", "\"gemma2\""), "model_type",
-          "unknown model type 'gemma2', expected one of llama, mistral, qwen2, qwen3, gemma"),
+          "unknown model type 'gemma2', expected one of llama, mistral, qwen2, qwen3, gemma, "
+          "gemma3_text"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",

@@ -148,7 +148,7 @@ TEST(GemmForward, EmptyInnerDimensionScalesC) {
 
 // softmax(Q K^T / sqrt(hd) + mask) V per (b, h), straight from the definition.
 void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_t* seg, int window,
-                     Vec& out, Vec& probs, int B, int T, int H, int KV, int hd) {
+                     double scale, Vec& out, Vec& probs, int B, int T, int H, int KV, int hd) {
   auto at = [](const Vec& x, int b, int t, int heads, int h, int d, int Tn, int hdn) {
     return x[((static_cast<std::size_t>(b) * Tn + t) * heads + h) * hdn + d];
   };
@@ -166,7 +166,7 @@ void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_
           for (int d = 0; d < hd; ++d) {
             dotp += at(q, b, t, H, h, d, T, hd) * at(k, b, j, KV, kvh, d, T, hd);
           }
-          s[j] = dotp / std::sqrt(static_cast<double>(hd));
+          s[j] = dotp * scale;
           mx = std::max(mx, s[j]);
         }
         double z = 0.0;
@@ -191,16 +191,18 @@ void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_
 // a relative rounding error of ~1e-16.
 void check_attention_forward(int B, int T, int H, int KV, int hd,
                              const std::vector<std::int32_t>* segment, double q_scale,
-                             int window = 0) {
+                             int window = 0, double score_d = 0) {
+  if (score_d == 0) score_d = hd;  // the scale's 1 / sqrt(d)
   const std::size_t nq = static_cast<std::size_t>(B) * T * H * hd;
   const std::size_t nkv = static_cast<std::size_t>(B) * T * KV * hd;
   const Vec q = randn(nq, 10, q_scale), k = randn(nkv, 11), v = randn(nkv, 12);
   const std::int32_t* seg = segment ? segment->data() : nullptr;
   const std::size_t np = static_cast<std::size_t>(B) * H * T * T;
   Vec out(nq, 99.0), probs(np, 99.0), ref_out(nq), ref_probs(np);
-  attention_forward(q.data(), k.data(), v.data(), seg, window, out.data(), probs.data(), B, T, H,
-                    KV, hd);
-  naive_attention(q, k, v, seg, window, ref_out, ref_probs, B, T, H, KV, hd);
+  attention_forward(q.data(), k.data(), v.data(), seg, window, attention_scale<double>(score_d),
+                    out.data(), probs.data(), B, T, H, KV, hd);
+  naive_attention(q, k, v, seg, window, 1.0 / std::sqrt(score_d), ref_out, ref_probs, B, T, H, KV,
+                  hd);
   EXPECT_LT(max_abs_diff(out, ref_out), 1e-12 * q_scale);
   EXPECT_LT(max_abs_diff(probs, ref_probs), 1e-13 * q_scale);
   // Masked entries are exact zeros and every row is a distribution.
@@ -252,6 +254,12 @@ TEST(AttentionForward, MatchesNaiveWithSlidingWindow) {
     check_attention_forward(2, T, 4, 2, 8, nullptr, 1.0, window);
     check_attention_forward(2, T, 4, 2, 8, &segment, 1.0, window);
   }
+}
+
+// Gemma 2 / 3 scale the scores by 1 / sqrt(query_pre_attn_scalar), not 1 / sqrt(head_dim).
+TEST(AttentionForward, MatchesNaiveWithAnotherScoreScale) {
+  check_attention_forward(2, 40, 4, 2, 8, nullptr, 1.0, 0, 3.0);
+  check_attention_forward(2, 40, 4, 2, 8, nullptr, 1.0, 7, 144.0);
 }
 
 TEST(AttentionForward, LargeScoresStayFinite) {
@@ -558,10 +566,10 @@ Vec run_attention(const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
   auto qt = cast<T>(q), kt = cast<T>(k), vt = cast<T>(v), dt = cast<T>(dout);
   std::vector<T> out(q.size()), probs(static_cast<std::size_t>(B) * H * T_len * T_len);
   std::vector<T> dq(q.size()), dk(k.size()), dv(v.size());
-  attention_forward(qt.data(), kt.data(), vt.data(), seg.data(), 0, out.data(), probs.data(), B,
-                    T_len, H, KV, hd);
-  attention_backward(dt.data(), qt.data(), kt.data(), vt.data(), probs.data(), dq.data(), dk.data(),
-                     dv.data(), B, T_len, H, KV, hd);
+  attention_forward(qt.data(), kt.data(), vt.data(), seg.data(), 0, attention_scale<T>(hd),
+                    out.data(), probs.data(), B, T_len, H, KV, hd);
+  attention_backward(dt.data(), qt.data(), kt.data(), vt.data(), probs.data(),
+                     attention_scale<T>(hd), dq.data(), dk.data(), dv.data(), B, T_len, H, KV, hd);
   Vec all = to_double(out);
   for (const auto* g : {&dq, &dk, &dv}) all.insert(all.end(), g->begin(), g->end());
   return all;

@@ -86,7 +86,8 @@ struct AttnShape {
 
 // Checks dq, dk, dv of attention for one shape and optional segment ids ([B*T]).
 void check_attention_gradients(const AttnShape& s, const std::vector<std::int32_t>* segment,
-                               std::uint64_t seed, int window = 0) {
+                               std::uint64_t seed, int window = 0, double score_d = 0) {
+  const double scale = attention_scale<double>(score_d > 0 ? score_d : s.hd);
   const std::size_t nq = static_cast<std::size_t>(s.B) * s.T * s.H * s.hd;
   const std::size_t nkv = static_cast<std::size_t>(s.B) * s.T * s.KV * s.hd;
   Vec q = randn(nq, seed), k = randn(nkv, seed + 1), v = randn(nkv, seed + 2);
@@ -95,15 +96,15 @@ void check_attention_gradients(const AttnShape& s, const std::vector<std::int32_
   const std::int32_t* seg = segment ? segment->data() : nullptr;
 
   auto loss = [&] {
-    attention_forward(q.data(), k.data(), v.data(), seg, window, out.data(), probs.data(), s.B, s.T,
-                      s.H, s.KV, s.hd);
+    attention_forward(q.data(), k.data(), v.data(), seg, window, scale, out.data(), probs.data(),
+                      s.B, s.T, s.H, s.KV, s.hd);
     return dot(c, out);
   };
   loss();  // probs for backward
   // Poison the outputs: backward must overwrite them, not accumulate into them.
   Vec dq(nq, 123.0), dk(nkv, -7.0), dv(nkv, 55.0);
-  attention_backward(c.data(), q.data(), k.data(), v.data(), probs.data(), dq.data(), dk.data(),
-                     dv.data(), s.B, s.T, s.H, s.KV, s.hd);
+  attention_backward(c.data(), q.data(), k.data(), v.data(), probs.data(), scale, dq.data(),
+                     dk.data(), dv.data(), s.B, s.T, s.H, s.KV, s.hd);
   EXPECT_LT(finite_difference_rel_error(q, dq, loss), kMaxRel) << "dq";
   EXPECT_LT(finite_difference_rel_error(k, dk, loss), kMaxRel) << "dk";
   EXPECT_LT(finite_difference_rel_error(v, dv, loss), kMaxRel) << "dv";
@@ -126,6 +127,8 @@ TEST(AttentionGradcheck, SlidingWindowWithAndWithoutDocuments) {
   const std::vector<std::int32_t> segment = {0, 0, 0, 1, 1, 1, 1, 5, 5, 5, 5, 5, 5, 5};
   check_attention_gradients({2, 7, 4, 2, 4}, nullptr, 450, 3);
   check_attention_gradients({2, 7, 4, 2, 4}, &segment, 460, 2);
+  // With Gemma 2 / 3's score scale (1 / sqrt(query_pre_attn_scalar)) as well.
+  check_attention_gradients({2, 7, 4, 2, 4}, nullptr, 470, 3, 9.0);
 }
 
 TEST(AttentionGradcheck, SegmentMaskTwoDocumentsInASequence) {

@@ -77,6 +77,11 @@ BaseWeights base_for(const ModelConfig& m, bool random_norms) {
         for (int i = 0; i < m.head_dim(); ++i) layer[at + i] = float_to_half(around_one(rng));
       }
     }
+    if (m.sandwich_norms) {
+      for (const std::size_t at : {o.post_attn_norm, o.post_mlp_norm}) {
+        for (int i = 0; i < m.dim; ++i) layer[at + i] = float_to_half(around_one(rng));
+      }
+    }
     layers.push_back(std::move(layer));
   }
   std::vector<half_bits> final_norm(std::size_t(m.dim));
@@ -232,6 +237,25 @@ TEST(ModelGradCheck, SlidingWindowInOneLayer) {
     tm.m.sliding_window = 2;
     tm.m.layer_types = {"sliding_attention", "full_attention"};
     check_model_gradients(tm, 0, true);
+  }
+}
+
+// Gemma 2 / 3's sandwich norms: an RMSNorm on the attention output and on the MLP output before
+// each residual add, with q/k norms and 1 + weight scales as Gemma 3 has them.
+TEST(ModelGradCheck, SandwichNormsAroundAttentionAndMlp) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora, AdapterType::kAdaLora}) {
+    TinyModel tm(2, true, 0.0, type);
+    tm.m.sandwich_norms = true;
+    tm.m.qk_norm = true;
+    tm.m.norm_one_plus_weight = true;
+    tm.m.scale_embeddings = true;
+    tm.m.mlp_activation = MlpActivation::kGeluTanh;
+    // Gemma 3's attention: a window and the local RoPE base in layer 0, another score scale.
+    tm.m.sliding_window = 2;
+    tm.m.layer_types = {"sliding_attention", "full_attention"};
+    tm.m.rope_local_theta = 50.0;
+    tm.m.query_pre_attn_scalar = 7.0;
+    check_model_gradients(tm, 0, true, /*random_norms=*/true);
   }
 }
 

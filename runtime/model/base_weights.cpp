@@ -57,6 +57,12 @@ LayerOffsets LayerOffsets::for_model(const ModelConfig& m, BiasMask biases) {
     o.k_norm = at;
     at += m.head_dim();
   }
+  if (m.sandwich_norms) {  // likewise last
+    o.post_attn_norm = at;
+    at += m.dim;
+    o.post_mlp_norm = at;
+    at += m.dim;
+  }
   o.total = at;
   return o;
 }

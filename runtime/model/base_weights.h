@@ -41,6 +41,8 @@ struct LayerOffsets {
   std::size_t bias[int(Proj::kCount)] = {};  // [out] each, or kNoOffset
   std::size_t q_norm = kNoOffset;            // [head_dim] when the model has qk_norm
   std::size_t k_norm = kNoOffset;            // [head_dim] when the model has qk_norm
+  std::size_t post_attn_norm = kNoOffset;    // [dim] when the model has sandwich_norms
+  std::size_t post_mlp_norm = kNoOffset;     // [dim] when the model has sandwich_norms
   std::size_t total = 0;                     // elements per layer
 
   static LayerOffsets for_model(const ModelConfig& m, BiasMask biases = 0);

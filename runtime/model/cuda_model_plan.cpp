@@ -105,6 +105,12 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
       L.rstd_k = a.add(at + "rstd_k", n * std::size_t(m.n_kv_heads), f32);
     }
     L.att = a.add(at + "att", n * qd, es);
+    if (m.sandwich_norms) {
+      L.o_pre = a.add(at + "o_pre", n * D, es);
+      L.rstd_o = a.add(at + "rstd_o", n, f32);
+      L.down_pre = a.add(at + "down_pre", n * D, es);
+      L.rstd_down = a.add(at + "rstd_down", n, f32);
+    }
     L.lse = a.add(at + "lse", std::size_t(s.max_batch) * H * s.seq_len, f32);
     L.x_mid = a.add(at + "x_mid", n * D, es);
     L.h2 = a.add(at + "h2", n * D, es);

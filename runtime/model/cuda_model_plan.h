@@ -55,6 +55,9 @@ struct CudaLayerSlots {
   // qk_norm only: q_proj / k_proj outputs before the per-head RMSNorm, its fp32 1 / rms per
   // head row ([n, H] and [n, KV]).
   ArenaSlot q_pre, k_pre, rstd_q, rstd_k;
+  // sandwich_norms only: o_proj's and down_proj's outputs before their RMSNorms ([n, D]) and
+  // its fp32 1 / rms ([n]).
+  ArenaSlot o_pre, rstd_o, down_pre, rstd_down;
   CudaModuleSlots module[int(Proj::kCount)];  // empty where (layer, p) is not adapted
 };
 

@@ -98,6 +98,7 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
       m_(base.shape()),
       rope_inv_freq_(rope_table(m_)),
       rope_scale_(rope_cos_sin_scale(m_)),
+      rope_local_inv_freq_(rope_local_table(m_)),
       glu_(glu_activation(m_)),
       norm_offset_(norm_weight_offset(m_)),
       dropout_(static_cast<float>(adapter.dropout)),
@@ -455,7 +456,6 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   const std::size_t nD = std::size_t(n) * D, nF = std::size_t(n) * F;
   const std::size_t nq = std::size_t(n) * H * hd, nkv = std::size_t(n) * KV * hd;
   const float eps = static_cast<float>(m_.norm_eps);
-  const float* inv_freq = rope_inv_freq_.data();
   const std::int32_t* pos = at<std::int32_t>(plan_.positions);
   const std::int32_t* seg = has_segments_ ? at<std::int32_t>(plan_.segments) : nullptr;
   const LayerOffsets& off = base_.offsets();
@@ -485,15 +485,29 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   }
   linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
   check("forward", l, "v_proj output", at(L.v), nkv, act_);
-  cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_scale_, act_, kCompute);
+  // Gemma 3: sliding-window layers rotate with their own plain table.
+  const bool local_rope = uses_local_rope(m_, l);
+  const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
+  const float rope_cs = local_rope ? 1.0f : rope_scale_;
+  cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
   check("forward", l, "q after RoPE", at(L.q), nq, act_);
-  cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
+  cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
   check("forward", l, "k after RoPE", at(L.k), nkv, act_);
-  cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, attention_window(m_, l), at(L.att),
+  cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, attention_window(m_, l),
+                          attention_scale<float>(attention_score_d(m_)), at(L.att),
                           at<float>(L.lse), b.batch, b.seq_len, H, KV, hd, act_, kCompute);
   check("forward", l, "attention output", at(L.att), nq, act_);
-  linear_forward(l, Proj::kO, at(L.att), at(L.x_mid), params, n, train, lkey);
-  check("forward", l, "o_proj output", at(L.x_mid), nD, act_);
+  if (m_.sandwich_norms) {
+    // Gemma 2 / 3: x_mid = x_in + rmsnorm(o_proj(attention)).
+    linear_forward(l, Proj::kO, at(L.att), at(L.o_pre), params, n, train, lkey);
+    check("forward", l, "o_proj output", at(L.o_pre), nD, act_);
+    cuda::rmsnorm_forward(at(L.o_pre), layer16_ + off.post_attn_norm, norm_offset_, at(L.x_mid),
+                          at<float>(L.rstd_o), n, D, eps, act_, kCompute);
+    check("forward", l, "post_attention_layernorm (sandwich) output", at(L.x_mid), nD, act_);
+  } else {
+    linear_forward(l, Proj::kO, at(L.att), at(L.x_mid), params, n, train, lkey);
+    check("forward", l, "o_proj output", at(L.x_mid), nD, act_);
+  }
   cuda::add_inplace(at(L.x_mid), at(L.x_in), nD, act_, kCompute);
   check("forward", l, "o_proj output + residual", at(L.x_mid), nD, act_);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
@@ -506,8 +520,16 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   check("forward", l, "up_proj output", at(L.up), nF, act_);
   cuda::glu_forward(glu_, at(L.gate), at(L.up), at(L.act), nF, act_, kCompute);
   check("forward", l, "act(gate) * up output", at(L.act), nF, act_);
-  linear_forward(l, Proj::kDown, at(L.act), x_out, params, n, train, lkey);
-  check("forward", l, "down_proj output", x_out, nD, act_);
+  if (m_.sandwich_norms) {
+    linear_forward(l, Proj::kDown, at(L.act), at(L.down_pre), params, n, train, lkey);
+    check("forward", l, "down_proj output", at(L.down_pre), nD, act_);
+    cuda::rmsnorm_forward(at(L.down_pre), layer16_ + off.post_mlp_norm, norm_offset_, x_out,
+                          at<float>(L.rstd_down), n, D, eps, act_, kCompute);
+    check("forward", l, "post_feedforward_layernorm output", x_out, nD, act_);
+  } else {
+    linear_forward(l, Proj::kDown, at(L.act), x_out, params, n, train, lkey);
+    check("forward", l, "down_proj output", x_out, nD, act_);
+  }
   cuda::add_inplace(x_out, at(L.x_mid), nD, act_, kCompute);
   check("forward", l, "down_proj output + residual", x_out, nD, act_);
 }
@@ -562,7 +584,6 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::size_t nD = std::size_t(n) * D, nF = std::size_t(n) * F;
   const std::size_t nq = std::size_t(n) * H * hd, nkv = std::size_t(n) * KV * hd;
-  const float* inv_freq = rope_inv_freq_.data();
   const std::int32_t* pos = at<std::int32_t>(plan_.positions);
   const std::int32_t* seg = has_segments_ ? at<std::int32_t>(plan_.segments) : nullptr;
   const LayerOffsets& off = base_.offsets();
@@ -579,8 +600,16 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
       // output goes to dtmp, free until the MLP backward below.
       forward_layer(l, dtmp, b, params, last_train_, last_dropout_key_);
     }
-    // MLP half.
-    linear_backward(l, Proj::kDown, at(L.act), dx, dact, params, grads, n);
+    // MLP half. With sandwich norms, down_proj's output gradient comes through its RMSNorm
+    // (into dh, free until the gate / up backward below).
+    const void* ddown = dx;
+    if (m_.sandwich_norms) {
+      cuda::rmsnorm_backward(dx, at(L.down_pre), layer16_ + off.post_mlp_norm, norm_offset_,
+                             at<float>(L.rstd_down), dh, n, D, act_, kCompute);
+      check("backward", l, "grad of down_proj output (post_feedforward_layernorm)", dh, nD, act_);
+      ddown = dh;
+    }
+    linear_backward(l, Proj::kDown, at(L.act), ddown, dact, params, grads, n);
     check("backward", l, "grad of act(gate) * up (down_proj backward)", dact, nF, act_);
     cuda::glu_backward(glu_, dact, at(L.gate), at(L.up), dgate, dup, nF, act_, kCompute);
     check("backward", l, "grad of gate_proj output (act(gate) * up backward)", dgate, nF, act_);
@@ -595,18 +624,29 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     check("backward", l, "grad of x_mid through post_attention_layernorm", dtmp, nD, act_);
     cuda::add_inplace(dx, dtmp, nD, act_, kCompute);  // dx is now d(x_mid)
     check("backward", l, "grad of x_mid", dx, nD, act_);
-    // Attention half.
-    linear_backward(l, Proj::kO, at(L.att), dx, datt, params, grads, n);
+    // Attention half (o_proj's output gradient likewise through its norm, into dh).
+    const void* d_o = dx;
+    if (m_.sandwich_norms) {
+      cuda::rmsnorm_backward(dx, at(L.o_pre), layer16_ + off.post_attn_norm, norm_offset_,
+                             at<float>(L.rstd_o), dh, n, D, act_, kCompute);
+      check("backward", l, "grad of o_proj output (post_attention_layernorm)", dh, nD, act_);
+      d_o = dh;
+    }
+    linear_backward(l, Proj::kO, at(L.att), d_o, datt, params, grads, n);
     check("backward", l, "grad of attention output (o_proj backward)", datt, nq, act_);
     cuda::attention_backward(datt, at(L.q), at(L.k), at(L.v), at(L.att), at<float>(L.lse), seg,
-                             attention_window(m_, l), dq, dk, dv, at(plan_.attention_work),
-                             plan_.attention_work.bytes, b.batch, b.seq_len, H, KV, hd, act_,
-                             kCompute);
+                             attention_window(m_, l), attention_scale<float>(attention_score_d(m_)),
+                             dq, dk, dv, at(plan_.attention_work), plan_.attention_work.bytes,
+                             b.batch, b.seq_len, H, KV, hd, act_, kCompute);
     check("backward", l, "grad of q (attention backward)", dq, nq, act_);
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);
-    cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_scale_, act_, kCompute);
-    cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_scale_, act_, kCompute);
+    // Gemma 3: sliding-window layers rotate with their own plain table.
+    const bool local_rope = uses_local_rope(m_, l);
+    const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
+    const float rope_cs = local_rope ? 1.0f : rope_scale_;
+    cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
+    cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
     check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
     check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
     void* dq_proj = dq;  // the gradient of q_proj's output

@@ -126,6 +126,7 @@ class CudaTransformer {
   ModelConfig m_;
   std::vector<float> rope_inv_freq_;          // [head_dim / 2], rope_table(m_)
   float rope_scale_ = 1.0f;                   // rope_cos_sin_scale(m_)
+  std::vector<float> rope_local_inv_freq_;    // rope_local_table(m_); empty without one
   GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
   float norm_offset_ = 0.0f;
   float dropout_ = 0;

@@ -214,8 +214,31 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
     const std::string prefix = "model.layers." + std::to_string(l) + ".";
     out.push_back(
         {prefix + "input_layernorm.weight", {dim}, HfTensor::Kind::kAttnNorm, l, Proj::kQ});
-    out.push_back(
-        {prefix + "post_attention_layernorm.weight", {dim}, HfTensor::Kind::kMlpNorm, l, Proj::kQ});
+    if (shape.sandwich_norms) {
+      // Gemma 2 / 3: post_attention_layernorm normalises the attention output; the MLP's input
+      // norm is pre_feedforward_layernorm.
+      out.push_back({prefix + "post_attention_layernorm.weight",
+                     {dim},
+                     HfTensor::Kind::kPostAttnNorm,
+                     l,
+                     Proj::kQ});
+      out.push_back({prefix + "pre_feedforward_layernorm.weight",
+                     {dim},
+                     HfTensor::Kind::kMlpNorm,
+                     l,
+                     Proj::kQ});
+      out.push_back({prefix + "post_feedforward_layernorm.weight",
+                     {dim},
+                     HfTensor::Kind::kPostMlpNorm,
+                     l,
+                     Proj::kQ});
+    } else {
+      out.push_back({prefix + "post_attention_layernorm.weight",
+                     {dim},
+                     HfTensor::Kind::kMlpNorm,
+                     l,
+                     Proj::kQ});
+    }
     if (shape.qk_norm) {
       const std::int64_t hd = shape.head_dim();
       out.push_back(
@@ -241,6 +264,10 @@ std::size_t layer_offset(const LayerOffsets& offsets, const HfTensor& t) {
       return offsets.q_norm;
     case HfTensor::Kind::kKNorm:
       return offsets.k_norm;
+    case HfTensor::Kind::kPostAttnNorm:
+      return offsets.post_attn_norm;
+    case HfTensor::Kind::kPostMlpNorm:
+      return offsets.post_mlp_norm;
     case HfTensor::Kind::kProjWeight:
       return offsets.proj[int(t.proj)];
     case HfTensor::Kind::kProjBias:

@@ -37,6 +37,8 @@ struct HfTensor {
     kMlpNorm,
     kQNorm,  // Qwen3's self_attn.q_norm / k_norm
     kKNorm,
+    kPostAttnNorm,  // Gemma 2 / 3's sandwich norms
+    kPostMlpNorm,
     kFinalNorm,
     kLmHead
   };

@@ -220,6 +220,8 @@ std::vector<Shard> plan_shards(const std::vector<HfTensor>& tensors, std::uint64
 // The transformers architecture that computes what peftrun's decoder computes for `m`, or
 // nullptr where none does (a random base mixing Gemma's norms with Qwen3's q/k norms, say).
 const char* hf_architecture(const ModelConfig& m) {
+  // Gemma 3's pieces: a random base with them is not written as a Gemma3ForCausalLM yet.
+  if (m.sandwich_norms || m.query_pre_attn_scalar > 0 || m.rope_local_theta > 0) return nullptr;
   const bool gemma = m.norm_one_plus_weight && m.scale_embeddings;
   if (gemma != (m.norm_one_plus_weight || m.scale_embeddings)) return nullptr;
   if (m.sliding_window > 0) {

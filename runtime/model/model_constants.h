@@ -35,6 +35,12 @@ inline float embedding_scale(const ModelConfig& m, DType dtype) {
   return s;
 }
 
+// What the attention scores are scaled by the inverse square root of: Gemma 2 / 3's
+// query_pre_attn_scalar where set, else head_dim.
+inline double attention_score_d(const ModelConfig& m) {
+  return m.query_pre_attn_scalar > 0 ? m.query_pre_attn_scalar : m.head_dim();
+}
+
 // The sliding window of layer `l`'s attention in keys, 0 for full causal attention.
 inline int attention_window(const ModelConfig& m, int l) {
   if (m.sliding_window <= 0) return 0;

@@ -1,5 +1,7 @@
 #include "runtime/model/rope_table.h"
 
+#include "runtime/model/model_constants.h"
+
 namespace peftrun {
 
 RopeParams rope_params(const ModelConfig& m) {
@@ -42,6 +44,20 @@ std::vector<float> rope_table(const ModelConfig& m) {
 
 float rope_cos_sin_scale(const ModelConfig& m) {
   return rope_attention_scaling(rope_params(m));
+}
+
+std::vector<float> rope_local_table(const ModelConfig& m) {
+  if (m.rope_local_theta <= 0) return {};
+  RopeParams p;
+  p.type = RopeType::kDefault;
+  p.theta = m.rope_local_theta;
+  p.original_max_positions = m.max_seq_len;
+  p.max_positions = m.max_seq_len;
+  return rope_inverse_frequencies(m.head_dim(), p);
+}
+
+bool uses_local_rope(const ModelConfig& m, int l) {
+  return m.rope_local_theta > 0 && attention_window(m, l) > 0;
 }
 
 }  // namespace peftrun

@@ -17,4 +17,11 @@ std::vector<float> rope_table(const ModelConfig& m);
 // Their cos_sin_scale (yarn's attention factor; 1 otherwise).
 float rope_cos_sin_scale(const ModelConfig& m);
 
+// Gemma 3's second table: plain RoPE of base model.rope_local_theta (no scaling, cos_sin_scale
+// 1), which its sliding-window layers use; empty when rope_local_theta is 0.
+std::vector<float> rope_local_table(const ModelConfig& m);
+
+// Whether layer l rotates with the local table.
+bool uses_local_rope(const ModelConfig& m, int l);
+
 }  // namespace peftrun

@@ -59,6 +59,7 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
       m_(base.shape()),
       rope_inv_freq_(rope_table(m_)),
       rope_scale_(rope_cos_sin_scale(m_)),
+      rope_local_inv_freq_(rope_local_table(m_)),
       glu_(glu_activation(m_)),
       norm_offset_(static_cast<T>(norm_weight_offset(m_))),
       embed_scale_(static_cast<T>(embedding_scale(m_, DType::kF32))),
@@ -138,6 +139,12 @@ void Transformer<T>::plan_buffers(Fit fit) {
       fit(a.rstd_k, n * m_.n_kv_heads);
     }
     fit(a.att, n * qd);
+    if (m_.sandwich_norms) {
+      fit(a.o_pre, n * D);
+      fit(a.rstd_o, n);
+      fit(a.down_pre, n * D);
+      fit(a.rstd_down, n);
+    }
     fit(a.x_mid, n * D);
     fit(a.h2, n * D);
     fit(a.rstd2, n);
@@ -456,7 +463,6 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
   const T eps = static_cast<T>(m_.norm_eps);
-  const float* inv_freq = rope_inv_freq_.data();
   const T* lw = layer_w_.data();
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
@@ -475,11 +481,23 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
     linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
   }
   linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
-  cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_scale_);
-  cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_scale_);
+  // Gemma 3: sliding-window layers rotate with their own plain table.
+  const bool local_rope = uses_local_rope(m_, l);
+  const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
+  const float rope_cs = local_rope ? 1.0f : rope_scale_;
+  cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_cs);
+  cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
   cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, attention_window(m_, l),
-                         a.att.data(), a.probs.data(), b.batch, b.seq_len, H, KV, hd);
-  linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
+                         attention_scale<T>(attention_score_d(m_)), a.att.data(), a.probs.data(),
+                         b.batch, b.seq_len, H, KV, hd);
+  if (m_.sandwich_norms) {
+    // Gemma 2 / 3: x_mid = x_in + rmsnorm(o_proj(attention)).
+    linear_forward(l, Proj::kO, a.att.data(), a.o_pre.data(), params, a, n, train, lkey);
+    cpu::rmsnorm_forward(a.o_pre.data(), lw + base_->offsets().post_attn_norm, norm_offset_,
+                         a.x_mid.data(), a.rstd_o.data(), n, D, eps);
+  } else {
+    linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
+  }
   cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
   cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_, a.h2.data(),
@@ -487,7 +505,14 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
   linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
   cpu::glu_forward(glu_, a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
-  linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
+  if (m_.sandwich_norms) {
+    // x_out = x_mid + rmsnorm(down(...)).
+    linear_forward(l, Proj::kDown, a.act.data(), a.down_pre.data(), params, a, n, train, lkey);
+    cpu::rmsnorm_forward(a.down_pre.data(), lw + base_->offsets().post_mlp_norm, norm_offset_,
+                         x_out, a.rstd_down.data(), n, D, eps);
+  } else {
+    linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
+  }
   cpu::add_inplace(x_out, a.x_mid.data(), std::size_t(n) * D);
   if (debug_checks_) {
     // In the order the ops produced them, so the first bad tensor names the failing op.
@@ -542,7 +567,6 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
   const int n = b.batch * b.seq_len;
   const int D = m_.dim, F = m_.ffn_dim, H = m_.n_heads, KV = m_.n_kv_heads, hd = m_.head_dim();
   const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
-  const float* inv_freq = rope_inv_freq_.data();
   const std::size_t nD = std::size_t(n) * D;
 
   // dx_ holds the gradient of the residual stream leaving the current layer.
@@ -556,8 +580,15 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
       // output goes to dtmp_, free until the MLP backward below.
       forward_layer(l, a, x_in, dtmp_.data(), b, params, last_train_, last_dropout_key_);
     }
-    // MLP half.
-    linear_backward(l, Proj::kDown, a.act.data(), dx_.data(), dact_.data(), params, grads, a, n);
+    // MLP half. With sandwich norms, down_proj's output gradient comes through its RMSNorm
+    // (into dh_, free until the gate / up backward below).
+    const T* ddown = dx_.data();
+    if (m_.sandwich_norms) {
+      cpu::rmsnorm_backward(dx_.data(), a.down_pre.data(), lw + base_->offsets().post_mlp_norm,
+                            norm_offset_, a.rstd_down.data(), dh_.data(), n, D);
+      ddown = dh_.data();
+    }
+    linear_backward(l, Proj::kDown, a.act.data(), ddown, dact_.data(), params, grads, a, n);
     cpu::glu_backward(glu_, dact_.data(), a.gate.data(), a.up.data(), dgate_.data(), dup_.data(),
                       std::size_t(n) * F);
     linear_backward(l, Proj::kGate, a.h2.data(), dgate_.data(), dh_.data(), params, grads, a, n);
@@ -566,12 +597,23 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_,
                           a.rstd2.data(), dtmp_.data(), n, D);
     cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_mid)
-    // Attention half.
-    linear_backward(l, Proj::kO, a.att.data(), dx_.data(), datt_.data(), params, grads, a, n);
+    // Attention half (o_proj's output gradient likewise through its norm, into dh_).
+    const T* d_o = dx_.data();
+    if (m_.sandwich_norms) {
+      cpu::rmsnorm_backward(dx_.data(), a.o_pre.data(), lw + base_->offsets().post_attn_norm,
+                            norm_offset_, a.rstd_o.data(), dh_.data(), n, D);
+      d_o = dh_.data();
+    }
+    linear_backward(l, Proj::kO, a.att.data(), d_o, datt_.data(), params, grads, a, n);
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
-                            dq_.data(), dk_.data(), dv_.data(), b.batch, b.seq_len, H, KV, hd);
-    cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_scale_);
-    cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_scale_);
+                            attention_scale<T>(attention_score_d(m_)), dq_.data(), dk_.data(),
+                            dv_.data(), b.batch, b.seq_len, H, KV, hd);
+    // Gemma 3: sliding-window layers rotate with their own plain table.
+    const bool local_rope = uses_local_rope(m_, l);
+    const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
+    const float rope_cs = local_rope ? 1.0f : rope_scale_;
+    cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);
+    cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_cs);
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();
     if (m_.qk_norm) {

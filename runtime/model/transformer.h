@@ -144,6 +144,7 @@ class Transformer {
   ModelConfig m_;
   std::vector<float> rope_inv_freq_;          // [head_dim / 2], rope_table(m_)
   float rope_scale_ = 1.0f;                   // rope_cos_sin_scale(m_)
+  std::vector<float> rope_local_inv_freq_;    // rope_local_table(m_); empty without one
   GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
   T norm_offset_ = 0;
   T embed_scale_ = 1;
@@ -161,6 +162,8 @@ class Transformer {
     std::vector<T> x_in, h1, rstd1, q, k, v, probs, att, x_mid, h2, rstd2, gate, up, act;
     // qk_norm: the projections before their per-head RMSNorm, and its 1 / rms per head row.
     std::vector<T> q_pre, k_pre, rstd_q, rstd_k;
+    // sandwich_norms: o_proj's and down_proj's outputs before their RMSNorms, and its 1 / rms.
+    std::vector<T> o_pre, rstd_o, down_pre, rstd_down;
     std::vector<T> xa[int(Proj::kCount)], x_drop[int(Proj::kCount)];
     std::vector<std::uint8_t> keep[int(Proj::kCount)];
     bool masked[int(Proj::kCount)] = {};  // the last forward applied dropout to this module

@@ -319,9 +319,11 @@ TrainSummary run_training(const Config& config, const TrainOptions& options, std
   if (mc.rope_scaling != RopeScaling::kNone) {
     rope << " " << to_string(mc.rope_scaling) << " x" << mc.rope_factor;
   }
+  if (mc.rope_local_theta > 0) rope << " (sliding layers " << mc.rope_local_theta << ")";
   log << "peftrun " << PEFTRUN_VERSION << ": " << mc.n_layers << " layers, dim " << mc.dim
       << ", heads " << mc.n_heads << "/" << mc.n_kv_heads << " of " << mc.head_dim()
-      << (mc.qk_norm ? " with q/k norm" : "") << ", " << rope.str() << ", MLP "
+      << (mc.qk_norm ? " with q/k norm" : "") << (mc.sandwich_norms ? ", sandwich norms" : "")
+      << ", " << rope.str() << ", MLP "
       << (mc.mlp_activation == MlpActivation::kGeluTanh ? "GeGLU (gelu_tanh)" : "SwiGLU")
       << (mc.norm_one_plus_weight ? ", norms 1 + w" : "")
       << (mc.scale_embeddings ? ", embeddings x sqrt(dim)" : "") << sliding_window_text(mc)

@@ -85,6 +85,21 @@ def qwen2_window_config():
         hidden_act="silu", attention_dropout=0.0)
 
 
+def gemma3_config():
+    # Gemma 3 1B's kind: sandwich norms, q/k norms, a 6-key window in layer 0 with the local
+    # RoPE base, full attention in layer 1 with rope_theta 1e6, scores scaled by
+    # query_pre_attn_scalar 24 (not head_dim 32), GeGLU, 1 + weight norms, scaled embeddings.
+    return transformers.Gemma3TextConfig(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=1,
+        head_dim=32, max_position_embeddings=mg.MAXPOS, rms_norm_eps=1e-6,
+        rope_parameters={"full_attention": {"rope_type": "default", "rope_theta": 1000000.0},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10000.0}},
+        query_pre_attn_scalar=24, sliding_window=6,
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True,
+        attention_bias=False, hidden_activation="gelu_pytorch_tanh", attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -92,6 +107,7 @@ CASES = [
     ("gemma", transformers.GemmaForCausalLM, gemma_config, 4323, 0.0),
     ("mistral_window8", transformers.MistralForCausalLM, mistral_window_config, 4324, 1.0),
     ("qwen2_window5_layer1", transformers.Qwen2ForCausalLM, qwen2_window_config, 4325, 1.0),
+    ("gemma3", transformers.Gemma3ForCausalLM, gemma3_config, 4326, 0.0),
 ]
 
 

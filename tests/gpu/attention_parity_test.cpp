@@ -75,6 +75,10 @@ TEST(GpuAttentionParity, WindowLongerThanT) {
   PEFTRUN_REQUIRE_GPU();
   run(kWindowLonger);
 }
+TEST(GpuAttentionParity, ScoreScaleWindow9Hd64) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kScoreScale);
+}
 TEST(GpuAttentionParity, PackedThreeDocs) {
   PEFTRUN_REQUIRE_GPU();
   run(kPacked);

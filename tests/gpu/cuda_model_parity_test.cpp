@@ -78,13 +78,18 @@ struct ModelCase {
   // Gemma's decoder: GeGLU, norms scaling by 1 + weight, embeddings times sqrt(dim) (rounded to
   // the compute dtype on the device, fp32 on the CPU), tied lm_head.
   bool gemma = false;
-  int window = 0;  // a sliding window in layers 1 and 3 of the 4 (layer_types)
+  int window = 0;         // a sliding window in layers 1 and 3 of the 4 (layer_types)
+  bool sandwich = false;  // Gemma 2 / 3's norms on the attention and MLP outputs
+  // Gemma 3's attention: query_pre_attn_scalar 48 (not head_dim) and a local RoPE base in the
+  // sliding layers.
+  bool gemma3_attention = false;
 };
 
 std::string case_name(const ModelCase& c, DType act) {
   return std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
-         (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window " : " ") + dtype_name(act);
+         (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window" : "") +
+         (c.sandwich ? "+sandwich " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -106,6 +111,12 @@ Config case_config(const ModelCase& c) {
   Config cfg;
   cfg.model.explicit_head_dim = c.head_dim;
   cfg.model.qk_norm = c.qk_norm;
+  cfg.model.sandwich_norms = c.sandwich;
+  if (c.gemma3_attention) {
+    cfg.model.query_pre_attn_scalar = 48;
+    cfg.model.rope_theta = 1e6;
+    cfg.model.rope_local_theta = 1e4;
+  }
   if (c.window > 0) {
     cfg.model.sliding_window = c.window;
     cfg.model.layer_types = {"full_attention", "sliding_attention", "full_attention",
@@ -236,6 +247,15 @@ TEST(GpuModelParity, LoraGemmaExplicitHeadDim) {
 TEST(GpuModelParity, DoraSlidingWindowInTwoLayers) {
   PEFTRUN_REQUIRE_GPU();
   run_model_case({AdapterType::kDora, 0.0, 0, false, false, false, 13});
+}
+
+// Gemma 3's layer: sandwich norms, q/k norms, GeGLU, 1 + weight norms, a window in two layers.
+TEST(GpuModelParity, LoraGemma3Shape) {
+  PEFTRUN_REQUIRE_GPU();
+  ModelCase c{AdapterType::kLora, 0.1, 64, false, true, true, 13};
+  c.sandwich = true;
+  c.gemma3_attention = true;
+  run_model_case(c);
 }
 
 TEST(GpuModelParity, LoraDropout) {
