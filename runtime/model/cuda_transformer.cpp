@@ -96,9 +96,7 @@ CudaTransformer::CudaTransformer(const BaseWeights& base, const AdapterLayout& l
     : base_(base),
       layout_(layout),
       m_(base.shape()),
-      rope_inv_freq_(rope_table(m_)),
-      rope_scale_(rope_cos_sin_scale(m_)),
-      rope_local_inv_freq_(rope_local_table(m_)),
+      rope_(m_),
       glu_(glu_activation(m_)),
       norm_offset_(norm_weight_offset(m_)),
       dropout_(static_cast<float>(adapter.dropout)),
@@ -485,10 +483,8 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   }
   linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
   check("forward", l, "v_proj output", at(L.v), nkv, act_);
-  // Gemma 3: sliding-window layers rotate with their own plain table.
-  const bool local_rope = uses_local_rope(m_, l);
-  const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
-  const float rope_cs = local_rope ? 1.0f : rope_scale_;
+  const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+  const float rope_cs = rope_.cos_sin_scale(l);
   cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
   check("forward", l, "q after RoPE", at(L.q), nq, act_);
   cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
@@ -641,10 +637,8 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     check("backward", l, "grad of q (attention backward)", dq, nq, act_);
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);
-    // Gemma 3: sliding-window layers rotate with their own plain table.
-    const bool local_rope = uses_local_rope(m_, l);
-    const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
-    const float rope_cs = local_rope ? 1.0f : rope_scale_;
+    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+    const float rope_cs = rope_.cos_sin_scale(l);
     cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
     cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
     check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);

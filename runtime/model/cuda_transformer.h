@@ -44,6 +44,7 @@
 #include "runtime/model/base_weights.h"
 #include "runtime/model/cuda_model_plan.h"
 #include "runtime/model/device_arena.h"
+#include "runtime/model/rope_table.h"
 #include "runtime/model/transformer.h"
 
 namespace peftrun {
@@ -124,9 +125,7 @@ class CudaTransformer {
   const BaseWeights& base_;
   const AdapterLayout& layout_;
   ModelConfig m_;
-  std::vector<float> rope_inv_freq_;          // [head_dim / 2], rope_table(m_)
-  float rope_scale_ = 1.0f;                   // rope_cos_sin_scale(m_)
-  std::vector<float> rope_local_inv_freq_;    // rope_local_table(m_); empty without one
+  LayerRope rope_;                            // each layer's RoPE table and cos/sin scale
   GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
   float norm_offset_ = 0.0f;
   float dropout_ = 0;

@@ -46,18 +46,27 @@ float rope_cos_sin_scale(const ModelConfig& m) {
   return rope_attention_scaling(rope_params(m));
 }
 
-std::vector<float> rope_local_table(const ModelConfig& m) {
-  if (m.rope_local_theta <= 0) return {};
-  RopeParams p;
-  p.type = RopeType::kDefault;
-  p.theta = m.rope_local_theta;
-  p.original_max_positions = m.max_seq_len;
-  p.max_positions = m.max_seq_len;
-  return rope_inverse_frequencies(m.head_dim(), p);
+LayerRope::LayerRope(const ModelConfig& m)
+    : global_(rope_table(m)), global_scale_(rope_cos_sin_scale(m)) {
+  for (int l = 0; l < m.n_layers; ++l) {
+    local_layers_.push_back(m.rope_local_theta > 0 && attention_window(m, l) > 0);
+  }
+  if (m.rope_local_theta > 0) {
+    RopeParams p;
+    p.type = RopeType::kDefault;
+    p.theta = m.rope_local_theta;
+    p.original_max_positions = m.max_seq_len;
+    p.max_positions = m.max_seq_len;
+    local_ = rope_inverse_frequencies(m.head_dim(), p);
+  }
 }
 
-bool uses_local_rope(const ModelConfig& m, int l) {
-  return m.rope_local_theta > 0 && attention_window(m, l) > 0;
+const float* LayerRope::inv_freq(int l) const {
+  return local(l) ? local_.data() : global_.data();
+}
+
+float LayerRope::cos_sin_scale(int l) const {
+  return local(l) ? 1.0f : global_scale_;
 }
 
 }  // namespace peftrun

@@ -2,6 +2,7 @@
 // model.rope_scaling variant (kernels/rope_frequencies.h computes them as transformers does).
 #pragma once
 
+#include <cstddef>
 #include <vector>
 
 #include "configs/config.h"
@@ -17,11 +18,23 @@ std::vector<float> rope_table(const ModelConfig& m);
 // Their cos_sin_scale (yarn's attention factor; 1 otherwise).
 float rope_cos_sin_scale(const ModelConfig& m);
 
-// Gemma 3's second table: plain RoPE of base model.rope_local_theta (no scaling, cos_sin_scale
-// 1), which its sliding-window layers use; empty when rope_local_theta is 0.
-std::vector<float> rope_local_table(const ModelConfig& m);
+// What each layer rotates with, for the CPU and the device model alike: the table above and its
+// cos_sin_scale, or, in Gemma 3's sliding-window layers (model.rope_local_theta set), plain RoPE
+// of base rope_local_theta with scale 1.
+class LayerRope {
+ public:
+  LayerRope() = default;
+  explicit LayerRope(const ModelConfig& m);
 
-// Whether layer l rotates with the local table.
-bool uses_local_rope(const ModelConfig& m, int l);
+  const float* inv_freq(int l) const;  // [head_dim / 2]
+  float cos_sin_scale(int l) const;
+
+ private:
+  bool local(int l) const { return local_layers_[static_cast<std::size_t>(l)]; }
+
+  std::vector<float> global_, local_;
+  float global_scale_ = 1.0f;
+  std::vector<bool> local_layers_;
+};
 
 }  // namespace peftrun

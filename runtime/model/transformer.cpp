@@ -57,9 +57,7 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
     : base_(&base),
       layout_(layout),
       m_(base.shape()),
-      rope_inv_freq_(rope_table(m_)),
-      rope_scale_(rope_cos_sin_scale(m_)),
-      rope_local_inv_freq_(rope_local_table(m_)),
+      rope_(m_),
       glu_(glu_activation(m_)),
       norm_offset_(static_cast<T>(norm_weight_offset(m_))),
       embed_scale_(static_cast<T>(embedding_scale(m_, DType::kF32))),
@@ -481,10 +479,8 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
     linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
   }
   linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
-  // Gemma 3: sliding-window layers rotate with their own plain table.
-  const bool local_rope = uses_local_rope(m_, l);
-  const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
-  const float rope_cs = local_rope ? 1.0f : rope_scale_;
+  const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+  const float rope_cs = rope_.cos_sin_scale(l);
   cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_cs);
   cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
   cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, attention_window(m_, l),
@@ -608,10 +604,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                             attention_scale<T>(attention_score_d(m_)), dq_.data(), dk_.data(),
                             dv_.data(), b.batch, b.seq_len, H, KV, hd);
-    // Gemma 3: sliding-window layers rotate with their own plain table.
-    const bool local_rope = uses_local_rope(m_, l);
-    const float* inv_freq = local_rope ? rope_local_inv_freq_.data() : rope_inv_freq_.data();
-    const float rope_cs = local_rope ? 1.0f : rope_scale_;
+    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+    const float rope_cs = rope_.cos_sin_scale(l);
     cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);
     cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_cs);
     T* dq_proj = dq_.data();  // the gradient of q_proj's output

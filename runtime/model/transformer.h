@@ -29,6 +29,7 @@
 #include "kernels/lora_linear.h"
 #include "runtime/adapters/adapter_layout.h"
 #include "runtime/model/base_weights.h"
+#include "runtime/model/rope_table.h"
 
 namespace peftrun {
 
@@ -142,9 +143,7 @@ class Transformer {
   const BaseWeights* base_;  // nullptr only in a PlanOnly model
   const AdapterLayout& layout_;
   ModelConfig m_;
-  std::vector<float> rope_inv_freq_;          // [head_dim / 2], rope_table(m_)
-  float rope_scale_ = 1.0f;                   // rope_cos_sin_scale(m_)
-  std::vector<float> rope_local_inv_freq_;    // rope_local_table(m_); empty without one
+  LayerRope rope_;                            // each layer's RoPE table and cos/sin scale
   GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
   T norm_offset_ = 0;
   T embed_scale_ = 1;
