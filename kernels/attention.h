@@ -34,10 +34,12 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
                        T scale, T* out, T* probs, int B, int T_len, int H, int KV, int hd);
 
 // dq: [B,T,H,hd]; dk, dv: [B,T,KV,hd]; all overwritten (dk/dv sum over the heads of a group).
-// The masks (causal, window, segments) are in probs' zeros, so backward takes none of them.
+// The masks (causal, window, segments) are in probs' zeros; backward takes the window (forward's)
+// only to skip the key blocks before it.
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T scale,
-                        T* dq, T* dk, T* dv, int B, int T_len, int H, int KV, int hd);
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
+                        int window, T scale, T* dq, T* dk, T* dv, int B, int T_len, int H, int KV,
+                        int hd);
 
 }  // namespace peftrun::cpu
 

@@ -85,25 +85,28 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
   for (int b = 0; b < B; ++b) {
     const std::int32_t* seg = segment ? segment + static_cast<size_t>(b) * T_len : nullptr;
     T* Pseq = probs + static_cast<size_t>(b) * H * TT;  // [H, T, T]
-    // 1. Scores of every head: S = scale * Q[t0:t1] K[0:t1]^T, block by block.
+    // 1. Scores of every head: S = scale * Q[t0:t1] K[k0:t1]^T, block by block (k0: the
+    // block's first visible key, 0 without a sliding window).
     for_each_head(H, [&](int h) {
       const T* qh = q + head_offset(b, h, T_len, H, hd);           // [T, hd] stride ldq
       const T* kh = k + head_offset(b, h / group, T_len, KV, hd);  // [T, hd] stride ldkv
       T* P = Pseq + static_cast<size_t>(h) * TT;                   // [T, T]
       for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
         const int t1 = std::min(T_len, t0 + kRowBlock);
-        gemm(Trans::kNo, Trans::kYes, t1 - t0, t1, hd, scale, qh + static_cast<size_t>(t0) * ldq,
-             ldq, kh, ldkv, T(0), P + static_cast<size_t>(t0) * T_len, T_len);
+        const int k0 = attention_first_key(t0, window);
+        gemm(Trans::kNo, Trans::kYes, t1 - t0, t1 - k0, hd, scale,
+             qh + static_cast<size_t>(t0) * ldq, ldq, kh + static_cast<size_t>(k0) * ldkv, ldkv,
+             T(0), P + static_cast<size_t>(t0) * T_len + k0, T_len);
       }
     });
     // 2. Softmax of every row of every head, on the kernel threads.
     for_causal_rows(H, T_len, [&](int h, int t) {
       T* row = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;  // [T]
-      // Visible keys: s <= t, inside the sliding window, and same document when packed. Keys
-      // before the window and another document's become -inf, whose e^(s - max) is exactly 0.
-      // s == t is always visible, so the max is finite and the normaliser is >= 1.
+      // Visible keys: first <= s <= t (first: the sliding window's start, else 0), and the
+      // same document when packed. Another document's keys become -inf, whose e^(s - max) is
+      // exactly 0; the keys before the window were not computed and become 0 below. s == t is
+      // always visible, so the max is finite and the normaliser is >= 1.
       const int first = attention_first_key(t, window);
-      std::fill(row, row + first, -std::numeric_limits<T>::infinity());
       if (seg != nullptr) {
         for (int s = first; s <= t; ++s) {
           if (!attention_visible(t, s, window, true, seg[t], seg[s])) {
@@ -112,25 +115,28 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
         }
       }
       T mx = row[t];
-      for (int s = 0; s < t; ++s) mx = std::max(mx, row[s]);
+      for (int s = first; s < t; ++s) mx = std::max(mx, row[s]);
       // The exponentials in a branch-free loop the compiler vectorises (e^(s - max) <= 1, no
       // overflow), then their sum in order.
-      for (int s = 0; s <= t; ++s) row[s] = exp_nonpositive(row[s] - mx);
+      for (int s = first; s <= t; ++s) row[s] = exp_nonpositive(row[s] - mx);
       T sum = 0;
-      for (int s = 0; s <= t; ++s) sum += row[s];
+      for (int s = first; s <= t; ++s) sum += row[s];
       const T inv = T(1) / sum;
-      for (int s = 0; s <= t; ++s) row[s] *= inv;
-      std::fill(row + t + 1, row + T_len, T(0));  // masked entries are exact zeros
+      for (int s = first; s <= t; ++s) row[s] *= inv;
+      std::fill(row, row + first, T(0));  // masked entries are exact zeros
+      std::fill(row + t + 1, row + T_len, T(0));
     });
-    // 3. out[t0:t1] = P[t0:t1, 0:t1] V[0:t1]  (masked zeros make the mask exact)
+    // 3. out[t0:t1] = P[t0:t1, k0:t1] V[k0:t1]  (masked zeros make the mask exact)
     for_each_head(H, [&](int h) {
       const T* vh = v + head_offset(b, h / group, T_len, KV, hd);  // [T, hd] stride ldkv
       T* oh = out + head_offset(b, h, T_len, H, hd);               // [T, hd] stride ldq
       const T* P = Pseq + static_cast<size_t>(h) * TT;
       for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
         const int t1 = std::min(T_len, t0 + kRowBlock);
-        gemm(Trans::kNo, Trans::kNo, t1 - t0, hd, t1, T(1), P + static_cast<size_t>(t0) * T_len,
-             T_len, vh, ldkv, T(0), oh + static_cast<size_t>(t0) * ldq, ldq);
+        const int k0 = attention_first_key(t0, window);
+        gemm(Trans::kNo, Trans::kNo, t1 - t0, hd, t1 - k0, T(1),
+             P + static_cast<size_t>(t0) * T_len + k0, T_len, vh + static_cast<size_t>(k0) * ldkv,
+             ldkv, T(0), oh + static_cast<size_t>(t0) * ldq, ldq);
       }
     });
   }
@@ -144,8 +150,9 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
 // accumulate over the blocks (and the query heads of a group) in the same order as a
 // block-at-a-time loop would.
 template <typename T>
-void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs, T scale,
-                        T* dq, T* dk, T* dv, int B, int T_len, int H, int KV, int hd) {
+void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
+                        int window, T scale, T* dq, T* dk, T* dv, int B, int T_len, int H, int KV,
+                        int hd) {
   const int group = H / KV;
   const int ldq = H * hd;
   const int ldkv = KV * hd;
@@ -174,11 +181,13 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
       for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
         const int t1 = std::min(T_len, t0 + kRowBlock);
         const int rows = t1 - t0;
+        const int k0 = attention_first_key(t0, window);            // keys [k0, t1)
+        const size_t kvk = kvo + static_cast<size_t>(k0) * ldkv;   // row k0 of K / V / dK / dV
         const T* dob = dout + qo + static_cast<size_t>(t0) * ldq;  // [rows, hd] stride ldq
-        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, T(1), P + static_cast<size_t>(t0) * T_len,
-             T_len, dob, ldq, T(1), dv + kvo, ldkv);
-        gemm(Trans::kNo, Trans::kYes, rows, t1, hd, T(1), dob, ldq, v + kvo, ldkv, T(0),
-             dSh + static_cast<size_t>(t0) * T_len, T_len);
+        gemm(Trans::kYes, Trans::kNo, t1 - k0, hd, rows, T(1),
+             P + static_cast<size_t>(t0) * T_len + k0, T_len, dob, ldq, T(1), dv + kvk, ldkv);
+        gemm(Trans::kNo, Trans::kYes, rows, t1 - k0, hd, T(1), dob, ldq, v + kvk, ldkv, T(0),
+             dSh + static_cast<size_t>(t0) * T_len + k0, T_len);
       }
     });
     // 2. dS = P * (dP - rowsum(P * dP)) for every row of every head, on the kernel threads.
@@ -187,9 +196,13 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
       T* drow = dSv + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;
       // Causal: only s <= t can be non-zero; s in (t, end of its block) must be zeroed for the
       // GEMMs below.
+      // With a sliding window, only first <= s; the GEMMs below read from the block's first
+      // key, so [block's first key, first) is zeroed too (here all of [0, first)).
+      const int first = attention_first_key(t, window);
       T dot = 0;
-      for (int s = 0; s <= t; ++s) dot += prow[s] * drow[s];
-      for (int s = 0; s <= t; ++s) drow[s] = softmax_grad(prow[s], drow[s], dot);
+      for (int s = first; s <= t; ++s) dot += prow[s] * drow[s];
+      for (int s = first; s <= t; ++s) drow[s] = softmax_grad(prow[s], drow[s], dot);
+      std::fill(drow, drow + first, T(0));
       const int block_end = std::min(T_len, (t / kRowBlock + 1) * kRowBlock);
       std::fill(drow + t + 1, drow + block_end, T(0));
     });
@@ -202,11 +215,13 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
       for (int t0 = 0; t0 < T_len; t0 += kRowBlock) {
         const int t1 = std::min(T_len, t0 + kRowBlock);
         const int rows = t1 - t0;
-        const T* dSb = dSh + static_cast<size_t>(t0) * T_len;  // [rows, T]
-        gemm(Trans::kNo, Trans::kNo, rows, hd, t1, scale, dSb, T_len, k + kvo, ldkv, T(0),
+        const int k0 = attention_first_key(t0, window);
+        const size_t kvk = kvo + static_cast<size_t>(k0) * ldkv;
+        const T* dSb = dSh + static_cast<size_t>(t0) * T_len + k0;  // [rows, t1 - k0] stride T
+        gemm(Trans::kNo, Trans::kNo, rows, hd, t1 - k0, scale, dSb, T_len, k + kvk, ldkv, T(0),
              dq + qo + static_cast<size_t>(t0) * ldq, ldq);
-        gemm(Trans::kYes, Trans::kNo, t1, hd, rows, scale, dSb, T_len,
-             q + qo + static_cast<size_t>(t0) * ldq, ldq, T(1), dk + kvo, ldkv);
+        gemm(Trans::kYes, Trans::kNo, t1 - k0, hd, rows, scale, dSb, T_len,
+             q + qo + static_cast<size_t>(t0) * ldq, ldq, T(1), dk + kvk, ldkv);
       }
     });
   }
@@ -219,10 +234,10 @@ template void attention_forward<double>(const double*, const double*, const doub
                                         const std::int32_t*, int, double, double*, double*, int,
                                         int, int, int, int);
 template void attention_backward<float>(const float*, const float*, const float*, const float*,
-                                        const float*, float, float*, float*, float*, int, int, int,
-                                        int, int);
+                                        const float*, int, float, float*, float*, float*, int, int,
+                                        int, int, int);
 template void attention_backward<double>(const double*, const double*, const double*, const double*,
-                                         const double*, double, double*, double*, double*, int, int,
-                                         int, int, int);
+                                         const double*, int, double, double*, double*, double*, int,
+                                         int, int, int, int);
 
 }  // namespace peftrun::cpu

@@ -138,7 +138,7 @@ TEST_F(KernelThreads, AttentionIsBitIdenticalAcrossThreadCounts) {
           std::vector<float>(nq), std::vector<float>(nkv), std::vector<float>(nkv)};
     attention_forward(q.data(), k.data(), v.data(), seg.data(), 0, attention_scale<float>(hd),
                       r.o.data(), r.probs.data(), B, T, H, KV, hd);
-    attention_backward(dout.data(), q.data(), k.data(), v.data(), r.probs.data(),
+    attention_backward(dout.data(), q.data(), k.data(), v.data(), r.probs.data(), 0,
                        attention_scale<float>(hd), r.dq.data(), r.dk.data(), r.dv.data(), B, T, H,
                        KV, hd);
     return r;

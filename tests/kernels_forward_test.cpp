@@ -568,7 +568,7 @@ Vec run_attention(const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
   std::vector<T> dq(q.size()), dk(k.size()), dv(v.size());
   attention_forward(qt.data(), kt.data(), vt.data(), seg.data(), 0, attention_scale<T>(hd),
                     out.data(), probs.data(), B, T_len, H, KV, hd);
-  attention_backward(dt.data(), qt.data(), kt.data(), vt.data(), probs.data(),
+  attention_backward(dt.data(), qt.data(), kt.data(), vt.data(), probs.data(), 0,
                      attention_scale<T>(hd), dq.data(), dk.data(), dv.data(), B, T_len, H, KV, hd);
   Vec all = to_double(out);
   for (const auto* g : {&dq, &dk, &dv}) all.insert(all.end(), g->begin(), g->end());

@@ -103,7 +103,7 @@ void check_attention_gradients(const AttnShape& s, const std::vector<std::int32_
   loss();  // probs for backward
   // Poison the outputs: backward must overwrite them, not accumulate into them.
   Vec dq(nq, 123.0), dk(nkv, -7.0), dv(nkv, 55.0);
-  attention_backward(c.data(), q.data(), k.data(), v.data(), probs.data(), scale, dq.data(),
+  attention_backward(c.data(), q.data(), k.data(), v.data(), probs.data(), window, scale, dq.data(),
                      dk.data(), dv.data(), s.B, s.T, s.H, s.KV, s.hd);
   EXPECT_LT(finite_difference_rel_error(q, dq, loss), kMaxRel) << "dq";
   EXPECT_LT(finite_difference_rel_error(k, dk, loss), kMaxRel) << "dk";
@@ -144,6 +144,8 @@ TEST(AttentionGradcheck, LongSequenceAcrossCausalRowBlocks) {
   std::vector<std::int32_t> segment(T);
   for (int t = 0; t < T; ++t) segment[t] = t < 50 ? 0 : (t < 64 ? 1 : 2);
   check_attention_gradients({1, T, 2, 1, 2}, &segment, 500);
+  // A sliding window shorter than a block: the later blocks skip the keys before it.
+  check_attention_gradients({1, T, 2, 1, 2}, nullptr, 510, 20);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -602,8 +602,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     }
     linear_backward(l, Proj::kO, a.att.data(), d_o, datt_.data(), params, grads, a, n);
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
-                            attention_scale<T>(attention_score_d(m_)), dq_.data(), dk_.data(),
-                            dv_.data(), b.batch, b.seq_len, H, KV, hd);
+                            attention_window(m_, l), attention_scale<T>(attention_score_d(m_)),
+                            dq_.data(), dk_.data(), dv_.data(), b.batch, b.seq_len, H, KV, hd);
     const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
     const float rope_cs = rope_.cos_sin_scale(l);
     cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);

@@ -70,10 +70,10 @@ void check_attention(Env& env, const AttentionCase& c, DType dt) {
                                  seg.empty() ? nullptr : seg.data(), c.window,
                                  attention_scale<double>(c.score_d > 0 ? c.score_d : c.hd),
                                  out_ref.data(), probs.data(), c.B, c.T, c.H, c.KV, c.hd);
-  cpu::attention_backward<double>(dod.data(), qd.data(), kd.data(), vd.data(), probs.data(),
-                                  attention_scale<double>(c.score_d > 0 ? c.score_d : c.hd),
-                                  dq_ref.data(), dk_ref.data(), dv_ref.data(), c.B, c.T, c.H, c.KV,
-                                  c.hd);
+  cpu::attention_backward<double>(
+      dod.data(), qd.data(), kd.data(), vd.data(), probs.data(), c.window,
+      attention_scale<double>(c.score_d > 0 ? c.score_d : c.hd), dq_ref.data(), dk_ref.data(),
+      dv_ref.data(), c.B, c.T, c.H, c.KV, c.hd);
 
   auto d_q = env.upload(encode(q, dt));
   auto d_k = env.upload(encode(k, dt));
