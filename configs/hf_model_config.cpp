@@ -321,7 +321,7 @@ class JsonConfigReader {
     if (out_.model_type == "gemma3_text") {
       read_gemma3_rope();
     } else {
-      read_rope();
+      read_rope(kDefaultRopeTheta);
     }
 
     m.tie_embeddings = is_gemma();  // GemmaConfig's and Gemma3TextConfig's default when absent
@@ -332,9 +332,10 @@ class JsonConfigReader {
     }
   }
 
-  void read_rope() {
+  // rope_theta (`default_theta` when absent) and the RoPE variant.
+  void read_rope(double default_theta) {
     ModelConfig& m = out_.shape;
-    m.rope_theta = kDefaultRopeTheta;
+    m.rope_theta = default_theta;
     if (const YAML::Node* v = find_optional("rope_theta")) {
       if (read_positive(*v, "rope_theta", m.rope_theta)) set_source("rope_theta", *v);
     }
@@ -359,10 +360,10 @@ class JsonConfigReader {
   // older files have rope_theta, rope_local_base_freq and rope_scaling (for the full layers).
   void read_gemma3_rope() {
     ModelConfig& m = out_.shape;
-    m.rope_theta = 1e6;
     m.rope_local_theta = 1e4;
     const YAML::Node* parameters = find_optional("rope_parameters");
     if (parameters != nullptr && parameters->IsMap() && (*parameters)["full_attention"]) {
+      m.rope_theta = 1e6;
       const YAML::Node full = (*parameters)["full_attention"];
       const YAML::Node local = (*parameters)["sliding_attention"];
       if (full.IsMap()) {
@@ -390,19 +391,10 @@ class JsonConfigReader {
       }
       return;
     }
-    if (const YAML::Node* v = find_optional("rope_theta")) {
-      if (read_positive(*v, "rope_theta", m.rope_theta)) set_source("rope_theta", *v);
-    }
+    read_rope(1e6);
     if (const YAML::Node* v = find_optional("rope_local_base_freq")) {
       if (read_positive(*v, "rope_local_base_freq", m.rope_local_theta)) {
         set_source("rope_local_base_freq", *v);
-      }
-    }
-    if (const YAML::Node* v = find_optional("rope_scaling")) {
-      if (!v->IsMap()) {
-        error(v->Mark(), "rope_scaling", "got " + describe(*v) + ", expected null or an object");
-      } else {
-        read_rope_variant(*v, "rope_scaling");
       }
     }
   }
@@ -621,13 +613,10 @@ class JsonConfigReader {
     mask = 0;
     if (out_.model_type == "qwen2") {
       mask = kQ | kK | kV;  // Qwen2Attention: q/k/v with bias, o_proj without, whatever the config
-    } else if (out_.model_type == "qwen3") {
-      bool flag = false;  // Qwen3Attention: q/k/v/o with attention_bias; the MLP never has one
-      if (const YAML::Node* v = find_optional("attention_bias")) {
-        if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
-      }
-    } else if (is_gemma()) {
-      bool flag = false;  // GemmaAttention: q/k/v/o with attention_bias; the MLP never has one
+    } else if (out_.model_type == "qwen3" || is_gemma()) {
+      // Qwen3Attention, GemmaAttention, Gemma3Attention: q/k/v/o with attention_bias; the MLP
+      // never has one.
+      bool flag = false;
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
       }
@@ -665,15 +654,7 @@ class JsonConfigReader {
     }
     if (!used) return;
     const YAML::Node* v = find_optional("sliding_window");
-    if (v == nullptr) return;  // null: no window
-    int window = 0;
-    if (!read_int(*v, "sliding_window", window)) return;
-    if (window < 1) {
-      error(v->Mark(), "sliding_window", std::to_string(window) + ", expected null or >= 1");
-      return;
-    }
-    m.sliding_window = window;
-    set_source("sliding_window", *v);
+    if (v == nullptr || !read_window(*v)) return;  // null: no window
     if (mistral) return;
     if (const YAML::Node* types = find_optional("layer_types")) {
       read_layer_types(*types);
@@ -683,9 +664,29 @@ class JsonConfigReader {
     if (const YAML::Node* w = find_optional("max_window_layers")) {
       if (!read_int(*w, "max_window_layers", max_window_layers)) return;
     }
+    derive_layer_types([&](int l) { return l >= max_window_layers; });
+  }
+
+  // model.sliding_window from a non-null sliding_window; false (and an error) when it is bad.
+  bool read_window(const YAML::Node& v) {
+    int window = 0;
+    if (!read_int(v, "sliding_window", window)) return false;
+    if (window < 1) {
+      error(v.Mark(), "sliding_window", std::to_string(window) + ", expected null or >= 1");
+      return false;
+    }
+    out_.shape.sliding_window = window;
+    set_source("sliding_window", v);
+    return true;
+  }
+
+  // layer_types from a rule, for files that predate the key.
+  template <class Slides>
+  void derive_layer_types(const Slides& slides) {
+    ModelConfig& m = out_.shape;
     if (!have_["num_hidden_layers"]) return;
     for (int l = 0; l < m.n_layers; ++l) {
-      m.layer_types.push_back(l >= max_window_layers ? "sliding_attention" : "full_attention");
+      m.layer_types.push_back(slides(l) ? "sliding_attention" : "full_attention");
     }
   }
 
@@ -706,18 +707,12 @@ class JsonConfigReader {
               "is " + describe(*v) + ", expected null (soft-capping is not supported yet)");
       }
     }
-    int window = 4096;  // Gemma3TextConfig's default
     const YAML::Node* v = find("sliding_window");
-    if (v != nullptr && v->IsNull()) return;  // no window
-    if (v != nullptr) {
-      if (!read_int(*v, "sliding_window", window)) return;
-      if (window < 1) {
-        error(v->Mark(), "sliding_window", std::to_string(window) + ", expected null or >= 1");
-        return;
-      }
-      set_source("sliding_window", *v);
+    if (v == nullptr) {
+      m.sliding_window = 4096;  // Gemma3TextConfig's default
+    } else if (v->IsNull() || !read_window(*v)) {
+      return;  // null: no window
     }
-    m.sliding_window = window;
     if (const YAML::Node* types = find_optional("layer_types")) {
       read_layer_types(*types);
       return;
@@ -730,10 +725,7 @@ class JsonConfigReader {
         return;
       }
     }
-    if (!have_["num_hidden_layers"]) return;
-    for (int l = 0; l < m.n_layers; ++l) {
-      m.layer_types.push_back((l + 1) % pattern != 0 ? "sliding_attention" : "full_attention");
-    }
+    derive_layer_types([&](int l) { return (l + 1) % pattern != 0; });
   }
 
   void read_layer_types(const YAML::Node& v) {

@@ -217,22 +217,30 @@ std::vector<Shard> plan_shards(const std::vector<HfTensor>& tensors, std::uint64
   return shards;
 }
 
-// The transformers architecture that computes what peftrun's decoder computes for `m`, or
-// nullptr where none does (a random base mixing Gemma's norms with Qwen3's q/k norms, say).
-const char* hf_architecture(const ModelConfig& m) {
+// The transformers architecture (and its model_type) that computes what peftrun's decoder
+// computes for `m`, or none (a random base mixing Gemma's norms with Qwen3's q/k norms, say).
+struct HfArchitecture {
+  const char* name;
+  const char* model_type;
+};
+
+std::optional<HfArchitecture> hf_architecture(const ModelConfig& m) {
   // Gemma 3's pieces: a random base with them is not written as a Gemma3ForCausalLM yet.
-  if (m.sandwich_norms || m.query_pre_attn_scalar > 0 || m.rope_local_theta > 0) return nullptr;
+  if (m.sandwich_norms || m.query_pre_attn_scalar > 0 || m.rope_local_theta > 0) return {};
   const bool gemma = m.norm_one_plus_weight && m.scale_embeddings;
-  if (gemma != (m.norm_one_plus_weight || m.scale_embeddings)) return nullptr;
-  if (m.sliding_window > 0) {
-    // Mistral slides in every layer; per-layer patterns are Qwen2's (biases) or Qwen3's.
-    if (gemma || !m.layer_types.empty()) return m.qk_norm && !gemma ? "Qwen3ForCausalLM" : nullptr;
-    return m.qk_norm ? nullptr : "MistralForCausalLM";
+  if (gemma != (m.norm_one_plus_weight || m.scale_embeddings)) return {};
+  if (gemma) {
+    if (m.qk_norm || m.sliding_window > 0) return {};
+    return HfArchitecture{"GemmaForCausalLM", "gemma"};
   }
-  if (gemma) return m.qk_norm ? nullptr : "GemmaForCausalLM";
-  // q_norm / k_norm exist in transformers' Qwen3 only (without biases it is Llama otherwise);
-  // both read hidden_act, so either activation is expressible.
-  return m.qk_norm ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
+  // q_norm / k_norm exist in transformers' Qwen3 only, which also takes per-layer windows; both
+  // it and Llama / Mistral read hidden_act, so either activation is expressible.
+  if (m.qk_norm) return HfArchitecture{"Qwen3ForCausalLM", "qwen3"};
+  if (m.sliding_window > 0) {
+    if (!m.layer_types.empty()) return {};  // Qwen2's per-layer windows come with biases
+    return HfArchitecture{"MistralForCausalLM", "mistral"};
+  }
+  return HfArchitecture{"LlamaForCausalLM", "llama"};
 }
 
 // config.json of the merged folder: the checkpoint's own with the dtype entries updated, or a
@@ -259,8 +267,8 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
     if (!had) j["torch_dtype"] = torch_dtype_name(dtype);
     return j;
   }
-  const char* architecture = hf_architecture(m);
-  if (architecture == nullptr) {
+  const std::optional<HfArchitecture> arch = hf_architecture(m);
+  if (!arch) {
     throw std::runtime_error(
         "the random base (model.qk_norm " + std::string(m.qk_norm ? "true" : "false") +
         ", model.norm_one_plus_weight " + (m.norm_one_plus_weight ? "true" : "false") +
@@ -271,15 +279,11 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
         "sliding window in every layer is Mistral's, per-layer ones need qk_norm: Qwen3)");
   }
   nlohmann::json j;
-  j["architectures"] = {architecture};
-  const std::string arch = architecture;
-  j["model_type"] = arch == "GemmaForCausalLM"     ? "gemma"
-                    : arch == "Qwen3ForCausalLM"   ? "qwen3"
-                    : arch == "MistralForCausalLM" ? "mistral"
-                                                   : "llama";
+  j["architectures"] = {arch->name};
+  j["model_type"] = arch->model_type;
   if (m.sliding_window > 0) {
     j["sliding_window"] = m.sliding_window;
-    if (arch == "Qwen3ForCausalLM") {
+    if (m.qk_norm) {  // Qwen3: the window is used only with use_sliding_window, per layer
       j["use_sliding_window"] = true;
       j["layer_types"] = m.layer_types.empty() ? std::vector<std::string>(std::size_t(m.n_layers),
                                                                           "sliding_attention")
