@@ -94,6 +94,11 @@ struct ModelConfig {
   // rope_local_base_freq), plain RoPE without model.rope_scaling; 0 = every layer uses
   // rope_theta and its scaling.
   double rope_local_theta = 0.0;
+  // model.attn_logit_softcapping / model.final_logit_softcapping (transformers' names): the
+  // attention scores (after the scale, before the mask) and the lm_head's logits (before the
+  // cross-entropy) become cap * tanh(x / cap), as in Gemma 2 (50 and 30); 0 = no cap.
+  double attn_logit_softcapping = 0.0;
+  double final_logit_softcapping = 0.0;
   // model.sliding_window: sliding-window attention over this many keys (a query sees itself and
   // the window - 1 tokens before it, transformers' rule); 0 = none.
   int sliding_window = 0;

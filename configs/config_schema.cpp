@@ -615,6 +615,12 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(double_key(
       "model.rope_local_theta", [](auto& c) -> auto& { return c.model.rope_local_theta; },
       at_least(0)));
+  keys.push_back(double_key(
+      "model.attn_logit_softcapping",
+      [](auto& c) -> auto& { return c.model.attn_logit_softcapping; }, at_least(0)));
+  keys.push_back(double_key(
+      "model.final_logit_softcapping",
+      [](auto& c) -> auto& { return c.model.final_logit_softcapping; }, at_least(0)));
   keys.push_back(int_key(
       "model.sliding_window", [](auto& c) -> auto& { return c.model.sliding_window; },
       at_least(0)));

@@ -62,6 +62,8 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.sandwich_norms", "model_type"},
       {"model.query_pre_attn_scalar", "query_pre_attn_scalar"},
       {"model.rope_local_theta", "rope_local_base_freq"},
+      {"model.attn_logit_softcapping", "attn_logit_softcapping"},
+      {"model.final_logit_softcapping", "final_logit_softcapping"},
       {"model.sliding_window", "sliding_window"},
       {"model.layer_types", "layer_types"},
       {"model.norm_eps", "rms_norm_eps"},
@@ -257,31 +259,36 @@ class JsonConfigReader {
   void read_model_type() {
     const YAML::Node* v = find("model_type");
     if (v == nullptr) {
-      missing("model_type", "one of llama, mistral, qwen2, qwen3, gemma, gemma3_text");
+      missing("model_type", "one of llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" &&
-        type != "gemma" && type != "gemma3_text") {
+        type != "gemma" && type != "gemma2" && type != "gemma3_text") {
       error(v->Mark(), "model_type",
             "unknown model type '" + type +
-                "', expected one of llama, mistral, qwen2, qwen3, gemma, gemma3_text (the "
+                "', expected one of llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text (the "
                 "LLaMA-family decoders peftrun implements)");
       return;
     }
     out_.model_type = type;
+    const bool gemma = type == "gemma" || type == "gemma2" || type == "gemma3_text";
     const bool gemma3 = type == "gemma3_text";
     // Qwen3Attention's and Gemma3Attention's q_norm / k_norm.
     out_.shape.qk_norm = type == "qwen3" || gemma3;
     // GemmaRMSNorm scales by 1 + weight; GemmaTextScaledWordEmbedding by sqrt(hidden_size).
-    out_.shape.norm_one_plus_weight = type == "gemma" || gemma3;
-    out_.shape.scale_embeddings = type == "gemma" || gemma3;
-    out_.shape.sandwich_norms = gemma3;  // Gemma3DecoderLayer's four norms
+    out_.shape.norm_one_plus_weight = gemma;
+    out_.shape.scale_embeddings = gemma;
+    // Gemma2DecoderLayer's and Gemma3DecoderLayer's four norms.
+    out_.shape.sandwich_norms = type == "gemma2" || gemma3;
     set_source("model_type", *v);
   }
 
-  bool is_gemma() const { return out_.model_type == "gemma" || out_.model_type == "gemma3_text"; }
+  bool is_gemma() const {
+    return out_.model_type == "gemma" || out_.model_type == "gemma2" ||
+           out_.model_type == "gemma3_text";
+  }
 
   void required_int(const std::string& name, int& field) {
     const YAML::Node* v = find(name);
@@ -639,8 +646,8 @@ class JsonConfigReader {
     ModelConfig& m = out_.shape;
     m.sliding_window = 0;
     m.layer_types.clear();
-    if (out_.model_type == "gemma3_text") {
-      read_gemma3_attention();
+    if (out_.model_type == "gemma2" || out_.model_type == "gemma3_text") {
+      read_gemma_attention();
       return;
     }
     const bool mistral = out_.model_type == "mistral";
@@ -690,23 +697,22 @@ class JsonConfigReader {
     }
   }
 
-  // Gemma 3's attention: sliding_window (default 4096) in the layers layer_types names, or, in
-  // older files, all but every sliding_window_pattern-th (default 6); scores scaled by
-  // query_pre_attn_scalar (default 256); no soft-capping (peftrun does not implement it).
-  void read_gemma3_attention() {
+  // Gemma 2's and Gemma 3's attention: scores scaled by query_pre_attn_scalar (default 256) and
+  // soft-capped at attn_logit_softcapping, the final logits at final_logit_softcapping (Gemma
+  // 2's defaults 50 and 30, Gemma 3's none; null = none); sliding_window (default 4096) in the
+  // layers layer_types names, or, in files without it, every other layer from the first (Gemma
+  // 2) or all but every sliding_window_pattern-th (Gemma 3, default 6).
+  void read_gemma_attention() {
     ModelConfig& m = out_.shape;
+    const bool gemma2 = out_.model_type == "gemma2";
     m.query_pre_attn_scalar = 256;
     if (const YAML::Node* v = find_optional("query_pre_attn_scalar")) {
       if (read_positive(*v, "query_pre_attn_scalar", m.query_pre_attn_scalar)) {
         set_source("query_pre_attn_scalar", *v);
       }
     }
-    for (const char* key : {"final_logit_softcapping", "attn_logit_softcapping"}) {
-      if (const YAML::Node* v = find_optional(key)) {
-        error(v->Mark(), key,
-              "is " + describe(*v) + ", expected null (soft-capping is not supported yet)");
-      }
-    }
+    read_softcap("attn_logit_softcapping", gemma2 ? 50.0 : 0.0, m.attn_logit_softcapping);
+    read_softcap("final_logit_softcapping", gemma2 ? 30.0 : 0.0, m.final_logit_softcapping);
     const YAML::Node* v = find("sliding_window");
     if (v == nullptr) {
       m.sliding_window = 4096;  // Gemma3TextConfig's default
@@ -717,8 +723,8 @@ class JsonConfigReader {
       read_layer_types(*types);
       return;
     }
-    int pattern = 6;
-    if (const YAML::Node* p = find_optional("sliding_window_pattern")) {
+    int pattern = gemma2 ? 2 : 6;  // Gemma2Config: layer l slides when (l + 1) % 2 != 0
+    if (const YAML::Node* p = gemma2 ? nullptr : find_optional("sliding_window_pattern")) {
       if (!read_int(*p, "sliding_window_pattern", pattern)) return;
       if (pattern < 1) {
         error(p->Mark(), "sliding_window_pattern", std::to_string(pattern) + ", expected >= 1");
@@ -726,6 +732,15 @@ class JsonConfigReader {
       }
     }
     derive_layer_types([&](int l) { return (l + 1) % pattern != 0; });
+  }
+
+  // A soft cap: `fallback` when the key is absent, 0 (none) when it is null, else a number > 0.
+  void read_softcap(const char* key, double fallback, double& out) {
+    out = fallback;
+    const YAML::Node* v = find(key);
+    if (v == nullptr) return;
+    out = 0.0;
+    if (!v->IsNull() && read_positive(*v, key, out)) set_source(key, *v);
   }
 
   void read_layer_types(const YAML::Node& v) {
@@ -826,6 +841,8 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.sandwich_norms = from.sandwich_norms;
   to.query_pre_attn_scalar = from.query_pre_attn_scalar;
   to.rope_local_theta = from.rope_local_theta;
+  to.attn_logit_softcapping = from.attn_logit_softcapping;
+  to.final_logit_softcapping = from.final_logit_softcapping;
   to.sliding_window = from.sliding_window;
   to.layer_types = from.layer_types;
   to.norm_eps = from.norm_eps;

@@ -21,6 +21,7 @@
 #include "kernels/attention.h"
 #include "kernels/attention_math.h"
 #include "kernels/block_context.h"
+#include "kernels/softcap_math.h"
 #include "kernels/storage.h"
 
 namespace peftrun::blocks {
@@ -172,7 +173,7 @@ PEFTRUN_HD int query_tiles_until_window(int s0, int rows, int other, int T, int 
 
 // Forward. Block (query tile, head h, sequence b); thread (row r, column group cg).
 //   for each key tile j up to the diagonal:
-//     S = scale Q_i K_j^T (masked: -inf);  m' = max(m, rowmax S);  P = e^(S - m')
+//     S = softcap(scale Q_i K_j^T) (masked: -inf);  m' = max(m, rowmax S);  P = e^(S - m')
 //     l = e^(m - m') l + rowsum P;  O = e^(m - m') O + P V_j;  m = m'
 //   out = O / l;  lse = m + log l.
 template <class Tile, class St>
@@ -185,6 +186,7 @@ struct FlashForward {
   Span<float> lse;                   // [B, H, T]
   AttentionShape s;
   float scale;
+  float softcap;  // softcap_math.h; 0 = none
 
   struct Shared {
     Span<float> q, kv, p, red;  // Q tile, K then V tile, P, row max / sum partials
@@ -229,7 +231,7 @@ struct FlashForward {
         sc[e] = -float_inf();
         if (qr.ok && attention_visible(qr.t, s0 + c, s.window, qr.packed, qr.seg,
                                        qr.packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
-          sc[e] = tile_dot(sh.q, r, sh.kv, c, hd, ld) * scale;
+          sc[e] = softcapped(tile_dot(sh.q, r, sh.kv, c, hd, ld) * scale, softcap);
         }
         tile_max = fmax2(tile_max, sc[e]);
       }
@@ -294,7 +296,8 @@ struct FlashRowDot {
 
 // dQ. Block (query tile, head h, sequence b); thread (query row r, column group cg).
 //   for each key tile j up to the diagonal:
-//     P = e^(scale Q_i K_j^T - lse);  dS = P (dO_i V_j^T - D);  dQ += dS K_j
+//     Z = softcap(scale Q_i K_j^T);  P = e^(Z - lse);  dS = P (dO_i V_j^T - D) softcap'(Z);
+//     dQ += dS K_j
 //   dq = scale dQ.
 template <class Tile, class St>
 struct FlashBackwardDq {
@@ -306,6 +309,7 @@ struct FlashBackwardDq {
   Span<E> dq;
   AttentionShape s;
   float scale;
+  float softcap;  // softcap_math.h; 0 = none
 
   struct Shared {
     Span<float> q, dout, k, v, ds;  // tiles of Q, dO (owned rows), K, V (streamed), dS
@@ -351,8 +355,10 @@ struct FlashBackwardDq {
         float ds = 0.0f;
         if (qr.ok && attention_visible(qr.t, s0 + c, s.window, qr.packed, qr.seg,
                                        qr.packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
-          const float p = std::exp(tile_dot(sh.q, r, sh.k, c, hd, ld) * scale - lse_t);
-          ds = softmax_grad(p, tile_dot(sh.dout, r, sh.v, c, hd, ld), d_t);
+          const float z = softcapped(tile_dot(sh.q, r, sh.k, c, hd, ld) * scale, softcap);
+          const float p = std::exp(z - lse_t);
+          ds = softmax_grad(p, tile_dot(sh.dout, r, sh.v, c, hd, ld), d_t) *
+               softcapped_grad(z, softcap);
         }
         sh.ds[static_cast<std::size_t>(r * (C + 1) + c)] = ds;
       }
@@ -369,7 +375,8 @@ struct FlashBackwardDq {
 
 // dK, dV. Block (key tile, kv head, sequence b); thread (key row c, column group cg). For every
 // query head of the group and every query tile from the diagonal on:
-//   P^T = e^(scale K_j Q_i^T - lse);  dV += P^T dO_i;  dS^T = P^T (V_j dO_i^T - D);  dK += dS^T Q_i
+//   P^T = e^(softcap(scale K_j Q_i^T) - lse);  dV += P^T dO_i;
+//   dS^T = P^T (V_j dO_i^T - D) softcap';  dK += dS^T Q_i
 // dk = scale dK, dv = dV: the group's heads are summed in registers, so no atomics are needed.
 template <class Tile, class St>
 struct FlashBackwardDkDv {
@@ -381,6 +388,7 @@ struct FlashBackwardDkDv {
   Span<E> dk, dv;
   AttentionShape s;
   float scale;
+  float softcap;  // softcap_math.h; 0 = none
 
   struct Shared {
     Span<float> k, v, q, dout, pt, dst;  // K, V (owned rows), Q, dO (streamed), P^T, dS^T
@@ -441,8 +449,10 @@ struct FlashBackwardDkDv {
           float p = 0.0f, ds = 0.0f;
           if (key_ok && t < T &&
               attention_visible(t, key, s.window, packed, packed ? sh.seg[iq] : 0, seg_c)) {
-            p = std::exp(tile_dot(sh.q, rq, sh.k, c, hd, ld) * scale - sh.lse[iq]);
-            ds = softmax_grad(p, tile_dot(sh.dout, rq, sh.v, c, hd, ld), sh.d[iq]);
+            const float z = softcapped(tile_dot(sh.q, rq, sh.k, c, hd, ld) * scale, softcap);
+            p = std::exp(z - sh.lse[iq]);
+            ds = softmax_grad(p, tile_dot(sh.dout, rq, sh.v, c, hd, ld), sh.d[iq]) *
+                 softcapped_grad(z, softcap);
           }
           sh.pt[static_cast<std::size_t>(c * (C + 1) + rq)] = p;
           sh.dst[static_cast<std::size_t>(c * (C + 1) + rq)] = ds;

@@ -19,6 +19,7 @@
 #include "kernels/exp_math.h"
 #include "kernels/gemm.h"
 #include "kernels/parallel.h"
+#include "kernels/softcap_math.h"
 
 namespace peftrun::cpu {
 namespace {
@@ -76,7 +77,8 @@ void for_causal_rows(int H, int T_len, const F& fn) {
 
 template <typename T>
 void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* segment, int window,
-                       T scale, T* out, T* probs, int B, int T_len, int H, int KV, int hd) {
+                       T scale, T softcap, T* out, T* probs, int B, int T_len, int H, int KV,
+                       int hd) {
   const int group = H / KV;  // query heads per kv head
   const int ldq = H * hd;    // row stride of a per-head Q / out matrix
   const int ldkv = KV * hd;  // row stride of a per-head K / V matrix
@@ -99,7 +101,8 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
              T(0), P + static_cast<size_t>(t0) * T_len + k0, T_len);
       }
     });
-    // 2. Softmax of every row of every head, on the kernel threads.
+    // 2. Softmax of every row of every head (of the capped scores with a softcap), on the
+    // kernel threads.
     for_causal_rows(H, T_len, [&](int h, int t) {
       T* row = Pseq + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;  // [T]
       // Visible keys: first <= s <= t (first: the sliding window's start, else 0), and the
@@ -107,6 +110,9 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
       // exactly 0; the keys before the window were not computed and become 0 below. s == t is
       // always visible, so the max is finite and the normaliser is >= 1.
       const int first = attention_first_key(t, window);
+      if (softcap > T(0)) {
+        for (int s = first; s <= t; ++s) row[s] = softcapped(row[s], softcap);
+      }
       if (seg != nullptr) {
         for (int s = first; s <= t; ++s) {
           if (!attention_visible(t, s, window, true, seg[t], seg[s])) {
@@ -142,17 +148,19 @@ void attention_forward(const T* q, const T* k, const T* v, const std::int32_t* s
   }
 }
 
-// With S = scale Q K^T, P = softmax(S), O = P V:
-//   dV = P^T dO ;  dP = dO V^T ;  dS = P * (dP - rowsum(P * dP)) ;
+// With S = scale Q K^T, Z = softcapped(S) (= S without a cap), P = softmax(Z), O = P V:
+//   dV = P^T dO ;  dP = dO V^T ;  dS = P * (dP - rowsum(P * dP)) * softcap'(Z) ;
 //   dQ = scale dS K ;  dK = scale dS^T Q.
+// softcap'(Z) needs Z, which probs do not keep: with a cap, S is recomputed block by block
+// (the forward's GEMM, so the same bits) next to dP.
 // Masked entries have P = 0, hence dS = 0, so the mask needs no re-application here. The same
 // causal row blocks as forward are used: block [t0, t1) touches keys [0, t1) only. dV and dK
 // accumulate over the blocks (and the query heads of a group) in the same order as a
 // block-at-a-time loop would.
 template <typename T>
 void attention_backward(const T* dout, const T* q, const T* k, const T* v, const T* probs,
-                        int window, T scale, T* dq, T* dk, T* dv, int B, int T_len, int H, int KV,
-                        int hd) {
+                        int window, T scale, T softcap, T* dq, T* dk, T* dv, int B, int T_len,
+                        int H, int KV, int hd) {
   const int group = H / KV;
   const int ldq = H * hd;
   const int ldkv = KV * hd;
@@ -169,10 +177,16 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
   thread_local std::vector<T> dS;
   dS.resize(static_cast<size_t>(H) * TT);
   T* const dSv = dS.data();
+  // With a softcap, the recomputed scores of one sequence [H, T, T], likewise.
+  const bool capped = softcap > T(0);
+  thread_local std::vector<T> scores;
+  if (capped) scores.resize(static_cast<size_t>(H) * TT);
+  T* const Sv = capped ? scores.data() : nullptr;
   const SingleThreadedBlas one_thread_per_gemm;
   for (int b = 0; b < B; ++b) {
     const T* Pseq = probs + static_cast<size_t>(b) * H * TT;  // [H, T, T]
-    // 1. dV[0:t1] += P_blk^T dO_blk and dP_blk = dO_blk V[0:t1]^T : [rows, t1], per head.
+    // 1. dV[0:t1] += P_blk^T dO_blk and dP_blk = dO_blk V[0:t1]^T : [rows, t1], per head (and,
+    // with a softcap, S_blk = scale Q_blk K[0:t1]^T).
     for_each_head_by_group(KV, group, [&](int h) {
       const size_t qo = head_offset(b, h, T_len, H, hd);
       const size_t kvo = head_offset(b, h / group, T_len, KV, hd);
@@ -188,6 +202,11 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
              P + static_cast<size_t>(t0) * T_len + k0, T_len, dob, ldq, T(1), dv + kvk, ldkv);
         gemm(Trans::kNo, Trans::kYes, rows, t1 - k0, hd, T(1), dob, ldq, v + kvk, ldkv, T(0),
              dSh + static_cast<size_t>(t0) * T_len + k0, T_len);
+        if (capped) {
+          gemm(Trans::kNo, Trans::kYes, rows, t1 - k0, hd, scale,
+               q + qo + static_cast<size_t>(t0) * ldq, ldq, k + kvk, ldkv, T(0),
+               Sv + static_cast<size_t>(h) * TT + static_cast<size_t>(t0) * T_len + k0, T_len);
+        }
       }
     });
     // 2. dS = P * (dP - rowsum(P * dP)) for every row of every head, on the kernel threads.
@@ -202,6 +221,12 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
       T dot = 0;
       for (int s = first; s <= t; ++s) dot += prow[s] * drow[s];
       for (int s = first; s <= t; ++s) drow[s] = softmax_grad(prow[s], drow[s], dot);
+      if (capped) {
+        const T* srow = Sv + static_cast<size_t>(h) * TT + static_cast<size_t>(t) * T_len;
+        for (int s = first; s <= t; ++s) {
+          drow[s] *= softcapped_grad(softcapped(srow[s], softcap), softcap);
+        }
+      }
       std::fill(drow, drow + first, T(0));
       const int block_end = std::min(T_len, (t / kRowBlock + 1) * kRowBlock);
       std::fill(drow + t + 1, drow + block_end, T(0));
@@ -228,16 +253,16 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
 }
 
 template void attention_forward<float>(const float*, const float*, const float*,
-                                       const std::int32_t*, int, float, float*, float*, int, int,
-                                       int, int, int);
+                                       const std::int32_t*, int, float, float, float*, float*, int,
+                                       int, int, int, int);
 template void attention_forward<double>(const double*, const double*, const double*,
-                                        const std::int32_t*, int, double, double*, double*, int,
-                                        int, int, int, int);
+                                        const std::int32_t*, int, double, double, double*, double*,
+                                        int, int, int, int, int);
 template void attention_backward<float>(const float*, const float*, const float*, const float*,
-                                        const float*, int, float, float*, float*, float*, int, int,
-                                        int, int, int);
+                                        const float*, int, float, float, float*, float*, float*,
+                                        int, int, int, int, int);
 template void attention_backward<double>(const double*, const double*, const double*, const double*,
-                                         const double*, int, double, double*, double*, double*, int,
-                                         int, int, int, int);
+                                         const double*, int, double, double, double*, double*,
+                                         double*, int, int, int, int, int);
 
 }  // namespace peftrun::cpu

@@ -43,13 +43,16 @@ LaunchGeometry flash_geometry(int T, int heads, int B, std::size_t smem_bytes) {
 
 template <class Launcher>
 void launch_attention_forward(const Launcher& launch, const void* q, const void* k, const void* v,
-                              const std::int32_t* segment, int window, float scale, void* out,
-                              float* lse, int B, int T, int H, int KV, int hd, DType dtype) {
+                              const std::int32_t* segment, int window, float scale, float softcap,
+                              void* out, float* lse, int B, int T, int H, int KV, int hd,
+                              DType dtype) {
   const char* op = "attention_forward";
   check_attention_shape(op, B, T, H, KV, hd);
   require(q && k && v && out && lse, op, "null tensor");
   require(window >= 0, op, "window must be >= 0 (0 = no sliding window)");
   require(std::isfinite(scale) && scale > 0.0f, op, "scale must be finite and > 0");
+  require(std::isfinite(softcap) && softcap >= 0.0f, op,
+          "softcap must be finite and >= 0 (0 = none)");
   const AttentionShape s{B, T, H, KV, hd, window};
   const std::size_t nq = static_cast<std::size_t>(B) * T * H * hd;
   const std::size_t nkv = static_cast<std::size_t>(B) * T * KV * hd;
@@ -70,7 +73,8 @@ void launch_attention_forward(const Launcher& launch, const void* q, const void*
                        {static_cast<E*>(out), nq},
                        {lse, nrow},
                        s,
-                       scale};
+                       scale,
+                       softcap};
           LaunchGeometry g = flash_geometry<Tile>(T, H, B, shared_bytes<typename K::Shared>());
           launch("attention_forward_tc", g, kern);
         });
@@ -86,7 +90,8 @@ void launch_attention_forward(const Launcher& launch, const void* q, const void*
                                         {static_cast<E*>(out), nq},
                                         {lse, nrow},
                                         s,
-                                        scale};
+                                        scale,
+                                        softcap};
       LaunchGeometry g =
           flash_geometry<Tile>(T, H, B, shared_bytes<typename FlashForward<Tile, St>::Shared>(hd));
       launch(op, g, kern);
@@ -97,9 +102,10 @@ void launch_attention_forward(const Launcher& launch, const void* q, const void*
 template <class Launcher>
 void launch_attention_backward(const Launcher& launch, const void* dout, const void* q,
                                const void* k, const void* v, const void* out, const float* lse,
-                               const std::int32_t* segment, int window, float scale, void* dq,
-                               void* dk, void* dv, void* workspace, std::size_t workspace_bytes,
-                               int B, int T, int H, int KV, int hd, DType dtype) {
+                               const std::int32_t* segment, int window, float scale, float softcap,
+                               void* dq, void* dk, void* dv, void* workspace,
+                               std::size_t workspace_bytes, int B, int T, int H, int KV, int hd,
+                               DType dtype) {
   const char* op = "attention_backward";
   check_attention_shape(op, B, T, H, KV, hd);
   require(dout && q && k && v && out && lse && dq && dk && dv, op, "null tensor");
@@ -111,6 +117,8 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
           "workspace must be 16-byte aligned");
   require(window >= 0, op, "window must be >= 0 (0 = no sliding window)");
   require(std::isfinite(scale) && scale > 0.0f, op, "scale must be finite and > 0");
+  require(std::isfinite(softcap) && softcap >= 0.0f, op,
+          "softcap must be finite and >= 0 (0 = none)");
   const AttentionShape s{B, T, H, KV, hd, window};
   const std::size_t nq = static_cast<std::size_t>(B) * T * H * hd;
   const std::size_t nkv = static_cast<std::size_t>(B) * T * KV * hd;
@@ -139,7 +147,8 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
                         {dvec, nrow},
                         {static_cast<E*>(dq), nq},
                         s,
-                        scale};
+                        scale,
+                        softcap};
           LaunchGeometry g = flash_geometry<Tile>(T, H, B, shared_bytes<typename Kdq::Shared>());
           launch("attention_backward_dq_tc", g, kdq);
 
@@ -154,7 +163,8 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
                          {static_cast<E*>(dk), nkv},
                          {static_cast<E*>(dv), nkv},
                          s,
-                         scale};
+                         scale,
+                         softcap};
           g = flash_geometry<Tile>(T, KV, B, shared_bytes<typename Kkv::Shared>());
           launch("attention_backward_dkdv_tc", g, kdkv);
         });
@@ -163,9 +173,17 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
     }
     with_flash_tile(hd, [&](auto tile) {
       using Tile = decltype(tile);
-      const FlashBackwardDq<Tile, St> kdq{
-          sq, sk,   sv, sdo, {segment, nseg}, {lse, nrow}, {dvec, nrow}, {static_cast<E*>(dq), nq},
-          s,  scale};
+      const FlashBackwardDq<Tile, St> kdq{sq,
+                                          sk,
+                                          sv,
+                                          sdo,
+                                          {segment, nseg},
+                                          {lse, nrow},
+                                          {dvec, nrow},
+                                          {static_cast<E*>(dq), nq},
+                                          s,
+                                          scale,
+                                          softcap};
       LaunchGeometry g = flash_geometry<Tile>(
           T, H, B, shared_bytes<typename FlashBackwardDq<Tile, St>::Shared>(hd));
       launch("attention_backward_dq", g, kdq);
@@ -180,7 +198,8 @@ void launch_attention_backward(const Launcher& launch, const void* dout, const v
                                              {static_cast<E*>(dk), nkv},
                                              {static_cast<E*>(dv), nkv},
                                              s,
-                                             scale};
+                                             scale,
+                                             softcap};
       g = flash_geometry<Tile>(T, KV, B,
                                shared_bytes<typename FlashBackwardDkDv<Tile, St>::Shared>(hd));
       launch("attention_backward_dkdv", g, kdkv);

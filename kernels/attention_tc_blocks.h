@@ -8,7 +8,8 @@
 // and streams key tiles of kOther = 64 rows. Q, K, V and P are staged in shared memory in the
 // storage type (fp16 or bf16), S and the output accumulator O in fp32. Per key tile:
 //   1. each warp: S[its 16 rows, 64 keys] = Q K^T                  (tensor cores)
-//   2. two threads per query row: mask and scale S, running max m, P = e^(S - m) rounded to
+//   2. two threads per query row: scale, cap (softcap_math.h) and mask S, running max m, P = e^(S -
+//   m) rounded to
 //      the storage type (as FlashAttention-2 does; l sums the unrounded fp32 values), l, and
 //      O's row rescaled by e^(m_old - m)                            (CUDA cores)
 //   3. each warp: O[its 16 rows, hd] += P V                        (tensor cores)
@@ -25,6 +26,7 @@
 #include <cstdint>
 
 #include "kernels/attention_blocks.h"
+#include "kernels/softcap_math.h"
 #include "kernels/tensor_core.h"
 
 namespace peftrun::blocks {
@@ -118,6 +120,7 @@ struct FlashForwardTc {
   Span<float> lse;                   // [B, H, T]
   AttentionShape s;
   float scale;
+  float softcap;  // softcap_math.h; 0 = none
 
   struct Shared {
     Span<E> q, k, v, p;
@@ -180,7 +183,7 @@ struct FlashForwardTc {
         float sc = -float_inf();
         if (ok && attention_visible(t, s0 + c, s.window, packed, seg_t,
                                     packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
-          sc = sh.s[srow + c] * scale;
+          sc = softcapped(sh.s[srow + c] * scale, softcap);
         }
         sh.s[srow + c] = sc;  // only this thread reads it again
         tile_max = fmax2(tile_max, sc);
@@ -244,9 +247,9 @@ struct FlashForwardTc {
 
 // dQ on tensor cores. Block (64 query rows, head h, sequence b), the forward's tiling; per key
 // tile: S = Q K^T and dP = dO V^T (tensor cores, fp32 into shared memory); two threads per row
-// form dS = P (dP - D) with P = e^(scale S - lse), rounded to the storage type; then
-// dQ += dS K (tensor cores) in accumulator fragments that live across the key tiles.
-// dq = scale dQ.
+// form dS = P (dP - D) softcap'(Z) with Z = softcapped(scale S) and P = e^(Z - lse), rounded to
+// the storage type; then dQ += dS K (tensor cores) in accumulator fragments that live across the
+// key tiles. dq = scale dQ.
 template <class Tile, class St>
 struct FlashBackwardDqTc {
   using E = typename St::Elem;
@@ -258,6 +261,7 @@ struct FlashBackwardDqTc {
   Span<E> dq;
   AttentionShape s;
   float scale;
+  float softcap;  // softcap_math.h; 0 = none
 
   struct Shared {
     Span<E> q, dout, k, v, ds;
@@ -324,8 +328,9 @@ struct FlashBackwardDqTc {
         float ds = 0.0f;
         if (ok && attention_visible(t, s0 + c, s.window, packed, seg_t,
                                     packed ? sh.seg[static_cast<std::size_t>(c)] : 0)) {
-          const float p = std::exp(sh.sdp[at] * scale - lse_t);
-          ds = softmax_grad(p, sh.sdp[dp_at + at], d_t);
+          const float z = softcapped(sh.sdp[at] * scale, softcap);
+          const float p = std::exp(z - lse_t);
+          ds = softmax_grad(p, sh.sdp[dp_at + at], d_t) * softcapped_grad(z, softcap);
         }
         sh.ds[static_cast<std::size_t>(r) * kLdP + c] = St::from_float(ds);
       }
@@ -358,7 +363,8 @@ struct FlashBackwardDqTc {
 
 // dK, dV on tensor cores. Block (64 key rows, kv head, sequence b), one 16-key slice per warp.
 // For every query head of the group and every query tile from the diagonal on:
-//   S^T = K Q^T, dP^T = V dO^T (tensor cores); P^T = e^(scale S^T - lse), dS^T = P^T (dP^T - D)
+//   S^T = K Q^T, dP^T = V dO^T (tensor cores); Z^T = softcapped(scale S^T), P^T = e^(Z^T - lse),
+//   dS^T = P^T (dP^T - D) softcap'(Z^T)
 //   (two threads per key row, rounded to the storage type); dV += P^T dO, dK += dS^T Q (tensor
 //   cores, accumulator fragments kept over the whole loop, so the group's heads are summed there).
 // dk = scale dK, dv = dV.
@@ -373,6 +379,7 @@ struct FlashBackwardDkDvTc {
   Span<E> dk, dv;
   AttentionShape s;
   float scale;
+  float softcap;  // softcap_math.h; 0 = none
 
   struct Shared {
     Span<E> k, v, q, dout, pt, dst;  // K, V (owned rows), Q, dO (streamed), P^T, dS^T
@@ -450,8 +457,9 @@ struct FlashBackwardDkDvTc {
           float p = 0.0f, ds = 0.0f;
           if (key_ok && t < T &&
               attention_visible(t, key, s.window, packed, packed ? sh.seg[iq] : 0, seg_c)) {
-            p = std::exp(sh.sdp[at] * scale - sh.lse[iq]);
-            ds = softmax_grad(p, sh.sdp[dp_at + at], sh.d[iq]);
+            const float z = softcapped(sh.sdp[at] * scale, softcap);
+            p = std::exp(z - sh.lse[iq]);
+            ds = softmax_grad(p, sh.sdp[dp_at + at], sh.d[iq]) * softcapped_grad(z, softcap);
           }
           sh.pt[static_cast<std::size_t>(c) * kLdP + rq] = St::from_float(p);
           sh.dst[static_cast<std::size_t>(c) * kLdP + rq] = St::from_float(ds);

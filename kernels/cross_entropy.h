@@ -5,7 +5,10 @@
 // When dlogits is non-null it is overwritten: (softmax - onehot(target)) * grad_scale for kept
 // rows and 0 for ignored rows. The caller passes grad_scale = 1 / (number of non-ignored tokens in
 // the global batch), so losses and gradients average over tokens, not over micro-batches.
-// dlogits may alias logits (computed row by row in place).
+// dlogits may alias logits (computed row by row in place). With softcap > 0 the loss is that of
+// the capped logits softcap * tanh(logits / softcap) (Gemma 2's final_logit_softcapping;
+// softcap_math.h) and dlogits is with respect to the uncapped ones (times the cap's derivative).
+// 0 = no cap.
 #pragma once
 
 #include <cstdint>
@@ -19,7 +22,7 @@ inline constexpr std::int32_t kIgnoreIndex = -100;
 
 template <typename T>
 double cross_entropy_forward_backward(const T* logits, const std::int32_t* targets, T* dlogits,
-                                      int n, int V, T grad_scale);
+                                      int n, int V, T grad_scale, T softcap);
 
 }  // namespace peftrun::cpu
 
@@ -36,6 +39,6 @@ namespace peftrun::cuda {
 
 void cross_entropy_forward_backward(const void* logits, const std::int32_t* targets, void* dlogits,
                                     float* row_loss, double* loss_sum, int n, int V,
-                                    float grad_scale, DType dtype, Stream stream);
+                                    float grad_scale, float softcap, DType dtype, Stream stream);
 
 }  // namespace peftrun::cuda

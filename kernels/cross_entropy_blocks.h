@@ -5,15 +5,18 @@
 // e^(x - max)) over its strided share of the vocabulary, and a fixed-shape tree merges the
 // pairs; pass 2 writes the gradient in place. The row's loss goes to row_loss[row]; a second,
 // single-block kernel adds the rows, in a fixed order and in fp64, to *loss_sum, so the loss is
-// deterministic.
+// deterministic. With a softcap, every pass reads the capped logit softcapped(x) (and the
+// gradient pass multiplies by its derivative), computed from x where it is read.
 #pragma once
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 
 #include "kernels/block_context.h"
 #include "kernels/cross_entropy.h"
 #include "kernels/cross_entropy_math.h"
+#include "kernels/softcap_math.h"
 #include "kernels/storage.h"
 
 namespace peftrun::blocks {
@@ -39,6 +42,7 @@ struct CrossEntropyRows {
   Span<float> row_loss;              // [n]
   int V;
   float grad_scale;
+  float softcap;  // softcap_math.h; 0 = none
 
   struct Shared {
     Span<float> max, sum;  // per-thread (max, sum) pairs of the merge tree
@@ -69,10 +73,10 @@ struct CrossEntropyRows {
       return;
     }
     // Read before any thread of the block writes the (possibly aliased) row.
-    const float x_target = t == 0 ? St::to_float(logits[base + target]) : 0.0f;
+    const float x_target = t == 0 ? softcapped(St::to_float(logits[base + target]), softcap) : 0.0f;
     float m = -float_inf(), s = 0.0f;
     for (int j = t; j < V; j += nt) {
-      const float x = St::to_float(logits[base + j]);
+      const float x = softcapped(St::to_float(logits[base + j]), softcap);
       if (x > m) {
         s = s * std::exp(m - x) + 1.0f;
         m = x;
@@ -98,10 +102,10 @@ struct CrossEntropyRows {
     if (!grad) return;
     const float k = grad_scale / sum_exp;
     for (int j = t; j < V; j += nt) {
-      const float e = std::exp(St::to_float(logits[base + j]) - row_max);
-      float g = ce_softmax_grad(e, k);
+      const float z = softcapped(St::to_float(logits[base + j]), softcap);
+      float g = ce_softmax_grad(std::exp(z - row_max), k);
       if (j == target) g = ce_target_grad(g, grad_scale);
-      dlogits[base + j] = St::from_float(g);
+      dlogits[base + j] = St::from_float(g * softcapped_grad(z, softcap));
     }
   }
 };
@@ -136,9 +140,11 @@ template <class Launcher>
 void launch_cross_entropy_forward_backward(const Launcher& launch, const void* logits,
                                            const std::int32_t* targets, void* dlogits,
                                            float* row_loss, double* loss_sum, int n, int V,
-                                           float grad_scale, DType dtype) {
+                                           float grad_scale, float softcap, DType dtype) {
   const char* op = "cross_entropy_forward_backward";
   require(n >= 0 && V >= 1, op, "n must be >= 0 and V >= 1");
+  require(std::isfinite(softcap) && softcap >= 0.0f, op,
+          "softcap must be finite and >= 0 (0 = none)");
   if (n == 0) return;
   require(logits && targets && row_loss, op, "null tensor");
   with_storage(dtype, [&](auto st) {
@@ -150,7 +156,8 @@ void launch_cross_entropy_forward_backward(const Launcher& launch, const void* l
                                  {static_cast<E*>(dlogits), dlogits ? elems : 0},
                                  {row_loss, static_cast<std::size_t>(n)},
                                  V,
-                                 grad_scale};
+                                 grad_scale,
+                                 softcap};
     LaunchGeometry g;
     g.grid_x = n;
     g.threads = kCrossEntropyThreads;

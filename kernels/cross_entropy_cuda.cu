@@ -7,9 +7,10 @@ namespace peftrun::cuda {
 
 void cross_entropy_forward_backward(const void* logits, const std::int32_t* targets, void* dlogits,
                                     float* row_loss, double* loss_sum, int n, int V,
-                                    float grad_scale, DType dtype, Stream stream) {
+                                    float grad_scale, float softcap, DType dtype, Stream stream) {
   blocks::launch_cross_entropy_forward_backward(CudaLauncher(stream), logits, targets, dlogits,
-                                                row_loss, loss_sum, n, V, grad_scale, dtype);
+                                                row_loss, loss_sum, n, V, grad_scale, softcap,
+                                                dtype);
 }
 
 }  // namespace peftrun::cuda

@@ -395,6 +395,28 @@ TEST(GoldenVariant, Gemma3MatchesTransformers) {
   check_window_forward("gemma3");
 }
 
+// Gemma 2 (Gemma2ForCausalLM): Gemma 3's sandwich norms and score scale without q/k norms,
+// windows in every other layer from layer_types, and soft caps on the attention scores and the
+// final logits. Leaving out either cap would move the loss by far more than the tolerance.
+TEST(GoldenVariant, Gemma2WithSoftcappedScoresAndLogitsMatchesTransformers) {
+  const Config cfg = golden_config("variants/gemma2", plain_lora_config());
+  const ModelConfig& m = cfg.model;
+  EXPECT_TRUE(m.sandwich_norms);
+  EXPECT_FALSE(m.qk_norm);
+  EXPECT_TRUE(m.norm_one_plus_weight);
+  EXPECT_TRUE(m.scale_embeddings);
+  EXPECT_EQ(m.query_pre_attn_scalar, 24.0);
+  EXPECT_EQ(m.attn_logit_softcapping, 1.5);
+  EXPECT_EQ(m.final_logit_softcapping, 2.5);
+  EXPECT_EQ(m.layer_types, (std::vector<std::string>{"sliding_attention", "full_attention"}));
+  check_window_forward("gemma2");
+  const Case c("variants/gemma2");
+  for (const char* without : {"loss_without_softcap", "loss_without_attn_softcap"}) {
+    const double other = c.json().at(without).at("value").get<double>();
+    EXPECT_GT(rel_scalar(other, c.scalar("loss")), 100 * kLossTol) << without;
+  }
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

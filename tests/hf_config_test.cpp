@@ -486,10 +486,13 @@ TEST(HfConfigJson, Gemma3HasSandwichNormsWindowsAndTwoRopeBases) {
   ASSERT_TRUE(scaled.ok()) << all_errors(scaled.errors);
   EXPECT_EQ(scaled.shape.rope_scaling, RopeScaling::kLinear);
   EXPECT_EQ(scaled.shape.rope_factor, 8.0);
-  // Soft-capping (Gemma 2's) is refused, not ignored.
+  // No soft caps (null here, and Gemma3TextConfig's default when absent); a number is read.
+  EXPECT_EQ(m.attn_logit_softcapping, 0.0);
+  EXPECT_EQ(m.final_logit_softcapping, 0.0);
+  EXPECT_EQ(parse(without(kGemma3, "final_logit_softcapping")).shape.final_logit_softcapping, 0.0);
   const HfModelConfig capped = parse(with(kGemma3, "final_logit_softcapping", "30.0"));
-  ASSERT_EQ(capped.errors.size(), 1u);
-  EXPECT_EQ(capped.errors[0].key, "final_logit_softcapping");
+  ASSERT_TRUE(capped.ok()) << all_errors(capped.errors);
+  EXPECT_EQ(capped.shape.final_logit_softcapping, 30.0);
   // Defaults when absent, as Gemma3TextConfig's: window 4096, scalar 256, both RoPE bases.
   const HfModelConfig bare =
       parse(without(without(without(without(kGemma3, "sliding_window"), "query_pre_attn_scalar"),
@@ -500,6 +503,70 @@ TEST(HfConfigJson, Gemma3HasSandwichNormsWindowsAndTwoRopeBases) {
   EXPECT_EQ(bare.shape.query_pre_attn_scalar, 256.0);
   EXPECT_EQ(bare.shape.rope_theta, 1e6);
   EXPECT_EQ(bare.shape.rope_local_theta, 1e4);
+}
+
+// google/gemma-2-2b's config.json (transformers 4.42 layout, no layer_types): sandwich norms
+// without q/k norms, soft caps on the scores and the final logits, windows in every other layer.
+const Fields kGemma2 = {{"architectures", "[\"Gemma2ForCausalLM\"]"},
+                        {"attention_bias", "false"},
+                        {"attn_logit_softcapping", "50.0"},
+                        {"final_logit_softcapping", "30.0"},
+                        {"head_dim", "256"},
+                        {"hidden_act", "\"gelu_pytorch_tanh\""},
+                        {"hidden_activation", "\"gelu_pytorch_tanh\""},
+                        {"hidden_size", "2304"},
+                        {"intermediate_size", "9216"},
+                        {"max_position_embeddings", "8192"},
+                        {"model_type", "\"gemma2\""},
+                        {"num_attention_heads", "8"},
+                        {"num_hidden_layers", "26"},
+                        {"num_key_value_heads", "4"},
+                        {"query_pre_attn_scalar", "256"},
+                        {"rms_norm_eps", "1e-06"},
+                        {"rope_theta", "10000.0"},
+                        {"sliding_window", "4096"},
+                        {"vocab_size", "256000"}};
+
+TEST(HfConfigJson, Gemma2HasSoftCapsSandwichNormsAndAlternatingWindows) {
+  const HfModelConfig hf = parse(kGemma2);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  const ModelConfig& m = hf.shape;
+  EXPECT_EQ(hf.model_type, "gemma2");
+  EXPECT_TRUE(m.sandwich_norms && m.norm_one_plus_weight && m.scale_embeddings);
+  EXPECT_FALSE(m.qk_norm);
+  EXPECT_EQ(m.mlp_activation, MlpActivation::kGeluTanh);
+  EXPECT_TRUE(m.tie_embeddings);
+  EXPECT_EQ(m.head_dim(), 256);
+  EXPECT_EQ(m.query_pre_attn_scalar, 256.0);
+  EXPECT_EQ(m.attn_logit_softcapping, 50.0);
+  EXPECT_EQ(m.final_logit_softcapping, 30.0);
+  EXPECT_EQ(m.rope_theta, 1e4);
+  EXPECT_EQ(m.rope_local_theta, 0.0);  // one RoPE base for every layer
+  EXPECT_EQ(m.sliding_window, 4096);
+  // Gemma2Config: layer l slides when (l + 1) % 2 != 0, so the even layers slide.
+  ASSERT_EQ(m.layer_types.size(), 26u);
+  for (int l = 0; l < 26; ++l) {
+    EXPECT_EQ(m.layer_types[l], l % 2 == 0 ? "sliding_attention" : "full_attention") << l;
+  }
+  // Absent caps take Gemma2Config's defaults (50, 30), null ones none; a bad one is named.
+  const HfModelConfig bare =
+      parse(without(without(kGemma2, "attn_logit_softcapping"), "final_logit_softcapping"));
+  ASSERT_TRUE(bare.ok()) << all_errors(bare.errors);
+  EXPECT_EQ(bare.shape.attn_logit_softcapping, 50.0);
+  EXPECT_EQ(bare.shape.final_logit_softcapping, 30.0);
+  const HfModelConfig uncapped = parse(with(kGemma2, "attn_logit_softcapping", "null"));
+  ASSERT_TRUE(uncapped.ok()) << all_errors(uncapped.errors);
+  EXPECT_EQ(uncapped.shape.attn_logit_softcapping, 0.0);
+  EXPECT_EQ(uncapped.shape.final_logit_softcapping, 30.0);
+  const HfModelConfig bad = parse(with(kGemma2, "final_logit_softcapping", "-1"));
+  ASSERT_EQ(bad.errors.size(), 1u);
+  EXPECT_EQ(bad.errors[0].key, "final_logit_softcapping");
+  // layer_types, where the file has it, wins over the alternation.
+  const HfModelConfig listed = parse(with(with(kGemma2, "num_hidden_layers", "2"), "layer_types",
+                                          "[\"full_attention\", \"sliding_attention\"]"));
+  ASSERT_TRUE(listed.ok()) << all_errors(listed.errors);
+  EXPECT_EQ(listed.shape.layer_types,
+            (std::vector<std::string>{"full_attention", "sliding_attention"}));
 }
 
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
@@ -738,9 +805,9 @@ Fields duplicated(Fields fields, const std::string& key, const std::string& valu
 
 std::vector<HfBadCase> bad_cases() {
   return {
-      bad("UnknownModelType", with(kSmolLm, "model_type", "\"gemma2\""), "model_type",
-          "unknown model type 'gemma2', expected one of llama, mistral, qwen2, qwen3, gemma, "
-          "gemma3_text"),
+      bad("UnknownModelType", with(kSmolLm, "model_type", "\"phi3\""), "model_type",
+          "unknown model type 'phi3', expected one of llama, mistral, qwen2, qwen3, gemma, "
+          "gemma2, gemma3_text"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",

@@ -91,7 +91,7 @@ TEST_F(KernelThreads, CrossEntropyAndSwiGluAreBitIdenticalAcrossThreadCounts) {
     set_kernel_threads(threads);
     grad->assign(logits.size(), 0.0f);
     const double loss = cross_entropy_forward_backward(logits.data(), targets.data(), grad->data(),
-                                                       n, V, 1.0f / 30.0f);
+                                                       n, V, 1.0f / 30.0f, 0.0f);
     out->assign(gate.size(), 0.0f);
     dg->assign(gate.size(), 0.0f);
     du->assign(gate.size(), 0.0f);
@@ -136,11 +136,11 @@ TEST_F(KernelThreads, AttentionIsBitIdenticalAcrossThreadCounts) {
     set_kernel_threads(threads);
     Out r{std::vector<float>(nq), std::vector<float>(std::size_t(B) * H * T * T),
           std::vector<float>(nq), std::vector<float>(nkv), std::vector<float>(nkv)};
-    attention_forward(q.data(), k.data(), v.data(), seg.data(), 0, attention_scale<float>(hd),
+    attention_forward(q.data(), k.data(), v.data(), seg.data(), 0, attention_scale<float>(hd), 0.0f,
                       r.o.data(), r.probs.data(), B, T, H, KV, hd);
     attention_backward(dout.data(), q.data(), k.data(), v.data(), r.probs.data(), 0,
-                       attention_scale<float>(hd), r.dq.data(), r.dk.data(), r.dv.data(), B, T, H,
-                       KV, hd);
+                       attention_scale<float>(hd), 0.0f, r.dq.data(), r.dk.data(), r.dv.data(), B,
+                       T, H, KV, hd);
     return r;
   };
   const Out one = run(1);

@@ -148,7 +148,8 @@ TEST(GemmForward, EmptyInnerDimensionScalesC) {
 
 // softmax(Q K^T / sqrt(hd) + mask) V per (b, h), straight from the definition.
 void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_t* seg, int window,
-                     double scale, Vec& out, Vec& probs, int B, int T, int H, int KV, int hd) {
+                     double scale, double softcap, Vec& out, Vec& probs, int B, int T, int H,
+                     int KV, int hd) {
   auto at = [](const Vec& x, int b, int t, int heads, int h, int d, int Tn, int hdn) {
     return x[((static_cast<std::size_t>(b) * Tn + t) * heads + h) * hdn + d];
   };
@@ -167,6 +168,7 @@ void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_
             dotp += at(q, b, t, H, h, d, T, hd) * at(k, b, j, KV, kvh, d, T, hd);
           }
           s[j] = dotp * scale;
+          if (softcap > 0) s[j] = softcap * std::tanh(s[j] / softcap);
           mx = std::max(mx, s[j]);
         }
         double z = 0.0;
@@ -191,7 +193,7 @@ void naive_attention(const Vec& q, const Vec& k, const Vec& v, const std::int32_
 // a relative rounding error of ~1e-16.
 void check_attention_forward(int B, int T, int H, int KV, int hd,
                              const std::vector<std::int32_t>* segment, double q_scale,
-                             int window = 0, double score_d = 0) {
+                             int window = 0, double score_d = 0, double softcap = 0) {
   if (score_d == 0) score_d = hd;  // the scale's 1 / sqrt(d)
   const std::size_t nq = static_cast<std::size_t>(B) * T * H * hd;
   const std::size_t nkv = static_cast<std::size_t>(B) * T * KV * hd;
@@ -200,9 +202,9 @@ void check_attention_forward(int B, int T, int H, int KV, int hd,
   const std::size_t np = static_cast<std::size_t>(B) * H * T * T;
   Vec out(nq, 99.0), probs(np, 99.0), ref_out(nq), ref_probs(np);
   attention_forward(q.data(), k.data(), v.data(), seg, window, attention_scale<double>(score_d),
-                    out.data(), probs.data(), B, T, H, KV, hd);
-  naive_attention(q, k, v, seg, window, 1.0 / std::sqrt(score_d), ref_out, ref_probs, B, T, H, KV,
-                  hd);
+                    softcap, out.data(), probs.data(), B, T, H, KV, hd);
+  naive_attention(q, k, v, seg, window, 1.0 / std::sqrt(score_d), softcap, ref_out, ref_probs, B, T,
+                  H, KV, hd);
   EXPECT_LT(max_abs_diff(out, ref_out), 1e-12 * q_scale);
   EXPECT_LT(max_abs_diff(probs, ref_probs), 1e-13 * q_scale);
   // Masked entries are exact zeros and every row is a distribution.
@@ -260,6 +262,16 @@ TEST(AttentionForward, MatchesNaiveWithSlidingWindow) {
 TEST(AttentionForward, MatchesNaiveWithAnotherScoreScale) {
   check_attention_forward(2, 40, 4, 2, 8, nullptr, 1.0, 0, 3.0);
   check_attention_forward(2, 40, 4, 2, 8, nullptr, 1.0, 7, 144.0);
+}
+
+// Gemma 2 caps the scores at softcap * tanh(S / softcap) before the mask: with scores of a few
+// units and a cap of 2, most are well inside tanh's bend.
+TEST(AttentionForward, MatchesNaiveWithSoftcappedScores) {
+  const int T = 90;
+  std::vector<std::int32_t> segment(2 * T);
+  for (int t = 0; t < 2 * T; ++t) segment[t] = t < 30 ? 0 : (t < 70 ? 1 : 2);
+  check_attention_forward(2, T, 4, 2, 8, nullptr, 3.0, 0, 0, 2.0);
+  check_attention_forward(2, T, 4, 2, 8, &segment, 3.0, 20, 5.0, 2.0);
 }
 
 TEST(AttentionForward, LargeScoresStayFinite) {
@@ -429,7 +441,7 @@ TEST(CrossEntropyForward, MatchesNaiveLogSoftmax) {
   const std::vector<std::int32_t> targets = {0, 12, kIgnoreIndex, 6, 6};
   Vec d(logits.size());
   const double loss =
-      cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), n, V, gs);
+      cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), n, V, gs, 0.0);
   double expect = 0.0;
   for (int r = 0; r < n; ++r) {
     double z = 0.0;
@@ -453,12 +465,12 @@ TEST(CrossEntropyForward, InPlaceAliasMatchesSeparateBuffer) {
   const std::vector<std::int32_t> targets = {8, kIgnoreIndex, 0, 4};
   Vec d(logits.size());
   const double l1 =
-      cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), n, V, 0.5);
+      cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), n, V, 0.5, 0.0);
   Vec inplace = logits;
-  const double l2 =
-      cross_entropy_forward_backward(inplace.data(), targets.data(), inplace.data(), n, V, 0.5);
-  const double l3 =
-      cross_entropy_forward_backward<double>(logits.data(), targets.data(), nullptr, n, V, 0.5);
+  const double l2 = cross_entropy_forward_backward(inplace.data(), targets.data(), inplace.data(),
+                                                   n, V, 0.5, 0.0);
+  const double l3 = cross_entropy_forward_backward<double>(logits.data(), targets.data(), nullptr,
+                                                           n, V, 0.5, 0.0);
   EXPECT_EQ(l1, l2);
   EXPECT_EQ(l1, l3);
   EXPECT_EQ(inplace, d);
@@ -470,7 +482,7 @@ TEST(CrossEntropyForward, LargeLogitsStayFinite) {
   const std::vector<std::int32_t> targets = {2};
   std::vector<float> d(V);
   const double loss =
-      cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), 1, V, 1.0f);
+      cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), 1, V, 1.0f, 0.0f);
   EXPECT_NEAR(loss, 10.0 + std::log1p(std::exp(-10.0)), 1e-4);
   for (float g : d) EXPECT_TRUE(std::isfinite(g));
 }
@@ -479,7 +491,7 @@ TEST(CrossEntropyForward, AllRowsIgnoredGiveZeroLossAndGradient) {
   const std::vector<double> logits = {1, 2, 3, 4, 5, 6};
   const std::vector<std::int32_t> targets = {kIgnoreIndex, kIgnoreIndex};
   Vec d(6, 5.0);
-  EXPECT_EQ(cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), 2, 3, 1.0),
+  EXPECT_EQ(cross_entropy_forward_backward(logits.data(), targets.data(), d.data(), 2, 3, 1.0, 0.0),
             0.0);
   EXPECT_EQ(d, Vec(6, 0.0));
 }
@@ -566,10 +578,11 @@ Vec run_attention(const Vec& q, const Vec& k, const Vec& v, const Vec& dout,
   auto qt = cast<T>(q), kt = cast<T>(k), vt = cast<T>(v), dt = cast<T>(dout);
   std::vector<T> out(q.size()), probs(static_cast<std::size_t>(B) * H * T_len * T_len);
   std::vector<T> dq(q.size()), dk(k.size()), dv(v.size());
-  attention_forward(qt.data(), kt.data(), vt.data(), seg.data(), 0, attention_scale<T>(hd),
+  attention_forward(qt.data(), kt.data(), vt.data(), seg.data(), 0, attention_scale<T>(hd), T(0),
                     out.data(), probs.data(), B, T_len, H, KV, hd);
   attention_backward(dt.data(), qt.data(), kt.data(), vt.data(), probs.data(), 0,
-                     attention_scale<T>(hd), dq.data(), dk.data(), dv.data(), B, T_len, H, KV, hd);
+                     attention_scale<T>(hd), T(0), dq.data(), dk.data(), dv.data(), B, T_len, H, KV,
+                     hd);
   Vec all = to_double(out);
   for (const auto* g : {&dq, &dk, &dv}) all.insert(all.end(), g->begin(), g->end());
   return all;
@@ -622,7 +635,7 @@ Vec run_cross_entropy(const Vec& logits, const std::vector<std::int32_t>& target
   auto lt = cast<T>(logits);
   std::vector<T> d(logits.size());
   const double loss =
-      cross_entropy_forward_backward(lt.data(), targets.data(), d.data(), n, V, T(0.125));
+      cross_entropy_forward_backward(lt.data(), targets.data(), d.data(), n, V, T(0.125), T(0));
   Vec all = to_double(d);
   all.push_back(loss);
   return all;

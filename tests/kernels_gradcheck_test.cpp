@@ -86,7 +86,8 @@ struct AttnShape {
 
 // Checks dq, dk, dv of attention for one shape and optional segment ids ([B*T]).
 void check_attention_gradients(const AttnShape& s, const std::vector<std::int32_t>* segment,
-                               std::uint64_t seed, int window = 0, double score_d = 0) {
+                               std::uint64_t seed, int window = 0, double score_d = 0,
+                               double softcap = 0) {
   const double scale = attention_scale<double>(score_d > 0 ? score_d : s.hd);
   const std::size_t nq = static_cast<std::size_t>(s.B) * s.T * s.H * s.hd;
   const std::size_t nkv = static_cast<std::size_t>(s.B) * s.T * s.KV * s.hd;
@@ -96,15 +97,15 @@ void check_attention_gradients(const AttnShape& s, const std::vector<std::int32_
   const std::int32_t* seg = segment ? segment->data() : nullptr;
 
   auto loss = [&] {
-    attention_forward(q.data(), k.data(), v.data(), seg, window, scale, out.data(), probs.data(),
-                      s.B, s.T, s.H, s.KV, s.hd);
+    attention_forward(q.data(), k.data(), v.data(), seg, window, scale, softcap, out.data(),
+                      probs.data(), s.B, s.T, s.H, s.KV, s.hd);
     return dot(c, out);
   };
   loss();  // probs for backward
   // Poison the outputs: backward must overwrite them, not accumulate into them.
   Vec dq(nq, 123.0), dk(nkv, -7.0), dv(nkv, 55.0);
-  attention_backward(c.data(), q.data(), k.data(), v.data(), probs.data(), window, scale, dq.data(),
-                     dk.data(), dv.data(), s.B, s.T, s.H, s.KV, s.hd);
+  attention_backward(c.data(), q.data(), k.data(), v.data(), probs.data(), window, scale, softcap,
+                     dq.data(), dk.data(), dv.data(), s.B, s.T, s.H, s.KV, s.hd);
   EXPECT_LT(finite_difference_rel_error(q, dq, loss), kMaxRel) << "dq";
   EXPECT_LT(finite_difference_rel_error(k, dk, loss), kMaxRel) << "dk";
   EXPECT_LT(finite_difference_rel_error(v, dv, loss), kMaxRel) << "dv";
@@ -129,6 +130,14 @@ TEST(AttentionGradcheck, SlidingWindowWithAndWithoutDocuments) {
   check_attention_gradients({2, 7, 4, 2, 4}, &segment, 460, 2);
   // With Gemma 2 / 3's score scale (1 / sqrt(query_pre_attn_scalar)) as well.
   check_attention_gradients({2, 7, 4, 2, 4}, nullptr, 470, 3, 9.0);
+}
+
+// Gemma 2's soft-capped scores (cap * tanh(S / cap)); a cap of 1.5 against scores of about
+// unit size keeps tanh well away from linear, so a missing cap derivative cannot pass.
+TEST(AttentionGradcheck, SoftcappedScoresWithWindowAndDocuments) {
+  const std::vector<std::int32_t> segment = {0, 0, 0, 1, 1, 1, 1, 5, 5, 5, 5, 5, 5, 5};
+  check_attention_gradients({2, 7, 4, 2, 4}, nullptr, 480, 0, 0, 1.5);
+  check_attention_gradients({2, 7, 4, 2, 4}, &segment, 490, 3, 9.0, 1.5);
 }
 
 TEST(AttentionGradcheck, SegmentMaskTwoDocumentsInASequence) {
@@ -188,14 +197,44 @@ TEST(CrossEntropyGradcheck, IgnoredRowsAndGradScale) {
 
   auto loss = [&] {
     return grad_scale * cross_entropy_forward_backward<double>(logits.data(), targets.data(),
-                                                               nullptr, n, V, grad_scale);
+                                                               nullptr, n, V, grad_scale, 0.0);
   };
   Vec dlogits(logits.size(), 9.0);  // poisoned: ignored rows must come back as exact zeros
-  cross_entropy_forward_backward(logits.data(), targets.data(), dlogits.data(), n, V, grad_scale);
+  cross_entropy_forward_backward(logits.data(), targets.data(), dlogits.data(), n, V, grad_scale,
+                                 0.0);
   EXPECT_LT(finite_difference_rel_error(logits, dlogits, loss), kMaxRel);
   for (int r : {1, 4}) {
     for (int j = 0; j < V; ++j) EXPECT_EQ(dlogits[r * V + j], 0.0) << "row " << r;
   }
+}
+
+// Gemma 2's final_logit_softcapping: the loss of cap * tanh(logits / cap), its gradient with
+// respect to the uncapped logits, also in place (dlogits == logits) as the models call it.
+TEST(CrossEntropyGradcheck, SoftcappedLogitsAlsoInPlace) {
+  const int n = 5, V = 13;
+  const double grad_scale = 0.29, cap = 2.5;  // logits of std 2: tanh far from linear
+  Vec logits = randn(n * V, 37, 2.0);
+  const std::vector<std::int32_t> targets = {4, 12, kIgnoreIndex, 0, 7};
+  auto loss = [&] {
+    return grad_scale * cross_entropy_forward_backward<double>(logits.data(), targets.data(),
+                                                               nullptr, n, V, grad_scale, cap);
+  };
+  Vec dlogits(logits.size(), 9.0);
+  const double sum = cross_entropy_forward_backward(logits.data(), targets.data(), dlogits.data(),
+                                                    n, V, grad_scale, cap);
+  EXPECT_LT(finite_difference_rel_error(logits, dlogits, loss), kMaxRel);
+  // The loss is that of the capped logits, whatever the row's max.
+  Vec capped = logits;
+  for (double& x : capped) x = cap * std::tanh(x / cap);
+  EXPECT_NEAR(sum,
+              cross_entropy_forward_backward<double>(capped.data(), targets.data(), nullptr, n, V,
+                                                     grad_scale, 0.0),
+              1e-12 * std::abs(sum));
+  Vec inplace = logits;
+  EXPECT_EQ(cross_entropy_forward_backward(inplace.data(), targets.data(), inplace.data(), n, V,
+                                           grad_scale, cap),
+            sum);
+  EXPECT_EQ(inplace, dlogits);
 }
 
 // ---------------------------------------------------------------------------------------------

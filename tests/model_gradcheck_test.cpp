@@ -259,6 +259,25 @@ TEST(ModelGradCheck, SandwichNormsAroundAttentionAndMlp) {
   }
 }
 
+// Gemma 2: soft caps on the attention scores and on the final logits, with its sandwich norms,
+// score scale and a window in layer 0 (no q/k norms). Caps near the size of the scores and
+// logits, so that the caps' derivatives matter.
+TEST(ModelGradCheck, Gemma2SoftCappedScoresAndLogits) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora}) {
+    TinyModel tm(2, true, 0.0, type);
+    tm.m.sandwich_norms = true;
+    tm.m.norm_one_plus_weight = true;
+    tm.m.scale_embeddings = true;
+    tm.m.mlp_activation = MlpActivation::kGeluTanh;
+    tm.m.sliding_window = 2;
+    tm.m.layer_types = {"sliding_attention", "full_attention"};
+    tm.m.query_pre_attn_scalar = 7.0;
+    tm.m.attn_logit_softcapping = 0.8;
+    tm.m.final_logit_softcapping = 1.2;
+    check_model_gradients(tm, 0, true, /*random_norms=*/true);
+  }
+}
+
 TEST(ModelForward, EvalEqualsTrainForwardWithoutDropout) {
   TinyModel tm(2, false, 0.0);
   const BaseWeights base = BaseWeights::random(tm.m, 7);

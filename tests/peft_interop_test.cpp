@@ -97,7 +97,8 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
 
 // The golden Llama base, Qwen3 (q_norm / k_norm, its own head_dim, tied embeddings) and Gemma
 // (GeGLU, 1 + weight norms, scaled embeddings, one KV head) and Gemma 3 (sandwich norms, a
-// window and the local RoPE base in one layer, query_pre_attn_scalar).
+// window and the local RoPE base in one layer, query_pre_attn_scalar) and Gemma 2 (soft caps on
+// the scores and the logits).
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, PeftLoadsPeftrunAdapters,
     ::testing::Values(InteropCase{"lora", "base", "lora"}, InteropCase{"dora", "base", "dora"},
@@ -106,7 +107,8 @@ INSTANTIATE_TEST_SUITE_P(
                       InteropCase{"dora", "variants/qwen3", "dora_qwen3"},
                       InteropCase{"lora", "variants/gemma", "lora_gemma"},
                       InteropCase{"adalora", "variants/gemma", "adalora_gemma"},
-                      InteropCase{"dora", "variants/gemma3", "dora_gemma3"}),
+                      InteropCase{"dora", "variants/gemma3", "dora_gemma3"},
+                      InteropCase{"lora", "variants/gemma2", "lora_gemma2"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -22,6 +22,7 @@
 #include "kernels/nonfinite.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/softcap_math.h"
 #include "runtime/model/model_constants.h"
 #include "runtime/model/rope_table.h"
 #include "runtime/rng.h"
@@ -490,8 +491,9 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
   check("forward", l, "k after RoPE", at(L.k), nkv, act_);
   cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, attention_window(m_, l),
-                          attention_scale<float>(attention_score_d(m_)), at(L.att),
-                          at<float>(L.lse), b.batch, b.seq_len, H, KV, hd, act_, kCompute);
+                          attention_scale<float>(attention_score_d(m_)), attention_softcap(m_),
+                          at(L.att), at<float>(L.lse), b.batch, b.seq_len, H, KV, hd, act_,
+                          kCompute);
   check("forward", l, "attention output", at(L.att), nq, act_);
   if (m_.sandwich_norms) {
     // Gemma 2 / 3: x_mid = x_in + rmsnorm(o_proj(attention)).
@@ -551,11 +553,15 @@ void CudaTransformer::head(const Batch& b, bool backward, float grad_scale, floa
     if (logits_out) {
       const std::size_t elems = std::size_t(rows) * V;
       cuda::copy_device_to_host(logits_host_.data(), logits, elems * dtype_size(act_));
-      decode_to_float(logits_host_.data(), act_, elems, logits_out + std::size_t(r0) * V);
+      float* out = logits_out + std::size_t(r0) * V;
+      decode_to_float(logits_host_.data(), act_, elems, out);
+      // The model's logits, capped as transformers returns them (from the stored dtype, in fp32).
+      const float cap = logit_softcap(m_);
+      for (std::size_t i = 0; i < elems; ++i) out[i] = softcapped(out[i], cap);
     }
     cuda::cross_entropy_forward_backward(logits, targets + r0, backward ? logits : nullptr,
                                          at<float>(plan_.row_loss), loss_sum, rows, V, grad_scale,
-                                         act_, kCompute);
+                                         logit_softcap(m_), act_, kCompute);
     if (backward) {
       check("backward", m_.n_layers - 1, "grad of the logits (cross-entropy)", logits,
             std::size_t(rows) * V, act_);
@@ -632,8 +638,9 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     check("backward", l, "grad of attention output (o_proj backward)", datt, nq, act_);
     cuda::attention_backward(datt, at(L.q), at(L.k), at(L.v), at(L.att), at<float>(L.lse), seg,
                              attention_window(m_, l), attention_scale<float>(attention_score_d(m_)),
-                             dq, dk, dv, at(plan_.attention_work), plan_.attention_work.bytes,
-                             b.batch, b.seq_len, H, KV, hd, act_, kCompute);
+                             attention_softcap(m_), dq, dk, dv, at(plan_.attention_work),
+                             plan_.attention_work.bytes, b.batch, b.seq_len, H, KV, hd, act_,
+                             kCompute);
     check("backward", l, "grad of q (attention backward)", dq, nq, act_);
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);

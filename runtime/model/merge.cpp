@@ -225,8 +225,12 @@ struct HfArchitecture {
 };
 
 std::optional<HfArchitecture> hf_architecture(const ModelConfig& m) {
-  // Gemma 3's pieces: a random base with them is not written as a Gemma3ForCausalLM yet.
-  if (m.sandwich_norms || m.query_pre_attn_scalar > 0 || m.rope_local_theta > 0) return {};
+  // Gemma 2's and 3's pieces: a random base with them is not written as a Gemma2ForCausalLM /
+  // Gemma3ForCausalLM yet.
+  if (m.sandwich_norms || m.query_pre_attn_scalar > 0 || m.rope_local_theta > 0 ||
+      m.attn_logit_softcapping > 0 || m.final_logit_softcapping > 0) {
+    return {};
+  }
   const bool gemma = m.norm_one_plus_weight && m.scale_embeddings;
   if (gemma != (m.norm_one_plus_weight || m.scale_embeddings)) return {};
   if (gemma) {

@@ -1,7 +1,8 @@
 // The per-model constants the decoder's kernels take besides its shapes: which gated activation
 // the MLP uses, what the RMSNorms add to their weights, what the embedding rows are multiplied
-// by, which layers attend through a sliding window. Transformer (CPU) and CudaTransformer both read
-// them from here, so the two models cannot disagree on a variant.
+// by, which layers attend through a sliding window, what the scores and logits are capped at.
+// Transformer (CPU) and CudaTransformer both read them from here, so the two models cannot disagree
+// on a variant.
 #pragma once
 
 #include <cmath>
@@ -39,6 +40,15 @@ inline float embedding_scale(const ModelConfig& m, DType dtype) {
 // query_pre_attn_scalar where set, else head_dim.
 inline double attention_score_d(const ModelConfig& m) {
   return m.query_pre_attn_scalar > 0 ? m.query_pre_attn_scalar : m.head_dim();
+}
+
+// Gemma 2's soft caps (softcap_math.h), 0 for none: of the attention scores, and of the final
+// logits before the cross-entropy.
+inline float attention_softcap(const ModelConfig& m) {
+  return static_cast<float>(m.attn_logit_softcapping);
+}
+inline float logit_softcap(const ModelConfig& m) {
+  return static_cast<float>(m.final_logit_softcapping);
 }
 
 // The sliding window of layer `l`'s attention in keys, 0 for full causal attention.

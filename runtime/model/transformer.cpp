@@ -17,6 +17,7 @@
 #include "kernels/lora_linear.h"
 #include "kernels/rmsnorm.h"
 #include "kernels/rope.h"
+#include "kernels/softcap_math.h"
 #include "runtime/model/model_constants.h"
 #include "runtime/model/rope_table.h"
 #include "runtime/rng.h"
@@ -484,7 +485,8 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_cs);
   cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
   cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, attention_window(m_, l),
-                         attention_scale<T>(attention_score_d(m_)), a.att.data(), a.probs.data(),
+                         attention_scale<T>(attention_score_d(m_)),
+                         static_cast<T>(attention_softcap(m_)), a.att.data(), a.probs.data(),
                          b.batch, b.seq_len, H, KV, hd);
   if (m_.sandwich_norms) {
     // Gemma 2 / 3: x_mid = x_in + rmsnorm(o_proj(attention)).
@@ -539,12 +541,15 @@ double Transformer<T>::head(const Batch& b, bool backward, T grad_scale, T* logi
     // logits[rows, V] = hf[rows, D] lm_head^T
     gemm<T>(Trans::kNo, Trans::kYes, rows, V, D, T(1), hf_.data() + std::size_t(r0) * D, D,
             lm_head_data_, D, T(0), logits_.data(), V);
+    const T cap = static_cast<T>(logit_softcap(m_));  // Gemma 2's final logits; 0 = none
     if (logits_out) {
-      std::copy(logits_.begin(), logits_.begin() + std::size_t(rows) * V,
-                logits_out + std::size_t(r0) * V);
+      // The model's logits, capped as transformers returns them.
+      T* out = logits_out + std::size_t(r0) * V;
+      for (std::size_t i = 0; i < std::size_t(rows) * V; ++i) out[i] = softcapped(logits_[i], cap);
     }
-    loss += cpu::cross_entropy_forward_backward(
-        logits_.data(), b.targets + r0, backward ? logits_.data() : nullptr, rows, V, grad_scale);
+    loss += cpu::cross_entropy_forward_backward(logits_.data(), b.targets + r0,
+                                                backward ? logits_.data() : nullptr, rows, V,
+                                                grad_scale, cap);
     if (backward) {
       // dhf[rows, D] = dlogits[rows, V] lm_head[V, D]
       gemm<T>(Trans::kNo, Trans::kNo, rows, D, V, T(1), logits_.data(), V, lm_head_data_, D, T(0),
@@ -603,7 +608,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     linear_backward(l, Proj::kO, a.att.data(), d_o, datt_.data(), params, grads, a, n);
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
                             attention_window(m_, l), attention_scale<T>(attention_score_d(m_)),
-                            dq_.data(), dk_.data(), dv_.data(), b.batch, b.seq_len, H, KV, hd);
+                            static_cast<T>(attention_softcap(m_)), dq_.data(), dk_.data(),
+                            dv_.data(), b.batch, b.seq_len, H, KV, hd);
     const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
     const float rope_cs = rope_.cos_sin_scale(l);
     cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);

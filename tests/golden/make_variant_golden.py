@@ -100,6 +100,24 @@ def gemma3_config():
         attention_bias=False, hidden_activation="gelu_pytorch_tanh", attention_dropout=0.0)
 
 
+def gemma2_config(**overrides):
+    # Gemma 2 2B's kind: Gemma 3's sandwich norms and score scale without its q/k norms, a 6-key
+    # window in layer 0 and full attention in layer 1 (Gemma2Config's alternation, from the
+    # default layer_types), and soft caps on the attention scores and the final logits. Caps of
+    # 50 and 30 (Gemma 2's) would barely bend this small model's scores and logits; 1.5 and 2.5
+    # bend them, which the sidecar's loss_without_softcap shows.
+    kwargs = dict(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=2,
+        head_dim=32, max_position_embeddings=mg.MAXPOS, rms_norm_eps=1e-6,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        query_pre_attn_scalar=24, sliding_window=6, attn_logit_softcapping=1.5,
+        final_logit_softcapping=2.5, tie_word_embeddings=True, attention_bias=False,
+        hidden_activation="gelu_pytorch_tanh", attention_dropout=0.0)
+    kwargs.update(overrides)
+    return transformers.Gemma2Config(**kwargs)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -108,6 +126,7 @@ CASES = [
     ("mistral_window8", transformers.MistralForCausalLM, mistral_window_config, 4324, 1.0),
     ("qwen2_window5_layer1", transformers.Qwen2ForCausalLM, qwen2_window_config, 4325, 1.0),
     ("gemma3", transformers.Gemma3ForCausalLM, gemma3_config, 4326, 0.0),
+    ("gemma2", transformers.Gemma2ForCausalLM, gemma2_config, 4327, 0.0),
 ]
 
 
@@ -138,6 +157,20 @@ def forward_case(out, name, cls, d):
         full.eval()
         with torch.no_grad():
             meta["loss_without_window"] = mg.scalar(full(input_ids=ids, labels=ids).loss)
+    if getattr(model.config, "final_logit_softcapping", None):
+        # The same weights without either soft cap: a test can tell the caps were applied.
+        plain = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
+                                    attn_logit_softcapping=None, final_logit_softcapping=None)
+        plain.eval()
+        with torch.no_grad():
+            meta["loss_without_softcap"] = mg.scalar(plain(input_ids=ids, labels=ids).loss)
+        # Only the attention scores' cap left out: the final one does not hide it.
+        final_only = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
+                                         attn_logit_softcapping=None)
+        final_only.eval()
+        with torch.no_grad():
+            meta["loss_without_attn_softcap"] = mg.scalar(
+                final_only(input_ids=ids, labels=ids).loss)
     mg.write_forward_fixture(out, name, ids, o, "the fp16 checkpoint's logits, computed in fp32",
                              meta)
 

@@ -27,6 +27,7 @@ struct AttentionCase {
   float input_scale = 1.0f;  // q and k ~ U(-scale, scale): larger = peakier softmax
   int window = 0;            // > 0: sliding window of this many keys
   float score_d = 0.0f;      // > 0: scores scaled by 1 / sqrt(score_d) instead of head_dim's
+  float softcap = 0.0f;      // > 0: scores capped at softcap * tanh(S / softcap) (Gemma 2)
 };
 
 // Segment ids [B*T]: each sequence cut at docs - 1 random distinct positions.
@@ -66,14 +67,14 @@ void check_attention(Env& env, const AttentionCase& c, DType dt) {
   std::vector<double> out_ref(nq), probs(nrow * c.T), dq_ref(nq), dk_ref(nkv), dv_ref(nkv);
   const std::vector<double> qd = to_double(q), kd = to_double(k), vd = to_double(v),
                             dod = to_double(dout);
-  cpu::attention_forward<double>(qd.data(), kd.data(), vd.data(),
-                                 seg.empty() ? nullptr : seg.data(), c.window,
-                                 attention_scale<double>(c.score_d > 0 ? c.score_d : c.hd),
-                                 out_ref.data(), probs.data(), c.B, c.T, c.H, c.KV, c.hd);
+  cpu::attention_forward<double>(
+      qd.data(), kd.data(), vd.data(), seg.empty() ? nullptr : seg.data(), c.window,
+      attention_scale<double>(c.score_d > 0 ? c.score_d : c.hd), c.softcap, out_ref.data(),
+      probs.data(), c.B, c.T, c.H, c.KV, c.hd);
   cpu::attention_backward<double>(
       dod.data(), qd.data(), kd.data(), vd.data(), probs.data(), c.window,
-      attention_scale<double>(c.score_d > 0 ? c.score_d : c.hd), dq_ref.data(), dk_ref.data(),
-      dv_ref.data(), c.B, c.T, c.H, c.KV, c.hd);
+      attention_scale<double>(c.score_d > 0 ? c.score_d : c.hd), c.softcap, dq_ref.data(),
+      dk_ref.data(), dv_ref.data(), c.B, c.T, c.H, c.KV, c.hd);
 
   auto d_q = env.upload(encode(q, dt));
   auto d_k = env.upload(encode(k, dt));
@@ -83,8 +84,8 @@ void check_attention(Env& env, const AttentionCase& c, DType dt) {
   auto d_out = env.template poisoned<unsigned char>(nq * dtype_size(dt));
   auto d_lse = env.template poisoned<float>(nrow);
   env.attention_forward(d_q.data(), d_k.data(), d_v.data(), seg_ptr, c.window,
-                        attention_scale<float>(c.score_d > 0 ? c.score_d : c.hd), d_out.data(),
-                        d_lse.data(), c.B, c.T, c.H, c.KV, c.hd, dt);
+                        attention_scale<float>(c.score_d > 0 ? c.score_d : c.hd), c.softcap,
+                        d_out.data(), d_lse.data(), c.B, c.T, c.H, c.KV, c.hd, dt);
   const double tol = tolerance(dt);
   expect_close(where, "out", decode(env.download(d_out), dt), out_ref, tol);
 
@@ -96,8 +97,8 @@ void check_attention(Env& env, const AttentionCase& c, DType dt) {
   auto d_ws = env.template poisoned<unsigned char>(ws_bytes);
   env.attention_backward(
       d_dout.data(), d_q.data(), d_k.data(), d_v.data(), d_out.data(), d_lse.data(), seg_ptr,
-      c.window, attention_scale<float>(c.score_d > 0 ? c.score_d : c.hd), d_dq.data(), d_dk.data(),
-      d_dv.data(), d_ws.data(), ws_bytes, c.B, c.T, c.H, c.KV, c.hd, dt);
+      c.window, attention_scale<float>(c.score_d > 0 ? c.score_d : c.hd), c.softcap, d_dq.data(),
+      d_dk.data(), d_dv.data(), d_ws.data(), ws_bytes, c.B, c.T, c.H, c.KV, c.hd, dt);
   expect_close(where, "dq", decode(env.download(d_dq), dt), dq_ref, tol);
   expect_close(where, "dk", decode(env.download(d_dk), dt), dk_ref, tol);
   expect_close(where, "dv", decode(env.download(d_dv), dt), dv_ref, tol);
@@ -115,21 +116,25 @@ void check_attention_refusals(Env& env) {
   auto lse = env.template poisoned<float>(1024);
   void* p = buf.data();
   auto forward = [&](int H, int KV, int hd) {
-    env.attention_forward(p, p, p, nullptr, 0, 1.0f, p, lse.data(), 1, 4, H, KV, hd, DType::kF32);
+    env.attention_forward(p, p, p, nullptr, 0, 1.0f, 0.0f, p, lse.data(), 1, 4, H, KV, hd,
+                          DType::kF32);
   };
   EXPECT_THROW(forward(4, 2, 12), std::invalid_argument);   // not a multiple of 8
   EXPECT_THROW(forward(4, 2, 264), std::invalid_argument);  // above 256
   EXPECT_THROW(forward(4, 3, 64), std::invalid_argument);   // H % KV != 0
-  EXPECT_THROW(env.attention_forward(nullptr, p, p, nullptr, 0, 1.0f, p, lse.data(), 1, 4, 2, 1, 64,
-                                     DType::kF32),
+  EXPECT_THROW(env.attention_forward(nullptr, p, p, nullptr, 0, 1.0f, 0.0f, p, lse.data(), 1, 4, 2,
+                                     1, 64, DType::kF32),
                std::invalid_argument);
   const std::size_t need = cuda::attention_backward_workspace_bytes(1, 4, 2);
-  EXPECT_THROW(env.attention_backward(p, p, p, p, p, lse.data(), nullptr, 0, 1.0f, p, p, p, p,
+  EXPECT_THROW(env.attention_backward(p, p, p, p, p, lse.data(), nullptr, 0, 1.0f, 0.0f, p, p, p, p,
                                       need - 1, 1, 4, 2, 1, 64, DType::kF32),
                std::invalid_argument);
-  EXPECT_THROW(
-      env.attention_forward(p, p, p, nullptr, -1, 1.0f, p, lse.data(), 1, 4, 2, 1, 64, DType::kF32),
-      std::invalid_argument);  // a negative window
+  EXPECT_THROW(env.attention_forward(p, p, p, nullptr, -1, 1.0f, 0.0f, p, lse.data(), 1, 4, 2, 1,
+                                     64, DType::kF32),
+               std::invalid_argument);  // a negative window
+  EXPECT_THROW(env.attention_forward(p, p, p, nullptr, 0, 1.0f, -1.0f, p, lse.data(), 1, 4, 2, 1,
+                                     64, DType::kF32),
+               std::invalid_argument);  // a negative softcap
 }
 
 // The named cases both runners use.
@@ -157,6 +162,13 @@ inline const AttentionCase kWindowPacked{"Window17Packed", 2, 90, 4, 2, 64, 4, 1
 inline const AttentionCase kWindowLonger{"WindowLongerThanT", 1, 40, 2, 1, 32, 0, 1.0f, 64};
 // Gemma 3's kind: a score scale apart from head_dim's, with a window, on tensor cores too.
 inline const AttentionCase kScoreScale{"ScoreScaleWindow9Hd64", 1, 80, 4, 2, 64, 0, 2.0f, 9, 16.0f};
+// Gemma 2's soft-capped scores (a cap of 2 on scores of a few units, so tanh bends), with
+// Gemma 2's other attention traits: on the tensor cores (head_dim 64) with a window and a
+// score scale, and on the CUDA cores (head_dim 40) packed.
+inline const AttentionCase kSoftcap{
+    "SoftcapWindow21Hd64", 1, 90, 4, 2, 64, 0, 3.0f, 21, 48.0f, 2.0f};
+inline const AttentionCase kSoftcapPacked{
+    "SoftcapPackedHd40", 2, 70, 4, 2, 40, 3, 3.0f, 0, 0.0f, 2.0f};
 }  // namespace attention_cases
 
 inline std::vector<AttentionCase> all_attention_cases() {
@@ -164,7 +176,7 @@ inline std::vector<AttentionCase> all_attention_cases() {
   return {kTinyConfig, kMhaHd64, kGqa2Hd128,    kGqa4Hd128,    kMqa8Hd64,     kHd256,
           kHd8,        kHd40,    kSingleToken,  kExactTiles,   kPacked,       kPackedManyShort,
           kPeaky,      kWindow5, kWindow45Hd64, kWindow33Hd40, kWindowPacked, kWindowLonger,
-          kScoreScale};
+          kScoreScale, kSoftcap, kSoftcapPacked};
 }
 
 }  // namespace peftrun::gpu_testing

@@ -79,6 +79,14 @@ TEST(GpuAttentionParity, ScoreScaleWindow9Hd64) {
   PEFTRUN_REQUIRE_GPU();
   run(kScoreScale);
 }
+TEST(GpuAttentionParity, SoftcapWindow21Hd64) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kSoftcap);
+}
+TEST(GpuAttentionParity, SoftcapPackedHd40) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kSoftcapPacked);
+}
 TEST(GpuAttentionParity, PackedThreeDocs) {
   PEFTRUN_REQUIRE_GPU();
   run(kPacked);

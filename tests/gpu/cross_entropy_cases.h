@@ -25,6 +25,7 @@ struct CrossEntropyCase {
   bool in_place = true;  // dlogits written over the logits
   bool with_grad = true;
   float logit_scale = 3.0f;
+  float softcap = 0.0f;  // > 0: the loss of softcap * tanh(logits / softcap) (Gemma 2)
 };
 
 inline std::vector<std::int32_t> make_targets(const CrossEntropyCase& c, std::uint64_t seed) {
@@ -53,7 +54,8 @@ void check_cross_entropy(Env& env, const CrossEntropyCase& c, DType dt) {
   for (int r = 0; r < c.n; ++r) {
     const std::size_t o = static_cast<std::size_t>(r) * c.V;
     row_ref[static_cast<std::size_t>(r)] = cpu::cross_entropy_forward_backward<double>(
-        x.data() + o, &targets[static_cast<std::size_t>(r)], d_ref.data() + o, 1, c.V, grad_scale);
+        x.data() + o, &targets[static_cast<std::size_t>(r)], d_ref.data() + o, 1, c.V, grad_scale,
+        c.softcap);
     total_ref += row_ref[static_cast<std::size_t>(r)];
   }
 
@@ -65,7 +67,7 @@ void check_cross_entropy(Env& env, const CrossEntropyCase& c, DType dt) {
   auto d_sum = env.upload(std::vector<double>{start});
   void* grad = !c.with_grad ? nullptr : c.in_place ? d_logits.data() : d_grad.data();
   env.cross_entropy_forward_backward(d_logits.data(), d_targets.data(), grad, d_rows.data(),
-                                     d_sum.data(), c.n, c.V, grad_scale, dt);
+                                     d_sum.data(), c.n, c.V, grad_scale, c.softcap, dt);
   expect_close(where, "row_loss", env.download(d_rows), row_ref, kTolFp32);
   expect_close(where, "loss_sum", std::vector<double>{env.download(d_sum)[0] - start},
                std::vector<double>{total_ref}, kTolFp32);
@@ -86,7 +88,7 @@ void check_cross_entropy_bad_target(Env& env) {
   auto d_targets = env.upload(std::vector<std::int32_t>{5, V, 7});
   auto d_rows = env.template poisoned<float>(n);
   env.cross_entropy_forward_backward(d_logits.data(), d_targets.data(), d_logits.data(),
-                                     d_rows.data(), nullptr, n, V, 1.0f, DType::kF32);
+                                     d_rows.data(), nullptr, n, V, 1.0f, 0.0f, DType::kF32);
   const std::vector<float> rows = env.download(d_rows);
   const std::vector<float> grad = env.download(d_logits);
   EXPECT_TRUE(std::isfinite(rows[0]) && std::isfinite(rows[2]));
@@ -105,12 +107,16 @@ inline const CrossEntropyCase kLossOnly{"LossOnly", 9, 300, 4, true, false};
 inline const CrossEntropyCase kLargeVocab{"LargeVocab", 3, 32003, 0, true};
 inline const CrossEntropyCase kAllIgnored{"AllIgnored", 4, 50, 1, false};
 inline const CrossEntropyCase kOneClass{"OneClass", 2, 1, 0, false};
+// Gemma 2's final_logit_softcapping, in place and loss only, logits wide enough for tanh to bend.
+inline const CrossEntropyCase kSoftcapInPlace{"SoftcapInPlace", 6, 777, 4, true, true, 12.0f, 5.0f};
+inline const CrossEntropyCase kSoftcapLossOnly{
+    "SoftcapLossOnly", 4, 300, 0, true, false, 12.0f, 5.0f};
 }  // namespace cross_entropy_cases
 
 inline std::vector<CrossEntropyCase> all_cross_entropy_cases() {
   using namespace cross_entropy_cases;
-  return {kSmallVocabTail, kByteVocabInPlace, kPeakyOddVocab, kLossOnly,
-          kLargeVocab,     kAllIgnored,       kOneClass};
+  return {kSmallVocabTail, kByteVocabInPlace, kPeakyOddVocab,  kLossOnly,       kLargeVocab,
+          kAllIgnored,     kOneClass,         kSoftcapInPlace, kSoftcapLossOnly};
 }
 
 }  // namespace peftrun::gpu_testing

@@ -48,6 +48,14 @@ TEST(GpuCrossEntropyParity, Vocab128256) {
   PEFTRUN_REQUIRE_GPU();
   run({"Vocab128256", 40, 128256, 7, true});
 }
+TEST(GpuCrossEntropyParity, SoftcapInPlace) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kSoftcapInPlace);
+}
+TEST(GpuCrossEntropyParity, SoftcapLossOnly) {
+  PEFTRUN_REQUIRE_GPU();
+  run(kSoftcapLossOnly);
+}
 TEST(GpuCrossEntropyParity, TargetOutsideVocabPoisonsOnlyItsRow) {
   PEFTRUN_REQUIRE_GPU();
   GpuEnv env;

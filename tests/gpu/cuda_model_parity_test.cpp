@@ -83,13 +83,16 @@ struct ModelCase {
   // Gemma 3's attention: query_pre_attn_scalar 48 (not head_dim) and a local RoPE base in the
   // sliding layers.
   bool gemma3_attention = false;
+  // Gemma 2's soft caps on the attention scores and the final logits (small ones, so that tanh
+  // bends this random model's values), with query_pre_attn_scalar 48.
+  bool softcap = false;
 };
 
 std::string case_name(const ModelCase& c, DType act) {
   return std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
          (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window" : "") +
-         (c.sandwich ? "+sandwich " : " ") + dtype_name(act);
+         (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -116,6 +119,11 @@ Config case_config(const ModelCase& c) {
     cfg.model.query_pre_attn_scalar = 48;
     cfg.model.rope_theta = 1e6;
     cfg.model.rope_local_theta = 1e4;
+  }
+  if (c.softcap) {
+    cfg.model.query_pre_attn_scalar = 48;
+    cfg.model.attn_logit_softcapping = 1.0;
+    cfg.model.final_logit_softcapping = 1.5;
   }
   if (c.window > 0) {
     cfg.model.sliding_window = c.window;
@@ -255,6 +263,15 @@ TEST(GpuModelParity, LoraGemma3Shape) {
   ModelCase c{AdapterType::kLora, 0.1, 64, false, true, true, 13};
   c.sandwich = true;
   c.gemma3_attention = true;
+  run_model_case(c);
+}
+
+// Gemma 2's layer: Gemma 3's without q/k norms, with soft caps on the scores and the logits.
+TEST(GpuModelParity, LoraGemma2Shape) {
+  PEFTRUN_REQUIRE_GPU();
+  ModelCase c{AdapterType::kLora, 0.0, 64, false, false, true, 13};
+  c.sandwich = true;
+  c.softcap = true;
   run_model_case(c);
 }
 
