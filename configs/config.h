@@ -113,6 +113,11 @@ struct ModelConfig {
   // runtime's BiasMask). Only a checkpoint's config.json sets it (Qwen2: q, k, v), so a random
   // base and every YAML round trip keep 0.
   unsigned proj_bias_mask = 0;
+  // Not a YAML key either: the checkpoint is a multimodal Gemma 3 (config.json's model_type
+  // gemma3, Gemma3ForConditionalGeneration), whose decoder peftrun trains: its tensors sit under
+  // language_model.model., its modules under model.language_model., and the vision tower and
+  // projector are carried along unchanged by merge. Only a checkpoint's config.json sets it.
+  bool multimodal_checkpoint = false;
 
   int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : dim / n_heads; }
   bool operator==(const ModelConfig&) const = default;

@@ -95,6 +95,7 @@ class JsonConfigReader {
 
   void run(const std::string& text) {
     if (!parse(text)) return;
+    if (!enter_text_config()) return;
     read_model_type();
     read_shape();
     read_head_dim();
@@ -102,6 +103,9 @@ class JsonConfigReader {
     read_biases();
     read_sliding_window();
     check_heads();
+    if (nested_) {
+      for (HfShapeSource& src : out_.sources) src.json_key = kTextConfig + src.json_key;
+    }
   }
 
  private:
@@ -117,7 +121,7 @@ class JsonConfigReader {
       e.line = mark.line + 1;
       e.column = mark.column + 1;
     }
-    e.key = key;
+    e.key = key.empty() ? key : key_prefix_ + key;
     e.message = message;
     out_.errors.push_back(std::move(e));
   }
@@ -157,7 +161,14 @@ class JsonConfigReader {
       error(root_.Mark(), "", "got " + describe(root_) + ", expected a JSON object");
       return false;
     }
-    for (const auto& kv : root_) {
+    collect_entries(root_);
+    return true;
+  }
+
+  // entries_ from the keys of the object `map`.
+  void collect_entries(const YAML::Node& map) {
+    entries_.clear();
+    for (const auto& kv : map) {
       if (!is_string(kv.first)) {
         error(kv.first.Mark(), "", "got " + describe(kv.first) + " as a key, expected a string");
         continue;
@@ -171,7 +182,43 @@ class JsonConfigReader {
                   "), expected each key once");
       }
     }
+  }
+
+  // A multimodal Gemma 3 (model_type gemma3, Gemma3ForConditionalGeneration) nests its decoder's
+  // config in text_config, which save_pretrained writes without the keys at their defaults: the
+  // rest of the reader then reads that object (errors named text_config.KEY), with
+  // Gemma3TextConfig's defaults for what it omits. False when there is nothing left to read.
+  bool enter_text_config() {
+    const YAML::Node* type = find("model_type");
+    if (type == nullptr || !is_string(*type) || type->Scalar() != "gemma3") return true;
+    const YAML::Node* text = find("text_config");
+    if (text == nullptr || !text->IsMap()) {
+      error(text != nullptr ? text->Mark() : root_.Mark(), "text_config",
+            text == nullptr ? "missing, expected the text model's object (model_type gemma3)"
+                            : "got " + describe(*text) + ", expected an object");
+      return false;
+    }
+    const YAML::Node object = *text;  // entries_ is rebuilt below
+    collect_entries(object);
+    root_.reset(object);  // rebinds (operator= would overwrite the node it refers to)
+    key_prefix_ = kTextConfig;
+    nested_ = true;
+    out_.shape.multimodal_checkpoint = true;
     return true;
+  }
+
+  // Gemma3TextConfig's default for an integer shape key text_config omits, or 0.
+  int nested_default(const std::string& name) const {
+    if (!nested_) return 0;
+    static const std::map<std::string, int> defaults = {{"hidden_size", 2304},
+                                                        {"num_hidden_layers", 26},
+                                                        {"num_attention_heads", 8},
+                                                        {"num_key_value_heads", 4},
+                                                        {"intermediate_size", 9216},
+                                                        {"vocab_size", 262208},
+                                                        {"max_position_embeddings", 131072}};
+    const auto it = defaults.find(name);
+    return it == defaults.end() ? 0 : it->second;
   }
 
   // The value of `name`, or nullptr when absent. A JSON null counts as absent for optional keys,
@@ -258,6 +305,11 @@ class JsonConfigReader {
 
   void read_model_type() {
     const YAML::Node* v = find("model_type");
+    if (v == nullptr && nested_) {
+      out_.model_type = "gemma3_text";  // what Gemma3Config makes of a text_config without one
+      set_gemma_flags(out_.model_type);
+      return;
+    }
     if (v == nullptr) {
       missing("model_type", "one of llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text");
       return;
@@ -272,7 +324,18 @@ class JsonConfigReader {
                 "LLaMA-family decoders peftrun implements)");
       return;
     }
+    if (nested_ && type != "gemma3_text") {
+      error(v->Mark(), "model_type",
+            "got '" + type + "', expected gemma3_text (the text model of a gemma3 checkpoint)");
+      return;
+    }
     out_.model_type = type;
+    set_gemma_flags(type);
+    set_source("model_type", *v);
+  }
+
+  // What model_type alone decides about the decoder.
+  void set_gemma_flags(const std::string& type) {
     const bool gemma = type == "gemma" || type == "gemma2" || type == "gemma3_text";
     const bool gemma3 = type == "gemma3_text";
     // Qwen3Attention's and Gemma3Attention's q_norm / k_norm.
@@ -282,7 +345,6 @@ class JsonConfigReader {
     out_.shape.scale_embeddings = gemma;
     // Gemma2DecoderLayer's and Gemma3DecoderLayer's four norms.
     out_.shape.sandwich_norms = type == "gemma2" || gemma3;
-    set_source("model_type", *v);
   }
 
   bool is_gemma() const {
@@ -292,7 +354,10 @@ class JsonConfigReader {
 
   void required_int(const std::string& name, int& field) {
     const YAML::Node* v = find(name);
-    if (v == nullptr) {
+    if (v == nullptr && nested_default(name) > 0) {
+      field = nested_default(name);
+      have_[name] = true;
+    } else if (v == nullptr) {
       missing(name, "an integer > 0");
     } else if (read_int(*v, name, field)) {
       set_source(name, *v);
@@ -314,12 +379,17 @@ class JsonConfigReader {
         set_source("num_key_value_heads", *v);
         have_["num_key_value_heads"] = true;
       }
+    } else if (nested_) {
+      m.n_kv_heads = nested_default("num_key_value_heads");
+      have_["num_key_value_heads"] = true;
     } else {
       m.n_kv_heads = m.n_heads;
       have_["num_key_value_heads"] = have_["num_attention_heads"];
     }
 
-    if (const YAML::Node* v = find("rms_norm_eps"); v == nullptr) {
+    if (const YAML::Node* v = find("rms_norm_eps"); v == nullptr && nested_) {
+      m.norm_eps = 1e-6;  // Gemma3TextConfig's
+    } else if (v == nullptr) {
       missing("rms_norm_eps", "a finite number > 0");
     } else if (read_positive(*v, "rms_norm_eps", m.norm_eps)) {
       set_source("rms_norm_eps", *v);
@@ -797,8 +867,12 @@ class JsonConfigReader {
     }
   }
 
+  static constexpr const char* kTextConfig = "text_config.";
+
   HfModelConfig& out_;
-  YAML::Node root_;
+  YAML::Node root_;         // the object read: config.json's, or its text_config
+  bool nested_ = false;     // reading a gemma3 checkpoint's text_config
+  std::string key_prefix_;  // "text_config." then, for the keys in errors
   std::map<std::string, Entry> entries_;
   std::map<std::string, bool> have_;  // required integers read successfully
 };
@@ -847,6 +921,7 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.layer_types = from.layer_types;
   to.norm_eps = from.norm_eps;
   to.proj_bias_mask = from.proj_bias_mask;
+  to.multimodal_checkpoint = from.multimodal_checkpoint;
 }
 
 HfModelConfig parse_hf_model_config(const std::string& json_text, const std::string& file) {

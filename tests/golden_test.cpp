@@ -417,6 +417,20 @@ TEST(GoldenVariant, Gemma2WithSoftcappedScoresAndLogitsMatchesTransformers) {
   }
 }
 
+// A multimodal Gemma 3 checkpoint (Gemma3ForConditionalGeneration, model_type gemma3): the
+// decoder's config from text_config and its weights from under language_model.model.; the
+// vision tower is not read. A text-only forward equals transformers'.
+TEST(GoldenVariant, Gemma3MultimodalCheckpointsDecoderMatchesTransformers) {
+  const Config cfg = golden_config("variants/gemma3_multimodal", plain_lora_config());
+  const ModelConfig& m = cfg.model;
+  EXPECT_TRUE(m.multimodal_checkpoint);
+  EXPECT_TRUE(m.sandwich_norms && m.qk_norm && m.norm_one_plus_weight && m.scale_embeddings);
+  EXPECT_EQ(m.query_pre_attn_scalar, 24.0);
+  EXPECT_EQ(m.layer_types, (std::vector<std::string>{"sliding_attention", "full_attention"}));
+  EXPECT_EQ(m.rope_local_theta, 1e4);
+  check_variant_forward("gemma3_multimodal");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

@@ -569,6 +569,82 @@ TEST(HfConfigJson, Gemma2HasSoftCapsSandwichNormsAndAlternatingWindows) {
             (std::vector<std::string>{"full_attention", "sliding_attention"}));
 }
 
+// google/gemma-3-4b-it's config.json (Gemma3ForConditionalGeneration, model_type gemma3): the
+// decoder's config nested in text_config and written without the keys at Gemma3TextConfig's
+// defaults, next to the vision tower's.
+const std::string kGemma3TextConfig =
+    "{\"hidden_size\": 2560, \"intermediate_size\": 10240, \"model_type\": \"gemma3_text\", "
+    "\"num_hidden_layers\": 34, \"rope_scaling\": {\"factor\": 8.0, \"rope_type\": \"linear\"}, "
+    "\"sliding_window\": 1024}";
+const Fields kGemma3Multimodal = {
+    {"architectures", "[\"Gemma3ForConditionalGeneration\"]"},
+    {"boi_token_index", "255999"},
+    {"eoi_token_index", "256000"},
+    {"eos_token_id", "[1, 106]"},
+    {"image_token_index", "262144"},
+    {"initializer_range", "0.02"},
+    {"mm_tokens_per_image", "256"},
+    {"model_type", "\"gemma3\""},
+    {"text_config", kGemma3TextConfig},
+    {"torch_dtype", "\"bfloat16\""},
+    {"vision_config",
+     "{\"hidden_size\": 1152, \"image_size\": 896, \"intermediate_size\": 4304, \"model_type\": "
+     "\"siglip_vision_model\", \"num_attention_heads\": 16, \"num_hidden_layers\": 27, "
+     "\"patch_size\": 14, \"vision_use_head\": false}"}};
+
+TEST(HfConfigJson, Gemma3MultimodalReadsTheTextConfigWithItsDefaults) {
+  const HfModelConfig hf = parse(kGemma3Multimodal);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  const ModelConfig& m = hf.shape;
+  EXPECT_TRUE(m.multimodal_checkpoint);
+  EXPECT_EQ(hf.model_type, "gemma3_text");
+  EXPECT_TRUE(m.sandwich_norms && m.qk_norm && m.norm_one_plus_weight && m.scale_embeddings);
+  EXPECT_EQ(m.dim, 2560);
+  EXPECT_EQ(m.n_layers, 34);
+  EXPECT_EQ(m.ffn_dim, 10240);
+  // Gemma3TextConfig's defaults for what the file leaves out.
+  EXPECT_EQ(m.n_heads, 8);
+  EXPECT_EQ(m.n_kv_heads, 4);
+  EXPECT_EQ(m.head_dim(), 256);
+  EXPECT_EQ(m.vocab_size, 262208);
+  EXPECT_EQ(m.max_seq_len, 131072);
+  EXPECT_EQ(m.norm_eps, 1e-6);
+  EXPECT_EQ(m.query_pre_attn_scalar, 256.0);
+  EXPECT_TRUE(m.tie_embeddings);
+  EXPECT_EQ(m.mlp_activation, MlpActivation::kGeluTanh);
+  EXPECT_EQ(m.rope_theta, 1e6);
+  EXPECT_EQ(m.rope_local_theta, 1e4);
+  EXPECT_EQ(m.rope_scaling, RopeScaling::kLinear);
+  EXPECT_EQ(m.rope_factor, 8.0);
+  EXPECT_EQ(m.final_logit_softcapping, 0.0);
+  EXPECT_EQ(m.sliding_window, 1024);
+  ASSERT_EQ(m.layer_types.size(), 34u);
+  for (int l = 0; l < 34; ++l) {
+    EXPECT_EQ(m.layer_types[l], l % 6 == 5 ? "full_attention" : "sliding_attention") << l;
+  }
+  // Sources and errors name the nested keys.
+  for (const HfShapeSource& src : hf.sources) {
+    if (src.yaml_key == "model.dim") {
+      EXPECT_EQ(src.json_key, "text_config.hidden_size");
+    }
+  }
+  const HfModelConfig bad =
+      parse(with(kGemma3Multimodal, "text_config",
+                 "{\"hidden_size\": 2560, \"intermediate_size\": 10240, \"num_hidden_layers\": 34, "
+                 "\"sliding_window\": 0}"));
+  ASSERT_EQ(bad.errors.size(), 1u) << all_errors(bad.errors);
+  EXPECT_EQ(bad.errors[0].key, "text_config.sliding_window");
+  const HfModelConfig other = parse(
+      with(kGemma3Multimodal, "text_config", "{\"hidden_size\": 64, \"model_type\": \"llama\"}"));
+  ASSERT_FALSE(other.ok());
+  EXPECT_EQ(other.errors[0].key, "text_config.model_type");
+  const HfModelConfig bare = parse(without(kGemma3Multimodal, "text_config"));
+  ASSERT_EQ(bare.errors.size(), 1u) << all_errors(bare.errors);
+  EXPECT_EQ(bare.errors[0].key, "text_config");
+  // A plain text checkpoint is not multimodal.
+  EXPECT_FALSE(parse(kGemma3).shape.multimodal_checkpoint);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));

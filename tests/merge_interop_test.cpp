@@ -71,6 +71,8 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
       {"dora_gemma", "dora", golden + "variants/gemma", small_tokens, ""},
       {"lora_gemma3", "lora", golden + "variants/gemma3", small_tokens, ""},
       {"adalora_gemma2", "adalora", golden + "variants/gemma2", small_tokens, ""},
+      // The vision tower and projector must come through for the folder to load.
+      {"dora_gemma3_multimodal", "dora", golden + "variants/gemma3_multimodal", small_tokens, ""},
       // transformers must read the config.json peftrun writes for a Gemma-style random base.
       {"lora_random_gemma", "lora", "", corpus, "",
        "  mlp_activation: gelu_tanh\n  norm_one_plus_weight: true\n  scale_embeddings: true\n"

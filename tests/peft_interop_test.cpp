@@ -98,7 +98,8 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
 // The golden Llama base, Qwen3 (q_norm / k_norm, its own head_dim, tied embeddings) and Gemma
 // (GeGLU, 1 + weight norms, scaled embeddings, one KV head) and Gemma 3 (sandwich norms, a
 // window and the local RoPE base in one layer, query_pre_attn_scalar) and Gemma 2 (soft caps on
-// the scores and the logits).
+// the scores and the logits), and a multimodal Gemma 3 (Gemma3ForConditionalGeneration: its
+// decoder under model.language_model, a vision tower PEFT must leave alone).
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, PeftLoadsPeftrunAdapters,
     ::testing::Values(InteropCase{"lora", "base", "lora"}, InteropCase{"dora", "base", "dora"},
@@ -108,7 +109,10 @@ INSTANTIATE_TEST_SUITE_P(
                       InteropCase{"lora", "variants/gemma", "lora_gemma"},
                       InteropCase{"adalora", "variants/gemma", "adalora_gemma"},
                       InteropCase{"dora", "variants/gemma3", "dora_gemma3"},
-                      InteropCase{"lora", "variants/gemma2", "lora_gemma2"}),
+                      InteropCase{"lora", "variants/gemma2", "lora_gemma2"},
+                      InteropCase{"lora", "variants/gemma3_multimodal", "lora_gemma3_multimodal"},
+                      InteropCase{"adalora", "variants/gemma3_multimodal",
+                                  "adalora_gemma3_multimodal"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

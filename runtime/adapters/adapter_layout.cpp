@@ -14,10 +14,14 @@ std::size_t TrainableTensor::numel() const {
   return n;
 }
 
-std::string hf_module_name(int layer, Proj p) {
+std::string hf_decoder_module_prefix(const ModelConfig& m) {
+  return m.multimodal_checkpoint ? "model.language_model." : "model.";
+}
+
+std::string hf_module_name(int layer, Proj p, const std::string& decoder) {
   const std::string& name = all_target_modules()[int(p)];
   const bool attention = p == Proj::kQ || p == Proj::kK || p == Proj::kV || p == Proj::kO;
-  return "model.layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") + name;
+  return decoder + "layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") + name;
 }
 
 namespace {
@@ -47,6 +51,7 @@ AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig&
     return t.offset;
   };
   const auto& names = all_target_modules();
+  const std::string decoder = hf_decoder_module_prefix(model);
   for (int l = 0; l < model.n_layers; ++l) {
     for (int p = 0; p < int(Proj::kCount); ++p) {
       const auto& targets = adapter.target_modules;
@@ -56,7 +61,8 @@ AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig&
       m.proj = Proj(p);
       m.shape = proj_shape(model, Proj(p));
       m.r = adalora ? adapter.init_r : adapter.r;
-      const std::string prefix = "base_model.model." + hf_module_name(l, Proj(p));
+      m.module = hf_module_name(l, Proj(p), decoder);
+      const std::string prefix = "base_model.model." + m.module;
       if (adalora) {  // PEFT keeps AdaLoRA's tensors as bare parameters: no ".weight"
         m.a = add(prefix + ".lora_A", {m.r, m.shape.in});
         m.b = add(prefix + ".lora_B", {m.shape.out, m.r});

@@ -29,6 +29,10 @@ struct TrainableTensor {
 struct AdaptedModule {
   int layer = 0;
   Proj proj = Proj::kQ;
+  // Its path in the transformers model PEFT wraps (hf_module_name with the model's decoder
+  // prefix), e.g. "model.layers.0.self_attn.q_proj"; the tensors' names start with
+  // "base_model.model." + this.
+  std::string module;
   ProjShape shape;
   int r = 0;                  // rank (AdaLoRA: init_r; pruned triplets are masked, not removed)
   std::size_t a = kNoTensor;  // lora_A: [r, in]   (AdaLoRA: P)
@@ -66,7 +70,13 @@ class AdapterLayout {
   AdapterType type_ = AdapterType::kLora;
 };
 
-// "model.layers.3.self_attn.q_proj" / "model.layers.3.mlp.down_proj" (HF LLaMA module names).
-std::string hf_module_name(int layer, Proj p);
+// Where the decoder sits in the transformers model: "model." for the causal LMs, and
+// "model.language_model." in a multimodal Gemma 3 (Gemma3ForConditionalGeneration; its
+// checkpoint stores the same tensors under another name, hf_decoder_tensor_prefix).
+std::string hf_decoder_module_prefix(const ModelConfig& m);
+
+// "model.layers.3.self_attn.q_proj" / "model.layers.3.mlp.down_proj" (HF LLaMA module names;
+// `decoder` = hf_decoder_module_prefix).
+std::string hf_module_name(int layer, Proj p, const std::string& decoder = "model.");
 
 }  // namespace peftrun

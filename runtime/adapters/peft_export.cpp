@@ -28,7 +28,18 @@ const char* peft_type(AdapterType t) {
 
 // "base_model.model.model.layers.0.self_attn.q_proj" for module i.
 std::string module_prefix(const AdaptedModule& m) {
-  return "base_model.model." + hf_module_name(m.layer, m.proj);
+  return "base_model.model." + m.module;
+}
+
+// adapter_config.json's target_modules: the module names, or, for a multimodal Gemma 3, a
+// pattern PEFT full-matches against module paths, so that the vision tower's q_proj / k_proj /
+// v_proj (SigLIP's) are not adapted as well.
+nlohmann::json peft_target_modules(const Config& config) {
+  const std::vector<std::string>& names = config.adapter.target_modules;
+  if (!config.model.multimodal_checkpoint) return names;
+  std::string alternatives;
+  for (const std::string& n : names) alternatives += (alternatives.empty() ? "" : "|") + n;
+  return R"(model\.language_model\.layers\.\d+\.(self_attn|mlp)\.()" + alternatives + ")";
 }
 
 std::size_t kept(const std::vector<bool>& mask) {
@@ -51,7 +62,7 @@ nlohmann::json peft_adapter_config(const Config& config, const AdapterLayout& la
   j["r"] = a.type == AdapterType::kAdaLora ? 8 : a.r;
   j["lora_alpha"] = number(a.alpha);
   j["lora_dropout"] = a.dropout;
-  j["target_modules"] = a.target_modules;
+  j["target_modules"] = peft_target_modules(config);
   j["use_rslora"] = a.use_rslora;
   j["use_dora"] = a.type == AdapterType::kDora;
   j["bias"] = "none";
@@ -77,8 +88,7 @@ nlohmann::json peft_adapter_config(const Config& config, const AdapterLayout& la
     if (rank_pattern) {
       nlohmann::json rp = nlohmann::json::object();
       for (std::size_t i = 0; i < layout.modules().size(); ++i) {
-        rp[hf_module_name(layout.modules()[i].layer, layout.modules()[i].proj) + ".lora_E"] =
-            (*rank_pattern)[i];
+        rp[layout.modules()[i].module + ".lora_E"] = (*rank_pattern)[i];
       }
       // PEFT keys the pattern relative to the base model ("model.layers.0...lora_E").
       j["rank_pattern"] = rp;
@@ -194,12 +204,18 @@ void read_peft_adapter(const std::string& dir, const Config& config, const Adapt
       mismatch(cfg_path, "lora_alpha", str(alpha), "adapter.alpha", str(a.alpha));
     std::set<std::string> theirs, ours(a.target_modules.begin(), a.target_modules.end());
     const auto& tm = field("target_modules");
-    if (tm.is_string()) {
-      throw std::runtime_error(
-          cfg_path + ": target_modules '" + tm.get<std::string>() +
-          "' is a pattern; peftrun reads adapters with an explicit module list");
+    if (tm.is_string() && tm != peft_target_modules(config)) {
+      // (The one pattern read is the one peftrun writes for these modules of a multimodal
+      // Gemma 3.)
+      throw std::runtime_error(cfg_path + ": target_modules '" + tm.get<std::string>() +
+                               "' is a pattern other than " + peft_target_modules(config).dump() +
+                               "; peftrun reads adapters with an explicit module list");
     }
-    for (const auto& m : tm) theirs.insert(m.get<std::string>());
+    if (tm.is_string()) {
+      theirs = ours;
+    } else {
+      for (const auto& m : tm) theirs.insert(m.get<std::string>());
+    }
     if (theirs != ours) {
       std::string t, o;
       for (const auto& s : theirs) t += (t.empty() ? "" : ",") + s;
@@ -215,7 +231,7 @@ void read_peft_adapter(const std::string& dir, const Config& config, const Adapt
   if (a.type == AdapterType::kAdaLora && j.contains("rank_pattern") &&
       j["rank_pattern"].is_object() && !j["rank_pattern"].empty()) {
     for (const AdaptedModule& m : layout.modules()) {
-      const std::string key = hf_module_name(m.layer, m.proj) + ".lora_E";
+      const std::string key = m.module + ".lora_E";
       if (!j["rank_pattern"].contains(key)) {
         throw std::runtime_error(cfg_path + ": rank_pattern has no entry for '" + key + "'");
       }

@@ -284,7 +284,9 @@ void CudaTransformer::check(const char* pass, int layer, const std::string& tens
 
 void CudaTransformer::check_adapter_grads(int l, Proj p, const float* grads) const {
   if (!debug_checks_) return;
-  const std::string module = hf_module_name(l, p) + ".";
+  const int mi = layout_.module_index(l, p);
+  if (mi < 0) return;
+  const std::string module = layout_.modules()[mi].module + ".";
   for (const TrainableTensor& t : layout_.tensors()) {
     if (t.name.find(module) != std::string::npos) {
       check("backward", l, "grad of " + t.name, grads + t.offset, t.numel(), DType::kF32);

@@ -95,6 +95,18 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          shape.norm_one_plus_weight ? "true" : "false");
   expect("model_type", "scale_embeddings", want.scale_embeddings ? "true" : "false",
          shape.scale_embeddings ? "true" : "false");
+  expect("model_type", "sandwich_norms", want.sandwich_norms ? "true" : "false",
+         shape.sandwich_norms ? "true" : "false");
+  expect("query_pre_attn_scalar", "query_pre_attn_scalar", number_text(want.query_pre_attn_scalar),
+         number_text(shape.query_pre_attn_scalar));
+  expect("rope_local_base_freq", "rope_local_theta", number_text(want.rope_local_theta),
+         number_text(shape.rope_local_theta));
+  expect("attn_logit_softcapping", "attn_logit_softcapping",
+         number_text(want.attn_logit_softcapping), number_text(shape.attn_logit_softcapping));
+  expect("final_logit_softcapping", "final_logit_softcapping",
+         number_text(want.final_logit_softcapping), number_text(shape.final_logit_softcapping));
+  expect("model_type", "a multimodal checkpoint", want.multimodal_checkpoint ? "true" : "false",
+         shape.multimodal_checkpoint ? "true" : "false");
   expect("sliding_window", "sliding_window", std::to_string(want.sliding_window),
          std::to_string(shape.sliding_window));
   auto types_text = [](const std::vector<std::string>& t) {
@@ -177,41 +189,49 @@ class Loader {
   std::uint64_t bytes_read_ = 0;
 };
 
-std::string proj_prefix(int layer, Proj p) {
+std::string proj_prefix(int layer, Proj p, const std::string& decoder) {
   const bool attention = p == Proj::kQ || p == Proj::kK || p == Proj::kV || p == Proj::kO;
-  return "model.layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") +
+  return decoder + "layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") +
          all_target_modules()[int(p)];
 }
 
 }  // namespace
 
-std::string hf_proj_weight_name(int layer, Proj p) {
-  return proj_prefix(layer, p) + ".weight";
+std::string hf_decoder_tensor_prefix(const ModelConfig& m) {
+  return m.multimodal_checkpoint ? "language_model.model." : "model.";
 }
 
-std::string hf_proj_bias_name(int layer, Proj p) {
-  return proj_prefix(layer, p) + ".bias";
+std::string hf_proj_weight_name(int layer, Proj p, const std::string& decoder) {
+  return proj_prefix(layer, p, decoder) + ".weight";
+}
+
+std::string hf_proj_bias_name(int layer, Proj p, const std::string& decoder) {
+  return proj_prefix(layer, p, decoder) + ".bias";
 }
 
 std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
   std::vector<HfTensor> out;
   const std::int64_t dim = shape.dim, vocab = shape.vocab_size;
+  const std::string decoder = hf_decoder_tensor_prefix(shape);
   out.push_back(
-      {"model.embed_tokens.weight", {vocab, dim}, HfTensor::Kind::kEmbedding, -1, Proj::kQ});
+      {decoder + "embed_tokens.weight", {vocab, dim}, HfTensor::Kind::kEmbedding, -1, Proj::kQ});
   for (int l = 0; l < shape.n_layers; ++l) {
     for (int p = 0; p < int(Proj::kCount); ++p) {
       const ProjShape s = proj_shape(shape, Proj(p));
-      out.push_back({hf_proj_weight_name(l, Proj(p)),
+      out.push_back({hf_proj_weight_name(l, Proj(p), decoder),
                      {s.out, s.in},
                      HfTensor::Kind::kProjWeight,
                      l,
                      Proj(p)});
       if (shape.proj_bias_mask & bias_bit(Proj(p))) {
-        out.push_back(
-            {hf_proj_bias_name(l, Proj(p)), {s.out}, HfTensor::Kind::kProjBias, l, Proj(p)});
+        out.push_back({hf_proj_bias_name(l, Proj(p), decoder),
+                       {s.out},
+                       HfTensor::Kind::kProjBias,
+                       l,
+                       Proj(p)});
       }
     }
-    const std::string prefix = "model.layers." + std::to_string(l) + ".";
+    const std::string prefix = decoder + "layers." + std::to_string(l) + ".";
     out.push_back(
         {prefix + "input_layernorm.weight", {dim}, HfTensor::Kind::kAttnNorm, l, Proj::kQ});
     if (shape.sandwich_norms) {
@@ -247,9 +267,11 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
           {prefix + "self_attn.k_norm.weight", {hd}, HfTensor::Kind::kKNorm, l, Proj::kK});
     }
   }
-  out.push_back({"model.norm.weight", {dim}, HfTensor::Kind::kFinalNorm, -1, Proj::kQ});
+  out.push_back({decoder + "norm.weight", {dim}, HfTensor::Kind::kFinalNorm, -1, Proj::kQ});
   if (!shape.tie_embeddings) {
-    out.push_back({"lm_head.weight", {vocab, dim}, HfTensor::Kind::kLmHead, -1, Proj::kQ});
+    const std::string lm_head =
+        shape.multimodal_checkpoint ? "language_model.lm_head.weight" : "lm_head.weight";
+    out.push_back({lm_head, {vocab, dim}, HfTensor::Kind::kLmHead, -1, Proj::kQ});
   }
   return out;
 }
@@ -296,7 +318,7 @@ void read_layer_range(Loader& loader, const ModelConfig& shape, const LayerOffse
     if (t.layer == l) part(t.name, t.shape, layer_offset(offsets, t));
   }
   for (int p = 0; p < int(Proj::kCount); ++p) {
-    const std::string bias = hf_proj_bias_name(l, Proj(p));
+    const std::string bias = hf_proj_bias_name(l, Proj(p), hf_decoder_tensor_prefix(shape));
     if (!(shape.proj_bias_mask & bias_bit(Proj(p))) && loader.has(bias)) {
       // Dropping it would quietly compute a different model than the checkpoint's.
       throw std::runtime_error(loader.where() + ": has tensor '" + bias + "', but config.json (" +
@@ -329,16 +351,14 @@ BaseWeights load_hf_checkpoint_shard(const std::string& dir, const ModelConfig& 
     layers[l].assign(slice, 0);  // zero padding past the layer's end, as shard() leaves it
     read_layer_range(loader, shape, offsets, l, std::size_t(rank) * slice, slice, layers[l].data());
   }
-  std::vector<half_bits> embedding(std::size_t(vocab) * dim);
-  loader.read_whole("model.embed_tokens.weight", {vocab, dim}, embedding.data());
-  std::vector<half_bits> final_norm(dim);
-  loader.read_whole("model.norm.weight", {dim}, final_norm.data());
-  std::vector<half_bits> lm_head;
+  std::vector<half_bits> embedding(std::size_t(vocab) * dim), final_norm(dim), lm_head;
   // Tied checkpoints sometimes still carry a copy of the embedding as lm_head.weight; the tie
   // in config.json is what HF uses, so the copy is not even read.
-  if (!shape.tie_embeddings) {
-    lm_head.resize(std::size_t(vocab) * dim);
-    loader.read_whole("lm_head.weight", {vocab, dim}, lm_head.data());
+  if (!shape.tie_embeddings) lm_head.resize(std::size_t(vocab) * dim);
+  for (const HfTensor& t : hf_model_tensors(shape)) {
+    if (t.kind == HfTensor::Kind::kEmbedding) loader.read_whole(t.name, t.shape, embedding.data());
+    if (t.kind == HfTensor::Kind::kFinalNorm) loader.read_whole(t.name, t.shape, final_norm.data());
+    if (t.kind == HfTensor::Kind::kLmHead) loader.read_whole(t.name, t.shape, lm_head.data());
   }
   if (stats) stats->tensor_bytes_read = loader.bytes_read();
   return BaseWeights::from_shards(shape, shape.proj_bias_mask, rank, world, std::move(layers),

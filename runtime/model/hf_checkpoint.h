@@ -23,9 +23,16 @@
 
 namespace peftrun {
 
-// HF's names, e.g. "model.layers.3.self_attn.q_proj.weight" and "model.layers.3.mlp.up_proj.bias".
-std::string hf_proj_weight_name(int layer, Proj p);
-std::string hf_proj_bias_name(int layer, Proj p);
+// Where the decoder's tensors sit in a checkpoint of `m`: "model." for the causal LMs, and
+// "language_model.model." in a multimodal Gemma 3 (m.multimodal_checkpoint, the layout
+// transformers writes for Gemma3ForConditionalGeneration), whose lm_head, if stored, is
+// "language_model.lm_head.weight".
+std::string hf_decoder_tensor_prefix(const ModelConfig& m);
+
+// HF's names, e.g. "model.layers.3.self_attn.q_proj.weight" and "model.layers.3.mlp.up_proj.bias"
+// (`decoder` = hf_decoder_tensor_prefix).
+std::string hf_proj_weight_name(int layer, Proj p, const std::string& decoder = "model.");
+std::string hf_proj_bias_name(int layer, Proj p, const std::string& decoder = "model.");
 
 // One tensor of an HF LLaMA-family checkpoint and the BaseWeights slot it fills.
 struct HfTensor {
@@ -40,7 +47,8 @@ struct HfTensor {
     kPostAttnNorm,  // Gemma 2 / 3's sandwich norms
     kPostMlpNorm,
     kFinalNorm,
-    kLmHead
+    kLmHead,
+    kCarried  // merge: a multimodal checkpoint's tensor outside the decoder, copied as it is
   };
   std::string name;
   std::vector<std::int64_t> shape;
@@ -50,7 +58,8 @@ struct HfTensor {
 };
 
 // Every tensor of a model of `shape` (the biases of shape.proj_bias_mask; no lm_head when the
-// embeddings are tied), in the order transformers' state_dict lists them.
+// embeddings are tied), in the order transformers' state_dict lists them; a multimodal Gemma 3's
+// vision tower and projector are not among them.
 std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape);
 
 // Where a layer tensor (layer >= 0) starts inside its layer buffer; kNoOffset for the others.

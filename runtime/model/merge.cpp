@@ -119,13 +119,17 @@ class CheckpointSource : public BaseSource {
 
   // Names the checkpoint holds that are not part of the model of `tensors`; a bias the model
   // has no slot for is an error, as when training loads it (dropping it changes the model).
-  std::vector<std::string> extra_tensors(const std::vector<HfTensor>& tensors) const {
+  // Only names starting with `decoder_root` are the decoder's ("" = all; a multimodal Gemma 3's
+  // vision tower has biases of its own).
+  std::vector<std::string> extra_tensors(const std::vector<HfTensor>& tensors,
+                                         const std::string& decoder_root) const {
     std::set<std::string> wanted;
     for (const HfTensor& t : tensors) wanted.insert(t.name);
     std::vector<std::string> extra;
     for (const std::string& name : files_.names()) {
       if (wanted.count(name)) continue;
-      if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      if (name.rfind(decoder_root, 0) == 0 && name.size() > 5 &&
+          name.compare(name.size() - 5, 5, ".bias") == 0) {
         throw std::runtime_error(files_.where() + ": has tensor '" + name +
                                  "', which the model described by config.json has no place for "
                                  "(model_type, attention_bias, mlp_bias)");
@@ -133,6 +137,29 @@ class CheckpointSource : public BaseSource {
       extra.push_back(name);
     }
     return extra;
+  }
+
+  // A multimodal Gemma 3's tensors outside its decoder (outside `decoder_root`: the vision
+  // tower, the projector), taken out of `extra` to be carried over unchanged: the adapter
+  // touches the decoder only, and the merged folder must still load as the checkpoint's
+  // architecture.
+  std::vector<HfTensor> carried_tensors(const std::string& decoder_root,
+                                        std::vector<std::string>& extra) {
+    std::vector<HfTensor> carried;
+    std::vector<std::string> left;
+    for (const std::string& name : extra) {
+      if (name.rfind(decoder_root, 0) == 0) {
+        left.push_back(name);
+        continue;
+      }
+      HfTensor t;
+      t.name = name;
+      t.shape = files_.reader_for(name).info(name).shape;
+      t.kind = HfTensor::Kind::kCarried;
+      carried.push_back(std::move(t));
+    }
+    extra = std::move(left);
+    return carried;
   }
 
  private:
@@ -417,14 +444,22 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
   std::vector<float> params(layout.total());
   read_peft_adapter(adapter_dir, cfg, layout, params.data());
 
-  const std::vector<HfTensor> tensors = hf_model_tensors(cfg.model);
+  std::vector<HfTensor> tensors = hf_model_tensors(cfg.model);
   std::unique_ptr<BaseSource> source;
   if (cfg.model.path.empty()) {
     source = std::make_unique<RandomSource>(cfg.model, cfg.train.seed);
   } else {
     check_shape_against_config_json(cfg.model.path, cfg.model);
     auto checkpoint = std::make_unique<CheckpointSource>(cfg.model.path);
-    summary.dropped_tensors = checkpoint->extra_tensors(tensors);
+    // A multimodal Gemma 3's decoder is everything under "language_model.".
+    const std::string decoder_root = cfg.model.multimodal_checkpoint ? "language_model." : "";
+    summary.dropped_tensors = checkpoint->extra_tensors(tensors, decoder_root);
+    if (cfg.model.multimodal_checkpoint) {
+      for (HfTensor& t : checkpoint->carried_tensors(decoder_root, summary.dropped_tensors)) {
+        tensors.push_back(std::move(t));
+        ++summary.carried_tensors;
+      }
+    }
     if (!opt.dtype) {
       // A bf16 model merged into fp16 could overflow (fp16 tops out at 65504), and a user who
       // trained on a bf16 base expects a bf16 merge: follow the base's projection weights.
@@ -526,6 +561,10 @@ MergeSummary merge_adapter(const Config& cfg, const MergeOptions& opt, std::ostr
       << ") + config.json";
   for (const std::string& f : summary.copied_files) log << " + " << f;
   log << "\n";
+  if (summary.carried_tensors > 0) {
+    log << "carried over unchanged: " << summary.carried_tensors
+        << " tensors outside the decoder (the vision tower and projector)\n";
+  }
   if (!summary.dropped_tensors.empty()) {
     log << "not copied (not part of the model): ";
     for (std::size_t i = 0; i < summary.dropped_tensors.size(); ++i) {

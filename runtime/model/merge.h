@@ -61,7 +61,9 @@ struct MergeSummary {
   bool replaced = false;                     // --out existed and was replaced
   std::vector<std::string> copied_files;     // from model.path (tokenizer, generation config)
   std::vector<std::string> dropped_tensors;  // in the base checkpoint but not part of the model
-  TensorDType dtype = TensorDType::kF16;     // what the weights were written as
+  // A multimodal Gemma 3's vision tower and projector tensors, copied unchanged (in `tensors`).
+  std::size_t carried_tensors = 0;
+  TensorDType dtype = TensorDType::kF16;  // what the weights were written as
 };
 
 // The marker file of a merge output.

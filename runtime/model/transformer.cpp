@@ -643,7 +643,7 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
         const int mi = layout_.module_index(l, Proj(p));
         if (mi < 0) continue;
         for (const TrainableTensor& t : layout_.tensors()) {
-          if (t.name.find(hf_module_name(l, Proj(p)) + ".") != std::string::npos) {
+          if (t.name.find(layout_.modules()[mi].module + ".") != std::string::npos) {
             check_finite("backward", l, ("grad of " + t.name).c_str(), grads + t.offset, t.numel());
           }
         }

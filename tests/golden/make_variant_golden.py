@@ -118,6 +118,18 @@ def gemma2_config(**overrides):
     return transformers.Gemma2Config(**kwargs)
 
 
+def gemma3_multimodal_config():
+    # Gemma 3 4B's kind (Gemma3ForConditionalGeneration, model_type gemma3): gemma3_config's
+    # decoder nested in text_config, next to a one-layer SigLIP vision tower and the projector,
+    # which a text-only forward does not use. The image token (262144 by default) is outside
+    # this vocabulary, as the real one is outside the tokens text carries.
+    vision = transformers.SiglipVisionConfig(
+        hidden_size=32, intermediate_size=48, num_hidden_layers=1, num_attention_heads=2,
+        image_size=28, patch_size=14)
+    return transformers.Gemma3Config(text_config=gemma3_config().to_dict(),
+                                     vision_config=vision.to_dict(), mm_tokens_per_image=4)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -127,6 +139,8 @@ CASES = [
     ("qwen2_window5_layer1", transformers.Qwen2ForCausalLM, qwen2_window_config, 4325, 1.0),
     ("gemma3", transformers.Gemma3ForCausalLM, gemma3_config, 4326, 0.0),
     ("gemma2", transformers.Gemma2ForCausalLM, gemma2_config, 4327, 0.0),
+    ("gemma3_multimodal", transformers.Gemma3ForConditionalGeneration, gemma3_multimodal_config,
+     4328, 0.0),
 ]
 
 

@@ -8,13 +8,16 @@ CASES.json is a list of objects {"name", "merged", "logits", "adapter", "base"}:
            give the logits peftrun computed for base + adapter (`peftrun eval --adapter
            --dump-logits`, the file `logits`) to fp16 rounding of the merged weights;
   base     (may be null) the base checkpoint folder: then PEFT's own merge,
-           PeftModel.from_pretrained(base, adapter).merge_and_unload(), must give every tensor of
-           the merged folder to one fp16 rounding, under the same names.
+           PeftModel.from_pretrained(base, adapter).merge_and_unload(), saved by save_pretrained,
+           must give every tensor of the merged folder to one fp16 rounding, under the same names
+           (the names transformers writes, which for a multimodal Gemma 3 are not its module
+           paths).
 Exit 0 when every case agrees, 1 when one does not, 77 when torch/transformers/peft are not
 importable (the calling test then reports itself skipped).
 """
 import json
 import sys
+import tempfile
 
 try:
     import torch
@@ -60,7 +63,9 @@ def check_case(case):
     if case.get("base"):
         base = AutoModelForCausalLM.from_pretrained(case["base"], dtype=torch.float32)
         peft_merged = PeftModel.from_pretrained(base, case["adapter"]).merge_and_unload()
-        reference = {k: v.detach().float() for k, v in peft_merged.state_dict().items()}
+        with tempfile.TemporaryDirectory() as saved:
+            peft_merged.save_pretrained(saved)
+            reference = {k: v.float() for k, v in merged_tensors(saved).items()}
         written = merged_tensors(case["merged"])
         missing = sorted(set(reference) - set(written))
         tied = getattr(peft_merged.config, "tie_word_embeddings", False)
