@@ -105,6 +105,9 @@ struct ModelConfig {
   // model.layer_types: per layer "full_attention" or "sliding_attention" (transformers'
   // layer_types); empty = every layer slides when sliding_window > 0.
   std::vector<std::string> layer_types;
+  // model.no_rope_layers: per layer 1 when it applies RoPE and 0 when it does not (NoPE), as
+  // transformers' SmolLM3 names them; empty = every layer rotates.
+  std::vector<int> no_rope_layers;
   double norm_eps = 1e-5;
   // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen
   // random model still passes signal (see runtime/base_weights.cpp).

@@ -506,6 +506,34 @@ KeySpec layer_types_key() {
   return spec;
 }
 
+// model.no_rope_layers: a list of 1 (the layer applies RoPE) / 0 (NoPE), one per layer (checked
+// against n_layers below), or [].
+KeySpec no_rope_layers_key() {
+  KeySpec spec = new_spec("model.no_rope_layers");
+  spec.read = [](const YAML::Node& v, Config& c, const ReadContext&,
+                 std::vector<ValueProblem>& problems) {
+    if (!v.IsSequence()) {
+      problems.push_back(got(v, "a list of 1 (RoPE) / 0 (no RoPE), one per layer"));
+      return;
+    }
+    std::vector<int> flags;
+    for (const YAML::Node& item : v) {
+      if (!item.IsScalar() || (item.Scalar() != "0" && item.Scalar() != "1")) {
+        problems.push_back(got(item, "1 (the layer applies RoPE) or 0 (it does not)"));
+        return;
+      }
+      flags.push_back(item.Scalar() == "1" ? 1 : 0);
+    }
+    c.model.no_rope_layers = std::move(flags);
+  };
+  spec.write = [](const Config& c) {
+    std::vector<std::string> items;
+    for (const int f : c.model.no_rope_layers) items.push_back(std::to_string(f));
+    return flow_list(items);
+  };
+  return spec;
+}
+
 // optim.betas: the YAML face of OptimConfig::beta1/beta2.
 KeySpec betas_key() {
   KeySpec spec = new_spec("optim.betas");
@@ -625,6 +653,7 @@ std::vector<KeySpec> build_schema() {
       "model.sliding_window", [](auto& c) -> auto& { return c.model.sliding_window; },
       at_least(0)));
   keys.push_back(layer_types_key());
+  keys.push_back(no_rope_layers_key());
   keys.push_back(double_key(
       "model.norm_eps", [](auto& c) -> auto& { return c.model.norm_eps; }, greater_than(0)));
   keys.push_back(double_key(
@@ -841,6 +870,16 @@ std::vector<CrossCheck> build_cross_checks() {
          }
          return "";
        }});
+  checks.push_back({"model.no_rope_layers", {"model.n_layers"}, [](const Config& c) -> std::string {
+                      const ModelConfig& m = c.model;
+                      if (m.no_rope_layers.empty() ||
+                          static_cast<int>(m.no_rope_layers.size()) == m.n_layers) {
+                        return "";
+                      }
+                      return "has " + std::to_string(m.no_rope_layers.size()) +
+                             " entries, expected one per layer (model.n_layers " +
+                             std::to_string(m.n_layers) + ") or []";
+                    }});
   checks.push_back({"model.n_kv_heads", {"model.n_heads"}, [](const Config& c) -> std::string {
                       const ModelConfig& m = c.model;
                       if (m.n_kv_heads <= 0) return "";

@@ -66,6 +66,7 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.final_logit_softcapping", "final_logit_softcapping"},
       {"model.sliding_window", "sliding_window"},
       {"model.layer_types", "layer_types"},
+      {"model.no_rope_layers", "no_rope_layers"},
       {"model.norm_eps", "rms_norm_eps"},
   };
   return table;
@@ -311,17 +312,18 @@ class JsonConfigReader {
       return;
     }
     if (v == nullptr) {
-      missing("model_type", "one of llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text");
+      missing("model_type",
+              "one of llama, mistral, qwen2, qwen3, smollm3, gemma, gemma2, gemma3_text, gemma3");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" &&
-        type != "gemma" && type != "gemma2" && type != "gemma3_text") {
+        type != "smollm3" && type != "gemma" && type != "gemma2" && type != "gemma3_text") {
       error(v->Mark(), "model_type",
             "unknown model type '" + type +
-                "', expected one of llama, mistral, qwen2, qwen3, gemma, gemma2, gemma3_text (the "
-                "LLaMA-family decoders peftrun implements)");
+                "', expected one of llama, mistral, qwen2, qwen3, smollm3, gemma, gemma2, "
+                "gemma3_text, gemma3 (the LLaMA-family decoders peftrun implements)");
       return;
     }
     if (nested_ && type != "gemma3_text") {
@@ -401,7 +403,8 @@ class JsonConfigReader {
       read_rope(kDefaultRopeTheta);
     }
 
-    m.tie_embeddings = is_gemma();  // GemmaConfig's and Gemma3TextConfig's default when absent
+    // GemmaConfig's, Gemma3TextConfig's and SmolLM3Config's default when absent.
+    m.tie_embeddings = is_gemma() || out_.model_type == "smollm3";
     if (const YAML::Node* v = find_optional("tie_word_embeddings")) {
       if (read_bool(*v, "tie_word_embeddings", m.tie_embeddings)) {
         set_source("tie_word_embeddings", *v);
@@ -697,7 +700,7 @@ class JsonConfigReader {
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
       }
-    } else if (out_.model_type == "llama") {
+    } else if (out_.model_type == "llama" || out_.model_type == "smollm3") {
       bool flag = false;
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
@@ -718,6 +721,10 @@ class JsonConfigReader {
     m.layer_types.clear();
     if (out_.model_type == "gemma2" || out_.model_type == "gemma3_text") {
       read_gemma_attention();
+      return;
+    }
+    if (out_.model_type == "smollm3") {
+      read_smollm3_layers();
       return;
     }
     const bool mistral = out_.model_type == "mistral";
@@ -802,6 +809,63 @@ class JsonConfigReader {
       }
     }
     derive_layer_types([&](int l) { return (l + 1) % pattern != 0; });
+  }
+
+  // SmolLM3: no_rope_layers (1 = the layer applies RoPE, 0 = NoPE), or, in files without it,
+  // every no_rope_layer_interval-th layer (default 4) without RoPE; with use_sliding_window and
+  // a sliding_window, the layers layer_types names slide, by default the NoPE ones.
+  void read_smollm3_layers() {
+    ModelConfig& m = out_.shape;
+    m.no_rope_layers.clear();
+    if (const YAML::Node* v = find_optional("no_rope_layers")) {
+      if (!read_no_rope_layers(*v)) return;
+    } else {
+      int interval = 4;
+      if (const YAML::Node* i = find_optional("no_rope_layer_interval")) {
+        if (!read_int(*i, "no_rope_layer_interval", interval)) return;
+      }
+      if (!have_["num_hidden_layers"]) return;
+      for (int l = 0; l < m.n_layers; ++l) m.no_rope_layers.push_back((l + 1) % interval != 0);
+    }
+    bool used = false;
+    if (const YAML::Node* v = find_optional("use_sliding_window")) {
+      read_bool(*v, "use_sliding_window", used);
+    }
+    if (!used) return;
+    const YAML::Node* v = find_optional("sliding_window");
+    if (v == nullptr || !read_window(*v)) return;  // null: no window
+    if (const YAML::Node* types = find_optional("layer_types")) {
+      read_layer_types(*types);
+      return;
+    }
+    derive_layer_types([&](int l) { return m.no_rope_layers[static_cast<std::size_t>(l)] == 0; });
+  }
+
+  bool read_no_rope_layers(const YAML::Node& v) {
+    ModelConfig& m = out_.shape;
+    if (!v.IsSequence()) {
+      error(v.Mark(), "no_rope_layers", "got " + describe(v) + ", expected a list of 0 / 1");
+      return false;
+    }
+    std::vector<int> flags;
+    for (const YAML::Node& item : v) {
+      if (!is_plain(item) || (item.Scalar() != "0" && item.Scalar() != "1")) {
+        error(v.Mark(), "no_rope_layers",
+              "entry " + std::to_string(flags.size()) + " is " + describe(item) +
+                  ", expected 1 (the layer applies RoPE) or 0 (it does not)");
+        return false;
+      }
+      flags.push_back(item.Scalar() == "1" ? 1 : 0);
+    }
+    if (have_["num_hidden_layers"] && static_cast<int>(flags.size()) != m.n_layers) {
+      error(v.Mark(), "no_rope_layers",
+            "has " + std::to_string(flags.size()) + " entries, expected num_hidden_layers (" +
+                std::to_string(m.n_layers) + ")");
+      return false;
+    }
+    m.no_rope_layers = std::move(flags);
+    set_source("no_rope_layers", v);
+    return true;
   }
 
   // A soft cap: `fallback` when the key is absent, 0 (none) when it is null, else a number > 0.
@@ -919,6 +983,7 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.final_logit_softcapping = from.final_logit_softcapping;
   to.sliding_window = from.sliding_window;
   to.layer_types = from.layer_types;
+  to.no_rope_layers = from.no_rope_layers;
   to.norm_eps = from.norm_eps;
   to.proj_bias_mask = from.proj_bias_mask;
   to.multimodal_checkpoint = from.multimodal_checkpoint;

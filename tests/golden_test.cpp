@@ -431,6 +431,20 @@ TEST(GoldenVariant, Gemma3MultimodalCheckpointsDecoderMatchesTransformers) {
   check_variant_forward("gemma3_multimodal");
 }
 
+// SmolLM3 (SmolLM3ForCausalLM): Llama's decoder with a NoPE layer (no_rope_layers [1, 0]); the
+// same weights with RoPE everywhere give a loss far enough away that a NoPE layer that rotated
+// would fail.
+TEST(GoldenVariant, SmolLM3WithANoPeLayerMatchesTransformers) {
+  const Config cfg = golden_config("variants/smollm3", plain_lora_config());
+  EXPECT_EQ(cfg.model.no_rope_layers, (std::vector<int>{1, 0}));
+  EXPECT_TRUE(cfg.model.tie_embeddings);
+  EXPECT_EQ(cfg.model.rope_theta, 5e6);
+  check_variant_forward("smollm3");
+  const Case c("variants/smollm3");
+  const double rotating = c.json().at("loss_with_rope_everywhere").at("value").get<double>();
+  EXPECT_GT(rel_scalar(rotating, c.scalar("loss")), 100 * kLossTol) << "the case cannot tell";
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

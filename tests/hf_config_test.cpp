@@ -645,6 +645,63 @@ TEST(HfConfigJson, Gemma3MultimodalReadsTheTextConfigWithItsDefaults) {
   EXPECT_FALSE(parse(kGemma3).shape.multimodal_checkpoint);
 }
 
+// HuggingFaceTB/SmolLM3-3B's config.json: Llama's decoder with every fourth layer NoPE.
+const Fields kSmolLm3 = {{"architectures", "[\"SmolLM3ForCausalLM\"]"},
+                         {"attention_bias", "false"},
+                         {"hidden_act", "\"silu\""},
+                         {"hidden_size", "2048"},
+                         {"intermediate_size", "11008"},
+                         {"max_position_embeddings", "65536"},
+                         {"mlp_bias", "false"},
+                         {"model_type", "\"smollm3\""},
+                         {"no_rope_layer_interval", "4"},
+                         {"no_rope_layers", "[1, 1, 1, 0, 1, 1, 1, 0]"},
+                         {"num_attention_heads", "16"},
+                         {"num_hidden_layers", "8"},
+                         {"num_key_value_heads", "4"},
+                         {"rms_norm_eps", "1e-06"},
+                         {"rope_scaling", "null"},
+                         {"rope_theta", "5000000.0"},
+                         {"sliding_window", "null"},
+                         {"use_sliding_window", "false"},
+                         {"vocab_size", "128256"}};
+
+TEST(HfConfigJson, SmolLM3HasNoPeLayers) {
+  const HfModelConfig hf = parse(kSmolLm3);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  const ModelConfig& m = hf.shape;
+  EXPECT_EQ(hf.model_type, "smollm3");
+  EXPECT_EQ(m.no_rope_layers, (std::vector<int>{1, 1, 1, 0, 1, 1, 1, 0}));
+  EXPECT_TRUE(m.tie_embeddings);  // SmolLM3Config's default when absent
+  EXPECT_EQ(m.rope_theta, 5e6);
+  EXPECT_EQ(m.sliding_window, 0);
+  EXPECT_TRUE(m.layer_types.empty());
+  EXPECT_FALSE(m.qk_norm || m.sandwich_norms || m.norm_one_plus_weight);
+  // Without the list, every no_rope_layer_interval-th layer is NoPE.
+  const HfModelConfig derived =
+      parse(with(without(kSmolLm3, "no_rope_layers"), "no_rope_layer_interval", "2"));
+  ASSERT_TRUE(derived.ok()) << all_errors(derived.errors);
+  EXPECT_EQ(derived.shape.no_rope_layers, (std::vector<int>{1, 0, 1, 0, 1, 0, 1, 0}));
+  // use_sliding_window slides the NoPE layers unless layer_types says otherwise.
+  const HfModelConfig windowed =
+      parse(with(with(kSmolLm3, "use_sliding_window", "true"), "sliding_window", "512"));
+  ASSERT_TRUE(windowed.ok()) << all_errors(windowed.errors);
+  EXPECT_EQ(windowed.shape.sliding_window, 512);
+  ASSERT_EQ(windowed.shape.layer_types.size(), 8u);
+  for (int l = 0; l < 8; ++l) {
+    EXPECT_EQ(windowed.shape.layer_types[l], l % 4 == 3 ? "sliding_attention" : "full_attention");
+  }
+  // A list of the wrong length or with other values is named.
+  const HfModelConfig short_list = parse(with(kSmolLm3, "no_rope_layers", "[1, 0]"));
+  ASSERT_EQ(short_list.errors.size(), 1u);
+  EXPECT_EQ(short_list.errors[0].key, "no_rope_layers");
+  const HfModelConfig bad = parse(with(kSmolLm3, "no_rope_layers", "[1, 1, 1, 2, 1, 1, 1, 0]"));
+  ASSERT_EQ(bad.errors.size(), 1u);
+  EXPECT_EQ(bad.errors[0].key, "no_rope_layers");
+  // A Llama config's no_rope_layers (no such key there) is not read.
+  EXPECT_TRUE(parse(with(kSmolLm, "no_rope_layers", "[0]")).shape.no_rope_layers.empty());
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
@@ -882,8 +939,8 @@ Fields duplicated(Fields fields, const std::string& key, const std::string& valu
 std::vector<HfBadCase> bad_cases() {
   return {
       bad("UnknownModelType", with(kSmolLm, "model_type", "\"phi3\""), "model_type",
-          "unknown model type 'phi3', expected one of llama, mistral, qwen2, qwen3, gemma, "
-          "gemma2, gemma3_text"),
+          "unknown model type 'phi3', expected one of llama, mistral, qwen2, qwen3, smollm3, "
+          "gemma, gemma2, gemma3_text, gemma3"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",

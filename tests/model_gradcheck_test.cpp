@@ -278,6 +278,15 @@ TEST(ModelGradCheck, Gemma2SoftCappedScoresAndLogits) {
   }
 }
 
+// SmolLM3's NoPE layers: layer 1 passes q and k unrotated.
+TEST(ModelGradCheck, NoPeLayer) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kAdaLora}) {
+    TinyModel tm(2, false, 0.0, type);
+    tm.m.no_rope_layers = {1, 0};
+    check_model_gradients(tm, 0, true);
+  }
+}
+
 TEST(ModelForward, EvalEqualsTrainForwardWithoutDropout) {
   TinyModel tm(2, false, 0.0);
   const BaseWeights base = BaseWeights::random(tm.m, 7);

@@ -112,7 +112,8 @@ INSTANTIATE_TEST_SUITE_P(
                       InteropCase{"lora", "variants/gemma2", "lora_gemma2"},
                       InteropCase{"lora", "variants/gemma3_multimodal", "lora_gemma3_multimodal"},
                       InteropCase{"adalora", "variants/gemma3_multimodal",
-                                  "adalora_gemma3_multimodal"}),
+                                  "adalora_gemma3_multimodal"},
+                      InteropCase{"dora", "variants/smollm3", "dora_smollm3"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -486,12 +486,14 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   }
   linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
   check("forward", l, "v_proj output", at(L.v), nkv, act_);
-  const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
-  const float rope_cs = rope_.cos_sin_scale(l);
-  cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
-  check("forward", l, "q after RoPE", at(L.q), nq, act_);
-  cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
-  check("forward", l, "k after RoPE", at(L.k), nkv, act_);
+  if (rope_.rotates(l)) {                       // not in SmolLM3's NoPE layers
+    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+    const float rope_cs = rope_.cos_sin_scale(l);
+    cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
+    check("forward", l, "q after RoPE", at(L.q), nq, act_);
+    cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
+    check("forward", l, "k after RoPE", at(L.k), nkv, act_);
+  }
   cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, attention_window(m_, l),
                           attention_scale<float>(attention_score_d(m_)), attention_softcap(m_),
                           at(L.att), at<float>(L.lse), b.batch, b.seq_len, H, KV, hd, act_,
@@ -646,12 +648,14 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     check("backward", l, "grad of q (attention backward)", dq, nq, act_);
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);
-    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
-    const float rope_cs = rope_.cos_sin_scale(l);
-    cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
-    cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
-    check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
-    check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
+    if (rope_.rotates(l)) {
+      const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+      const float rope_cs = rope_.cos_sin_scale(l);
+      cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
+      cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
+      check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
+      check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
+    }
     void* dq_proj = dq;  // the gradient of q_proj's output
     void* dk_proj = dk;
     if (m_.qk_norm) {

@@ -115,6 +115,16 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
     return "[" + s + "]";
   };
   expect("layer_types", "layer_types", types_text(want.layer_types), types_text(shape.layer_types));
+  auto flags_text = [](const std::vector<int>& f) {
+    std::string s;
+    for (const int x : f) {
+      if (!s.empty()) s += ',';
+      s += std::to_string(x);
+    }
+    return "[" + s + "]";
+  };
+  expect("no_rope_layers", "no_rope_layers", flags_text(want.no_rope_layers),
+         flags_text(shape.no_rope_layers));
 }
 
 namespace {

@@ -258,6 +258,10 @@ std::optional<HfArchitecture> hf_architecture(const ModelConfig& m) {
       m.attn_logit_softcapping > 0 || m.final_logit_softcapping > 0) {
     return {};
   }
+  // NoPE layers (SmolLM3's): not written as a SmolLM3ForCausalLM yet either.
+  if (std::find(m.no_rope_layers.begin(), m.no_rope_layers.end(), 0) != m.no_rope_layers.end()) {
+    return {};
+  }
   const bool gemma = m.norm_one_plus_weight && m.scale_embeddings;
   if (gemma != (m.norm_one_plus_weight || m.scale_embeddings)) return {};
   if (gemma) {

@@ -50,6 +50,8 @@ LayerRope::LayerRope(const ModelConfig& m)
     : global_(rope_table(m)), global_scale_(rope_cos_sin_scale(m)) {
   for (int l = 0; l < m.n_layers; ++l) {
     local_layers_.push_back(m.rope_local_theta > 0 && attention_window(m, l) > 0);
+    rotating_layers_.push_back(m.no_rope_layers.empty() ||
+                               m.no_rope_layers[static_cast<std::size_t>(l)] != 0);
   }
   if (m.rope_local_theta > 0) {
     RopeParams p;
@@ -59,6 +61,10 @@ LayerRope::LayerRope(const ModelConfig& m)
     p.max_positions = m.max_seq_len;
     local_ = rope_inverse_frequencies(m.head_dim(), p);
   }
+}
+
+bool LayerRope::rotates(int l) const {
+  return rotating_layers_[static_cast<std::size_t>(l)];
 }
 
 const float* LayerRope::inv_freq(int l) const {

@@ -20,12 +20,14 @@ float rope_cos_sin_scale(const ModelConfig& m);
 
 // What each layer rotates with, for the CPU and the device model alike: the table above and its
 // cos_sin_scale, or, in Gemma 3's sliding-window layers (model.rope_local_theta set), plain RoPE
-// of base rope_local_theta with scale 1.
+// of base rope_local_theta with scale 1; or nothing, in SmolLM3's NoPE layers
+// (model.no_rope_layers 0).
 class LayerRope {
  public:
   LayerRope() = default;
   explicit LayerRope(const ModelConfig& m);
 
+  bool rotates(int l) const;           // false: the layer's q and k pass without RoPE
   const float* inv_freq(int l) const;  // [head_dim / 2]
   float cos_sin_scale(int l) const;
 
@@ -34,7 +36,7 @@ class LayerRope {
 
   std::vector<float> global_, local_;
   float global_scale_ = 1.0f;
-  std::vector<bool> local_layers_;
+  std::vector<bool> local_layers_, rotating_layers_;
 };
 
 }  // namespace peftrun

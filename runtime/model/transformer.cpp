@@ -480,10 +480,12 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
     linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
   }
   linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
-  const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
-  const float rope_cs = rope_.cos_sin_scale(l);
-  cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_cs);
-  cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
+  if (rope_.rotates(l)) {                       // not in SmolLM3's NoPE layers
+    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+    const float rope_cs = rope_.cos_sin_scale(l);
+    cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_cs);
+    cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
+  }
   cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, attention_window(m_, l),
                          attention_scale<T>(attention_score_d(m_)),
                          static_cast<T>(attention_softcap(m_)), a.att.data(), a.probs.data(),
@@ -610,10 +612,12 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
                             attention_window(m_, l), attention_scale<T>(attention_score_d(m_)),
                             static_cast<T>(attention_softcap(m_)), dq_.data(), dk_.data(),
                             dv_.data(), b.batch, b.seq_len, H, KV, hd);
-    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
-    const float rope_cs = rope_.cos_sin_scale(l);
-    cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);
-    cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_cs);
+    if (rope_.rotates(l)) {
+      const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+      const float rope_cs = rope_.cos_sin_scale(l);
+      cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);
+      cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_cs);
+    }
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();
     if (m_.qk_norm) {

@@ -130,6 +130,20 @@ def gemma3_multimodal_config():
                                      vision_config=vision.to_dict(), mm_tokens_per_image=4)
 
 
+def smollm3_config():
+    # SmolLM3's kind: Llama's decoder with NoPE layers, here every second one
+    # (no_rope_layer_interval 2: layer 1 passes q and k unrotated), tied embeddings, rope_theta
+    # 5e6 as SmolLM3-3B's.
+    return transformers.SmolLM3Config(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 5000000.0}, rms_norm_eps=1e-6,
+        no_rope_layer_interval=2, tie_word_embeddings=True, use_sliding_window=False,
+        pad_token_id=None, bos_token_id=None, eos_token_id=None,
+        hidden_act="silu", attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -141,6 +155,7 @@ CASES = [
     ("gemma2", transformers.Gemma2ForCausalLM, gemma2_config, 4327, 0.0),
     ("gemma3_multimodal", transformers.Gemma3ForConditionalGeneration, gemma3_multimodal_config,
      4328, 0.0),
+    ("smollm3", transformers.SmolLM3ForCausalLM, smollm3_config, 4329, 1.0),
 ]
 
 
@@ -171,6 +186,15 @@ def forward_case(out, name, cls, d):
         full.eval()
         with torch.no_grad():
             meta["loss_without_window"] = mg.scalar(full(input_ids=ids, labels=ids).loss)
+    no_rope = getattr(model.config, "no_rope_layers", None)
+    if no_rope and 0 in no_rope:
+        # The same weights with RoPE in every layer: a test can tell the NoPE layers skipped it.
+        rotating = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager",
+                                       no_rope_layers=[1] * len(no_rope))
+        rotating.eval()
+        with torch.no_grad():
+            meta["loss_with_rope_everywhere"] = mg.scalar(
+                rotating(input_ids=ids, labels=ids).loss)
     if getattr(model.config, "final_logit_softcapping", None):
         # The same weights without either soft cap: a test can tell the caps were applied.
         plain = cls.from_pretrained(d, dtype=torch.float32, attn_implementation="eager",

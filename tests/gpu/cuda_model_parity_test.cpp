@@ -86,13 +86,15 @@ struct ModelCase {
   // Gemma 2's soft caps on the attention scores and the final logits (small ones, so that tanh
   // bends this random model's values), with query_pre_attn_scalar 48.
   bool softcap = false;
+  bool nope = false;  // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
 };
 
 std::string case_name(const ModelCase& c, DType act) {
   return std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
          (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window" : "") +
-         (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap " : " ") + dtype_name(act);
+         (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap" : "") +
+         (c.nope ? "+nope " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -120,6 +122,7 @@ Config case_config(const ModelCase& c) {
     cfg.model.rope_theta = 1e6;
     cfg.model.rope_local_theta = 1e4;
   }
+  if (c.nope) cfg.model.no_rope_layers = {1, 0, 1, 0};
   if (c.softcap) {
     cfg.model.query_pre_attn_scalar = 48;
     cfg.model.attn_logit_softcapping = 1.0;
@@ -272,6 +275,14 @@ TEST(GpuModelParity, LoraGemma2Shape) {
   ModelCase c{AdapterType::kLora, 0.0, 64, false, false, true, 13};
   c.sandwich = true;
   c.softcap = true;
+  run_model_case(c);
+}
+
+// SmolLM3's layer: Llama's, with RoPE skipped in every second layer.
+TEST(GpuModelParity, LoraSmolLM3NoPe) {
+  PEFTRUN_REQUIRE_GPU();
+  ModelCase c{AdapterType::kLora, 0.0};
+  c.nope = true;
   run_model_case(c);
 }
 
