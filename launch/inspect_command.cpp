@@ -57,6 +57,13 @@ void print_config_summary(const std::map<std::string, std::string>& config, std:
     extras += ", sliding window " + value("model.sliding_window");
     if (shown("model.layer_types", "[]")) extras += " in some layers";
   }
+  if (shown("model.attn_logit_softcapping", "0.0")) {
+    extras += ", scores capped at " + value("model.attn_logit_softcapping");
+  }
+  if (shown("model.final_logit_softcapping", "0.0")) {
+    extras += ", logits capped at " + value("model.final_logit_softcapping");
+  }
+  if (shown("model.no_rope_layers", "[]")) extras += ", NoPE in some layers";
   if (shown("model.rope_scaling", "none")) {
     extras += ", RoPE " + value("model.rope_scaling") + " x" + value("model.rope_factor");
   }

@@ -327,6 +327,17 @@ TEST(Inspect, NamesHeadDimQkNormAndRopeScalingWhenSet) {
   const std::string out = squeeze_spaces(r.out);
   EXPECT_NE(out.find("heads 4/2, head_dim 48, q/k norm, RoPE yarn x4.0, ffn"), std::string::npos)
       << r.out;
+  // Gemma 2's soft caps and SmolLM3's NoPE layers are named too.
+  const fs::path capped = trained("inspect_gemma2",
+                                  "--set model.attn_logit_softcapping=50 "
+                                  "--set model.final_logit_softcapping=30 "
+                                  "--set model.no_rope_layers=[1,0,1,0]");
+  const CommandResult c = run_peftrun("inspect " + (capped / "checkpoint-2").string());
+  ASSERT_EQ(c.exit_code, 0) << c.out;
+  EXPECT_NE(squeeze_spaces(c.out).find("scores capped at 50.0, logits capped at 30.0, NoPE in some "
+                                       "layers, ffn"),
+            std::string::npos)
+      << c.out;
   const CommandResult plain =
       run_peftrun("inspect " + (trained("inspect_plain") / "checkpoint-2").string());
   EXPECT_NE(squeeze_spaces(plain.out).find("heads 4/2, ffn"), std::string::npos) << plain.out;
