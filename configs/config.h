@@ -99,6 +99,14 @@ struct ModelConfig {
   // cross-entropy) become cap * tanh(x / cap), as in Gemma 2 (50 and 30); 0 = no cap.
   double attn_logit_softcapping = 0.0;
   double final_logit_softcapping = 0.0;
+  // Granite's four multipliers (transformers' names): the embedding rows are multiplied by
+  // embedding_multiplier, each block's output by residual_multiplier before its residual add,
+  // the attention scores are scaled by attention_multiplier (0 = 1 / sqrt(head_dim), or
+  // query_pre_attn_scalar's), and the logits divided by logits_scaling.
+  double embedding_multiplier = 1.0;
+  double residual_multiplier = 1.0;
+  double attention_multiplier = 0.0;
+  double logits_scaling = 1.0;
   // model.sliding_window: sliding-window attention over this many keys (a query sees itself and
   // the window - 1 tokens before it, transformers' rule); 0 = none.
   int sliding_window = 0;

@@ -649,6 +649,18 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(double_key(
       "model.final_logit_softcapping",
       [](auto& c) -> auto& { return c.model.final_logit_softcapping; }, at_least(0)));
+  keys.push_back(double_key(
+      "model.embedding_multiplier", [](auto& c) -> auto& { return c.model.embedding_multiplier; },
+      greater_than(0)));
+  keys.push_back(double_key(
+      "model.residual_multiplier", [](auto& c) -> auto& { return c.model.residual_multiplier; },
+      greater_than(0)));
+  keys.push_back(double_key(
+      "model.attention_multiplier", [](auto& c) -> auto& { return c.model.attention_multiplier; },
+      at_least(0)));
+  keys.push_back(double_key(
+      "model.logits_scaling", [](auto& c) -> auto& { return c.model.logits_scaling; },
+      greater_than(0)));
   keys.push_back(int_key(
       "model.sliding_window", [](auto& c) -> auto& { return c.model.sliding_window; },
       at_least(0)));

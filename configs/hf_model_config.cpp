@@ -64,6 +64,10 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.rope_local_theta", "rope_local_base_freq"},
       {"model.attn_logit_softcapping", "attn_logit_softcapping"},
       {"model.final_logit_softcapping", "final_logit_softcapping"},
+      {"model.embedding_multiplier", "embedding_multiplier"},
+      {"model.residual_multiplier", "residual_multiplier"},
+      {"model.attention_multiplier", "attention_multiplier"},
+      {"model.logits_scaling", "logits_scaling"},
       {"model.sliding_window", "sliding_window"},
       {"model.layer_types", "layer_types"},
       {"model.no_rope_layers", "no_rope_layers"},
@@ -102,6 +106,7 @@ class JsonConfigReader {
     read_head_dim();
     read_unsupported_features();
     read_biases();
+    read_granite_multipliers();
     read_sliding_window();
     check_heads();
     if (nested_) {
@@ -313,17 +318,19 @@ class JsonConfigReader {
     }
     if (v == nullptr) {
       missing("model_type",
-              "one of llama, mistral, qwen2, qwen3, smollm3, gemma, gemma2, gemma3_text, gemma3");
+              "one of llama, mistral, qwen2, qwen3, smollm3, granite, gemma, gemma2, gemma3_text, "
+              "gemma3");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" &&
-        type != "smollm3" && type != "gemma" && type != "gemma2" && type != "gemma3_text") {
+        type != "smollm3" && type != "granite" && type != "gemma" && type != "gemma2" &&
+        type != "gemma3_text") {
       error(v->Mark(), "model_type",
             "unknown model type '" + type +
-                "', expected one of llama, mistral, qwen2, qwen3, smollm3, gemma, gemma2, "
-                "gemma3_text, gemma3 (the LLaMA-family decoders peftrun implements)");
+                "', expected one of llama, mistral, qwen2, qwen3, smollm3, granite, gemma, "
+                "gemma2, gemma3_text, gemma3 (the LLaMA-family decoders peftrun implements)");
       return;
     }
     if (nested_ && type != "gemma3_text") {
@@ -700,7 +707,8 @@ class JsonConfigReader {
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
       }
-    } else if (out_.model_type == "llama" || out_.model_type == "smollm3") {
+    } else if (out_.model_type == "llama" || out_.model_type == "smollm3" ||
+               out_.model_type == "granite") {
       bool flag = false;
       if (const YAML::Node* v = find_optional("attention_bias")) {
         if (read_bool(*v, "attention_bias", flag) && flag) mask |= kQ | kK | kV | kO;
@@ -715,6 +723,24 @@ class JsonConfigReader {
   // Sliding-window attention, as transformers applies it: Mistral slides in every layer when
   // sliding_window is not null; Qwen2 / Qwen3 only with use_sliding_window, in the layers
   // layer_types names sliding_attention (derived when absent: layers >= max_window_layers).
+  // Granite's multipliers, each 1 when absent (GraniteConfig's defaults; an attention_multiplier
+  // of 1 scales the scores by 1, not by 1 / sqrt(head_dim)).
+  void read_granite_multipliers() {
+    ModelConfig& m = out_.shape;
+    if (out_.model_type != "granite") return;
+    const std::pair<const char*, double*> keys[] = {
+        {"embedding_multiplier", &m.embedding_multiplier},
+        {"residual_multiplier", &m.residual_multiplier},
+        {"attention_multiplier", &m.attention_multiplier},
+        {"logits_scaling", &m.logits_scaling}};
+    for (const auto& [key, field] : keys) {
+      *field = 1.0;
+      if (const YAML::Node* v = find_optional(key)) {
+        if (read_positive(*v, key, *field)) set_source(key, *v);
+      }
+    }
+  }
+
   void read_sliding_window() {
     ModelConfig& m = out_.shape;
     m.sliding_window = 0;
@@ -981,6 +1007,10 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.rope_local_theta = from.rope_local_theta;
   to.attn_logit_softcapping = from.attn_logit_softcapping;
   to.final_logit_softcapping = from.final_logit_softcapping;
+  to.embedding_multiplier = from.embedding_multiplier;
+  to.residual_multiplier = from.residual_multiplier;
+  to.attention_multiplier = from.attention_multiplier;
+  to.logits_scaling = from.logits_scaling;
   to.sliding_window = from.sliding_window;
   to.layer_types = from.layer_types;
   to.no_rope_layers = from.no_rope_layers;

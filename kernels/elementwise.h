@@ -2,6 +2,8 @@
 //
 //   add_inplace        y[i] += x[i]                  the residual adds of a block and the sums of
 //                                                    input gradients in backward (dh += dtmp)
+//   scale              y[i] = alpha x[i]             Granite's residual_multiplier on a block's
+//                                                    output and on its gradient (y may be x)
 //   zero_masked_rows   data[offsets[g] + k] = 0      AdaLoRA's pruned singular values: E of
 //                      where mask[g * per_group + k]  module g, entry k, zeroed in the flat params
 //                      == 0                          (AdaLoraAllocator::apply_mask's rule)
@@ -22,6 +24,10 @@ namespace peftrun::cpu {
 template <typename T>
 void add_inplace(T* y, const T* x, std::size_t n);
 
+// y[i] = alpha * x[i] for i < n (y == x scales in place).
+template <typename T>
+void scale(T* y, const T* x, T alpha, std::size_t n);
+
 // For g < groups, k < per_group: data[offsets[g] + k] = 0 when mask[g * per_group + k] == 0.
 // Entries the mask keeps are not touched (a kept NaN stays NaN).
 void zero_masked_rows(float* data, const std::uint64_t* offsets, const float* mask, int groups,
@@ -33,6 +39,9 @@ namespace peftrun::cuda {
 
 // y, x: n device elements of `dtype`; the sum is computed in fp32 and rounded once.
 void add_inplace(void* y, const void* x, std::size_t n, DType dtype, Stream stream);
+
+// y = alpha * x over n device elements of `dtype` (y may be x), in fp32, rounded once.
+void scale(void* y, const void* x, float alpha, std::size_t n, DType dtype, Stream stream);
 
 // Device twin of cpu::zero_masked_rows: offsets [groups] and mask [groups * per_group] are
 // device arrays, data the flat device buffer they index.

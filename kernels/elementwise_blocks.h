@@ -29,6 +29,25 @@ struct AddInPlace {
   }
 };
 
+// y[i] = alpha x[i], in fp32, rounded once to the storage type (y and x may be the same).
+template <class St>
+struct Scale {
+  using E = typename St::Elem;
+  static constexpr int kMaxThreads = kPointwiseThreads;
+  Span<E> y;
+  Span<const E> x;
+  float alpha;
+  std::int64_t n;
+
+  template <class Ctx>
+  PEFTRUN_HD void operator()(const Ctx& ctx, Span<unsigned char>) const {
+    for (std::int64_t i = pointwise_first(ctx); i < n; i += pointwise_stride(ctx)) {
+      const std::size_t j = static_cast<std::size_t>(i);
+      y[j] = St::from_float(alpha * St::to_float(x[j]));
+    }
+  }
+};
+
 // One thread per (group, entry): data[offsets[g] + k] = 0 where the mask says pruned.
 struct ZeroMaskedRows {
   static constexpr int kMaxThreads = kPointwiseThreads;
@@ -62,6 +81,22 @@ void launch_add_inplace(const Launcher& launch, void* y, const void* x, std::siz
     const AddInPlace<St> k{
         {static_cast<E*>(y), n}, {static_cast<const E*>(x), n}, static_cast<std::int64_t>(n)};
     launch("add_inplace", pointwise_geometry(static_cast<std::int64_t>(n)), k);
+  });
+}
+
+template <class Launcher>
+void launch_scale(const Launcher& launch, void* y, const void* x, float alpha, std::size_t n,
+                  DType dtype) {
+  if (n == 0) return;
+  require(y && x, "scale", "null tensor");
+  with_storage(dtype, [&](auto st) {
+    using St = decltype(st);
+    using E = typename St::Elem;
+    const Scale<St> k{{static_cast<E*>(y), n},
+                      {static_cast<const E*>(x), n},
+                      alpha,
+                      static_cast<std::int64_t>(n)};
+    launch("scale", pointwise_geometry(static_cast<std::int64_t>(n)), k);
   });
 }
 

@@ -14,6 +14,13 @@ void add_inplace(T* y, const T* x, std::size_t n) {
   });
 }
 
+template <typename T>
+void scale(T* y, const T* x, T alpha, std::size_t n) {
+  parallel_for(n, min_part_for(1), [&](std::size_t begin, std::size_t end) {
+    for (std::size_t i = begin; i < end; ++i) y[i] = alpha * x[i];
+  });
+}
+
 void zero_masked_rows(float* data, const std::uint64_t* offsets, const float* mask, int groups,
                       int per_group) {
   for (int g = 0; g < groups; ++g) {
@@ -25,5 +32,7 @@ void zero_masked_rows(float* data, const std::uint64_t* offsets, const float* ma
 
 template void add_inplace<float>(float*, const float*, std::size_t);
 template void add_inplace<double>(double*, const double*, std::size_t);
+template void scale<float>(float*, const float*, float, std::size_t);
+template void scale<double>(double*, const double*, double, std::size_t);
 
 }  // namespace peftrun::cpu

@@ -9,6 +9,10 @@ void add_inplace(void* y, const void* x, std::size_t n, DType dtype, Stream stre
   blocks::launch_add_inplace(CudaLauncher(stream), y, x, n, dtype);
 }
 
+void scale(void* y, const void* x, float alpha, std::size_t n, DType dtype, Stream stream) {
+  blocks::launch_scale(CudaLauncher(stream), y, x, alpha, n, dtype);
+}
+
 void zero_masked_rows(float* data, const std::uint64_t* offsets, const float* mask, int groups,
                       int per_group, Stream stream) {
   // The device does not bounds-check Spans, so the buffer length only matters to the emulator.

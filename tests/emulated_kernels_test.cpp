@@ -77,7 +77,10 @@ INSTANTIATE_TEST_SUITE_P(Cases, EmulatedGlu, ::testing::ValuesIn(all_glu_cases()
 class EmulatedAddInPlace : public ::testing::TestWithParam<AddCase> {};
 TEST_P(EmulatedAddInPlace, MatchesCpuTwin) {
   emu::EmuEnv env;
-  for (const DType dt : kAllDTypes) check_add_inplace(env, GetParam(), dt);
+  for (const DType dt : kAllDTypes) {
+    check_add_inplace(env, GetParam(), dt);
+    check_scale(env, GetParam(), dt);
+  }
 }
 INSTANTIATE_TEST_SUITE_P(Cases, EmulatedAddInPlace, ::testing::ValuesIn(all_add_cases()),
                          name_of<AddCase>);

@@ -445,6 +445,18 @@ TEST(GoldenVariant, SmolLM3WithANoPeLayerMatchesTransformers) {
   EXPECT_GT(rel_scalar(rotating, c.scalar("loss")), 100 * kLossTol) << "the case cannot tell";
 }
 
+// Granite (GraniteForCausalLM): Llama's decoder with embedding, residual, attention and logits
+// multipliers, each far enough from 1 that leaving one out would fail.
+TEST(GoldenVariant, GraniteWithItsMultipliersMatchesTransformers) {
+  const Config cfg = golden_config("variants/granite", plain_lora_config());
+  const ModelConfig& m = cfg.model;
+  EXPECT_EQ(m.embedding_multiplier, 3.0);
+  EXPECT_EQ(m.residual_multiplier, 0.5);
+  EXPECT_EQ(m.attention_multiplier, 0.2);
+  EXPECT_EQ(m.logits_scaling, 2.5);
+  check_variant_forward("granite");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

@@ -702,6 +702,60 @@ TEST(HfConfigJson, SmolLM3HasNoPeLayers) {
   EXPECT_TRUE(parse(with(kSmolLm, "no_rope_layers", "[0]")).shape.no_rope_layers.empty());
 }
 
+// ibm-granite/granite-3.1-2b-instruct's config.json: Llama's decoder with four multipliers.
+const Fields kGranite = {{"architectures", "[\"GraniteForCausalLM\"]"},
+                         {"attention_bias", "false"},
+                         {"attention_multiplier", "0.015625"},
+                         {"embedding_multiplier", "12.0"},
+                         {"hidden_act", "\"silu\""},
+                         {"hidden_size", "2048"},
+                         {"intermediate_size", "8192"},
+                         {"logits_scaling", "8.0"},
+                         {"max_position_embeddings", "131072"},
+                         {"mlp_bias", "false"},
+                         {"model_type", "\"granite\""},
+                         {"num_attention_heads", "32"},
+                         {"num_hidden_layers", "40"},
+                         {"num_key_value_heads", "8"},
+                         {"residual_multiplier", "0.22"},
+                         {"rms_norm_eps", "1e-05"},
+                         {"rope_scaling", "null"},
+                         {"rope_theta", "5000000.0"},
+                         {"tie_word_embeddings", "true"},
+                         {"vocab_size", "49155"}};
+
+TEST(HfConfigJson, GraniteHasItsFourMultipliers) {
+  const HfModelConfig hf = parse(kGranite);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  const ModelConfig& m = hf.shape;
+  EXPECT_EQ(hf.model_type, "granite");
+  EXPECT_EQ(m.attention_multiplier, 0.015625);
+  EXPECT_EQ(m.embedding_multiplier, 12.0);
+  EXPECT_EQ(m.residual_multiplier, 0.22);
+  EXPECT_EQ(m.logits_scaling, 8.0);
+  EXPECT_EQ(m.head_dim(), 64);
+  EXPECT_TRUE(m.tie_embeddings);
+  // GraniteConfig's defaults are 1 for each, the scores' included (not 1 / sqrt(head_dim)).
+  Fields bare = kGranite;
+  for (const char* k :
+       {"attention_multiplier", "embedding_multiplier", "residual_multiplier", "logits_scaling"}) {
+    bare = without(bare, k);
+  }
+  const HfModelConfig ones = parse(bare);
+  ASSERT_TRUE(ones.ok()) << all_errors(ones.errors);
+  EXPECT_EQ(ones.shape.attention_multiplier, 1.0);
+  EXPECT_EQ(ones.shape.embedding_multiplier, 1.0);
+  EXPECT_EQ(ones.shape.residual_multiplier, 1.0);
+  EXPECT_EQ(ones.shape.logits_scaling, 1.0);
+  const HfModelConfig bad = parse(with(kGranite, "logits_scaling", "0"));
+  ASSERT_EQ(bad.errors.size(), 1u);
+  EXPECT_EQ(bad.errors[0].key, "logits_scaling");
+  // Other model types leave them at peftrun's defaults, whatever the file says.
+  const HfModelConfig llama = parse(with(kSmolLm, "residual_multiplier", "0.5"));
+  EXPECT_EQ(llama.shape.residual_multiplier, 1.0);
+  EXPECT_EQ(llama.shape.attention_multiplier, 0.0);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
@@ -940,7 +994,7 @@ std::vector<HfBadCase> bad_cases() {
   return {
       bad("UnknownModelType", with(kSmolLm, "model_type", "\"phi3\""), "model_type",
           "unknown model type 'phi3', expected one of llama, mistral, qwen2, qwen3, smollm3, "
-          "gemma, gemma2, gemma3_text, gemma3"),
+          "granite, gemma, gemma2, gemma3_text, gemma3"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",

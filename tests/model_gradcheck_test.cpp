@@ -278,6 +278,19 @@ TEST(ModelGradCheck, Gemma2SoftCappedScoresAndLogits) {
   }
 }
 
+// Granite's multipliers: embeddings, each block's output before its residual add, the scores
+// and the logits.
+TEST(ModelGradCheck, GraniteMultipliers) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora}) {
+    TinyModel tm(2, false, 0.0, type);
+    tm.m.embedding_multiplier = 1.7;
+    tm.m.residual_multiplier = 0.6;
+    tm.m.attention_multiplier = 0.3;
+    tm.m.logits_scaling = 1.9;
+    check_model_gradients(tm, 0, true);
+  }
+}
+
 // SmolLM3's NoPE layers: layer 1 passes q and k unrotated.
 TEST(ModelGradCheck, NoPeLayer) {
   for (const AdapterType type : {AdapterType::kLora, AdapterType::kAdaLora}) {

@@ -113,7 +113,8 @@ INSTANTIATE_TEST_SUITE_P(
                       InteropCase{"lora", "variants/gemma3_multimodal", "lora_gemma3_multimodal"},
                       InteropCase{"adalora", "variants/gemma3_multimodal",
                                   "adalora_gemma3_multimodal"},
-                      InteropCase{"dora", "variants/smollm3", "dora_smollm3"}),
+                      InteropCase{"dora", "variants/smollm3", "dora_smollm3"},
+                      InteropCase{"lora", "variants/granite", "lora_granite"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -495,9 +495,8 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
     check("forward", l, "k after RoPE", at(L.k), nkv, act_);
   }
   cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, attention_window(m_, l),
-                          attention_scale<float>(attention_score_d(m_)), attention_softcap(m_),
-                          at(L.att), at<float>(L.lse), b.batch, b.seq_len, H, KV, hd, act_,
-                          kCompute);
+                          attention_score_scale<float>(m_), attention_softcap(m_), at(L.att),
+                          at<float>(L.lse), b.batch, b.seq_len, H, KV, hd, act_, kCompute);
   check("forward", l, "attention output", at(L.att), nq, act_);
   if (m_.sandwich_norms) {
     // Gemma 2 / 3: x_mid = x_in + rmsnorm(o_proj(attention)).
@@ -510,6 +509,8 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
     linear_forward(l, Proj::kO, at(L.att), at(L.x_mid), params, n, train, lkey);
     check("forward", l, "o_proj output", at(L.x_mid), nD, act_);
   }
+  const float rscale = residual_scale(m_);  // Granite's residual_multiplier
+  if (rscale != 1.0f) cuda::scale(at(L.x_mid), at(L.x_mid), rscale, nD, act_, kCompute);
   cuda::add_inplace(at(L.x_mid), at(L.x_in), nD, act_, kCompute);
   check("forward", l, "o_proj output + residual", at(L.x_mid), nD, act_);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
@@ -532,6 +533,7 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
     linear_forward(l, Proj::kDown, at(L.act), x_out, params, n, train, lkey);
     check("forward", l, "down_proj output", x_out, nD, act_);
   }
+  if (rscale != 1.0f) cuda::scale(x_out, x_out, rscale, nD, act_, kCompute);
   cuda::add_inplace(x_out, at(L.x_mid), nD, act_, kCompute);
   check("forward", l, "down_proj output + residual", x_out, nD, act_);
 }
@@ -547,11 +549,12 @@ void CudaTransformer::head(const Batch& b, bool backward, float grad_scale, floa
   void* logits = at(plan_.logits);
   for (int r0 = 0; r0 < n; r0 += chunk) {
     const int rows = std::min(chunk, n - r0);
-    // logits[rows, V] = hf[rows, D] lm_head^T
-    cuda::gemm(*lt_,
-               matmul(Trans::kYes, rows, V, D, offset(at(plan_.hf), std::size_t(r0) * D, act_), D,
-                      lm_head_act_, D, logits, V, act_),
-               kCompute);
+    // logits[rows, V] = alpha hf[rows, D] lm_head^T (alpha: 1 / Granite's logits_scaling)
+    cuda::GemmArgs fwd =
+        matmul(Trans::kYes, rows, V, D, offset(at(plan_.hf), std::size_t(r0) * D, act_), D,
+               lm_head_act_, D, logits, V, act_);
+    fwd.alpha = logits_alpha(m_);
+    cuda::gemm(*lt_, fwd, kCompute);
     check("forward", m_.n_layers - 1, "lm_head logits (rows from " + std::to_string(r0) + ")",
           logits, std::size_t(rows) * V, act_);
     if (logits_out) {
@@ -569,11 +572,11 @@ void CudaTransformer::head(const Batch& b, bool backward, float grad_scale, floa
     if (backward) {
       check("backward", m_.n_layers - 1, "grad of the logits (cross-entropy)", logits,
             std::size_t(rows) * V, act_);
-      // dhf[rows, D] = dlogits[rows, V] lm_head[V, D]
-      cuda::gemm(*lt_,
-                 matmul(Trans::kNo, rows, D, V, logits, V, lm_head_act_, D,
-                        offset(at(plan_.dh), std::size_t(r0) * D, act_), D, act_),
-                 kCompute);
+      // dhf[rows, D] = alpha dlogits[rows, V] lm_head[V, D]
+      cuda::GemmArgs bwd = matmul(Trans::kNo, rows, D, V, logits, V, lm_head_act_, D,
+                                  offset(at(plan_.dh), std::size_t(r0) * D, act_), D, act_);
+      bwd.alpha = logits_alpha(m_);
+      cuda::gemm(*lt_, bwd, kCompute);
     }
   }
   if (backward) {
@@ -615,6 +618,12 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
       check("backward", l, "grad of down_proj output (post_feedforward_layernorm)", dh, nD, act_);
       ddown = dh;
     }
+    // Granite: the branch's output was scaled by residual_multiplier, so is its gradient.
+    const float rscale = residual_scale(m_);
+    if (rscale != 1.0f) {
+      cuda::scale(dh, ddown, rscale, nD, act_, kCompute);
+      ddown = dh;
+    }
     linear_backward(l, Proj::kDown, at(L.act), ddown, dact, params, grads, n);
     check("backward", l, "grad of act(gate) * up (down_proj backward)", dact, nF, act_);
     cuda::glu_backward(glu_, dact, at(L.gate), at(L.up), dgate, dup, nF, act_, kCompute);
@@ -638,10 +647,14 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
       check("backward", l, "grad of o_proj output (post_attention_layernorm)", dh, nD, act_);
       d_o = dh;
     }
+    if (rscale != 1.0f) {
+      cuda::scale(dh, d_o, rscale, nD, act_, kCompute);
+      d_o = dh;
+    }
     linear_backward(l, Proj::kO, at(L.att), d_o, datt, params, grads, n);
     check("backward", l, "grad of attention output (o_proj backward)", datt, nq, act_);
     cuda::attention_backward(datt, at(L.q), at(L.k), at(L.v), at(L.att), at<float>(L.lse), seg,
-                             attention_window(m_, l), attention_scale<float>(attention_score_d(m_)),
+                             attention_window(m_, l), attention_score_scale<float>(m_),
                              attention_softcap(m_), dq, dk, dv, at(plan_.attention_work),
                              plan_.attention_work.bytes, b.batch, b.seq_len, H, KV, hd, act_,
                              kCompute);

@@ -6,6 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -105,6 +106,13 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          number_text(want.attn_logit_softcapping), number_text(shape.attn_logit_softcapping));
   expect("final_logit_softcapping", "final_logit_softcapping",
          number_text(want.final_logit_softcapping), number_text(shape.final_logit_softcapping));
+  for (const auto& [key, theirs, ours] :
+       {std::tuple{"embedding_multiplier", want.embedding_multiplier, shape.embedding_multiplier},
+        std::tuple{"residual_multiplier", want.residual_multiplier, shape.residual_multiplier},
+        std::tuple{"attention_multiplier", want.attention_multiplier, shape.attention_multiplier},
+        std::tuple{"logits_scaling", want.logits_scaling, shape.logits_scaling}}) {
+    expect(key, key, number_text(theirs), number_text(ours));
+  }
   expect("model_type", "a multimodal checkpoint", want.multimodal_checkpoint ? "true" : "false",
          shape.multimodal_checkpoint ? "true" : "false");
   expect("sliding_window", "sliding_window", std::to_string(want.sliding_window),

@@ -258,6 +258,11 @@ std::optional<HfArchitecture> hf_architecture(const ModelConfig& m) {
       m.attn_logit_softcapping > 0 || m.final_logit_softcapping > 0) {
     return {};
   }
+  // Granite's multipliers: not written as a GraniteForCausalLM yet.
+  if (m.embedding_multiplier != 1.0 || m.residual_multiplier != 1.0 || m.attention_multiplier > 0 ||
+      m.logits_scaling != 1.0) {
+    return {};
+  }
   // NoPE layers (SmolLM3's): not written as a SmolLM3ForCausalLM yet either.
   if (std::find(m.no_rope_layers.begin(), m.no_rope_layers.end(), 0) != m.no_rope_layers.end()) {
     return {};

@@ -10,6 +10,7 @@
 
 #include "configs/config.h"
 #include "kernels/activations.h"
+#include "kernels/attention.h"
 #include "kernels/dtype.h"
 #include "kernels/half.h"
 
@@ -25,21 +26,35 @@ inline float norm_weight_offset(const ModelConfig& m) {
   return m.norm_one_plus_weight ? 1.0f : 0.0f;
 }
 
-// sqrt(dim) for scale_embeddings, else 1. transformers holds this normalizer as a tensor of the
-// model's dtype, so it is rounded to `dtype` (sqrt(3072) = 55.43 becomes 55.5 in bf16); fp32 is
-// the CPU model's.
+// sqrt(dim) for scale_embeddings, else Granite's embedding_multiplier (1 for the others).
+// transformers holds Gemma's normalizer as a tensor of the model's dtype, so it is rounded to
+// `dtype` (sqrt(3072) = 55.43 becomes 55.5 in bf16); fp32 is the CPU model's. Granite's is a
+// Python float, which multiplies in fp32 unrounded.
 inline float embedding_scale(const ModelConfig& m, DType dtype) {
-  if (!m.scale_embeddings) return 1.0f;
+  if (!m.scale_embeddings) return static_cast<float>(m.embedding_multiplier);
   const float s = static_cast<float>(std::sqrt(static_cast<double>(m.dim)));
   if (dtype == DType::kBF16) return bf16_to_float(float_to_bf16(s));
   if (dtype == DType::kF16) return half_to_float(float_to_half(s));
   return s;
 }
 
-// What the attention scores are scaled by the inverse square root of: Gemma 2 / 3's
-// query_pre_attn_scalar where set, else head_dim.
-inline double attention_score_d(const ModelConfig& m) {
-  return m.query_pre_attn_scalar > 0 ? m.query_pre_attn_scalar : m.head_dim();
+// What the attention scores are scaled by: Granite's attention_multiplier where set, else the
+// inverse square root of Gemma 2 / 3's query_pre_attn_scalar where set, else of head_dim.
+template <typename T>
+T attention_score_scale(const ModelConfig& m) {
+  if (m.attention_multiplier > 0) return static_cast<T>(m.attention_multiplier);
+  return attention_scale<T>(m.query_pre_attn_scalar > 0 ? m.query_pre_attn_scalar : m.head_dim());
+}
+
+// Granite's residual_multiplier (1 for the others): each block's output is multiplied by it
+// before the residual add.
+inline float residual_scale(const ModelConfig& m) {
+  return static_cast<float>(m.residual_multiplier);
+}
+
+// What the lm_head's GEMMs scale by: 1 / Granite's logits_scaling (1 for the others).
+inline float logits_alpha(const ModelConfig& m) {
+  return static_cast<float>(1.0 / m.logits_scaling);
 }
 
 // Gemma 2's soft caps (softcap_math.h), 0 for none: of the attention scores, and of the final

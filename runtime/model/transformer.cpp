@@ -487,9 +487,8 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
     cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
   }
   cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, attention_window(m_, l),
-                         attention_scale<T>(attention_score_d(m_)),
-                         static_cast<T>(attention_softcap(m_)), a.att.data(), a.probs.data(),
-                         b.batch, b.seq_len, H, KV, hd);
+                         attention_score_scale<T>(m_), static_cast<T>(attention_softcap(m_)),
+                         a.att.data(), a.probs.data(), b.batch, b.seq_len, H, KV, hd);
   if (m_.sandwich_norms) {
     // Gemma 2 / 3: x_mid = x_in + rmsnorm(o_proj(attention)).
     linear_forward(l, Proj::kO, a.att.data(), a.o_pre.data(), params, a, n, train, lkey);
@@ -498,6 +497,8 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   } else {
     linear_forward(l, Proj::kO, a.att.data(), a.x_mid.data(), params, a, n, train, lkey);
   }
+  const T rscale = static_cast<T>(residual_scale(m_));  // Granite's residual_multiplier
+  if (rscale != T(1)) cpu::scale(a.x_mid.data(), a.x_mid.data(), rscale, std::size_t(n) * D);
   cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
   cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_, a.h2.data(),
@@ -513,6 +514,7 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   } else {
     linear_forward(l, Proj::kDown, a.act.data(), x_out, params, a, n, train, lkey);
   }
+  if (rscale != T(1)) cpu::scale(x_out, x_out, rscale, std::size_t(n) * D);
   cpu::add_inplace(x_out, a.x_mid.data(), std::size_t(n) * D);
   if (debug_checks_) {
     // In the order the ops produced them, so the first bad tensor names the failing op.
@@ -537,11 +539,12 @@ double Transformer<T>::head(const Batch& b, bool backward, T grad_scale, T* logi
   const int n = b.batch * b.seq_len;
   const int D = m_.dim, V = m_.vocab_size;
   const int chunk = static_cast<int>(logits_.size() / V);
+  const T alpha = static_cast<T>(logits_alpha(m_));  // 1 / Granite's logits_scaling
   double loss = 0;
   for (int r0 = 0; r0 < n; r0 += chunk) {
     const int rows = std::min(chunk, n - r0);
-    // logits[rows, V] = hf[rows, D] lm_head^T
-    gemm<T>(Trans::kNo, Trans::kYes, rows, V, D, T(1), hf_.data() + std::size_t(r0) * D, D,
+    // logits[rows, V] = alpha hf[rows, D] lm_head^T
+    gemm<T>(Trans::kNo, Trans::kYes, rows, V, D, alpha, hf_.data() + std::size_t(r0) * D, D,
             lm_head_data_, D, T(0), logits_.data(), V);
     const T cap = static_cast<T>(logit_softcap(m_));  // Gemma 2's final logits; 0 = none
     if (logits_out) {
@@ -553,8 +556,8 @@ double Transformer<T>::head(const Batch& b, bool backward, T grad_scale, T* logi
                                                 backward ? logits_.data() : nullptr, rows, V,
                                                 grad_scale, cap);
     if (backward) {
-      // dhf[rows, D] = dlogits[rows, V] lm_head[V, D]
-      gemm<T>(Trans::kNo, Trans::kNo, rows, D, V, T(1), logits_.data(), V, lm_head_data_, D, T(0),
+      // dhf[rows, D] = alpha dlogits[rows, V] lm_head[V, D]
+      gemm<T>(Trans::kNo, Trans::kNo, rows, D, V, alpha, logits_.data(), V, lm_head_data_, D, T(0),
               dh_.data() + std::size_t(r0) * D, D);
     }
   }
@@ -591,6 +594,12 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
                             norm_offset_, a.rstd_down.data(), dh_.data(), n, D);
       ddown = dh_.data();
     }
+    // Granite: the branch's output was scaled by residual_multiplier, so is its gradient.
+    const T rscale = static_cast<T>(residual_scale(m_));
+    if (rscale != T(1)) {
+      cpu::scale(dh_.data(), ddown, rscale, nD);
+      ddown = dh_.data();
+    }
     linear_backward(l, Proj::kDown, a.act.data(), ddown, dact_.data(), params, grads, a, n);
     cpu::glu_backward(glu_, dact_.data(), a.gate.data(), a.up.data(), dgate_.data(), dup_.data(),
                       std::size_t(n) * F);
@@ -607,9 +616,13 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
                             norm_offset_, a.rstd_o.data(), dh_.data(), n, D);
       d_o = dh_.data();
     }
+    if (rscale != T(1)) {
+      cpu::scale(dh_.data(), d_o, rscale, nD);
+      d_o = dh_.data();
+    }
     linear_backward(l, Proj::kO, a.att.data(), d_o, datt_.data(), params, grads, a, n);
     cpu::attention_backward(datt_.data(), a.q.data(), a.k.data(), a.v.data(), a.probs.data(),
-                            attention_window(m_, l), attention_scale<T>(attention_score_d(m_)),
+                            attention_window(m_, l), attention_score_scale<T>(m_),
                             static_cast<T>(attention_softcap(m_)), dq_.data(), dk_.data(),
                             dv_.data(), b.batch, b.seq_len, H, KV, hd);
     if (rope_.rotates(l)) {

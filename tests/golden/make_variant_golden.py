@@ -144,6 +144,19 @@ def smollm3_config():
         hidden_act="silu", attention_dropout=0.0)
 
 
+def granite_config():
+    # Granite 3's kind: Llama's decoder with its four multipliers, here ones that move the
+    # forward well away from Llama's (Granite 3.1 2B has 12, 0.22, 1/64 and 8).
+    return transformers.GraniteConfig(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-5,
+        embedding_multiplier=3.0, residual_multiplier=0.5, attention_multiplier=0.2,
+        logits_scaling=2.5, tie_word_embeddings=False, attention_bias=False, mlp_bias=False,
+        hidden_act="silu", attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -156,6 +169,7 @@ CASES = [
     ("gemma3_multimodal", transformers.Gemma3ForConditionalGeneration, gemma3_multimodal_config,
      4328, 0.0),
     ("smollm3", transformers.SmolLM3ForCausalLM, smollm3_config, 4329, 1.0),
+    ("granite", transformers.GraniteForCausalLM, granite_config, 4330, 1.0),
 ]
 
 

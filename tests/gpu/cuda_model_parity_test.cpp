@@ -86,15 +86,16 @@ struct ModelCase {
   // Gemma 2's soft caps on the attention scores and the final logits (small ones, so that tanh
   // bends this random model's values), with query_pre_attn_scalar 48.
   bool softcap = false;
-  bool nope = false;  // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
+  bool nope = false;     // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
+  bool granite = false;  // Granite's four multipliers
 };
 
 std::string case_name(const ModelCase& c, DType act) {
   return std::string(short_name(c.type)) + (c.dropout > 0 ? "+dropout" : "") +
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
          (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window" : "") +
-         (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap" : "") +
-         (c.nope ? "+nope " : " ") + dtype_name(act);
+         (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap" : "") + (c.nope ? "+nope" : "") +
+         (c.granite ? "+granite " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -123,6 +124,12 @@ Config case_config(const ModelCase& c) {
     cfg.model.rope_local_theta = 1e4;
   }
   if (c.nope) cfg.model.no_rope_layers = {1, 0, 1, 0};
+  if (c.granite) {
+    cfg.model.embedding_multiplier = 1.7;
+    cfg.model.residual_multiplier = 0.6;
+    cfg.model.attention_multiplier = 0.2;
+    cfg.model.logits_scaling = 1.9;
+  }
   if (c.softcap) {
     cfg.model.query_pre_attn_scalar = 48;
     cfg.model.attn_logit_softcapping = 1.0;
@@ -283,6 +290,14 @@ TEST(GpuModelParity, LoraSmolLM3NoPe) {
   PEFTRUN_REQUIRE_GPU();
   ModelCase c{AdapterType::kLora, 0.0};
   c.nope = true;
+  run_model_case(c);
+}
+
+// Granite's layer: Llama's with its multipliers, DoRA's fused epilogue on the scaled branch.
+TEST(GpuModelParity, DoraGranite) {
+  PEFTRUN_REQUIRE_GPU();
+  ModelCase c{AdapterType::kDora, 0.0};
+  c.granite = true;
   run_model_case(c);
 }
 

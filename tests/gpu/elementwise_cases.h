@@ -38,6 +38,24 @@ void check_add_inplace(Env& env, const AddCase& c, DType dt) {
   expect_close(where, "y + x", out, ref, 0.0);
 }
 
+// y = alpha x (Granite's residual_multiplier), out of place and in place: one rounding of the
+// fp32 product, so equal to the CPU twin run in fp32 on the rounded input and rounded the same.
+template <class Env>
+void check_scale(Env& env, const AddCase& c, DType dt) {
+  const std::string where = std::string(c.name) + " scale " + dtype_name(dt);
+  const float alpha = 0.22f;  // Granite 3's residual_multiplier
+  const std::vector<float> x = rounded(random_floats(c.n, seed_of(where), 3.0f), dt);
+  std::vector<float> ref(c.n);
+  cpu::scale<float>(ref.data(), x.data(), alpha, c.n);
+  ref = rounded(ref, dt);
+  auto d_x = env.upload(encode(x, dt));
+  auto d_y = env.template poisoned<unsigned char>(c.n * dtype_size(dt));
+  env.scale(d_y.data(), d_x.data(), alpha, c.n, dt);
+  EXPECT_EQ(decode(env.download(d_y), dt), ref) << where;
+  env.scale(d_x.data(), d_x.data(), alpha, c.n, dt);
+  EXPECT_EQ(decode(env.download(d_x), dt), ref) << where << " in place";
+}
+
 // AdaLoRA's E entries zeroed where the mask prunes, at unaligned offsets of a flat buffer; the
 // rest of the buffer (kept entries and everything between) untouched, NaN included.
 template <class Env>

@@ -12,7 +12,10 @@ using namespace elementwise_cases;
 
 void run(const AddCase& c) {
   GpuEnv env;
-  for (const DType dt : kAllDTypes) check_add_inplace(env, c, dt);
+  for (const DType dt : kAllDTypes) {
+    check_add_inplace(env, c, dt);
+    check_scale(env, c, dt);
+  }
 }
 
 TEST(GpuElementwiseParity, AddOne) {

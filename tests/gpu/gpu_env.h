@@ -89,6 +89,10 @@ class GpuEnv {
     cuda::add_inplace(std::forward<A>(a)..., nullptr);
   }
   template <class... A>
+  void scale(A&&... a) {
+    cuda::scale(std::forward<A>(a)..., nullptr);
+  }
+  template <class... A>
   void adamw_step(A&&... a) {
     cuda::adamw_step(std::forward<A>(a)..., nullptr);
   }

@@ -120,6 +120,10 @@ class EmuEnv {
     blocks::launch_add_inplace(launch_, std::forward<A>(a)...);
   }
   template <class... A>
+  void scale(A&&... a) {
+    blocks::launch_scale(launch_, std::forward<A>(a)...);
+  }
+  template <class... A>
   void adalora_orth_reg(A&&... a) {
     blocks::launch_adalora_orth_reg(launch_, std::forward<A>(a)...);
   }
