@@ -76,6 +76,9 @@ struct ModelConfig {
   // model.qk_norm: an RMSNorm over each head of q and k (weights [head_dim]) between the
   // projection and RoPE, as Qwen3 has; config.json's model_type qwen3 sets it.
   bool qk_norm = false;
+  // model.qk_norm_full_width: those norms run over all heads of q and of k at once (weights
+  // [n_heads * head_dim], [n_kv_heads * head_dim]), as OLMo 2's; false = per head (Qwen3).
+  bool qk_norm_full_width = false;
   MlpActivation mlp_activation = MlpActivation::kSilu;
   // model.norm_one_plus_weight: every RMSNorm scales by 1 + weight rather than weight (Gemma
   // stores its norm weights around 0); config.json's model_type gemma sets it.
@@ -87,6 +90,10 @@ struct ModelConfig {
   // output before each residual add (Gemma 2 / 3's post_attention_layernorm and
   // post_feedforward_layernorm; their pre_feedforward_layernorm is the usual MLP norm).
   bool sandwich_norms = false;
+  // model.input_norms: each block normalises its input (input_layernorm before attention, the
+  // MLP norm before the MLP); false = OLMo 2, which normalises only the blocks' outputs
+  // (sandwich_norms' two norms).
+  bool input_norms = true;
   // model.query_pre_attn_scalar: attention scores are scaled by 1 / sqrt(this) instead of
   // 1 / sqrt(head_dim) (Gemma 2 / 3); 0 = head_dim.
   double query_pre_attn_scalar = 0.0;

@@ -627,6 +627,8 @@ std::vector<KeySpec> build_schema() {
       "model.tie_embeddings", [](auto& c) -> auto& { return c.model.tie_embeddings; }));
   keys.push_back(bool_key(
       "model.qk_norm", [](auto& c) -> auto& { return c.model.qk_norm; }));
+  keys.push_back(bool_key(
+      "model.qk_norm_full_width", [](auto& c) -> auto& { return c.model.qk_norm_full_width; }));
   keys.push_back(enum_key(
       "model.mlp_activation", [](auto& c) -> auto& { return c.model.mlp_activation; },
       std::vector<MlpActivation>{MlpActivation::kSilu, MlpActivation::kGeluTanh},
@@ -637,6 +639,8 @@ std::vector<KeySpec> build_schema() {
       "model.scale_embeddings", [](auto& c) -> auto& { return c.model.scale_embeddings; }));
   keys.push_back(bool_key(
       "model.sandwich_norms", [](auto& c) -> auto& { return c.model.sandwich_norms; }));
+  keys.push_back(bool_key(
+      "model.input_norms", [](auto& c) -> auto& { return c.model.input_norms; }));
   keys.push_back(double_key(
       "model.query_pre_attn_scalar", [](auto& c) -> auto& { return c.model.query_pre_attn_scalar; },
       at_least(0)));

@@ -56,10 +56,12 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.rope_truncate", "rope_scaling.truncate"},
       {"model.tie_embeddings", "tie_word_embeddings"},
       {"model.qk_norm", "model_type"},
+      {"model.qk_norm_full_width", "model_type"},
       {"model.mlp_activation", "hidden_act"},
       {"model.norm_one_plus_weight", "model_type"},
       {"model.scale_embeddings", "model_type"},
       {"model.sandwich_norms", "model_type"},
+      {"model.input_norms", "model_type"},
       {"model.query_pre_attn_scalar", "query_pre_attn_scalar"},
       {"model.rope_local_theta", "rope_local_base_freq"},
       {"model.attn_logit_softcapping", "attn_logit_softcapping"},
@@ -318,18 +320,18 @@ class JsonConfigReader {
     }
     if (v == nullptr) {
       missing("model_type",
-              "one of llama, mistral, qwen2, qwen3, smollm3, granite, gemma, gemma2, gemma3_text, "
-              "gemma3");
+              "one of llama, mistral, qwen2, qwen3, smollm3, granite, olmo2, gemma, gemma2, "
+              "gemma3_text, gemma3");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" &&
-        type != "smollm3" && type != "granite" && type != "gemma" && type != "gemma2" &&
-        type != "gemma3_text") {
+        type != "smollm3" && type != "granite" && type != "olmo2" && type != "gemma" &&
+        type != "gemma2" && type != "gemma3_text") {
       error(v->Mark(), "model_type",
             "unknown model type '" + type +
-                "', expected one of llama, mistral, qwen2, qwen3, smollm3, granite, gemma, "
+                "', expected one of llama, mistral, qwen2, qwen3, smollm3, granite, olmo2, gemma, "
                 "gemma2, gemma3_text, gemma3 (the LLaMA-family decoders peftrun implements)");
       return;
     }
@@ -348,12 +350,15 @@ class JsonConfigReader {
     const bool gemma = type == "gemma" || type == "gemma2" || type == "gemma3_text";
     const bool gemma3 = type == "gemma3_text";
     // Qwen3Attention's and Gemma3Attention's q_norm / k_norm.
-    out_.shape.qk_norm = type == "qwen3" || gemma3;
+    // OLMo 2's over all heads at once, and only after its blocks (no input norms).
+    out_.shape.qk_norm = type == "qwen3" || gemma3 || type == "olmo2";
+    out_.shape.qk_norm_full_width = type == "olmo2";
+    out_.shape.input_norms = type != "olmo2";
     // GemmaRMSNorm scales by 1 + weight; GemmaTextScaledWordEmbedding by sqrt(hidden_size).
     out_.shape.norm_one_plus_weight = gemma;
     out_.shape.scale_embeddings = gemma;
     // Gemma2DecoderLayer's and Gemma3DecoderLayer's four norms.
-    out_.shape.sandwich_norms = type == "gemma2" || gemma3;
+    out_.shape.sandwich_norms = type == "gemma2" || gemma3 || type == "olmo2";
   }
 
   bool is_gemma() const {
@@ -700,7 +705,7 @@ class JsonConfigReader {
     mask = 0;
     if (out_.model_type == "qwen2") {
       mask = kQ | kK | kV;  // Qwen2Attention: q/k/v with bias, o_proj without, whatever the config
-    } else if (out_.model_type == "qwen3" || is_gemma()) {
+    } else if (out_.model_type == "qwen3" || out_.model_type == "olmo2" || is_gemma()) {
       // Qwen3Attention, GemmaAttention, Gemma3Attention: q/k/v/o with attention_bias; the MLP
       // never has one.
       bool flag = false;
@@ -999,6 +1004,8 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.rope_truncate = from.rope_truncate;
   to.tie_embeddings = from.tie_embeddings;
   to.qk_norm = from.qk_norm;
+  to.qk_norm_full_width = from.qk_norm_full_width;
+  to.input_norms = from.input_norms;
   to.mlp_activation = from.mlp_activation;
   to.norm_one_plus_weight = from.norm_one_plus_weight;
   to.scale_embeddings = from.scale_embeddings;

@@ -457,6 +457,17 @@ TEST(GoldenVariant, GraniteWithItsMultipliersMatchesTransformers) {
   check_variant_forward("granite");
 }
 
+// OLMo 2 (Olmo2ForCausalLM): no input norms, an RMSNorm on each block's output, q/k norms over
+// all heads at once.
+TEST(GoldenVariant, Olmo2WithPostBlockNormsAndFullWidthQkNormsMatchesTransformers) {
+  const Config cfg = golden_config("variants/olmo2", plain_lora_config());
+  const ModelConfig& m = cfg.model;
+  EXPECT_FALSE(m.input_norms);
+  EXPECT_TRUE(m.sandwich_norms && m.qk_norm && m.qk_norm_full_width);
+  EXPECT_FALSE(m.norm_one_plus_weight);
+  check_variant_forward("olmo2");
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

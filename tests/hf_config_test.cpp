@@ -756,6 +756,40 @@ TEST(HfConfigJson, GraniteHasItsFourMultipliers) {
   EXPECT_EQ(llama.shape.attention_multiplier, 0.0);
 }
 
+// allenai/OLMo-2-1124-7B's config.json: post-block norms only, q/k norms over all heads.
+const Fields kOlmo2 = {{"architectures", "[\"Olmo2ForCausalLM\"]"},
+                       {"attention_bias", "false"},
+                       {"hidden_act", "\"silu\""},
+                       {"hidden_size", "4096"},
+                       {"intermediate_size", "11008"},
+                       {"max_position_embeddings", "4096"},
+                       {"model_type", "\"olmo2\""},
+                       {"num_attention_heads", "32"},
+                       {"num_hidden_layers", "32"},
+                       {"num_key_value_heads", "32"},
+                       {"rms_norm_eps", "1e-06"},
+                       {"rope_scaling", "null"},
+                       {"rope_theta", "500000"},
+                       {"tie_word_embeddings", "false"},
+                       {"vocab_size", "100352"}};
+
+TEST(HfConfigJson, Olmo2NormalisesBlockOutputsAndWholeQAndK) {
+  const HfModelConfig hf = parse(kOlmo2);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  const ModelConfig& m = hf.shape;
+  EXPECT_EQ(hf.model_type, "olmo2");
+  EXPECT_FALSE(m.input_norms);
+  EXPECT_TRUE(m.sandwich_norms && m.qk_norm && m.qk_norm_full_width);
+  EXPECT_FALSE(m.norm_one_plus_weight || m.scale_embeddings || m.tie_embeddings);
+  EXPECT_EQ(m.head_dim(), 128);
+  EXPECT_EQ(m.rope_theta, 5e5);
+  EXPECT_EQ(parse(with(kOlmo2, "attention_bias", "true")).shape.proj_bias_mask,
+            kQkv | bias_bit(Proj::kO));
+  // The others keep input norms and per-head q/k norms.
+  EXPECT_TRUE(parse(kSmolLm).shape.input_norms);
+  EXPECT_FALSE(parse(kGemma3).shape.qk_norm_full_width);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
@@ -994,7 +1028,7 @@ std::vector<HfBadCase> bad_cases() {
   return {
       bad("UnknownModelType", with(kSmolLm, "model_type", "\"phi3\""), "model_type",
           "unknown model type 'phi3', expected one of llama, mistral, qwen2, qwen3, smollm3, "
-          "granite, gemma, gemma2, gemma3_text, gemma3"),
+          "granite, olmo2, gemma, gemma2, gemma3_text, gemma3"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",

@@ -75,6 +75,7 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
       {"dora_gemma3_multimodal", "dora", golden + "variants/gemma3_multimodal", small_tokens, ""},
       {"lora_smollm3", "lora", golden + "variants/smollm3", small_tokens, ""},
       {"adalora_granite", "adalora", golden + "variants/granite", small_tokens, ""},
+      {"dora_olmo2", "dora", golden + "variants/olmo2", small_tokens, ""},
       // transformers must read the config.json peftrun writes for a Gemma-style random base.
       {"lora_random_gemma", "lora", "", corpus, "",
        "  mlp_activation: gelu_tanh\n  norm_one_plus_weight: true\n  scale_embeddings: true\n"

@@ -73,9 +73,11 @@ BaseWeights base_for(const ModelConfig& m, bool random_norms) {
       for (int i = 0; i < m.dim; ++i) layer[at + i] = float_to_half(around_one(rng));
     }
     if (m.qk_norm) {
-      for (const std::size_t at : {o.q_norm, o.k_norm}) {
-        for (int i = 0; i < m.head_dim(); ++i) layer[at + i] = float_to_half(around_one(rng));
-      }
+      // [head_dim] each, or [n_heads * head_dim] / [n_kv_heads * head_dim] over all heads.
+      const int qw = m.qk_norm_full_width ? m.n_heads * m.head_dim() : m.head_dim();
+      const int kw = m.qk_norm_full_width ? m.n_kv_heads * m.head_dim() : m.head_dim();
+      for (int i = 0; i < qw; ++i) layer[o.q_norm + i] = float_to_half(around_one(rng));
+      for (int i = 0; i < kw; ++i) layer[o.k_norm + i] = float_to_half(around_one(rng));
     }
     if (m.sandwich_norms) {
       for (const std::size_t at : {o.post_attn_norm, o.post_mlp_norm}) {
@@ -288,6 +290,18 @@ TEST(ModelGradCheck, GraniteMultipliers) {
     tm.m.attention_multiplier = 0.3;
     tm.m.logits_scaling = 1.9;
     check_model_gradients(tm, 0, true);
+  }
+}
+
+// OLMo 2: no input norms, RMSNorms on the blocks' outputs, q/k norms over all heads at once.
+TEST(ModelGradCheck, Olmo2PostBlockNormsAndFullWidthQkNorms) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora, AdapterType::kAdaLora}) {
+    TinyModel tm(2, false, 0.0, type);
+    tm.m.input_norms = false;
+    tm.m.sandwich_norms = true;
+    tm.m.qk_norm = true;
+    tm.m.qk_norm_full_width = true;
+    check_model_gradients(tm, 0, true, /*random_norms=*/true);
   }
 }
 

@@ -114,7 +114,8 @@ INSTANTIATE_TEST_SUITE_P(
                       InteropCase{"adalora", "variants/gemma3_multimodal",
                                   "adalora_gemma3_multimodal"},
                       InteropCase{"dora", "variants/smollm3", "dora_smollm3"},
-                      InteropCase{"lora", "variants/granite", "lora_granite"}),
+                      InteropCase{"lora", "variants/granite", "lora_granite"},
+                      InteropCase{"adalora", "variants/olmo2", "adalora_olmo2"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -52,10 +52,14 @@ LayerOffsets LayerOffsets::for_model(const ModelConfig& m, BiasMask biases) {
     }
   }
   if (m.qk_norm) {  // after everything else, so models without it keep their layout
+    const std::size_t q =
+        m.qk_norm_full_width ? std::size_t(m.n_heads) * m.head_dim() : m.head_dim();
+    const std::size_t k =
+        m.qk_norm_full_width ? std::size_t(m.n_kv_heads) * m.head_dim() : m.head_dim();
     o.q_norm = at;
-    at += m.head_dim();
+    at += q;
     o.k_norm = at;
-    at += m.head_dim();
+    at += k;
   }
   if (m.sandwich_norms) {  // likewise last
     o.post_attn_norm = at;

@@ -463,9 +463,17 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   const CudaLayerSlots& L = plan_.layers[l];
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-  cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, norm_offset_, at(L.h1),
-                        at<float>(L.rstd1), n, D, eps, act_, kCompute);
-  check("forward", l, "input_layernorm output", at(L.h1), nD, act_);
+  if (!m_.input_norms) {  // OLMo 2: the projections read the layer input itself
+    cuda::scale(at(L.h1), at(L.x_in), 1.0f, nD, act_, kCompute);
+  } else {
+    cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, norm_offset_, at(L.h1),
+                          at<float>(L.rstd1), n, D, eps, act_, kCompute);
+    check("forward", l, "input_layernorm output", at(L.h1), nD, act_);
+  }
+  // q_norm / k_norm rows: per head (Qwen3, Gemma 3), or all heads at once (OLMo 2).
+  const bool full = m_.qk_norm_full_width;
+  const int q_rows = full ? n : n * H, k_rows = full ? n : n * KV;
+  const int q_width = full ? H * hd : hd, k_width = full ? KV * hd : hd;
   if (m_.qk_norm) {
     // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
     linear_forward(l, Proj::kQ, at(L.h1), at(L.q_pre), params, n, train, lkey);
@@ -473,10 +481,10 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
     linear_forward(l, Proj::kK, at(L.h1), at(L.k_pre), params, n, train, lkey);
     check("forward", l, "k_proj output", at(L.k_pre), nkv, act_);
     cuda::rmsnorm_forward(at(L.q_pre), layer16_ + off.q_norm, norm_offset_, at(L.q),
-                          at<float>(L.rstd_q), n * H, hd, eps, act_, kCompute);
+                          at<float>(L.rstd_q), q_rows, q_width, eps, act_, kCompute);
     check("forward", l, "q_norm output", at(L.q), nq, act_);
     cuda::rmsnorm_forward(at(L.k_pre), layer16_ + off.k_norm, norm_offset_, at(L.k),
-                          at<float>(L.rstd_k), n * KV, hd, eps, act_, kCompute);
+                          at<float>(L.rstd_k), k_rows, k_width, eps, act_, kCompute);
     check("forward", l, "k_norm output", at(L.k), nkv, act_);
   } else {
     linear_forward(l, Proj::kQ, at(L.h1), at(L.q), params, n, train, lkey);
@@ -514,9 +522,13 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   cuda::add_inplace(at(L.x_mid), at(L.x_in), nD, act_, kCompute);
   check("forward", l, "o_proj output + residual", at(L.x_mid), nD, act_);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
-  cuda::rmsnorm_forward(at(L.x_mid), layer16_ + off.mlp_norm, norm_offset_, at(L.h2),
-                        at<float>(L.rstd2), n, D, eps, act_, kCompute);
-  check("forward", l, "post_attention_layernorm output", at(L.h2), nD, act_);
+  if (m_.input_norms) {
+    cuda::rmsnorm_forward(at(L.x_mid), layer16_ + off.mlp_norm, norm_offset_, at(L.h2),
+                          at<float>(L.rstd2), n, D, eps, act_, kCompute);
+    check("forward", l, "post_attention_layernorm output", at(L.h2), nD, act_);
+  } else {
+    cuda::scale(at(L.h2), at(L.x_mid), 1.0f, nD, act_, kCompute);  // OLMo 2: h2 is x_mid
+  }
   linear_forward(l, Proj::kGate, at(L.h2), at(L.gate), params, n, train, lkey);
   check("forward", l, "gate_proj output", at(L.gate), nF, act_);
   linear_forward(l, Proj::kUp, at(L.h2), at(L.up), params, n, train, lkey);
@@ -634,10 +646,14 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     linear_backward(l, Proj::kUp, at(L.h2), dup, dtmp, params, grads, n);
     check("backward", l, "grad of h2 through up_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
-    cuda::rmsnorm_backward(dh, at(L.x_mid), layer16_ + off.mlp_norm, norm_offset_,
-                           at<float>(L.rstd2), dtmp, n, D, act_, kCompute);
-    check("backward", l, "grad of x_mid through post_attention_layernorm", dtmp, nD, act_);
-    cuda::add_inplace(dx, dtmp, nD, act_, kCompute);  // dx is now d(x_mid)
+    if (m_.input_norms) {
+      cuda::rmsnorm_backward(dh, at(L.x_mid), layer16_ + off.mlp_norm, norm_offset_,
+                             at<float>(L.rstd2), dtmp, n, D, act_, kCompute);
+      check("backward", l, "grad of x_mid through post_attention_layernorm", dtmp, nD, act_);
+      cuda::add_inplace(dx, dtmp, nD, act_, kCompute);  // dx is now d(x_mid)
+    } else {
+      cuda::add_inplace(dx, dh, nD, act_, kCompute);  // (OLMo 2: h2 is x_mid)
+    }
     check("backward", l, "grad of x_mid", dx, nD, act_);
     // Attention half (o_proj's output gradient likewise through its norm, into dh).
     const void* d_o = dx;
@@ -674,11 +690,14 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     if (m_.qk_norm) {
       dq_proj = at(plan_.dq_pre);
       dk_proj = at(plan_.dk_pre);
+      const bool full = m_.qk_norm_full_width;  // OLMo 2: over all heads at once
       cuda::rmsnorm_backward(dq, at(L.q_pre), layer16_ + off.q_norm, norm_offset_,
-                             at<float>(L.rstd_q), dq_proj, n * H, hd, act_, kCompute);
+                             at<float>(L.rstd_q), dq_proj, full ? n : n * H, full ? H * hd : hd,
+                             act_, kCompute);
       check("backward", l, "grad of q_proj output (q_norm backward)", dq_proj, nq, act_);
       cuda::rmsnorm_backward(dk, at(L.k_pre), layer16_ + off.k_norm, norm_offset_,
-                             at<float>(L.rstd_k), dk_proj, n * KV, hd, act_, kCompute);
+                             at<float>(L.rstd_k), dk_proj, full ? n : n * KV, full ? KV * hd : hd,
+                             act_, kCompute);
       check("backward", l, "grad of k_proj output (k_norm backward)", dk_proj, nkv, act_);
     }
     linear_backward(l, Proj::kQ, at(L.h1), dq_proj, dh, params, grads, n);
@@ -689,10 +708,14 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     linear_backward(l, Proj::kV, at(L.h1), dv, dtmp, params, grads, n);
     check("backward", l, "grad of h1 through v_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
-    cuda::rmsnorm_backward(dh, at(L.x_in), layer16_ + off.attn_norm, norm_offset_,
-                           at<float>(L.rstd1), dtmp, n, D, act_, kCompute);
-    check("backward", l, "grad of x_in through input_layernorm", dtmp, nD, act_);
-    cuda::add_inplace(dx, dtmp, nD, act_, kCompute);  // dx is now d(x_in)
+    if (m_.input_norms) {
+      cuda::rmsnorm_backward(dh, at(L.x_in), layer16_ + off.attn_norm, norm_offset_,
+                             at<float>(L.rstd1), dtmp, n, D, act_, kCompute);
+      check("backward", l, "grad of x_in through input_layernorm", dtmp, nD, act_);
+      cuda::add_inplace(dx, dtmp, nD, act_, kCompute);  // dx is now d(x_in)
+    } else {
+      cuda::add_inplace(dx, dh, nD, act_, kCompute);  // (OLMo 2: h1 is x_in)
+    }
     check("backward", l, "grad of the layer input", dx, nD, act_);
     if (layer_backward_hook_) layer_backward_hook_(l);
   }

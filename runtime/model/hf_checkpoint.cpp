@@ -96,6 +96,10 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          shape.norm_one_plus_weight ? "true" : "false");
   expect("model_type", "scale_embeddings", want.scale_embeddings ? "true" : "false",
          shape.scale_embeddings ? "true" : "false");
+  expect("model_type", "input_norms", want.input_norms ? "true" : "false",
+         shape.input_norms ? "true" : "false");
+  expect("model_type", "qk_norm_full_width", want.qk_norm_full_width ? "true" : "false",
+         shape.qk_norm_full_width ? "true" : "false");
   expect("model_type", "sandwich_norms", want.sandwich_norms ? "true" : "false",
          shape.sandwich_norms ? "true" : "false");
   expect("query_pre_attn_scalar", "query_pre_attn_scalar", number_text(want.query_pre_attn_scalar),
@@ -250,8 +254,12 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
       }
     }
     const std::string prefix = decoder + "layers." + std::to_string(l) + ".";
-    out.push_back(
-        {prefix + "input_layernorm.weight", {dim}, HfTensor::Kind::kAttnNorm, l, Proj::kQ});
+    // OLMo 2 (input_norms false) normalises only the blocks' outputs: no input_layernorm and
+    // no MLP input norm.
+    if (shape.input_norms) {
+      out.push_back(
+          {prefix + "input_layernorm.weight", {dim}, HfTensor::Kind::kAttnNorm, l, Proj::kQ});
+    }
     if (shape.sandwich_norms) {
       // Gemma 2 / 3: post_attention_layernorm normalises the attention output; the MLP's input
       // norm is pre_feedforward_layernorm.
@@ -260,17 +268,19 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
                      HfTensor::Kind::kPostAttnNorm,
                      l,
                      Proj::kQ});
-      out.push_back({prefix + "pre_feedforward_layernorm.weight",
-                     {dim},
-                     HfTensor::Kind::kMlpNorm,
-                     l,
-                     Proj::kQ});
+      if (shape.input_norms) {
+        out.push_back({prefix + "pre_feedforward_layernorm.weight",
+                       {dim},
+                       HfTensor::Kind::kMlpNorm,
+                       l,
+                       Proj::kQ});
+      }
       out.push_back({prefix + "post_feedforward_layernorm.weight",
                      {dim},
                      HfTensor::Kind::kPostMlpNorm,
                      l,
                      Proj::kQ});
-    } else {
+    } else if (shape.input_norms) {
       out.push_back({prefix + "post_attention_layernorm.weight",
                      {dim},
                      HfTensor::Kind::kMlpNorm,
@@ -279,10 +289,12 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
     }
     if (shape.qk_norm) {
       const std::int64_t hd = shape.head_dim();
+      const std::int64_t qw = shape.qk_norm_full_width ? shape.n_heads * hd : hd;
+      const std::int64_t kw = shape.qk_norm_full_width ? shape.n_kv_heads * hd : hd;
       out.push_back(
-          {prefix + "self_attn.q_norm.weight", {hd}, HfTensor::Kind::kQNorm, l, Proj::kQ});
+          {prefix + "self_attn.q_norm.weight", {qw}, HfTensor::Kind::kQNorm, l, Proj::kQ});
       out.push_back(
-          {prefix + "self_attn.k_norm.weight", {hd}, HfTensor::Kind::kKNorm, l, Proj::kK});
+          {prefix + "self_attn.k_norm.weight", {kw}, HfTensor::Kind::kKNorm, l, Proj::kK});
     }
   }
   out.push_back({decoder + "norm.weight", {dim}, HfTensor::Kind::kFinalNorm, -1, Proj::kQ});

@@ -258,6 +258,8 @@ std::optional<HfArchitecture> hf_architecture(const ModelConfig& m) {
       m.attn_logit_softcapping > 0 || m.final_logit_softcapping > 0) {
     return {};
   }
+  // OLMo 2's norms: not written as an Olmo2ForCausalLM yet.
+  if (!m.input_norms || m.qk_norm_full_width) return {};
   // Granite's multipliers: not written as a GraniteForCausalLM yet.
   if (m.embedding_multiplier != 1.0 || m.residual_multiplier != 1.0 || m.attention_multiplier > 0 ||
       m.logits_scaling != 1.0) {

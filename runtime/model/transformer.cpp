@@ -465,16 +465,24 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   const T* lw = layer_w_.data();
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-  cpu::rmsnorm_forward(x_in, lw + base_->offsets().attn_norm, norm_offset_, a.h1.data(),
-                       a.rstd1.data(), n, D, eps);
+  if (m_.input_norms) {
+    cpu::rmsnorm_forward(x_in, lw + base_->offsets().attn_norm, norm_offset_, a.h1.data(),
+                         a.rstd1.data(), n, D, eps);
+  } else {  // OLMo 2: the projections read the layer input itself
+    std::copy(x_in, x_in + std::size_t(n) * D, a.h1.data());
+  }
+  // q_norm / k_norm rows: per head (Qwen3, Gemma 3), or all heads at once (OLMo 2).
+  const bool full = m_.qk_norm_full_width;
+  const int q_rows = full ? n : n * H, k_rows = full ? n : n * KV;
+  const int q_width = full ? H * hd : hd, k_width = full ? KV * hd : hd;
   if (m_.qk_norm) {
     // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
     linear_forward(l, Proj::kQ, a.h1.data(), a.q_pre.data(), params, a, n, train, lkey);
     linear_forward(l, Proj::kK, a.h1.data(), a.k_pre.data(), params, a, n, train, lkey);
     cpu::rmsnorm_forward(a.q_pre.data(), lw + base_->offsets().q_norm, norm_offset_, a.q.data(),
-                         a.rstd_q.data(), n * H, hd, eps);
+                         a.rstd_q.data(), q_rows, q_width, eps);
     cpu::rmsnorm_forward(a.k_pre.data(), lw + base_->offsets().k_norm, norm_offset_, a.k.data(),
-                         a.rstd_k.data(), n * KV, hd, eps);
+                         a.rstd_k.data(), k_rows, k_width, eps);
   } else {
     linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
     linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
@@ -501,8 +509,12 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   if (rscale != T(1)) cpu::scale(a.x_mid.data(), a.x_mid.data(), rscale, std::size_t(n) * D);
   cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
-  cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_, a.h2.data(),
-                       a.rstd2.data(), n, D, eps);
+  if (m_.input_norms) {
+    cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_, a.h2.data(),
+                         a.rstd2.data(), n, D, eps);
+  } else {
+    std::copy(a.x_mid.data(), a.x_mid.data() + std::size_t(n) * D, a.h2.data());
+  }
   linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
   linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
   cpu::glu_forward(glu_, a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
@@ -606,9 +618,13 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     linear_backward(l, Proj::kGate, a.h2.data(), dgate_.data(), dh_.data(), params, grads, a, n);
     linear_backward(l, Proj::kUp, a.h2.data(), dup_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_,
-                          a.rstd2.data(), dtmp_.data(), n, D);
-    cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_mid)
+    if (m_.input_norms) {
+      cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_->offsets().mlp_norm,
+                            norm_offset_, a.rstd2.data(), dtmp_.data(), n, D);
+      cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_mid)
+    } else {
+      cpu::add_inplace(dx_.data(), dh_.data(), nD);  // (OLMo 2: h2 is x_mid)
+    }
     // Attention half (o_proj's output gradient likewise through its norm, into dh_).
     const T* d_o = dx_.data();
     if (m_.sandwich_norms) {
@@ -634,10 +650,12 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();
     if (m_.qk_norm) {
+      const bool full = m_.qk_norm_full_width;  // OLMo 2: over all heads at once
       cpu::rmsnorm_backward(dq_.data(), a.q_pre.data(), lw + base_->offsets().q_norm, norm_offset_,
-                            a.rstd_q.data(), dq_pre_.data(), n * H, hd);
+                            a.rstd_q.data(), dq_pre_.data(), full ? n : n * H, full ? H * hd : hd);
       cpu::rmsnorm_backward(dk_.data(), a.k_pre.data(), lw + base_->offsets().k_norm, norm_offset_,
-                            a.rstd_k.data(), dk_pre_.data(), n * KV, hd);
+                            a.rstd_k.data(), dk_pre_.data(), full ? n : n * KV,
+                            full ? KV * hd : hd);
       dq_proj = dq_pre_.data();
       dk_proj = dk_pre_.data();
     }
@@ -646,9 +664,13 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_->offsets().attn_norm, norm_offset_,
-                          a.rstd1.data(), dtmp_.data(), n, D);
-    cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_in)
+    if (m_.input_norms) {
+      cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_->offsets().attn_norm, norm_offset_,
+                            a.rstd1.data(), dtmp_.data(), n, D);
+      cpu::add_inplace(dx_.data(), dtmp_.data(), nD);  // dx_ is now d(x_in)
+    } else {
+      cpu::add_inplace(dx_.data(), dh_.data(), nD);  // (OLMo 2: h1 is x_in)
+    }
     if (debug_checks_) {
       check_finite("backward", l, "grad of act(gate) * up (down_proj backward)", dact_.data(),
                    std::size_t(n) * F);

@@ -157,6 +157,18 @@ def granite_config():
         hidden_act="silu", attention_dropout=0.0)
 
 
+def olmo2_config():
+    # OLMo 2's kind: no input norms, an RMSNorm on each block's output (post_attention_layernorm,
+    # post_feedforward_layernorm), q_norm / k_norm over all heads of q and of k at once.
+    return transformers.Olmo2Config(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 500000.0}, rms_norm_eps=1e-6,
+        tie_word_embeddings=False, attention_bias=False, pad_token_id=None, bos_token_id=None,
+        eos_token_id=None, hidden_act="silu", attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -170,6 +182,7 @@ CASES = [
      4328, 0.0),
     ("smollm3", transformers.SmolLM3ForCausalLM, smollm3_config, 4329, 1.0),
     ("granite", transformers.GraniteForCausalLM, granite_config, 4330, 1.0),
+    ("olmo2", transformers.Olmo2ForCausalLM, olmo2_config, 4331, 1.0),
 ]
 
 

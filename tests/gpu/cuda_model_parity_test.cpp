@@ -88,6 +88,7 @@ struct ModelCase {
   bool softcap = false;
   bool nope = false;     // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
   bool granite = false;  // Granite's four multipliers
+  bool olmo2 = false;    // OLMo 2's norms: none on the inputs, post-block, q/k over all heads
 };
 
 std::string case_name(const ModelCase& c, DType act) {
@@ -95,7 +96,7 @@ std::string case_name(const ModelCase& c, DType act) {
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
          (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window" : "") +
          (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap" : "") + (c.nope ? "+nope" : "") +
-         (c.granite ? "+granite " : " ") + dtype_name(act);
+         (c.granite ? "+granite" : "") + (c.olmo2 ? "+olmo2 " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -124,6 +125,12 @@ Config case_config(const ModelCase& c) {
     cfg.model.rope_local_theta = 1e4;
   }
   if (c.nope) cfg.model.no_rope_layers = {1, 0, 1, 0};
+  if (c.olmo2) {
+    cfg.model.input_norms = false;
+    cfg.model.sandwich_norms = true;
+    cfg.model.qk_norm = true;
+    cfg.model.qk_norm_full_width = true;
+  }
   if (c.granite) {
     cfg.model.embedding_multiplier = 1.7;
     cfg.model.residual_multiplier = 0.6;
@@ -298,6 +305,14 @@ TEST(GpuModelParity, DoraGranite) {
   PEFTRUN_REQUIRE_GPU();
   ModelCase c{AdapterType::kDora, 0.0};
   c.granite = true;
+  run_model_case(c);
+}
+
+// OLMo 2's layer: post-block norms only and q/k norms over all heads.
+TEST(GpuModelParity, LoraOlmo2) {
+  PEFTRUN_REQUIRE_GPU();
+  ModelCase c{AdapterType::kLora, 0.0};
+  c.olmo2 = true;
   run_model_case(c);
 }
 
