@@ -138,6 +138,10 @@ struct ModelConfig {
   bool multimodal_checkpoint = false;
 
   int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : dim / n_heads; }
+  // The width of a q_norm / k_norm weight over `heads` heads (n_heads for q, n_kv_heads for k).
+  int qk_norm_width(int heads) const {
+    return qk_norm_full_width ? heads * head_dim() : head_dim();
+  }
   bool operator==(const ModelConfig&) const = default;
 };
 

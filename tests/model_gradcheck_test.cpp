@@ -73,9 +73,7 @@ BaseWeights base_for(const ModelConfig& m, bool random_norms) {
       for (int i = 0; i < m.dim; ++i) layer[at + i] = float_to_half(around_one(rng));
     }
     if (m.qk_norm) {
-      // [head_dim] each, or [n_heads * head_dim] / [n_kv_heads * head_dim] over all heads.
-      const int qw = m.qk_norm_full_width ? m.n_heads * m.head_dim() : m.head_dim();
-      const int kw = m.qk_norm_full_width ? m.n_kv_heads * m.head_dim() : m.head_dim();
+      const int qw = m.qk_norm_width(m.n_heads), kw = m.qk_norm_width(m.n_kv_heads);
       for (int i = 0; i < qw; ++i) layer[o.q_norm + i] = float_to_half(around_one(rng));
       for (int i = 0; i < kw; ++i) layer[o.k_norm + i] = float_to_half(around_one(rng));
     }

@@ -52,14 +52,10 @@ LayerOffsets LayerOffsets::for_model(const ModelConfig& m, BiasMask biases) {
     }
   }
   if (m.qk_norm) {  // after everything else, so models without it keep their layout
-    const std::size_t q =
-        m.qk_norm_full_width ? std::size_t(m.n_heads) * m.head_dim() : m.head_dim();
-    const std::size_t k =
-        m.qk_norm_full_width ? std::size_t(m.n_kv_heads) * m.head_dim() : m.head_dim();
     o.q_norm = at;
-    at += q;
+    at += m.qk_norm_width(m.n_heads);
     o.k_norm = at;
-    at += k;
+    at += m.qk_norm_width(m.n_kv_heads);
   }
   if (m.sandwich_norms) {  // likewise last
     o.post_attn_norm = at;

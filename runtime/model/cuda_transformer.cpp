@@ -463,36 +463,33 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   const CudaLayerSlots& L = plan_.layers[l];
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
-  if (!m_.input_norms) {  // OLMo 2: the projections read the layer input itself
-    cuda::scale(at(L.h1), at(L.x_in), 1.0f, nD, act_, kCompute);
-  } else {
+  // OLMo 2 (no input norms): the projections read the layer input itself.
+  const void* h1 = m_.input_norms ? at(L.h1) : at(L.x_in);
+  if (m_.input_norms) {
     cuda::rmsnorm_forward(at(L.x_in), layer16_ + off.attn_norm, norm_offset_, at(L.h1),
                           at<float>(L.rstd1), n, D, eps, act_, kCompute);
     check("forward", l, "input_layernorm output", at(L.h1), nD, act_);
   }
-  // q_norm / k_norm rows: per head (Qwen3, Gemma 3), or all heads at once (OLMo 2).
-  const bool full = m_.qk_norm_full_width;
-  const int q_rows = full ? n : n * H, k_rows = full ? n : n * KV;
-  const int q_width = full ? H * hd : hd, k_width = full ? KV * hd : hd;
   if (m_.qk_norm) {
+    const NormRows qr = qk_norm_rows(m_, n, H), kr = qk_norm_rows(m_, n, KV);
     // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
-    linear_forward(l, Proj::kQ, at(L.h1), at(L.q_pre), params, n, train, lkey);
+    linear_forward(l, Proj::kQ, h1, at(L.q_pre), params, n, train, lkey);
     check("forward", l, "q_proj output", at(L.q_pre), nq, act_);
-    linear_forward(l, Proj::kK, at(L.h1), at(L.k_pre), params, n, train, lkey);
+    linear_forward(l, Proj::kK, h1, at(L.k_pre), params, n, train, lkey);
     check("forward", l, "k_proj output", at(L.k_pre), nkv, act_);
     cuda::rmsnorm_forward(at(L.q_pre), layer16_ + off.q_norm, norm_offset_, at(L.q),
-                          at<float>(L.rstd_q), q_rows, q_width, eps, act_, kCompute);
+                          at<float>(L.rstd_q), qr.rows, qr.width, eps, act_, kCompute);
     check("forward", l, "q_norm output", at(L.q), nq, act_);
     cuda::rmsnorm_forward(at(L.k_pre), layer16_ + off.k_norm, norm_offset_, at(L.k),
-                          at<float>(L.rstd_k), k_rows, k_width, eps, act_, kCompute);
+                          at<float>(L.rstd_k), kr.rows, kr.width, eps, act_, kCompute);
     check("forward", l, "k_norm output", at(L.k), nkv, act_);
   } else {
-    linear_forward(l, Proj::kQ, at(L.h1), at(L.q), params, n, train, lkey);
+    linear_forward(l, Proj::kQ, h1, at(L.q), params, n, train, lkey);
     check("forward", l, "q_proj output", at(L.q), nq, act_);
-    linear_forward(l, Proj::kK, at(L.h1), at(L.k), params, n, train, lkey);
+    linear_forward(l, Proj::kK, h1, at(L.k), params, n, train, lkey);
     check("forward", l, "k_proj output", at(L.k), nkv, act_);
   }
-  linear_forward(l, Proj::kV, at(L.h1), at(L.v), params, n, train, lkey);
+  linear_forward(l, Proj::kV, h1, at(L.v), params, n, train, lkey);
   check("forward", l, "v_proj output", at(L.v), nkv, act_);
   if (rope_.rotates(l)) {                       // not in SmolLM3's NoPE layers
     const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
@@ -522,16 +519,15 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   cuda::add_inplace(at(L.x_mid), at(L.x_in), nD, act_, kCompute);
   check("forward", l, "o_proj output + residual", at(L.x_mid), nD, act_);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
+  const void* h2 = m_.input_norms ? at(L.h2) : at(L.x_mid);  // OLMo 2: x_mid itself
   if (m_.input_norms) {
     cuda::rmsnorm_forward(at(L.x_mid), layer16_ + off.mlp_norm, norm_offset_, at(L.h2),
                           at<float>(L.rstd2), n, D, eps, act_, kCompute);
     check("forward", l, "post_attention_layernorm output", at(L.h2), nD, act_);
-  } else {
-    cuda::scale(at(L.h2), at(L.x_mid), 1.0f, nD, act_, kCompute);  // OLMo 2: h2 is x_mid
   }
-  linear_forward(l, Proj::kGate, at(L.h2), at(L.gate), params, n, train, lkey);
+  linear_forward(l, Proj::kGate, h2, at(L.gate), params, n, train, lkey);
   check("forward", l, "gate_proj output", at(L.gate), nF, act_);
-  linear_forward(l, Proj::kUp, at(L.h2), at(L.up), params, n, train, lkey);
+  linear_forward(l, Proj::kUp, h2, at(L.up), params, n, train, lkey);
   check("forward", l, "up_proj output", at(L.up), nF, act_);
   cuda::glu_forward(glu_, at(L.gate), at(L.up), at(L.act), nF, act_, kCompute);
   check("forward", l, "act(gate) * up output", at(L.act), nF, act_);
@@ -621,6 +617,8 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
       // output goes to dtmp, free until the MLP backward below.
       forward_layer(l, dtmp, b, params, last_train_, last_dropout_key_);
     }
+    const void* h1 = m_.input_norms ? at(L.h1) : at(L.x_in);  // as forward_layer read them
+    const void* h2 = m_.input_norms ? at(L.h2) : at(L.x_mid);
     // MLP half. With sandwich norms, down_proj's output gradient comes through its RMSNorm
     // (into dh, free until the gate / up backward below).
     const void* ddown = dx;
@@ -641,9 +639,9 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     cuda::glu_backward(glu_, dact, at(L.gate), at(L.up), dgate, dup, nF, act_, kCompute);
     check("backward", l, "grad of gate_proj output (act(gate) * up backward)", dgate, nF, act_);
     check("backward", l, "grad of up_proj output (act(gate) * up backward)", dup, nF, act_);
-    linear_backward(l, Proj::kGate, at(L.h2), dgate, dh, params, grads, n);
+    linear_backward(l, Proj::kGate, h2, dgate, dh, params, grads, n);
     check("backward", l, "grad of h2 through gate_proj", dh, nD, act_);
-    linear_backward(l, Proj::kUp, at(L.h2), dup, dtmp, params, grads, n);
+    linear_backward(l, Proj::kUp, h2, dup, dtmp, params, grads, n);
     check("backward", l, "grad of h2 through up_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
     if (m_.input_norms) {
@@ -690,22 +688,20 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     if (m_.qk_norm) {
       dq_proj = at(plan_.dq_pre);
       dk_proj = at(plan_.dk_pre);
-      const bool full = m_.qk_norm_full_width;  // OLMo 2: over all heads at once
+      const NormRows qr = qk_norm_rows(m_, n, H), kr = qk_norm_rows(m_, n, KV);
       cuda::rmsnorm_backward(dq, at(L.q_pre), layer16_ + off.q_norm, norm_offset_,
-                             at<float>(L.rstd_q), dq_proj, full ? n : n * H, full ? H * hd : hd,
-                             act_, kCompute);
+                             at<float>(L.rstd_q), dq_proj, qr.rows, qr.width, act_, kCompute);
       check("backward", l, "grad of q_proj output (q_norm backward)", dq_proj, nq, act_);
       cuda::rmsnorm_backward(dk, at(L.k_pre), layer16_ + off.k_norm, norm_offset_,
-                             at<float>(L.rstd_k), dk_proj, full ? n : n * KV, full ? KV * hd : hd,
-                             act_, kCompute);
+                             at<float>(L.rstd_k), dk_proj, kr.rows, kr.width, act_, kCompute);
       check("backward", l, "grad of k_proj output (k_norm backward)", dk_proj, nkv, act_);
     }
-    linear_backward(l, Proj::kQ, at(L.h1), dq_proj, dh, params, grads, n);
+    linear_backward(l, Proj::kQ, h1, dq_proj, dh, params, grads, n);
     check("backward", l, "grad of h1 through q_proj", dh, nD, act_);
-    linear_backward(l, Proj::kK, at(L.h1), dk_proj, dtmp, params, grads, n);
+    linear_backward(l, Proj::kK, h1, dk_proj, dtmp, params, grads, n);
     check("backward", l, "grad of h1 through k_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
-    linear_backward(l, Proj::kV, at(L.h1), dv, dtmp, params, grads, n);
+    linear_backward(l, Proj::kV, h1, dv, dtmp, params, grads, n);
     check("backward", l, "grad of h1 through v_proj", dtmp, nD, act_);
     cuda::add_inplace(dh, dtmp, nD, act_, kCompute);
     if (m_.input_norms) {

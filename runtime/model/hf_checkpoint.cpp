@@ -6,7 +6,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
-#include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -83,60 +83,56 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          std::to_string(shape.max_seq_len));
   expect("rope_theta", "rope_theta", number_text(want.rope_theta), number_text(shape.rope_theta));
   expect("rope_scaling / rope_parameters", "RoPE scaling", rope_text(want), rope_text(shape));
-  expect("tie_word_embeddings", "tie_embeddings", want.tie_embeddings ? "true" : "false",
-         shape.tie_embeddings ? "true" : "false");
+  auto flag = [](bool b) { return std::string(b ? "true" : "false"); };
+  expect("tie_word_embeddings", "tie_embeddings", flag(want.tie_embeddings),
+         flag(shape.tie_embeddings));
   expect("rms_norm_eps", "norm_eps", number_text(want.norm_eps), number_text(shape.norm_eps));
   expect("model_type/attention_bias/mlp_bias", "biases on", bias_text(want.proj_bias_mask),
          bias_text(shape.proj_bias_mask));
-  expect("model_type", "qk_norm", want.qk_norm ? "true" : "false",
-         shape.qk_norm ? "true" : "false");
+  expect("model_type", "qk_norm", flag(want.qk_norm), flag(shape.qk_norm));
   expect("hidden_act", "mlp_activation", to_string(want.mlp_activation),
          to_string(shape.mlp_activation));
-  expect("model_type", "norm_one_plus_weight", want.norm_one_plus_weight ? "true" : "false",
-         shape.norm_one_plus_weight ? "true" : "false");
-  expect("model_type", "scale_embeddings", want.scale_embeddings ? "true" : "false",
-         shape.scale_embeddings ? "true" : "false");
-  expect("model_type", "input_norms", want.input_norms ? "true" : "false",
-         shape.input_norms ? "true" : "false");
-  expect("model_type", "qk_norm_full_width", want.qk_norm_full_width ? "true" : "false",
-         shape.qk_norm_full_width ? "true" : "false");
-  expect("model_type", "sandwich_norms", want.sandwich_norms ? "true" : "false",
-         shape.sandwich_norms ? "true" : "false");
-  expect("query_pre_attn_scalar", "query_pre_attn_scalar", number_text(want.query_pre_attn_scalar),
-         number_text(shape.query_pre_attn_scalar));
+  expect("model_type", "norm_one_plus_weight", flag(want.norm_one_plus_weight),
+         flag(shape.norm_one_plus_weight));
+  expect("model_type", "scale_embeddings", flag(want.scale_embeddings),
+         flag(shape.scale_embeddings));
+  expect("model_type", "input_norms", flag(want.input_norms), flag(shape.input_norms));
+  expect("model_type", "qk_norm_full_width", flag(want.qk_norm_full_width),
+         flag(shape.qk_norm_full_width));
+  expect("model_type", "sandwich_norms", flag(want.sandwich_norms), flag(shape.sandwich_norms));
+  expect("model_type", "a multimodal checkpoint", flag(want.multimodal_checkpoint),
+         flag(shape.multimodal_checkpoint));
+  // The scalars config.json sets under the same names as the YAML keys.
+  const std::pair<const char*, double ModelConfig::*> scalars[] = {
+      {"query_pre_attn_scalar", &ModelConfig::query_pre_attn_scalar},
+      {"attn_logit_softcapping", &ModelConfig::attn_logit_softcapping},
+      {"final_logit_softcapping", &ModelConfig::final_logit_softcapping},
+      {"embedding_multiplier", &ModelConfig::embedding_multiplier},
+      {"residual_multiplier", &ModelConfig::residual_multiplier},
+      {"attention_multiplier", &ModelConfig::attention_multiplier},
+      {"logits_scaling", &ModelConfig::logits_scaling}};
+  for (const auto& [key, field] : scalars) {
+    expect(key, key, number_text(want.*field), number_text(shape.*field));
+  }
   expect("rope_local_base_freq", "rope_local_theta", number_text(want.rope_local_theta),
          number_text(shape.rope_local_theta));
-  expect("attn_logit_softcapping", "attn_logit_softcapping",
-         number_text(want.attn_logit_softcapping), number_text(shape.attn_logit_softcapping));
-  expect("final_logit_softcapping", "final_logit_softcapping",
-         number_text(want.final_logit_softcapping), number_text(shape.final_logit_softcapping));
-  for (const auto& [key, theirs, ours] :
-       {std::tuple{"embedding_multiplier", want.embedding_multiplier, shape.embedding_multiplier},
-        std::tuple{"residual_multiplier", want.residual_multiplier, shape.residual_multiplier},
-        std::tuple{"attention_multiplier", want.attention_multiplier, shape.attention_multiplier},
-        std::tuple{"logits_scaling", want.logits_scaling, shape.logits_scaling}}) {
-    expect(key, key, number_text(theirs), number_text(ours));
-  }
-  expect("model_type", "a multimodal checkpoint", want.multimodal_checkpoint ? "true" : "false",
-         shape.multimodal_checkpoint ? "true" : "false");
   expect("sliding_window", "sliding_window", std::to_string(want.sliding_window),
          std::to_string(shape.sliding_window));
-  auto types_text = [](const std::vector<std::string>& t) {
+  auto list_text = [](const auto& items) {
     std::string s;
-    for (const std::string& x : t) s += (s.empty() ? "" : ",") + x;
-    return "[" + s + "]";
-  };
-  expect("layer_types", "layer_types", types_text(want.layer_types), types_text(shape.layer_types));
-  auto flags_text = [](const std::vector<int>& f) {
-    std::string s;
-    for (const int x : f) {
+    for (const auto& x : items) {
       if (!s.empty()) s += ',';
-      s += std::to_string(x);
+      if constexpr (std::is_same_v<std::decay_t<decltype(x)>, std::string>) {
+        s += x;
+      } else {
+        s += std::to_string(x);
+      }
     }
     return "[" + s + "]";
   };
-  expect("no_rope_layers", "no_rope_layers", flags_text(want.no_rope_layers),
-         flags_text(shape.no_rope_layers));
+  expect("layer_types", "layer_types", list_text(want.layer_types), list_text(shape.layer_types));
+  expect("no_rope_layers", "no_rope_layers", list_text(want.no_rope_layers),
+         list_text(shape.no_rope_layers));
 }
 
 namespace {
@@ -288,9 +284,8 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
                      Proj::kQ});
     }
     if (shape.qk_norm) {
-      const std::int64_t hd = shape.head_dim();
-      const std::int64_t qw = shape.qk_norm_full_width ? shape.n_heads * hd : hd;
-      const std::int64_t kw = shape.qk_norm_full_width ? shape.n_kv_heads * hd : hd;
+      const std::int64_t qw = shape.qk_norm_width(shape.n_heads);
+      const std::int64_t kw = shape.qk_norm_width(shape.n_kv_heads);
       out.push_back(
           {prefix + "self_attn.q_norm.weight", {qw}, HfTensor::Kind::kQNorm, l, Proj::kQ});
       out.push_back(

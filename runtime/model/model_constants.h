@@ -66,6 +66,16 @@ inline float logit_softcap(const ModelConfig& m) {
   return static_cast<float>(m.final_logit_softcapping);
 }
 
+// q_norm / k_norm as RMSNorm rows over `heads` heads of `tokens` tokens: [tokens * heads,
+// head_dim] per head (Qwen3, Gemma 3), or [tokens, heads * head_dim] at once (OLMo 2).
+struct NormRows {
+  int rows, width;
+};
+inline NormRows qk_norm_rows(const ModelConfig& m, int tokens, int heads) {
+  const int width = m.qk_norm_width(heads);
+  return {tokens * heads * m.head_dim() / width, width};
+}
+
 // The sliding window of layer `l`'s attention in keys, 0 for full causal attention.
 inline int attention_window(const ModelConfig& m, int l) {
   if (m.sliding_window <= 0) return 0;

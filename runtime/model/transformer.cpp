@@ -465,29 +465,26 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   const T* lw = layer_w_.data();
   const std::uint64_t lkey = derive_key(dropout_key, std::uint64_t(l));
   // Attention half: h1 = rmsnorm(x_in); x_mid = x_in + o_proj(attention(q, k, v)).
+  // OLMo 2 (no input norms): the projections read the layer input itself.
+  const T* h1 = m_.input_norms ? a.h1.data() : x_in;
   if (m_.input_norms) {
     cpu::rmsnorm_forward(x_in, lw + base_->offsets().attn_norm, norm_offset_, a.h1.data(),
                          a.rstd1.data(), n, D, eps);
-  } else {  // OLMo 2: the projections read the layer input itself
-    std::copy(x_in, x_in + std::size_t(n) * D, a.h1.data());
   }
-  // q_norm / k_norm rows: per head (Qwen3, Gemma 3), or all heads at once (OLMo 2).
-  const bool full = m_.qk_norm_full_width;
-  const int q_rows = full ? n : n * H, k_rows = full ? n : n * KV;
-  const int q_width = full ? H * hd : hd, k_width = full ? KV * hd : hd;
   if (m_.qk_norm) {
+    const NormRows qr = qk_norm_rows(m_, n, H), kr = qk_norm_rows(m_, n, KV);
     // Qwen3: q = rmsnorm_per_head(q_proj(h1)), k likewise, before RoPE.
-    linear_forward(l, Proj::kQ, a.h1.data(), a.q_pre.data(), params, a, n, train, lkey);
-    linear_forward(l, Proj::kK, a.h1.data(), a.k_pre.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kQ, h1, a.q_pre.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kK, h1, a.k_pre.data(), params, a, n, train, lkey);
     cpu::rmsnorm_forward(a.q_pre.data(), lw + base_->offsets().q_norm, norm_offset_, a.q.data(),
-                         a.rstd_q.data(), q_rows, q_width, eps);
+                         a.rstd_q.data(), qr.rows, qr.width, eps);
     cpu::rmsnorm_forward(a.k_pre.data(), lw + base_->offsets().k_norm, norm_offset_, a.k.data(),
-                         a.rstd_k.data(), k_rows, k_width, eps);
+                         a.rstd_k.data(), kr.rows, kr.width, eps);
   } else {
-    linear_forward(l, Proj::kQ, a.h1.data(), a.q.data(), params, a, n, train, lkey);
-    linear_forward(l, Proj::kK, a.h1.data(), a.k.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kQ, h1, a.q.data(), params, a, n, train, lkey);
+    linear_forward(l, Proj::kK, h1, a.k.data(), params, a, n, train, lkey);
   }
-  linear_forward(l, Proj::kV, a.h1.data(), a.v.data(), params, a, n, train, lkey);
+  linear_forward(l, Proj::kV, h1, a.v.data(), params, a, n, train, lkey);
   if (rope_.rotates(l)) {                       // not in SmolLM3's NoPE layers
     const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
     const float rope_cs = rope_.cos_sin_scale(l);
@@ -509,14 +506,13 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   if (rscale != T(1)) cpu::scale(a.x_mid.data(), a.x_mid.data(), rscale, std::size_t(n) * D);
   cpu::add_inplace(a.x_mid.data(), x_in, std::size_t(n) * D);
   // MLP half: h2 = rmsnorm(x_mid); x_out = x_mid + down(act(gate(h2)) * up(h2)).
+  const T* h2 = m_.input_norms ? a.h2.data() : a.x_mid.data();
   if (m_.input_norms) {
     cpu::rmsnorm_forward(a.x_mid.data(), lw + base_->offsets().mlp_norm, norm_offset_, a.h2.data(),
                          a.rstd2.data(), n, D, eps);
-  } else {
-    std::copy(a.x_mid.data(), a.x_mid.data() + std::size_t(n) * D, a.h2.data());
   }
-  linear_forward(l, Proj::kGate, a.h2.data(), a.gate.data(), params, a, n, train, lkey);
-  linear_forward(l, Proj::kUp, a.h2.data(), a.up.data(), params, a, n, train, lkey);
+  linear_forward(l, Proj::kGate, h2, a.gate.data(), params, a, n, train, lkey);
+  linear_forward(l, Proj::kUp, h2, a.up.data(), params, a, n, train, lkey);
   cpu::glu_forward(glu_, a.gate.data(), a.up.data(), a.act.data(), std::size_t(n) * F);
   if (m_.sandwich_norms) {
     // x_out = x_mid + rmsnorm(down(...)).
@@ -531,13 +527,13 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
   if (debug_checks_) {
     // In the order the ops produced them, so the first bad tensor names the failing op.
     const std::size_t nn = std::size_t(n), nq = nn * H * hd, nkv = nn * KV * hd;
-    check_finite("forward", l, "input_layernorm output", a.h1.data(), nn * D);
+    check_finite("forward", l, "input_layernorm output", h1, nn * D);
     check_finite("forward", l, "q_proj output (after RoPE)", a.q.data(), nq);
     check_finite("forward", l, "k_proj output (after RoPE)", a.k.data(), nkv);
     check_finite("forward", l, "v_proj output", a.v.data(), nkv);
     check_finite("forward", l, "attention output", a.att.data(), nq);
     check_finite("forward", l, "o_proj output + residual", a.x_mid.data(), nn * D);
-    check_finite("forward", l, "post_attention_layernorm output", a.h2.data(), nn * D);
+    check_finite("forward", l, "post_attention_layernorm output", h2, nn * D);
     check_finite("forward", l, "gate_proj output", a.gate.data(), nn * F);
     check_finite("forward", l, "up_proj output", a.up.data(), nn * F);
     check_finite("forward", l, "act(gate) * up output", a.act.data(), nn * F);
@@ -598,6 +594,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
       // output goes to dtmp_, free until the MLP backward below.
       forward_layer(l, a, x_in, dtmp_.data(), b, params, last_train_, last_dropout_key_);
     }
+    const T* h1 = m_.input_norms ? a.h1.data() : x_in;  // as forward_layer read them
+    const T* h2 = m_.input_norms ? a.h2.data() : a.x_mid.data();
     // MLP half. With sandwich norms, down_proj's output gradient comes through its RMSNorm
     // (into dh_, free until the gate / up backward below).
     const T* ddown = dx_.data();
@@ -615,8 +613,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     linear_backward(l, Proj::kDown, a.act.data(), ddown, dact_.data(), params, grads, a, n);
     cpu::glu_backward(glu_, dact_.data(), a.gate.data(), a.up.data(), dgate_.data(), dup_.data(),
                       std::size_t(n) * F);
-    linear_backward(l, Proj::kGate, a.h2.data(), dgate_.data(), dh_.data(), params, grads, a, n);
-    linear_backward(l, Proj::kUp, a.h2.data(), dup_.data(), dtmp_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kGate, h2, dgate_.data(), dh_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kUp, h2, dup_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     if (m_.input_norms) {
       cpu::rmsnorm_backward(dh_.data(), a.x_mid.data(), lw + base_->offsets().mlp_norm,
@@ -650,19 +648,18 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();
     if (m_.qk_norm) {
-      const bool full = m_.qk_norm_full_width;  // OLMo 2: over all heads at once
+      const NormRows qr = qk_norm_rows(m_, n, H), kr = qk_norm_rows(m_, n, KV);
       cpu::rmsnorm_backward(dq_.data(), a.q_pre.data(), lw + base_->offsets().q_norm, norm_offset_,
-                            a.rstd_q.data(), dq_pre_.data(), full ? n : n * H, full ? H * hd : hd);
+                            a.rstd_q.data(), dq_pre_.data(), qr.rows, qr.width);
       cpu::rmsnorm_backward(dk_.data(), a.k_pre.data(), lw + base_->offsets().k_norm, norm_offset_,
-                            a.rstd_k.data(), dk_pre_.data(), full ? n : n * KV,
-                            full ? KV * hd : hd);
+                            a.rstd_k.data(), dk_pre_.data(), kr.rows, kr.width);
       dq_proj = dq_pre_.data();
       dk_proj = dk_pre_.data();
     }
-    linear_backward(l, Proj::kQ, a.h1.data(), dq_proj, dh_.data(), params, grads, a, n);
-    linear_backward(l, Proj::kK, a.h1.data(), dk_proj, dtmp_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kQ, h1, dq_proj, dh_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kK, h1, dk_proj, dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
-    linear_backward(l, Proj::kV, a.h1.data(), dv_.data(), dtmp_.data(), params, grads, a, n);
+    linear_backward(l, Proj::kV, h1, dv_.data(), dtmp_.data(), params, grads, a, n);
     cpu::add_inplace(dh_.data(), dtmp_.data(), nD);
     if (m_.input_norms) {
       cpu::rmsnorm_backward(dh_.data(), x_in, lw + base_->offsets().attn_norm, norm_offset_,
