@@ -39,10 +39,27 @@ const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama
 const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3" | "yarn"
 const char* to_string(MlpActivation a);  // "silu" | "gelu_tanh"
 
-// The seven projection names LoRA may target, in the order layers hold them.
+// The seven projections of a layer, in the order layers hold them (the runtime's Proj), and so
+// the names LoRA may target in every model but those with model.fused_projections.
 inline const std::vector<std::string>& all_target_modules() {
   static const std::vector<std::string> names = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                  "gate_proj", "up_proj", "down_proj"};
+  return names;
+}
+
+// The Linear modules of a model with model.fused_projections (Phi-3), in layer order: qkv_proj
+// holds q, k, v and gate_up_proj holds gate, up, each as one module for PEFT.
+inline const std::vector<std::string>& fused_target_modules() {
+  static const std::vector<std::string> names = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"};
+  return names;
+}
+
+// Every name adapter.target_modules accepts, in the order the key stores them; "all-linear"
+// stores them all until the loader knows the model (resolve_target_modules).
+inline const std::vector<std::string>& known_target_modules() {
+  static const std::vector<std::string> names = {"q_proj",   "k_proj",       "v_proj",
+                                                 "qkv_proj", "o_proj",       "gate_proj",
+                                                 "up_proj",  "gate_up_proj", "down_proj"};
   return names;
 }
 
@@ -123,6 +140,11 @@ struct ModelConfig {
   // model.no_rope_layers: per layer 1 when it applies RoPE and 0 when it does not (NoPE), as
   // transformers' SmolLM3 names them; empty = every layer rotates.
   std::vector<int> no_rope_layers;
+  // model.fused_projections: each layer's q, k, v are one Linear, qkv_proj
+  // [(n_heads + 2 n_kv_heads) head_dim, dim], and gate, up one Linear, gate_up_proj
+  // [2 ffn_dim, dim] (gate's rows first), as Phi-3 stores them; adapters then target those
+  // modules (adapter.target_modules names them) and share one A across the pieces.
+  bool fused_projections = false;
   double norm_eps = 1e-5;
   // Random base only: std of the embedding table. Linear weights use N(0, 1/fan_in) so a frozen
   // random model still passes signal (see runtime/base_weights.cpp).

@@ -159,6 +159,7 @@ class Loader {
   ConfigLoadResult finish() {
     ConfigLoadResult result;
     if (!syntax_error_) apply_checkpoint_shape();
+    if (!syntax_error_) resolve_target_modules();
     if (!syntax_error_) check_run_length_keys();
     if (!syntax_error_) apply_warmup_ratio();
     result.config = config_;
@@ -415,6 +416,20 @@ class Loader {
       if (source.line > 0) origin_[source.yaml_key] = {hf.file, source.line, source.column};
     }
     copy_hf_shape(checkpoint.model, config_.model);
+  }
+
+  // adapter.target_modules once the model is known: "all-linear" (every known name) keeps the
+  // model's own modules, and a model with fused projections that the YAML gives no targets
+  // gets PEFT's default for Phi-3, qkv_proj (q_proj, v_proj is no module of it). A list naming
+  // modules the model does not have is left for the cross-check to report.
+  void resolve_target_modules() {
+    std::vector<std::string>& targets = config_.adapter.target_modules;
+    const bool fused = config_.model.fused_projections;
+    if (targets == known_target_modules()) {
+      targets = fused ? fused_target_modules() : all_target_modules();
+    } else if (fused && !origin_.count("adapter.target_modules")) {
+      targets = {"qkv_proj"};
+    }
   }
 
   void validate(std::vector<ConfigError>& out) const {

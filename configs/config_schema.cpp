@@ -426,13 +426,15 @@ KeySpec enum_key(std::string path, Get get, std::vector<E> values, ValueAliases 
   return spec;
 }
 
-// adapter.target_modules: a list of known projection names, or "all-linear". Stored in layer
-// order (all_target_modules()) so that equivalent lists give identical configs.
+// adapter.target_modules: a list of known module names, or "all-linear". Stored in layer order
+// (known_target_modules()) so that equivalent lists give identical configs. Which names the
+// model has (q_proj or qkv_proj...) is checked once the model is known (a cross-check);
+// "all-linear" stores every known name, and the loader keeps the model's own.
 KeySpec target_modules_key() {
   KeySpec spec = new_spec("adapter.target_modules");
   spec.read = [](const YAML::Node& v, Config& c, const ReadContext&,
                  std::vector<ValueProblem>& problems) {
-    const std::vector<std::string>& all = all_target_modules();
+    const std::vector<std::string>& all = known_target_modules();
     const std::string names = join(all, ", ");
     if (v.IsScalar() && v.Scalar() == "all-linear") {
       c.adapter.target_modules = all;
@@ -641,6 +643,8 @@ std::vector<KeySpec> build_schema() {
       "model.sandwich_norms", [](auto& c) -> auto& { return c.model.sandwich_norms; }));
   keys.push_back(bool_key(
       "model.input_norms", [](auto& c) -> auto& { return c.model.input_norms; }));
+  keys.push_back(bool_key(
+      "model.fused_projections", [](auto& c) -> auto& { return c.model.fused_projections; }));
   keys.push_back(double_key(
       "model.query_pre_attn_scalar", [](auto& c) -> auto& { return c.model.query_pre_attn_scalar; },
       at_least(0)));
@@ -883,6 +887,27 @@ std::vector<CrossCheck> build_cross_checks() {
          if (slides && m.sliding_window == 0) {
            return "names sliding_attention layers but model.sliding_window is 0, expected a "
                   "window > 0 or only full_attention";
+         }
+         return "";
+       }});
+  checks.push_back(
+      {"adapter.target_modules", {"model.fused_projections"}, [](const Config& c) -> std::string {
+         const bool fused = c.model.fused_projections;
+         const std::vector<std::string>& have =
+             fused ? fused_target_modules() : all_target_modules();
+         for (const std::string& name : c.adapter.target_modules) {
+           if (std::find(have.begin(), have.end(), name) != have.end()) continue;
+           if (fused) {
+             return "names '" + name +
+                    "', which this model does not have: with model.fused_projections (Phi-3) "
+                    "q/k/v are one module qkv_proj and gate/up one module gate_up_proj; expected "
+                    "some of " +
+                    join(have, ", ") + " or 'all-linear'";
+           }
+           return "names '" + name +
+                  "', a module only models with model.fused_projections (Phi-3) have; expected "
+                  "some of " +
+                  join(have, ", ") + " or 'all-linear'";
          }
          return "";
        }});

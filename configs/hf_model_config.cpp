@@ -62,6 +62,7 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.scale_embeddings", "model_type"},
       {"model.sandwich_norms", "model_type"},
       {"model.input_norms", "model_type"},
+      {"model.fused_projections", "model_type"},
       {"model.query_pre_attn_scalar", "query_pre_attn_scalar"},
       {"model.rope_local_theta", "rope_local_base_freq"},
       {"model.attn_logit_softcapping", "attn_logit_softcapping"},
@@ -320,19 +321,20 @@ class JsonConfigReader {
     }
     if (v == nullptr) {
       missing("model_type",
-              "one of llama, mistral, qwen2, qwen3, smollm3, granite, olmo2, gemma, gemma2, "
-              "gemma3_text, gemma3");
+              "one of llama, mistral, qwen2, qwen3, smollm3, granite, olmo2, phi3, gemma, "
+              "gemma2, gemma3_text, gemma3");
       return;
     }
     std::string type;
     if (!read_string(*v, "model_type", type)) return;
     if (type != "llama" && type != "mistral" && type != "qwen2" && type != "qwen3" &&
-        type != "smollm3" && type != "granite" && type != "olmo2" && type != "gemma" &&
-        type != "gemma2" && type != "gemma3_text") {
+        type != "smollm3" && type != "granite" && type != "olmo2" && type != "phi3" &&
+        type != "gemma" && type != "gemma2" && type != "gemma3_text") {
       error(v->Mark(), "model_type",
             "unknown model type '" + type +
-                "', expected one of llama, mistral, qwen2, qwen3, smollm3, granite, olmo2, gemma, "
-                "gemma2, gemma3_text, gemma3 (the LLaMA-family decoders peftrun implements)");
+                "', expected one of llama, mistral, qwen2, qwen3, smollm3, granite, olmo2, phi3, "
+                "gemma, gemma2, gemma3_text, gemma3 (the LLaMA-family decoders peftrun "
+                "implements)");
       return;
     }
     if (nested_ && type != "gemma3_text") {
@@ -359,6 +361,8 @@ class JsonConfigReader {
     out_.shape.scale_embeddings = gemma;
     // Gemma2DecoderLayer's and Gemma3DecoderLayer's four norms.
     out_.shape.sandwich_norms = type == "gemma2" || gemma3 || type == "olmo2";
+    // Phi3Attention's qkv_proj and Phi3MLP's gate_up_proj.
+    out_.shape.fused_projections = type == "phi3";
   }
 
   bool is_gemma() const {
@@ -553,6 +557,14 @@ class JsonConfigReader {
     if (!type || type.IsNull()) return;
     std::string name;
     if (!read_string(type, where + "." + key, name)) return;
+    if (out_.model_type == "phi3" && name != "default") {
+      // Phi3Config reads "su" and "yarn" as longrope too: not yarn's formula.
+      error(type.Mark(), where + "." + key,
+            "got \"" + name +
+                "\", expected \"default\" or none: Phi-3's scaled RoPE (longrope, which it also "
+                "calls su and yarn) is not supported yet");
+      return;
+    }
     static const std::map<std::string, RopeScaling> kinds = {{"default", RopeScaling::kNone},
                                                              {"linear", RopeScaling::kLinear},
                                                              {"dynamic", RopeScaling::kDynamic},
@@ -633,6 +645,26 @@ class JsonConfigReader {
     read_activation();
     if (const YAML::Node* v = find_optional("partial_rotary_factor")) {
       read_partial_rotary_factor(*v, "partial_rotary_factor");
+    }
+    // Phi-3's dropouts on the embedding and on each block's output act in a training forward
+    // of transformers; peftrun's frozen base has none (Phi-3 and Phi-4 ship them as 0).
+    if (out_.model_type == "phi3") {
+      for (const char* key : {"resid_pdrop", "embd_pdrop", "attention_dropout"}) {
+        const YAML::Node* v = find_optional(key);
+        if (v == nullptr) continue;
+        double p = -1.0;
+        if (is_plain(*v)) {
+          const std::string& text = v->Scalar();
+          const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), p);
+          if (ec != std::errc() || end != text.data() + text.size()) p = -1.0;
+        }
+        if (p != 0.0) {
+          error(v->Mark(), key,
+                "got " + describe(*v) +
+                    ", expected 0 (peftrun applies no dropout inside the frozen base, only "
+                    "adapter.dropout)");
+        }
+      }
     }
     // GemmaConfig's switch for encoder-style (non-causal) attention.
     if (const YAML::Node* v = find_optional("use_bidirectional_attention")) {
@@ -758,7 +790,8 @@ class JsonConfigReader {
       read_smollm3_layers();
       return;
     }
-    const bool mistral = out_.model_type == "mistral";
+    // Phi3Model slides in every layer too when sliding_window is not null.
+    const bool mistral = out_.model_type == "mistral" || out_.model_type == "phi3";
     const bool qwen = out_.model_type == "qwen2" || out_.model_type == "qwen3";
     if (!mistral && !qwen) return;
     bool used = mistral;
@@ -1006,6 +1039,7 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.qk_norm = from.qk_norm;
   to.qk_norm_full_width = from.qk_norm_full_width;
   to.input_norms = from.input_norms;
+  to.fused_projections = from.fused_projections;
   to.mlp_activation = from.mlp_activation;
   to.norm_one_plus_weight = from.norm_one_plus_weight;
   to.scale_embeddings = from.scale_embeddings;

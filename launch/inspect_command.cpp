@@ -64,6 +64,7 @@ void print_config_summary(const std::map<std::string, std::string>& config, std:
     extras += ", logits capped at " + value("model.final_logit_softcapping");
   }
   if (shown("model.no_rope_layers", "[]")) extras += ", NoPE in some layers";
+  if (shown("model.fused_projections", "false")) extras += ", fused qkv_proj / gate_up_proj";
   if (shown("model.rope_scaling", "none")) {
     extras += ", RoPE " + value("model.rope_scaling") + " x" + value("model.rope_factor");
   }

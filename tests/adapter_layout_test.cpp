@@ -47,6 +47,38 @@ TEST(AdapterLayout, PeftKeyNamesShapesAndAlignment) {
   EXPECT_EQ(lay.module_index(1, Proj::kV), -1);
 }
 
+// Phi-3's fused Linears: one module (one A, one B over all rows) per qkv_proj / gate_up_proj,
+// found from each of its pieces, with the pieces' rows back to back in Proj order.
+TEST(AdapterLayout, AFusedLinearIsOneModuleOverItsPieces) {
+  ModelConfig m = small_model();  // head_dim 8: q 32 rows, k and v 16 each
+  m.fused_projections = true;
+  AdapterConfig a;
+  a.type = AdapterType::kDora;
+  a.r = 4;
+  a.target_modules = {"qkv_proj", "gate_up_proj"};
+  const AdapterLayout lay = AdapterLayout::plan(m, a);
+  ASSERT_EQ(lay.modules().size(), 4u);
+  const AdaptedModule& qkv = lay.modules()[0];
+  EXPECT_EQ(qkv.module, "model.layers.0.self_attn.qkv_proj");
+  EXPECT_EQ(qkv.proj, Proj::kQ);
+  EXPECT_EQ(qkv.pieces, 3);
+  EXPECT_EQ(qkv.shape.out, 64);
+  EXPECT_EQ(qkv.shape.in, 32);
+  EXPECT_EQ(lay.tensors()[0].name,
+            "base_model.model.model.layers.0.self_attn.qkv_proj.lora_A.weight");
+  EXPECT_EQ(lay.tensors()[1].shape, (std::vector<std::int64_t>{64, 4}));  // B over q, k, v
+  EXPECT_EQ(lay.tensors()[2].shape, (std::vector<std::int64_t>{64}));     // m likewise
+  EXPECT_EQ(lay.modules()[1].module, "model.layers.0.mlp.gate_up_proj");
+  EXPECT_EQ(lay.modules()[1].shape.out, 96);
+  for (const Proj p : {Proj::kQ, Proj::kK, Proj::kV}) EXPECT_EQ(lay.module_index(0, p), 0);
+  for (const Proj p : {Proj::kGate, Proj::kUp}) EXPECT_EQ(lay.module_index(1, p), 3);
+  EXPECT_EQ(lay.module_index(0, Proj::kO), -1);
+  EXPECT_EQ(piece_row(m, qkv.linear(), Proj::kQ), 0);
+  EXPECT_EQ(piece_row(m, qkv.linear(), Proj::kK), 32);
+  EXPECT_EQ(piece_row(m, qkv.linear(), Proj::kV), 48);
+  EXPECT_EQ(piece_row(m, lay.modules()[1].linear(), Proj::kUp), 48);
+}
+
 TEST(AdapterLayout, ScalingIsAlphaOverROrRsLora) {
   AdapterConfig a;
   a.r = 16;

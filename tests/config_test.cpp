@@ -255,6 +255,25 @@ TEST_F(ConfigLoading, AllLinearSelectsAllSevenModules) {
   EXPECT_EQ(result.config.adapter.target_modules.size(), 7u);
 }
 
+// Phi-3's fused projections: all-linear means its four Linears, and with no targets given the
+// adapter goes on qkv_proj (PEFT's default for phi3; q_proj, v_proj is no module of it).
+TEST_F(ConfigLoading, AFusedModelTargetsItsOwnModules) {
+  const std::string fused = "model:\n  fused_projections: true\n";
+  ConfigLoadResult result = load(minimal_plus(fused + "adapter:\n  target_modules: all-linear\n"));
+  ASSERT_TRUE(result.ok()) << all_errors(result);
+  EXPECT_EQ(result.config.adapter.target_modules, fused_target_modules());
+  result = load(minimal_plus(fused));
+  ASSERT_TRUE(result.ok()) << all_errors(result);
+  EXPECT_EQ(result.config.adapter.target_modules, std::vector<std::string>{"qkv_proj"});
+  result = load(minimal_plus(fused + "adapter:\n  target_modules: [down_proj, gate_up_proj]\n"));
+  ASSERT_TRUE(result.ok()) << all_errors(result);
+  EXPECT_EQ(result.config.adapter.target_modules,
+            (std::vector<std::string>{"gate_up_proj", "down_proj"}));
+  result = load(kMinimal, {"model.fused_projections=true", "adapter.target_modules=all-linear"});
+  ASSERT_TRUE(result.ok()) << all_errors(result);
+  EXPECT_EQ(result.config.adapter.target_modules, fused_target_modules());
+}
+
 TEST_F(ConfigLoading, TargetModulesAreStoredInLayerOrder) {
   const ConfigLoadResult result =
       load(minimal_plus("adapter:\n  target_modules: [down_proj, v_proj, q_proj]\n"));
@@ -600,6 +619,7 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "model.scale_embeddings",
                                            "model.sandwich_norms",
                                            "model.input_norms",
+                                           "model.fused_projections",
                                            "model.query_pre_attn_scalar",
                                            "model.rope_local_theta",
                                            "model.attn_logit_softcapping",
@@ -826,6 +846,16 @@ std::vector<BadCase> bad_cases() {
                 "adapter.target_modules", "'q_proj' is listed twice", "cfg.yaml:4:36"),
       file_case("RejectsEmptyTargetModules", minimal_plus("adapter:\n  target_modules: []\n"),
                 "adapter.target_modules", "got an empty list", "cfg.yaml:4:19"),
+      file_case("RejectsASplitModuleOnAFusedModel",
+                minimal_plus("model:\n  fused_projections: true\nadapter:\n  target_modules: "
+                             "[q_proj, o_proj]\n"),
+                "adapter.target_modules",
+                "names 'q_proj', which this model does not have: with model.fused_projections "
+                "(Phi-3) q/k/v are one module qkv_proj"),
+      file_case("RejectsAFusedModuleOnAnUnfusedModel",
+                minimal_plus("adapter:\n  target_modules: [qkv_proj]\n"), "adapter.target_modules",
+                "names 'qkv_proj', a module only models with model.fused_projections (Phi-3) "
+                "have; expected some of q_proj, k_proj, v_proj, o_proj"),
       file_case("RejectsSingleModuleNameForTargetModules",
                 minimal_plus("adapter:\n  target_modules: q_proj\n"), "adapter.target_modules",
                 "or 'all-linear'"),

@@ -323,9 +323,9 @@ void check_scaled_rope_forward(const std::string& case_name, RopeScaling want) {
 
 // Checkpoints of other shapes (data/variants/, make_variant_golden.py), loaded from their own
 // config.json: the forward equals transformers'.
-void check_variant_forward(const std::string& name) {
-  expect_forward_like(Case("variants/" + name),
-                      golden_config("variants/" + name, plain_lora_config()), name);
+void check_variant_forward(const std::string& name,
+                           const nlohmann::json& peft = plain_lora_config()) {
+  expect_forward_like(Case("variants/" + name), golden_config("variants/" + name, peft), name);
 }
 
 TEST(GoldenVariant, HeadDimApartFromHiddenOverHeadsMatchesTransformers) {
@@ -355,8 +355,9 @@ TEST(GoldenVariant, GemmaWithGeGluOnePlusWeightNormsAndScaledEmbeddingsMatchesTr
 
 // Sliding windows (make_variant_golden.py): the forward equals transformers', and the same
 // weights without the window give a loss far enough away that a window left out would fail.
-void check_window_forward(const std::string& name) {
-  check_variant_forward(name);
+void check_window_forward(const std::string& name,
+                          const nlohmann::json& peft = plain_lora_config()) {
+  check_variant_forward(name, peft);
   const Case c("variants/" + name);
   const double full = c.json().at("loss_without_window").at("value").get<double>();
   EXPECT_GT(rel_scalar(full, c.scalar("loss")), 100 * kLossTol) << "the case cannot tell";
@@ -466,6 +467,20 @@ TEST(GoldenVariant, Olmo2WithPostBlockNormsAndFullWidthQkNormsMatchesTransformer
   EXPECT_TRUE(m.sandwich_norms && m.qk_norm && m.qk_norm_full_width);
   EXPECT_FALSE(m.norm_one_plus_weight);
   check_variant_forward("olmo2");
+}
+
+// Phi-3 (Phi3ForCausalLM): q, k, v read from one qkv_proj and gate, up from one gate_up_proj,
+// adapters on those fused modules, and a window in every layer.
+TEST(GoldenVariant, Phi3WithFusedProjectionsAndAWindowMatchesTransformers) {
+  nlohmann::json peft = plain_lora_config();
+  peft["target_modules"] = fused_target_modules();
+  const Config cfg = golden_config("variants/phi3", peft);
+  const ModelConfig& m = cfg.model;
+  EXPECT_TRUE(m.fused_projections);
+  EXPECT_EQ(m.sliding_window, 10);
+  EXPECT_TRUE(m.layer_types.empty());
+  EXPECT_FALSE(m.tie_embeddings);
+  check_window_forward("phi3", peft);
 }
 
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {

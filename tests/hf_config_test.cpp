@@ -790,6 +790,52 @@ TEST(HfConfigJson, Olmo2NormalisesBlockOutputsAndWholeQAndK) {
   EXPECT_FALSE(parse(kGemma3).shape.qk_norm_full_width);
 }
 
+// microsoft/Phi-3-mini-4k-instruct's config.json: fused qkv_proj / gate_up_proj, a window of
+// 2047 in every layer, plain RoPE, base-model dropouts of 0.
+const Fields kPhi3 = {{"architectures", "[\"Phi3ForCausalLM\"]"},
+                      {"attention_dropout", "0.0"},
+                      {"bos_token_id", "1"},
+                      {"embd_pdrop", "0.0"},
+                      {"eos_token_id", "32000"},
+                      {"hidden_act", "\"silu\""},
+                      {"hidden_size", "3072"},
+                      {"initializer_range", "0.02"},
+                      {"intermediate_size", "8192"},
+                      {"max_position_embeddings", "4096"},
+                      {"model_type", "\"phi3\""},
+                      {"num_attention_heads", "32"},
+                      {"num_hidden_layers", "32"},
+                      {"num_key_value_heads", "32"},
+                      {"original_max_position_embeddings", "4096"},
+                      {"pad_token_id", "32000"},
+                      {"resid_pdrop", "0.0"},
+                      {"rms_norm_eps", "1e-05"},
+                      {"rope_scaling", "null"},
+                      {"rope_theta", "10000.0"},
+                      {"sliding_window", "2047"},
+                      {"tie_word_embeddings", "false"},
+                      {"vocab_size", "32064"}};
+
+TEST(HfConfigJson, Phi3FusesItsProjectionsAndSlidesInEveryLayer) {
+  const HfModelConfig hf = parse(kPhi3);
+  ASSERT_TRUE(hf.ok()) << all_errors(hf.errors);
+  const ModelConfig& m = hf.shape;
+  EXPECT_EQ(hf.model_type, "phi3");
+  EXPECT_TRUE(m.fused_projections);
+  EXPECT_EQ(m.sliding_window, 2047);
+  EXPECT_TRUE(m.layer_types.empty());  // every layer
+  EXPECT_EQ(m.head_dim(), 96);
+  EXPECT_EQ(m.proj_bias_mask, 0u);
+  EXPECT_FALSE(m.tie_embeddings || m.qk_norm || m.sandwich_norms);
+  EXPECT_EQ(parse(with(kPhi3, "sliding_window", "null")).shape.sliding_window, 0);
+  // Phi-4 (model_type phi3 too) has no window and GQA.
+  const HfModelConfig phi4 =
+      parse(with(with(kPhi3, "sliding_window", "null"), "num_key_value_heads", "8"));
+  ASSERT_TRUE(phi4.ok()) << all_errors(phi4.errors);
+  EXPECT_EQ(phi4.shape.n_kv_heads, 8);
+  EXPECT_FALSE(parse(kSmolLm).shape.fused_projections);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
@@ -1026,9 +1072,24 @@ Fields duplicated(Fields fields, const std::string& key, const std::string& valu
 
 std::vector<HfBadCase> bad_cases() {
   return {
-      bad("UnknownModelType", with(kSmolLm, "model_type", "\"phi3\""), "model_type",
-          "unknown model type 'phi3', expected one of llama, mistral, qwen2, qwen3, smollm3, "
-          "granite, olmo2, gemma, gemma2, gemma3_text, gemma3"),
+      bad("UnknownModelType", with(kSmolLm, "model_type", "\"phi\""), "model_type",
+          "unknown model type 'phi', expected one of llama, mistral, qwen2, qwen3, smollm3, "
+          "granite, olmo2, phi3, gemma, gemma2, gemma3_text, gemma3"),
+      // Phi3Config reads "su" and "yarn" as longrope, which is not implemented.
+      bad_inside(
+          "Phi3LongRope",
+          with(kPhi3, "rope_scaling",
+               "{\"type\": \"longrope\", \"long_factor\": [1.0], \"short_factor\": [1.0]}"),
+          "rope_scaling", "{\"type\": ", "rope_scaling.type",
+          "Phi-3's scaled RoPE (longrope, which it also calls su and yarn) is not supported"),
+      bad_inside("Phi3YarnIsLongRope",
+                 with(kPhi3, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}"),
+                 "rope_scaling", "{\"type\": ", "rope_scaling.type",
+                 "got \"yarn\", expected \"default\" or none"),
+      bad("Phi3ResidualDropout", with(kPhi3, "resid_pdrop", "0.1"), "resid_pdrop",
+          "got 0.1, expected 0 (peftrun applies no dropout inside the frozen base"),
+      bad("Phi3EmbeddingDropout", with(kPhi3, "embd_pdrop", "\"0\""), "embd_pdrop",
+          "got the string \"0\", expected 0"),
       bad("HiddenActOtherThanSilu", with(kSmolLm, "hidden_act", "\"gelu\""), "hidden_act",
           "got \"gelu\", expected \"silu\""),
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",

@@ -58,6 +58,7 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
   struct Spec {
     std::string name, type, base, tokens, merge_flags;
     std::string random_extra = "";  // model keys added to a random base's YAML
+    std::string train_flags = "";   // more arguments for the training run
   };
   const std::vector<Spec> specs = {
       {"lora_llama", "lora", golden + "base", small_tokens, ""},
@@ -76,6 +77,11 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
       {"lora_smollm3", "lora", golden + "variants/smollm3", small_tokens, ""},
       {"adalora_granite", "adalora", golden + "variants/granite", small_tokens, ""},
       {"dora_olmo2", "dora", golden + "variants/olmo2", small_tokens, ""},
+      // Fused qkv_proj / gate_up_proj: the merged tensors keep Phi-3's layout.
+      {"lora_phi3", "lora", golden + "variants/phi3", small_tokens, "", "",
+       "--set adapter.target_modules=[qkv_proj,o_proj,down_proj]"},
+      {"adalora_phi3", "adalora", golden + "variants/phi3", small_tokens, "", "",
+       "--set adapter.target_modules=[qkv_proj,gate_up_proj]"},
       // transformers must read the config.json peftrun writes for a Gemma-style random base.
       {"lora_random_gemma", "lora", "", corpus, "",
        "  mlp_activation: gelu_tanh\n  norm_one_plus_weight: true\n  scale_embeddings: true\n"
@@ -92,13 +98,15 @@ TEST(MergeInterop, TransformersLoadsTheMergedFolderAndPeftMergesTheSame) {
                          "96\n  vocab_size: 256\n  max_seq_len: 64\n" +
                              s.random_extra
                        : "  path: " + s.base + "\n";
-    const MergeCase c = train_merge_case(d, s.type, model_yaml, s.tokens);
+    const MergeCase c = train_merge_case(d, s.type, model_yaml, s.tokens, 0, s.train_flags);
     const fs::path merged = d / "merged";
-    CommandResult r =
-        peftrun_cli("merge " + c.config + " --adapter " + c.adapter + " --out " + merged.string());
+    // (train_flags change the config, so every command on it takes them.)
+    const std::string config = c.config + " " + s.train_flags;
+    CommandResult r = peftrun_cli("merge " + config + " --adapter " + c.adapter + " --out " +
+                                  merged.string() + " " + s.merge_flags);
     ASSERT_EQ(r.exit_code, 0) << s.name << ": " << r.out;
     const fs::path logits = d / "logits.safetensors";
-    r = peftrun_cli("eval " + c.config + " --adapter " + c.adapter + " --dump-logits " +
+    r = peftrun_cli("eval " + config + " --adapter " + c.adapter + " --dump-logits " +
                     logits.string());
     ASSERT_EQ(r.exit_code, 0) << s.name << ": " << r.out;
     cases.push_back({{"name", s.name},

@@ -3,6 +3,7 @@
 // final norm -> lm_head -> cross-entropy. Every adapter parameter is checked.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -309,6 +310,67 @@ TEST(ModelGradCheck, NoPeLayer) {
     TinyModel tm(2, false, 0.0, type);
     tm.m.no_rope_layers = {1, 0};
     check_model_gradients(tm, 0, true);
+  }
+}
+
+// Phi-3's fused qkv_proj and gate_up_proj: one A shared by q, k, v (gate, up), whose gradient
+// is the sum of the pieces', and B's (and DoRA's m's) rows split between them; with dropout,
+// the pieces share the module's one mask.
+TEST(ModelGradCheck, FusedProjectionsShareOneAdapter) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora, AdapterType::kAdaLora}) {
+    for (const double dropout : {0.0, 0.3}) {
+      TinyModel tm(2, false, dropout, type);
+      tm.m.fused_projections = true;
+      tm.a.target_modules = fused_target_modules();
+      check_model_gradients(tm, 21, true);
+    }
+  }
+}
+
+// A fused module's adapter is the unfused model's with one A for its pieces: the same loss, and
+// the fused dA is the sum of the pieces' (PEFT's LoRA on Phi-3's qkv_proj is exactly that).
+TEST(ModelForward, FusedAdapterIsTheUnfusedOneWithTiedA) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora}) {
+    TinyModel fused_tm(2, false, 0.0, type), plain_tm(2, false, 0.0, type);
+    fused_tm.m.fused_projections = true;
+    fused_tm.a.target_modules = fused_target_modules();
+    const BaseWeights fused_base = BaseWeights::random(fused_tm.m, 7);
+    const BaseWeights plain_base = BaseWeights::random(plain_tm.m, 7);
+    const AdapterLayout fused = AdapterLayout::plan(fused_tm.m, fused_tm.a);
+    const AdapterLayout plain = AdapterLayout::plan(plain_tm.m, plain_tm.a);
+    ASSERT_EQ(fused.modules().size(), 8u);  // qkv, o, gate_up, down in 2 layers
+    std::mt19937_64 rng(4);
+    std::normal_distribution<double> normal(0.0, 0.5);
+    std::vector<double> pf(fused.total()), pp(plain.total(), 0.0);
+    for (double& v : pf) v = normal(rng);
+    for (const AdaptedModule& f : fused.modules()) {
+      for (int i = 0; i < f.pieces; ++i) {
+        const Proj p = Proj(int(f.proj) + i);
+        const AdaptedModule& u = plain.modules()[plain.module_index(f.layer, p)];
+        const int row = piece_row(fused_tm.m, f.linear(), p);
+        ASSERT_EQ(u.r, f.r);
+        std::copy_n(pf.begin() + f.a, std::size_t(f.r) * f.shape.in, pp.begin() + u.a);
+        std::copy_n(pf.begin() + f.b + std::size_t(row) * f.r, std::size_t(u.shape.out) * f.r,
+                    pp.begin() + u.b);
+        if (f.m != kNoTensor) std::copy_n(pf.begin() + f.m + row, u.shape.out, pp.begin() + u.m);
+      }
+    }
+    const Tokens tok = random_tokens(2, 6, fused_tm.m.vocab_size, 9, false);
+    Transformer<double> fused_model(fused_base, fused, fused_tm.a, 2, 6);
+    Transformer<double> plain_model(plain_base, plain, plain_tm.a, 2, 6);
+    std::vector<double> gf(pf.size(), 0.0), gp(pp.size(), 0.0);
+    const double lf = fused_model.train_micro_batch(tok.batch(2, 6), pf.data(), gf.data(), 1.0, 0);
+    const double lp = plain_model.train_micro_batch(tok.batch(2, 6), pp.data(), gp.data(), 1.0, 0);
+    EXPECT_EQ(lf, lp);
+    for (const AdaptedModule& f : fused.modules()) {
+      for (std::size_t j = 0; j < std::size_t(f.r) * f.shape.in; ++j) {
+        double sum = 0;
+        for (int i = 0; i < f.pieces; ++i) {
+          sum += gp[plain.modules()[plain.module_index(f.layer, Proj(int(f.proj) + i))].a + j];
+        }
+        EXPECT_NEAR(gf[f.a + j], sum, 1e-12 * (1 + std::abs(sum))) << f.module << " dA " << j;
+      }
+    }
   }
 }
 

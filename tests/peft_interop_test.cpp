@@ -99,7 +99,8 @@ TEST_P(PeftLoadsPeftrunAdapters, PeftModelFromPretrainedGivesPeftrunsLogits) {
 // (GeGLU, 1 + weight norms, scaled embeddings, one KV head) and Gemma 3 (sandwich norms, a
 // window and the local RoPE base in one layer, query_pre_attn_scalar) and Gemma 2 (soft caps on
 // the scores and the logits), and a multimodal Gemma 3 (Gemma3ForConditionalGeneration: its
-// decoder under model.language_model, a vision tower PEFT must leave alone).
+// decoder under model.language_model, a vision tower PEFT must leave alone), OLMo 2, and Phi-3
+// (adapters on its fused qkv_proj and gate_up_proj: one A shared by the pieces).
 INSTANTIATE_TEST_SUITE_P(
     AllTypes, PeftLoadsPeftrunAdapters,
     ::testing::Values(InteropCase{"lora", "base", "lora"}, InteropCase{"dora", "base", "dora"},
@@ -115,7 +116,10 @@ INSTANTIATE_TEST_SUITE_P(
                                   "adalora_gemma3_multimodal"},
                       InteropCase{"dora", "variants/smollm3", "dora_smollm3"},
                       InteropCase{"lora", "variants/granite", "lora_granite"},
-                      InteropCase{"adalora", "variants/olmo2", "adalora_olmo2"}),
+                      InteropCase{"adalora", "variants/olmo2", "adalora_olmo2"},
+                      InteropCase{"lora", "variants/phi3", "lora_phi3"},
+                      InteropCase{"dora", "variants/phi3", "dora_phi3"},
+                      InteropCase{"adalora", "variants/phi3", "adalora_phi3"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -18,10 +18,15 @@ std::string hf_decoder_module_prefix(const ModelConfig& m) {
   return m.multimodal_checkpoint ? "model.language_model." : "model.";
 }
 
+std::string hf_module_name(int layer, const std::string& linear, const std::string& decoder) {
+  const bool attention = linear == "q_proj" || linear == "k_proj" || linear == "v_proj" ||
+                         linear == "qkv_proj" || linear == "o_proj";
+  return decoder + "layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") +
+         linear;
+}
+
 std::string hf_module_name(int layer, Proj p, const std::string& decoder) {
-  const std::string& name = all_target_modules()[int(p)];
-  const bool attention = p == Proj::kQ || p == Proj::kK || p == Proj::kV || p == Proj::kO;
-  return decoder + "layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") + name;
+  return hf_module_name(layer, all_target_modules()[int(p)], decoder);
 }
 
 namespace {
@@ -50,18 +55,19 @@ AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig&
     lay.tensors_.push_back(t);
     return t.offset;
   };
-  const auto& names = all_target_modules();
   const std::string decoder = hf_decoder_module_prefix(model);
   for (int l = 0; l < model.n_layers; ++l) {
-    for (int p = 0; p < int(Proj::kCount); ++p) {
+    for (const HfLinear& lin : hf_linears(model)) {
       const auto& targets = adapter.target_modules;
-      if (std::find(targets.begin(), targets.end(), names[p]) == targets.end()) continue;
+      const std::string& name = linear_name(lin);
+      if (std::find(targets.begin(), targets.end(), name) == targets.end()) continue;
       AdaptedModule m;
       m.layer = l;
-      m.proj = Proj(p);
-      m.shape = proj_shape(model, Proj(p));
+      m.proj = lin.first;
+      m.pieces = lin.pieces;
+      m.shape = linear_shape(model, lin);
       m.r = adalora ? adapter.init_r : adapter.r;
-      m.module = hf_module_name(l, Proj(p), decoder);
+      m.module = hf_module_name(l, name, decoder);
       const std::string prefix = "base_model.model." + m.module;
       if (adalora) {  // PEFT keeps AdaLoRA's tensors as bare parameters: no ".weight"
         m.a = add(prefix + ".lora_A", {m.r, m.shape.in});
@@ -74,7 +80,10 @@ AdapterLayout AdapterLayout::plan(const ModelConfig& model, const AdapterConfig&
       if (adapter.type == AdapterType::kDora) {
         m.m = add(prefix + ".lora_magnitude_vector", {m.shape.out});
       }
-      lay.index_[l * int(Proj::kCount) + p] = static_cast<int>(lay.modules_.size());
+      for (int i = 0; i < lin.pieces; ++i) {
+        lay.index_[l * int(Proj::kCount) + int(lin.first) + i] =
+            static_cast<int>(lay.modules_.size());
+      }
       lay.modules_.push_back(m);
     }
   }

@@ -26,19 +26,26 @@ struct TrainableTensor {
   std::size_t numel() const;
 };
 
+// One adapted Linear. With model.fused_projections it computes several projections (Phi-3's
+// qkv_proj: q, k, v), and its adapter is PEFT's on the fused Linear: one A [r, in] shared by
+// the pieces, and B [out, r] (and DoRA's m [out]) whose rows are the pieces' rows back to back
+// (piece_row). The models run each piece as its own linear with B's (and m's) rows of that
+// piece; the pieces' gradients of A (and AdaLoRA's E) add up in the one tensor.
 struct AdaptedModule {
   int layer = 0;
-  Proj proj = Proj::kQ;
+  Proj proj = Proj::kQ;  // the first piece
+  int pieces = 1;
   // Its path in the transformers model PEFT wraps (hf_module_name with the model's decoder
   // prefix), e.g. "model.layers.0.self_attn.q_proj"; the tensors' names start with
   // "base_model.model." + this.
   std::string module;
-  ProjShape shape;
+  ProjShape shape;            // the whole Linear's
   int r = 0;                  // rank (AdaLoRA: init_r; pruned triplets are masked, not removed)
   std::size_t a = kNoTensor;  // lora_A: [r, in]   (AdaLoRA: P)
   std::size_t b = kNoTensor;  // lora_B: [out, r]  (AdaLoRA: Q)
   std::size_t m = kNoTensor;  // DoRA lora_magnitude_vector: [out]
   std::size_t e = kNoTensor;  // AdaLoRA lora_E (singular values Lambda): [r, 1]
+  HfLinear linear() const { return {proj, pieces}; }
 };
 
 class AdapterLayout {
@@ -48,7 +55,8 @@ class AdapterLayout {
 
   const std::vector<AdaptedModule>& modules() const { return modules_; }
   const std::vector<TrainableTensor>& tensors() const { return tensors_; }
-  // modules() index of (layer, proj), or -1 when that projection is not adapted.
+  // modules() index of the module computing (layer, proj), or -1 when that projection is not
+  // adapted.
   int module_index(int layer, Proj p) const { return index_[layer * int(Proj::kCount) + int(p)]; }
   std::size_t total() const { return total_; }  // elements in the flat buffer
   float scale() const { return scale_; }
@@ -76,7 +84,9 @@ class AdapterLayout {
 std::string hf_decoder_module_prefix(const ModelConfig& m);
 
 // "model.layers.3.self_attn.q_proj" / "model.layers.3.mlp.down_proj" (HF LLaMA module names;
-// `decoder` = hf_decoder_module_prefix).
+// `decoder` = hf_decoder_module_prefix); `linear` is linear_name's, e.g. "qkv_proj".
+std::string hf_module_name(int layer, const std::string& linear,
+                           const std::string& decoder = "model.");
 std::string hf_module_name(int layer, Proj p, const std::string& decoder = "model.");
 
 }  // namespace peftrun

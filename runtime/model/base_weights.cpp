@@ -32,6 +32,39 @@ ProjShape proj_shape(const ModelConfig& m, Proj p) {
   return {};
 }
 
+std::vector<HfLinear> hf_linears(const ModelConfig& m) {
+  if (!m.fused_projections) {
+    std::vector<HfLinear> out;
+    for (int p = 0; p < int(Proj::kCount); ++p) out.push_back({Proj(p), 1});
+    return out;
+  }
+  return {{Proj::kQ, 3}, {Proj::kO, 1}, {Proj::kGate, 2}, {Proj::kDown, 1}};
+}
+
+HfLinear hf_linear_of(const ModelConfig& m, Proj p) {
+  for (const HfLinear& lin : hf_linears(m)) {
+    if (lin.holds(p)) return lin;
+  }
+  return {p, 1};  // not reached: the Linears cover every projection
+}
+
+ProjShape linear_shape(const ModelConfig& m, HfLinear lin) {
+  ProjShape s{0, proj_shape(m, lin.first).in};
+  for (int i = 0; i < lin.pieces; ++i) s.out += proj_shape(m, Proj(int(lin.first) + i)).out;
+  return s;
+}
+
+const std::string& linear_name(HfLinear lin) {
+  if (lin.pieces == 1) return all_target_modules()[int(lin.first)];
+  return fused_target_modules()[lin.first == Proj::kQ ? 0 : 2];  // qkv_proj, gate_up_proj
+}
+
+int piece_row(const ModelConfig& m, HfLinear lin, Proj p) {
+  int row = 0;
+  for (int i = int(lin.first); i < int(p); ++i) row += proj_shape(m, Proj(i)).out;
+  return row;
+}
+
 LayerOffsets LayerOffsets::for_model(const ModelConfig& m, BiasMask biases) {
   LayerOffsets o;
   std::size_t at = 0;

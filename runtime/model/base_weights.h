@@ -25,6 +25,29 @@ struct ProjShape {
 // [out, in] of each projection for a model shape.
 ProjShape proj_shape(const ModelConfig& m, Proj p);
 
+// One Linear module of the transformers model: `pieces` consecutive projections from `first`.
+// Each projection is its own Linear except with model.fused_projections (Phi-3), where q, k, v
+// are one qkv_proj and gate, up one gate_up_proj. A layer buffer holds the projections' weights
+// back to back in Proj order, so a fused Linear's weight [sum of the pieces' out, in] is one
+// contiguous block there as in the checkpoint, and its output is the pieces' outputs side by
+// side (q's columns, then k's, then v's).
+struct HfLinear {
+  Proj first = Proj::kQ;
+  int pieces = 1;
+  bool holds(Proj p) const { return int(p) >= int(first) && int(p) < int(first) + pieces; }
+};
+
+// A layer's Linears in Proj order: 7 of one piece each, or qkv, o, gate_up, down.
+std::vector<HfLinear> hf_linears(const ModelConfig& m);
+// The Linear that computes projection p.
+HfLinear hf_linear_of(const ModelConfig& m, Proj p);
+// [sum of the pieces' out, in].
+ProjShape linear_shape(const ModelConfig& m, HfLinear lin);
+// Its module name in transformers: "q_proj", ..., or "qkv_proj" / "gate_up_proj".
+const std::string& linear_name(HfLinear lin);
+// The first row of p's output (and of its rows of the weight) inside lin's.
+int piece_row(const ModelConfig& m, HfLinear lin, Proj p);
+
 inline constexpr std::size_t kNoOffset = static_cast<std::size_t>(-1);
 
 // Bit p set = projection p has a bias (Qwen2: q, k, v; Llama with attention_bias: q, k, v, o).

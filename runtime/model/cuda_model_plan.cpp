@@ -119,9 +119,11 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
     L.up = a.add(at + "up", n * F, es);
     L.act = a.add(at + "act", n * F, es);
   };
+  // Per projection: a fused module's pieces (Phi-3's q, k, v of qkv_proj) keep their own.
   const auto add_module_acts = [&](CudaModuleSlots& M, const std::string& mt,
-                                   const AdaptedModule& mod) {
-    const std::size_t in = mod.shape.in, out = mod.shape.out, r = mod.r;
+                                   const AdaptedModule& mod, Proj piece) {
+    const ProjShape ps = proj_shape(m, piece);
+    const std::size_t in = ps.in, out = ps.out, r = mod.r;
     M.xa = a.add(mt + "xa", n * r, es);
     if (s.dropout) {
       M.x_drop = a.add(mt + "x_drop", n * in, es);
@@ -143,11 +145,13 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
       if (mi < 0) continue;
       const AdaptedModule& mod = s.layout->modules()[mi];
       CudaModuleSlots& M = L.module[pi];
-      if (!s.recompute_layers) add_module_acts(M, at + all_target_modules()[pi] + ".", mod);
+      if (!s.recompute_layers) {
+        add_module_acts(M, at + all_target_modules()[pi] + ".", mod, Proj(pi));
+      }
       if (dora) {
         M.w_sq =
             a.add("weights/layer." + std::to_string(l) + "." + all_target_modules()[pi] + ".w_sq",
-                  mod.shape.out, f32);
+                  proj_shape(m, Proj(pi)).out, f32);
         norm_work =
             std::max(norm_work, cuda::dora_norm_workspace_bytes(mod.shape.out, mod.shape.in, mod.r,
                                                                 dora_norm_weight_type(s.act)));
@@ -171,7 +175,7 @@ CudaModelPlan plan_cuda_model(const CudaModelSpec& s) {
       if (widest) {
         add_module_acts(shared.module[pi],
                         std::string("activations/shared.") + all_target_modules()[pi] + ".",
-                        *widest);
+                        *widest, Proj(pi));
       }
     }
     for (int l = 0; l < m.n_layers; ++l) {

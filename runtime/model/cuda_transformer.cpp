@@ -308,7 +308,10 @@ void CudaTransformer::linear_forward(int l, Proj p, const void* x, void* y, cons
     cuda::gemm(*lt_, g, kCompute);
     return;
   }
+  // A piece of a fused module (Phi-3's q of qkv_proj) runs as a linear of its own with the
+  // shared A and its rows of B (and of DoRA's m).
   const AdaptedModule& mod = layout_.modules()[mi];
+  const std::size_t row = piece_row(m_, mod.linear(), p);
   const CudaModuleSlots& M = plan_.layers[l].module[int(p)];
   const bool masked = train && dropout_ > 0;
   masked_[l][int(p)] = masked;
@@ -322,11 +325,12 @@ void CudaTransformer::linear_forward(int l, Proj p, const void* x, void* y, cons
   a.W = W;
   a.bias = bias;
   a.A = params + mod.a;
-  a.B = params + mod.b;
+  a.B = params + mod.b + row * mod.r;
   a.xa = at(M.xa);
   a.work = at(plan_.adapter_work);
   if (masked) {
-    // The CPU model's counter-based mask: element i of module mi in this micro-batch.
+    // The CPU model's counter-based mask: element i of module mi in this micro-batch (one
+    // mask for all pieces of a fused module).
     cuda::dropout_keep_mask(derive_key(layer_key, std::uint64_t(mi)), dropout_,
                             std::size_t(n) * s.in, at<std::uint8_t>(M.keep), kCompute);
     a.keep = at<std::uint8_t>(M.keep);
@@ -346,7 +350,7 @@ void CudaTransformer::linear_forward(int l, Proj p, const void* x, void* y, cons
                              at(plan_.norm_work), kCompute);
       cuda::DoraLinearArgs d;
       d.lora = a;
-      d.magnitude = params + mod.m;
+      d.magnitude = params + mod.m + row;
       d.weight_norm = at<float>(M.norm);
       d.v = at(M.v);
       d.work = at(plan_.adapter_work);
@@ -375,7 +379,10 @@ void CudaTransformer::linear_backward(int l, Proj p, const void* x, const void* 
                kCompute);
     return;
   }
+  // The pieces of a fused module each add to the shared dA (and dE); dB and dm get their rows.
   const AdaptedModule& mod = layout_.modules()[mi];
+  const std::size_t row = piece_row(m_, mod.linear(), p);
+  float* dB = grads + mod.b + row * mod.r;
   const CudaModuleSlots& M = plan_.layers[l].module[int(p)];
   const std::size_t bias_at = base_.offsets().bias[int(p)];
   cuda::LoraLinearArgs a;
@@ -388,7 +395,7 @@ void CudaTransformer::linear_backward(int l, Proj p, const void* x, const void* 
   a.W = W;
   a.bias = bias_at == kNoOffset ? nullptr : offset(layer_act_, bias_at, act_);
   a.A = params + mod.a;
-  a.B = params + mod.b;
+  a.B = params + mod.b + row * mod.r;
   a.xa = at(M.xa);
   a.work = at(plan_.adapter_work);
   if (masked_[l][int(p)]) {
@@ -398,16 +405,16 @@ void CudaTransformer::linear_backward(int l, Proj p, const void* x, const void* 
   }
   switch (layout_.type()) {
     case AdapterType::kLora:
-      cuda::lora_linear_backward(*lt_, a, x, dy, dx, grads + mod.a, grads + mod.b, kCompute);
+      cuda::lora_linear_backward(*lt_, a, x, dy, dx, grads + mod.a, dB, kCompute);
       break;
     case AdapterType::kDora: {
       cuda::DoraLinearArgs d;
       d.lora = a;
-      d.magnitude = params + mod.m;
+      d.magnitude = params + mod.m + row;
       d.weight_norm = at<float>(M.norm);
       d.v = at(M.v);
       d.work = at(plan_.adapter_work);
-      cuda::dora_linear_backward(*lt_, d, x, dy, dx, grads + mod.a, grads + mod.b, grads + mod.m,
+      cuda::dora_linear_backward(*lt_, d, x, dy, dx, grads + mod.a, dB, grads + mod.m + row,
                                  kCompute);
       break;
     }
@@ -416,8 +423,7 @@ void CudaTransformer::linear_backward(int l, Proj p, const void* x, const void* 
       d.lora = a;
       d.E = params + mod.e;
       d.work = at(plan_.adapter_work);
-      cuda::adalora_linear_backward(*lt_, d, x, dy, dx, grads + mod.a, grads + mod.e, grads + mod.b,
-                                    kCompute);
+      cuda::adalora_linear_backward(*lt_, d, x, dy, dx, grads + mod.a, grads + mod.e, dB, kCompute);
       break;
     }
   }

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "configs/hf_model_config.h"
+#include "runtime/adapters/adapter_layout.h"
 #include "runtime/io/safetensors.h"
 #include "runtime/model/hf_checkpoint_files.h"
 
@@ -100,6 +101,8 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
   expect("model_type", "qk_norm_full_width", flag(want.qk_norm_full_width),
          flag(shape.qk_norm_full_width));
   expect("model_type", "sandwich_norms", flag(want.sandwich_norms), flag(shape.sandwich_norms));
+  expect("model_type", "fused_projections", flag(want.fused_projections),
+         flag(shape.fused_projections));
   expect("model_type", "a multimodal checkpoint", flag(want.multimodal_checkpoint),
          flag(shape.multimodal_checkpoint));
   // The scalars config.json sets under the same names as the YAML keys.
@@ -207,10 +210,8 @@ class Loader {
   std::uint64_t bytes_read_ = 0;
 };
 
-std::string proj_prefix(int layer, Proj p, const std::string& decoder) {
-  const bool attention = p == Proj::kQ || p == Proj::kK || p == Proj::kV || p == Proj::kO;
-  return decoder + "layers." + std::to_string(layer) + (attention ? ".self_attn." : ".mlp.") +
-         all_target_modules()[int(p)];
+std::string linear_prefix(int layer, HfLinear lin, const std::string& decoder) {
+  return hf_module_name(layer, linear_name(lin), decoder);
 }
 
 }  // namespace
@@ -220,11 +221,11 @@ std::string hf_decoder_tensor_prefix(const ModelConfig& m) {
 }
 
 std::string hf_proj_weight_name(int layer, Proj p, const std::string& decoder) {
-  return proj_prefix(layer, p, decoder) + ".weight";
+  return linear_prefix(layer, {p, 1}, decoder) + ".weight";
 }
 
 std::string hf_proj_bias_name(int layer, Proj p, const std::string& decoder) {
-  return proj_prefix(layer, p, decoder) + ".bias";
+  return linear_prefix(layer, {p, 1}, decoder) + ".bias";
 }
 
 std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
@@ -234,19 +235,14 @@ std::vector<HfTensor> hf_model_tensors(const ModelConfig& shape) {
   out.push_back(
       {decoder + "embed_tokens.weight", {vocab, dim}, HfTensor::Kind::kEmbedding, -1, Proj::kQ});
   for (int l = 0; l < shape.n_layers; ++l) {
-    for (int p = 0; p < int(Proj::kCount); ++p) {
-      const ProjShape s = proj_shape(shape, Proj(p));
-      out.push_back({hf_proj_weight_name(l, Proj(p), decoder),
-                     {s.out, s.in},
-                     HfTensor::Kind::kProjWeight,
-                     l,
-                     Proj(p)});
-      if (shape.proj_bias_mask & bias_bit(Proj(p))) {
-        out.push_back({hf_proj_bias_name(l, Proj(p), decoder),
-                       {s.out},
-                       HfTensor::Kind::kProjBias,
-                       l,
-                       Proj(p)});
+    // A fused Linear's weight (and bias) is its pieces' back to back, which is how the layer
+    // buffer holds them: one tensor at the first piece's offset.
+    for (const HfLinear& lin : hf_linears(shape)) {
+      const ProjShape s = linear_shape(shape, lin);
+      const std::string prefix = linear_prefix(l, lin, decoder);
+      out.push_back({prefix + ".weight", {s.out, s.in}, HfTensor::Kind::kProjWeight, l, lin.first});
+      if (shape.proj_bias_mask & bias_bit(lin.first)) {
+        out.push_back({prefix + ".bias", {s.out}, HfTensor::Kind::kProjBias, l, lin.first});
       }
     }
     const std::string prefix = decoder + "layers." + std::to_string(l) + ".";
@@ -342,13 +338,13 @@ void read_layer_range(Loader& loader, const ModelConfig& shape, const LayerOffse
   for (const HfTensor& t : hf_model_tensors(shape)) {
     if (t.layer == l) part(t.name, t.shape, layer_offset(offsets, t));
   }
-  for (int p = 0; p < int(Proj::kCount); ++p) {
-    const std::string bias = hf_proj_bias_name(l, Proj(p), hf_decoder_tensor_prefix(shape));
-    if (!(shape.proj_bias_mask & bias_bit(Proj(p))) && loader.has(bias)) {
+  for (const HfLinear& lin : hf_linears(shape)) {
+    const std::string bias = linear_prefix(l, lin, hf_decoder_tensor_prefix(shape)) + ".bias";
+    if (!(shape.proj_bias_mask & bias_bit(lin.first)) && loader.has(bias)) {
       // Dropping it would quietly compute a different model than the checkpoint's.
       throw std::runtime_error(loader.where() + ": has tensor '" + bias + "', but config.json (" +
-                               "model_type, attention_bias, mlp_bias) gives " +
-                               all_target_modules()[p] + " no bias");
+                               "model_type, attention_bias, mlp_bias) gives " + linear_name(lin) +
+                               " no bias");
     }
   }
 }

@@ -30,7 +30,8 @@ namespace peftrun {
 std::string hf_decoder_tensor_prefix(const ModelConfig& m);
 
 // HF's names, e.g. "model.layers.3.self_attn.q_proj.weight" and "model.layers.3.mlp.up_proj.bias"
-// (`decoder` = hf_decoder_tensor_prefix).
+// (`decoder` = hf_decoder_tensor_prefix), of a model whose projections are each their own
+// Linear (hf_model_tensors names fused ones, qkv_proj and gate_up_proj).
 std::string hf_proj_weight_name(int layer, Proj p, const std::string& decoder = "model.");
 std::string hf_proj_bias_name(int layer, Proj p, const std::string& decoder = "model.");
 
@@ -54,7 +55,7 @@ struct HfTensor {
   std::vector<std::int64_t> shape;
   Kind kind = Kind::kEmbedding;
   int layer = -1;        // the decoder layer; -1 for embedding, final norm and lm_head
-  Proj proj = Proj::kQ;  // for kProjWeight / kProjBias
+  Proj proj = Proj::kQ;  // for kProjWeight / kProjBias: the Linear's first piece (qkv_proj: q)
 };
 
 // Every tensor of a model of `shape` (the biases of shape.proj_bias_mask; no lm_head when the

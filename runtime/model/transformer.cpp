@@ -96,7 +96,8 @@ Transformer<T>::Transformer(const BaseWeights& base, const AdapterLayout& layout
         const int mi = layout.module_index(l, Proj(p));
         if (mi < 0) continue;
         const ProjShape s = proj_shape(m_, Proj(p));
-        cpu::row_sq_norms(W(Proj(p)), s.out, s.in, w_sq_[mi].data());
+        const int row = piece_row(m_, layout.modules()[mi].linear(), Proj(p));
+        cpu::row_sq_norms(W(Proj(p)), s.out, s.in, w_sq_[mi].data() + row);
       }
     }
   }
@@ -153,15 +154,17 @@ void Transformer<T>::plan_buffers(Fit fit) {
     for (int p = 0; p < int(Proj::kCount); ++p) {
       const int mi = layout_.module_index(l, Proj(p));
       if (mi < 0) continue;
+      // Each piece of a fused module keeps its own (its output's) buffers.
       const AdaptedModule& mod = layout_.modules()[mi];
+      const ProjShape s = proj_shape(m_, Proj(p));
       fit(a.xa[p], n * mod.r);
       if (dropout_ > 0) {
-        fit(a.x_drop[p], n * mod.shape.in);
-        fit(a.keep[p], n * mod.shape.in);
+        fit(a.x_drop[p], n * s.in);
+        fit(a.keep[p], n * s.in);
       }
       if (layout_.type() == AdapterType::kDora) {
-        fit(a.norm[p], mod.shape.out);
-        fit(a.z[p], n * mod.shape.out);
+        fit(a.norm[p], s.out);
+        fit(a.z[p], n * s.out);
       }
     }
   }
@@ -173,6 +176,7 @@ void Transformer<T>::plan_buffers(Fit fit) {
 
   int max_r = 0;
   std::size_t adapter_work = 0, norm_work = 0;
+  // (A fused module's whole shape: at least any of its pieces' need.)
   for (const auto& mod : layout_.modules()) {
     max_r = std::max(max_r, mod.r);
     if (layout_.type() == AdapterType::kDora) {
@@ -319,12 +323,14 @@ const T* Transformer<T>::W(Proj p) const {
 }
 
 // The LoRA part of any adapter's arguments: shapes, weights, saved buffers and, when the last
-// forward generated one, the dropout mask.
+// forward generated one, the dropout mask. A piece of a fused module (Phi-3's q of qkv_proj)
+// is a linear of its own with the shared A and the piece's rows of B.
 template <typename T>
 cpu::LoraLinearArgs<T> Transformer<T>::lora_args(int l, Proj p, const T* params, LayerActs& a,
                                                  int n) const {
   const ProjShape s = proj_shape(m_, p);
   const AdaptedModule& mod = layout_.modules()[layout_.module_index(l, p)];
+  const std::size_t row = piece_row(m_, mod.linear(), p);
   const std::size_t bias_at = base_->offsets().bias[int(p)];
   cpu::LoraLinearArgs<T> args;
   args.n = n;
@@ -335,7 +341,7 @@ cpu::LoraLinearArgs<T> Transformer<T>::lora_args(int l, Proj p, const T* params,
   args.W = W(p);
   args.bias = bias_at == kNoOffset ? nullptr : layer_w_.data() + bias_at;
   args.A = params + mod.a;
-  args.B = params + mod.b;
+  args.B = params + mod.b + row * mod.r;
   args.xa = a.xa[int(p)].data();
   if (a.masked[int(p)]) {
     args.keep = a.keep[int(p)].data();
@@ -366,11 +372,12 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
   if (a.masked[int(p)]) {
     std::uint8_t* keep = a.keep[int(p)].data();
     if (dropout_mask_override_) {  // test hook: a recorded mask replaces the RNG
-      const std::uint8_t* given = dropout_mask_override_(l, p);
+      // (One mask per module: a fused module's pieces all read the first piece's.)
+      const std::uint8_t* given = dropout_mask_override_(l, layout_.modules()[mi].proj);
       std::copy(given, given + std::size_t(n) * s.in, keep);
     } else {
       // Counter-based mask: element i of module mi in this micro-batch, whatever the thread
-      // count.
+      // count (so the pieces of a fused module draw the same mask, as PEFT's one dropout).
       const std::uint64_t key = derive_key(dropout_key, std::uint64_t(mi));
       for (std::size_t i = 0; i < std::size_t(n) * s.in; ++i) {
         keep[i] = uniform01(key, i) >= dropout_ ? 1 : 0;
@@ -378,6 +385,7 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
     }
   }
   const AdaptedModule& mod = layout_.modules()[mi];
+  const std::size_t row = piece_row(m_, mod.linear(), p);
   const cpu::LoraLinearArgs<T> lora = lora_args(l, p, params, a, n);
   switch (layout_.type()) {
     case AdapterType::kLora:
@@ -387,10 +395,10 @@ void Transformer<T>::linear_forward(int l, Proj p, const T* x, T* y, const T* pa
       // n = ||W + sBA||_row from the rank-r identity; held constant by this step's backward.
       T* norm = a.norm[int(p)].data();
       if (!dora_norms_frozen_) {
-        cpu::dora_weight_norm(lora.W, w_sq_[mi].data(), lora.A, lora.B, s.out, s.in, mod.r,
+        cpu::dora_weight_norm(lora.W, w_sq_[mi].data() + row, lora.A, lora.B, s.out, s.in, mod.r,
                               lora.scale, norm, norm_work_.data());
       }
-      const cpu::DoraLinearArgs<T> d{lora, params + mod.m, norm, a.z[int(p)].data(),
+      const cpu::DoraLinearArgs<T> d{lora, params + mod.m + row, norm, a.z[int(p)].data(),
                                      adapter_work_.data()};
       cpu::dora_linear_forward(d, x, y);
       break;
@@ -413,21 +421,25 @@ void Transformer<T>::linear_backward(int l, Proj p, const T* x, const T* dy, T* 
     gemm<T>(Trans::kNo, Trans::kNo, n, s.in, s.out, T(1), dy, s.out, W(p), s.in, T(0), dx, s.in);
     return;
   }
+  // A fused module's pieces each add their part to the shared dA (and AdaLoRA's dE); dB and
+  // DoRA's dm get the piece's rows.
   const AdaptedModule& mod = layout_.modules()[mi];
+  const std::size_t row = piece_row(m_, mod.linear(), p);
+  T* dB = grads + mod.b + row * mod.r;
   const cpu::LoraLinearArgs<T> lora = lora_args(l, p, params, a, n);
   switch (layout_.type()) {
     case AdapterType::kLora:
-      cpu::lora_linear_backward(lora, x, dy, dx, grads + mod.a, grads + mod.b, dxa_.data());
+      cpu::lora_linear_backward(lora, x, dy, dx, grads + mod.a, dB, dxa_.data());
       break;
     case AdapterType::kDora: {
-      const cpu::DoraLinearArgs<T> d{lora, params + mod.m, a.norm[int(p)].data(),
+      const cpu::DoraLinearArgs<T> d{lora, params + mod.m + row, a.norm[int(p)].data(),
                                      a.z[int(p)].data(), adapter_work_.data()};
-      cpu::dora_linear_backward(d, x, dy, dx, grads + mod.a, grads + mod.b, grads + mod.m);
+      cpu::dora_linear_backward(d, x, dy, dx, grads + mod.a, dB, grads + mod.m + row);
       break;
     }
     case AdapterType::kAdaLora: {
       const cpu::AdaLoraLinearArgs<T> ada{lora, params + mod.e, adapter_work_.data()};
-      cpu::adalora_linear_backward(ada, x, dy, dx, grads + mod.a, grads + mod.e, grads + mod.b);
+      cpu::adalora_linear_backward(ada, x, dy, dx, grads + mod.a, grads + mod.e, dB);
       break;
     }
   }

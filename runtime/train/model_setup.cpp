@@ -23,13 +23,13 @@ BaseWeights load_base(const Config& config, int rank, int world, bool shard) {
   return base;
 }
 
-std::vector<double> base_row_norms(const BaseWeights& base, int layer, Proj p) {
-  return base_row_norms(base, base.layer(layer), p);
+std::vector<double> base_row_norms(const BaseWeights& base, int layer, HfLinear lin) {
+  return base_row_norms(base, base.layer(layer), lin);
 }
 
-std::vector<double> base_row_norms(const BaseWeights& base, const half_bits* layer, Proj p) {
-  const ProjShape s = proj_shape(base.shape(), p);
-  const half_bits* w = layer + base.offsets().proj[int(p)];
+std::vector<double> base_row_norms(const BaseWeights& base, const half_bits* layer, HfLinear lin) {
+  const ProjShape s = linear_shape(base.shape(), lin);
+  const half_bits* w = layer + base.offsets().proj[int(lin.first)];
   std::vector<double> norms(s.out);
   for (int j = 0; j < s.out; ++j) {
     double sq = 0;
@@ -55,7 +55,7 @@ std::vector<float> initial_params(const Config& config, const BaseWeights& base,
   if (layout.type() == AdapterType::kDora) {
     // PEFT initialises m = ||W + s B A|| row-wise, which is ||W|| since B = 0.
     auto init_magnitude = [&](const AdaptedModule& m, const half_bits* layer) {
-      const std::vector<double> norms = base_row_norms(base, layer, m.proj);
+      const std::vector<double> norms = base_row_norms(base, layer, m.linear());
       for (int j = 0; j < m.shape.out; ++j) params[m.m + j] = static_cast<float>(norms[j]);
     };
     if (!base.sharded()) {

@@ -35,10 +35,10 @@ std::vector<float> initial_params(const Config& config, const BaseWeights& base,
                                   const AdapterLayout& layout, const std::string& adapter_dir,
                                   RankPattern* rank_pattern, Communicator* comm = nullptr);
 
-// ||W_j|| for every output row j of projection `p` of `layer` (the fp16 weights, in double).
+// ||W_j|| for every output row j of the Linear `lin` of `layer` (the fp16 weights, in double).
 // The base must not be sharded.
-std::vector<double> base_row_norms(const BaseWeights& base, int layer, Proj p);
+std::vector<double> base_row_norms(const BaseWeights& base, int layer, HfLinear lin);
 // The same from a full layer buffer laid out by base.offsets() (e.g. an all-gathered one).
-std::vector<double> base_row_norms(const BaseWeights& base, const half_bits* layer, Proj p);
+std::vector<double> base_row_norms(const BaseWeights& base, const half_bits* layer, HfLinear lin);
 
 }  // namespace peftrun

@@ -169,6 +169,19 @@ def olmo2_config():
         eos_token_id=None, hidden_act="silu", attention_dropout=0.0)
 
 
+def phi3_config():
+    # Phi-3's kind: q, k, v in one qkv_proj and gate, up in one gate_up_proj, GQA, and a
+    # sliding window in every layer (Phi-3-mini-4k's is 2047).
+    return transformers.Phi3Config(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS, original_max_position_embeddings=mg.MAXPOS,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, rms_norm_eps=1e-5,
+        sliding_window=10, tie_word_embeddings=False, pad_token_id=None, bos_token_id=None,
+        eos_token_id=None, hidden_act="silu", resid_pdrop=0.0, embd_pdrop=0.0,
+        attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -183,6 +196,7 @@ CASES = [
     ("smollm3", transformers.SmolLM3ForCausalLM, smollm3_config, 4329, 1.0),
     ("granite", transformers.GraniteForCausalLM, granite_config, 4330, 1.0),
     ("olmo2", transformers.Olmo2ForCausalLM, olmo2_config, 4331, 1.0),
+    ("phi3", transformers.Phi3ForCausalLM, phi3_config, 4332, 1.0),
 ]
 
 

@@ -89,6 +89,7 @@ struct ModelCase {
   bool nope = false;     // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
   bool granite = false;  // Granite's four multipliers
   bool olmo2 = false;    // OLMo 2's norms: none on the inputs, post-block, q/k over all heads
+  bool fused = false;    // Phi-3's qkv_proj / gate_up_proj: one adapter over the pieces
 };
 
 std::string case_name(const ModelCase& c, DType act) {
@@ -96,7 +97,8 @@ std::string case_name(const ModelCase& c, DType act) {
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
          (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window" : "") +
          (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap" : "") + (c.nope ? "+nope" : "") +
-         (c.granite ? "+granite" : "") + (c.olmo2 ? "+olmo2 " : " ") + dtype_name(act);
+         (c.granite ? "+granite" : "") + (c.olmo2 ? "+olmo2" : "") + (c.fused ? "+fused " : " ") +
+         dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -161,6 +163,10 @@ Config case_config(const ModelCase& c) {
   cfg.adapter.type = c.type;
   cfg.adapter.dropout = c.dropout;
   cfg.adapter.target_modules = all_target_modules();
+  if (c.fused) {
+    cfg.model.fused_projections = true;
+    cfg.adapter.target_modules = fused_target_modules();
+  }
   return cfg;
 }
 
@@ -313,6 +319,21 @@ TEST(GpuModelParity, LoraOlmo2) {
   PEFTRUN_REQUIRE_GPU();
   ModelCase c{AdapterType::kLora, 0.0};
   c.olmo2 = true;
+  run_model_case(c);
+}
+
+// Phi-3's fused projections: the pieces of qkv_proj and gate_up_proj share A (their dA add up)
+// and one dropout mask, and take their rows of B and m.
+TEST(GpuModelParity, DoraFusedProjectionsDropout) {
+  PEFTRUN_REQUIRE_GPU();
+  ModelCase c{AdapterType::kDora, 0.1};
+  c.fused = true;
+  run_model_case(c);
+}
+TEST(GpuModelParity, AdaLoraFusedProjections) {
+  PEFTRUN_REQUIRE_GPU();
+  ModelCase c{AdapterType::kAdaLora, 0.0};
+  c.fused = true;
   run_model_case(c);
 }
 
