@@ -24,7 +24,7 @@ enum class DataFormat { kSame, kTokens, kText, kPromptCompletion, kChat };
 enum class ChatTemplate { kAuto, kChatml, kLlama3, kLlama2, kMistral, kGemma };
 // model.rope_scaling: HF's RoPE variants (rope_type "default", "linear", "dynamic", "llama3",
 // "yarn"); kNone is plain RoPE ("default").
-enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn };
+enum class RopeScaling { kNone, kLinear, kDynamic, kLlama3, kYarn, kLongrope };
 // model.mlp_activation: the gated MLP's activation, down(act(gate(x)) * up(x)): silu (SwiGLU:
 // LLaMA, Mistral, Qwen) or GELU's tanh approximation (GeGLU: Gemma; HF's gelu_pytorch_tanh).
 enum class MlpActivation { kSilu, kGeluTanh };
@@ -36,7 +36,8 @@ const char* to_string(ComputeDtype d);  // "auto" | "fp32" | "fp16" | "bf16"
 const char* to_string(DataFormat f);    // "same" | "tokens" | "text" | "prompt_completion" | "chat"
 const char* to_string(ChatTemplate t);  // "auto" | "chatml" | "llama3" | "llama2" | "mistral" |
                                         // "gemma"
-const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3" | "yarn"
+const char* to_string(RopeScaling s);   // "none" | "linear" | "dynamic" | "llama3" | "yarn" |
+                                        // "longrope"
 const char* to_string(MlpActivation a);  // "silu" | "gelu_tanh"
 
 // The seven projections of a layer, in the order layers hold them (the runtime's Proj), and so
@@ -81,14 +82,19 @@ struct ModelConfig {
   // RoPE's frequency scaling, HF's rope_scaling / rope_parameters (docs/CONFIG.md); the
   // parameters below it only apply to the variants named beside them.
   RopeScaling rope_scaling = RopeScaling::kNone;
-  double rope_factor = 1.0;            // linear, dynamic, llama3, yarn
+  double rope_factor = 1.0;            // linear, dynamic, llama3, yarn, longrope
   double rope_low_freq_factor = 1.0;   // llama3
   double rope_high_freq_factor = 4.0;  // llama3
-  int rope_original_max_seq_len = 0;   // llama3, yarn: pretraining context; 0 = max_seq_len
+  int rope_original_max_seq_len = 0;   // llama3, yarn, longrope: pretraining context; 0 = max
   double rope_beta_fast = 32.0;        // yarn
   double rope_beta_slow = 1.0;         // yarn
-  double rope_attention_factor = 0.0;  // yarn: cos / sin factor; 0 = 0.1 ln(factor) + 1
-  bool rope_truncate = true;           // yarn
+  // yarn, longrope: cos / sin factor; 0 = yarn's 0.1 ln(factor) + 1, longrope's
+  // sqrt(1 + ln(factor) / ln(original)) (1 when factor <= 1)
+  double rope_attention_factor = 0.0;
+  bool rope_truncate = true;  // yarn
+  // longrope (Phi-3's): the per-dimension divisors of the frequencies, [head_dim / 2] each;
+  // short for a micro-batch whose positions all fit the original context, long otherwise.
+  std::vector<double> rope_short_factor, rope_long_factor;
   bool tie_embeddings = false;
   // model.qk_norm: an RMSNorm over each head of q and k (weights [head_dim]) between the
   // projection and RoPE, as Qwen3 has; config.json's model_type qwen3 sets it.

@@ -307,6 +307,36 @@ KeySpec double_key(std::string path, Get get, Range range) {
   return spec;
 }
 
+// A list of finite numbers > 0 (longrope's factors), or [].
+template <class Get>
+KeySpec positive_list_key(std::string path, Get get) {
+  KeySpec spec = new_spec(std::move(path));
+  spec.read = [get](const YAML::Node& v, Config& c, const ReadContext&,
+                    std::vector<ValueProblem>& problems) {
+    if (!v.IsSequence()) {
+      problems.push_back(got(v, "a list of numbers > 0"));
+      return;
+    }
+    std::vector<double> values;
+    for (const YAML::Node& item : v) {
+      double value = 0.0;
+      if (!read_number(item, problems, value)) return;
+      if (!(value > 0) || !std::isfinite(value)) {
+        problems.push_back(got(item, "a finite number > 0"));
+        return;
+      }
+      values.push_back(value);
+    }
+    get(c) = std::move(values);
+  };
+  spec.write = [get](const Config& c) {
+    std::vector<std::string> items;
+    for (const double x : get(c)) items.push_back(format_double(x));
+    return flow_list(items);
+  };
+  return spec;
+}
+
 template <class Get>
 KeySpec bool_key(std::string path, Get get) {
   KeySpec spec = new_spec(std::move(path));
@@ -601,7 +631,7 @@ std::vector<KeySpec> build_schema() {
   keys.push_back(enum_key(
       "model.rope_scaling", [](auto& c) -> auto& { return c.model.rope_scaling; },
       std::vector<RopeScaling>{RopeScaling::kNone, RopeScaling::kLinear, RopeScaling::kDynamic,
-                               RopeScaling::kLlama3, RopeScaling::kYarn},
+                               RopeScaling::kLlama3, RopeScaling::kYarn, RopeScaling::kLongrope},
       ValueAliases{{"default", "none"}, {"null", "none"}}));
   keys.push_back(double_key(
       "model.rope_factor", [](auto& c) -> auto& { return c.model.rope_factor; }, greater_than(0)));
@@ -625,6 +655,10 @@ std::vector<KeySpec> build_schema() {
       at_least(0)));
   keys.push_back(bool_key(
       "model.rope_truncate", [](auto& c) -> auto& { return c.model.rope_truncate; }));
+  keys.push_back(positive_list_key(
+      "model.rope_short_factor", [](auto& c) -> auto& { return c.model.rope_short_factor; }));
+  keys.push_back(positive_list_key(
+      "model.rope_long_factor", [](auto& c) -> auto& { return c.model.rope_long_factor; }));
   keys.push_back(bool_key(
       "model.tie_embeddings", [](auto& c) -> auto& { return c.model.tie_embeddings; }));
   keys.push_back(bool_key(
@@ -972,8 +1006,8 @@ std::vector<CrossCheck> build_cross_checks() {
        [](const ModelConfig& m) {
          return m.rope_original_max_seq_len != ModelConfig{}.rope_original_max_seq_len;
        },
-       {RopeScaling::kLlama3, RopeScaling::kYarn},
-       "llama3 and yarn"},
+       {RopeScaling::kLlama3, RopeScaling::kYarn, RopeScaling::kLongrope},
+       "llama3, yarn and longrope"},
       {"model.rope_beta_fast",
        [](const ModelConfig& m) { return m.rope_beta_fast != ModelConfig{}.rope_beta_fast; }, yarn,
        "yarn"},
@@ -984,7 +1018,16 @@ std::vector<CrossCheck> build_cross_checks() {
        [](const ModelConfig& m) {
          return m.rope_attention_factor != ModelConfig{}.rope_attention_factor;
        },
-       yarn, "yarn"},
+       {RopeScaling::kYarn, RopeScaling::kLongrope},
+       "yarn and longrope"},
+      {"model.rope_short_factor",
+       [](const ModelConfig& m) { return !m.rope_short_factor.empty(); },
+       {RopeScaling::kLongrope},
+       "longrope"},
+      {"model.rope_long_factor",
+       [](const ModelConfig& m) { return !m.rope_long_factor.empty(); },
+       {RopeScaling::kLongrope},
+       "longrope"},
       {"model.rope_truncate",
        [](const ModelConfig& m) { return m.rope_truncate != ModelConfig{}.rope_truncate; }, yarn,
        "yarn"},
@@ -1000,6 +1043,24 @@ std::vector<CrossCheck> build_cross_checks() {
                                ", but that is " + to_string(m.rope_scaling) +
                                "; remove it or set model.rope_scaling: " +
                                to_string(v.readers.front());
+                      }});
+  }
+  // longrope divides each frequency by its own factor: one per rotated pair of channels.
+  for (const char* key : {"model.rope_short_factor", "model.rope_long_factor"}) {
+    const bool is_short = std::string(key) == "model.rope_short_factor";
+    checks.push_back({key,
+                      {"model.rope_scaling", "model.dim", "model.n_heads", "model.head_dim"},
+                      [is_short](const Config& c) -> std::string {
+                        const ModelConfig& m = c.model;
+                        if (m.rope_scaling != RopeScaling::kLongrope || m.n_heads <= 0) return "";
+                        const std::vector<double>& f =
+                            is_short ? m.rope_short_factor : m.rope_long_factor;
+                        const std::size_t want = static_cast<std::size_t>(m.head_dim() / 2);
+                        if (f.size() == want) return "";
+                        return "has " + std::to_string(f.size()) +
+                               " entries, expected head_dim / 2 = " + std::to_string(want) +
+                               " (model.rope_scaling longrope divides each " +
+                               "frequency by its own factor)";
                       }});
   }
   checks.push_back({"model.rope_high_freq_factor",

@@ -103,6 +103,8 @@ const char* to_string(RopeScaling s) {
       return "llama3";
     case RopeScaling::kYarn:
       return "yarn";
+    case RopeScaling::kLongrope:
+      return "longrope";
   }
   return "?";
 }

@@ -54,6 +54,8 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.rope_beta_slow", "rope_scaling.beta_slow"},
       {"model.rope_attention_factor", "rope_scaling.attention_factor"},
       {"model.rope_truncate", "rope_scaling.truncate"},
+      {"model.rope_short_factor", "rope_scaling.short_factor"},
+      {"model.rope_long_factor", "rope_scaling.long_factor"},
       {"model.tie_embeddings", "tie_word_embeddings"},
       {"model.qk_norm", "model_type"},
       {"model.qk_norm_full_width", "model_type"},
@@ -557,31 +559,27 @@ class JsonConfigReader {
     if (!type || type.IsNull()) return;
     std::string name;
     if (!read_string(type, where + "." + key, name)) return;
-    if (out_.model_type == "phi3" && name != "default") {
-      // Phi3Config reads "su" and "yarn" as longrope too: not yarn's formula.
-      error(type.Mark(), where + "." + key,
-            "got \"" + name +
-                "\", expected \"default\" or none: Phi-3's scaled RoPE (longrope, which it also "
-                "calls su and yarn) is not supported yet");
-      return;
-    }
-    static const std::map<std::string, RopeScaling> kinds = {{"default", RopeScaling::kNone},
-                                                             {"linear", RopeScaling::kLinear},
-                                                             {"dynamic", RopeScaling::kDynamic},
-                                                             {"llama3", RopeScaling::kLlama3},
-                                                             {"yarn", RopeScaling::kYarn}};
+    // Phi3Config reads its older "su" and "yarn" as longrope: not yarn's formula.
+    if (out_.model_type == "phi3" && (name == "su" || name == "yarn")) name = "longrope";
+    static const std::map<std::string, RopeScaling> kinds = {
+        {"default", RopeScaling::kNone},    {"linear", RopeScaling::kLinear},
+        {"dynamic", RopeScaling::kDynamic}, {"llama3", RopeScaling::kLlama3},
+        {"yarn", RopeScaling::kYarn},       {"longrope", RopeScaling::kLongrope}};
     const auto kind = kinds.find(name);
     if (kind == kinds.end()) {
       error(type.Mark(), where + "." + key,
             "got \"" + name +
-                "\", expected one of default, linear, dynamic, llama3, yarn: RoPE scaling \"" +
+                "\", expected one of default, linear, dynamic, llama3, yarn, longrope: RoPE "
+                "scaling \"" +
                 name + "\" is not supported yet");
       return;
     }
     m.rope_scaling = kind->second;
     set_source_of("model.rope_scaling", where + "." + key, type);
     if (m.rope_scaling == RopeScaling::kNone) return;
-    read_rope_number(v, where, "factor", "model.rope_factor", true, m.rope_factor);
+    // longrope's factor is optional: it only sets the attention factor (below).
+    const bool longrope = m.rope_scaling == RopeScaling::kLongrope;
+    read_rope_number(v, where, "factor", "model.rope_factor", !longrope, m.rope_factor);
     if (m.rope_scaling == RopeScaling::kLinear || m.rope_scaling == RopeScaling::kDynamic) return;
     if (m.rope_scaling == RopeScaling::kLlama3) {
       read_rope_number(v, where, "low_freq_factor", "model.rope_low_freq_factor", true,
@@ -604,6 +602,47 @@ class JsonConfigReader {
       }
     }
     if (m.rope_scaling == RopeScaling::kYarn) read_yarn_parameters(v, where);
+    if (longrope) read_longrope_parameters(v, where);
+  }
+
+  // The rest of a longrope object: short_factor and long_factor (required), attention_factor;
+  // without a factor, transformers takes max_position_embeddings / original for it.
+  void read_longrope_parameters(const YAML::Node& v, const std::string& where) {
+    ModelConfig& m = out_.shape;
+    read_factor_list(v, where, "short_factor", "model.rope_short_factor", m.rope_short_factor);
+    read_factor_list(v, where, "long_factor", "model.rope_long_factor", m.rope_long_factor);
+    read_rope_number(v, where, "attention_factor", "model.rope_attention_factor", false,
+                     m.rope_attention_factor);
+    const YAML::Node factor = v["factor"];
+    if ((!factor || factor.IsNull()) && have_["max_position_embeddings"]) {
+      const int original =
+          m.rope_original_max_seq_len > 0 ? m.rope_original_max_seq_len : m.max_seq_len;
+      m.rope_factor = double(m.max_seq_len) / double(original);
+    }
+  }
+
+  // A required list of numbers > 0 at `where`.`name`.
+  void read_factor_list(const YAML::Node& v, const std::string& where, const std::string& name,
+                        const std::string& yaml_key, std::vector<double>& out) {
+    const YAML::Node list = v[name];
+    const std::string full = where + "." + name;
+    if (!list || list.IsNull()) {
+      error(v.Mark(), full,
+            "missing, expected a list of numbers > 0 (rope_type longrope reads it)");
+      return;
+    }
+    if (!list.IsSequence()) {
+      error(list.Mark(), full, "got " + describe(list) + ", expected a list of numbers > 0");
+      return;
+    }
+    std::vector<double> values;
+    for (const YAML::Node& item : list) {
+      double x = 0.0;
+      if (!read_positive(item, full, x)) return;
+      values.push_back(x);
+    }
+    out = std::move(values);
+    set_source_of(yaml_key, full, list);
   }
 
   // The rest of a yarn object; DeepSeek's mscale / mscale_all_dim are refused, not ignored.
@@ -1035,6 +1074,8 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.rope_beta_slow = from.rope_beta_slow;
   to.rope_attention_factor = from.rope_attention_factor;
   to.rope_truncate = from.rope_truncate;
+  to.rope_short_factor = from.rope_short_factor;
+  to.rope_long_factor = from.rope_long_factor;
   to.tie_embeddings = from.tie_embeddings;
   to.qk_norm = from.qk_norm;
   to.qk_norm_full_width = from.qk_norm_full_width;

@@ -82,9 +82,12 @@ std::vector<float> yarn_frequencies(int head_dim, const RopeParams& p) {
 }  // namespace
 
 float rope_attention_scaling(const RopeParams& p) {
-  if (p.type != RopeType::kYarn) return 1.0f;
+  if (p.type != RopeType::kYarn && p.type != RopeType::kLongrope) return 1.0f;
   if (p.attention_factor > 0) return static_cast<float>(p.attention_factor);
-  return static_cast<float>(p.factor <= 1 ? 1.0 : 0.1 * std::log(p.factor) + 1.0);
+  if (p.factor <= 1) return 1.0f;
+  if (p.type == RopeType::kYarn) return static_cast<float>(0.1 * std::log(p.factor) + 1.0);
+  return static_cast<float>(
+      std::sqrt(1.0 + std::log(p.factor) / std::log(double(p.original_max_positions))));
 }
 
 std::vector<float> rope_inverse_frequencies(int head_dim, const RopeParams& p) {
@@ -116,6 +119,22 @@ std::vector<float> rope_inverse_frequencies(int head_dim, const RopeParams& p) {
       require(p.original_max_positions > 0, "yarn needs original_max_positions > 0");
       require(p.beta_fast > 0 && p.beta_slow > 0, "yarn needs beta_fast, beta_slow > 0");
       return yarn_frequencies(head_dim, p);
+    case RopeType::kLongrope: {
+      // 1.0 / (ext_factors * base ** (arange(0, dim, 2).float() / dim)), the factors a float32
+      // tensor.
+      require(p.ext_factors.size() == std::size_t(head_dim / 2),
+              "longrope needs head_dim / 2 = " + std::to_string(head_dim / 2) + " factors, got " +
+                  std::to_string(p.ext_factors.size()));
+      std::vector<float> inv(static_cast<std::size_t>(head_dim / 2));
+      for (int i = 0; i < head_dim / 2; ++i) {
+        const float expo = static_cast<float>(2 * i) / static_cast<float>(head_dim);
+        const float ext = static_cast<float>(p.ext_factors[static_cast<std::size_t>(i)]);
+        require(std::isfinite(ext) && ext > 0, "longrope factors must be > 0");
+        inv[static_cast<std::size_t>(i)] =
+            1.0f / (ext * std::pow(static_cast<float>(p.theta), expo));
+      }
+      return inv;
+    }
     case RopeType::kLlama3: {
       require(p.original_max_positions > 0, "llama3 needs original_max_positions > 0");
       require(p.low_freq_factor > 0 && p.high_freq_factor > p.low_freq_factor,

@@ -611,6 +611,8 @@ const std::vector<std::string> kAllKeys = {"model.path",
                                            "model.rope_beta_slow",
                                            "model.rope_attention_factor",
                                            "model.rope_truncate",
+                                           "model.rope_short_factor",
+                                           "model.rope_long_factor",
                                            "model.tie_embeddings",
                                            "model.qk_norm",
                                            "model.qk_norm_full_width",
@@ -974,8 +976,23 @@ std::vector<BadCase> bad_cases() {
                 "model.rope_beta_fast",
                 "is only read by model.rope_scaling yarn, but that is llama3"),
       file_case("RejectsUnknownRopeScalingNamingYarnAmongTheChoices",
-                minimal_plus("model:\n  rope_scaling: longrope\n"), "model.rope_scaling",
-                "expected one of none, linear, dynamic, llama3, yarn"),
+                minimal_plus("model:\n  rope_scaling: mrope\n"), "model.rope_scaling",
+                "expected one of none, linear, dynamic, llama3, yarn, longrope"),
+      // head_dim 128 / 4 = 32: 16 factors per set.
+      file_case(
+          "RejectsLongropeFactorsOfTheWrongLength",
+          minimal_plus("model:\n  rope_scaling: longrope\n  rope_short_factor: [1.0, 2.0]\n"
+                       "  rope_long_factor: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"),
+          "model.rope_short_factor",
+          "has 2 entries, expected head_dim / 2 = 16 (model.rope_scaling longrope"),
+      file_case("RejectsLongropeFactorsWithoutLongrope",
+                minimal_plus("model:\n  rope_long_factor: [1.0, 2.0]\n"), "model.rope_long_factor",
+                "is only read by model.rope_scaling longrope, but that is none"),
+      file_case(
+          "RejectsANonPositiveLongropeFactor",
+          minimal_plus("model:\n  rope_scaling: longrope\n  rope_short_factor: [1.0, -2]\n"
+                       "  rope_long_factor: [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\n"),
+          "model.rope_short_factor", "expected a finite number > 0"),
       file_case("RejectsLlama3HighFreqFactorNotAboveLow",
                 minimal_plus("model:\n  rope_scaling: llama3\n  rope_factor: 8\n"
                              "  rope_low_freq_factor: 4\n"),

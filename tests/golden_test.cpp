@@ -483,6 +483,19 @@ TEST(GoldenVariant, Phi3WithFusedProjectionsAndAWindowMatchesTransformers) {
   check_window_forward("phi3", peft);
 }
 
+// Phi-3.5-mini's kind: longrope, past the original context of 16 (positions to 31).
+TEST(GoldenVariant, Phi3WithLongropeMatchesTransformers) {
+  nlohmann::json peft = plain_lora_config();
+  peft["target_modules"] = fused_target_modules();
+  const Config cfg = golden_config("variants/phi3_longrope", peft);
+  const ModelConfig& m = cfg.model;
+  EXPECT_EQ(m.rope_scaling, RopeScaling::kLongrope);
+  EXPECT_EQ(m.rope_original_max_seq_len, 16);
+  EXPECT_EQ(m.rope_factor, 4.0);  // max_position_embeddings 64 / 16
+  EXPECT_EQ(m.rope_long_factor.size(), 8u);
+  check_variant_forward("phi3_longrope", peft);
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }
@@ -490,6 +503,16 @@ TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
 // yarn also scales cos and sin (by 0.1 ln 4 + 1 here).
 TEST(GoldenRope, YarnScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("yarn_forward", RopeScaling::kYarn);
+}
+
+// longrope beyond the original context (positions to 63, original 16): the long factors and
+// cos / sin times sqrt(1 + ln 4 / ln 16); and within it (original 64): the short ones, with an
+// explicit attention_factor.
+TEST(GoldenRope, LongropeBeyondTheOriginalContextTakesTheLongFactors) {
+  check_scaled_rope_forward("longrope_forward", RopeScaling::kLongrope);
+}
+TEST(GoldenRope, LongropeWithinTheOriginalContextTakesTheShortFactors) {
+  check_scaled_rope_forward("longrope_short_forward", RopeScaling::kLongrope);
 }
 
 TEST(GoldenRope, LinearScalingInTheOldRopeScalingLayoutMatchesTransformers) {

@@ -836,6 +836,29 @@ TEST(HfConfigJson, Phi3FusesItsProjectionsAndSlidesInEveryLayer) {
   EXPECT_FALSE(parse(kSmolLm).shape.fused_projections);
 }
 
+// Phi-3-mini-128k / Phi-3.5-mini: longrope, which older Phi-3 files call "su" (or "yarn"), with
+// its factor max_position_embeddings / original when the object has none.
+TEST(HfConfigJson, Phi3LongropeUnderAllThreeNames) {
+  for (const char* name : {"longrope", "su", "yarn"}) {
+    const Fields f = with(with(kPhi3, "max_position_embeddings", "131072"), "rope_scaling",
+                          std::string("{\"type\": \"") + name +
+                              "\", \"short_factor\": [1.0, 1.5], \"long_factor\": [2.0, 30.0]}");
+    const HfModelConfig hf = parse(f);
+    ASSERT_TRUE(hf.ok()) << name << ": " << all_errors(hf.errors);
+    const ModelConfig& m = hf.shape;
+    EXPECT_EQ(m.rope_scaling, RopeScaling::kLongrope) << name;
+    EXPECT_EQ(m.rope_short_factor, (std::vector<double>{1.0, 1.5}));
+    EXPECT_EQ(m.rope_long_factor, (std::vector<double>{2.0, 30.0}));
+    EXPECT_EQ(m.rope_original_max_seq_len, 4096);  // the top-level key
+    EXPECT_EQ(m.rope_factor, 32.0);                // 131072 / 4096
+    EXPECT_EQ(m.rope_attention_factor, 0.0);       // derived from the factor
+  }
+  // Elsewhere "yarn" is yarn.
+  EXPECT_EQ(parse(with(kSmolLm, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}"))
+                .shape.rope_scaling,
+            RopeScaling::kYarn);
+}
+
 // Qwen3 / Mistral-Nemo style: heads narrower or wider than hidden_size / num_attention_heads.
 TEST(HfConfigJson, AnExplicitHeadDimIsKeptAndADerivableOneIsNot) {
   const HfModelConfig apart = parse(with(kSmolLm, "head_dim", "128"));
@@ -1075,17 +1098,15 @@ std::vector<HfBadCase> bad_cases() {
       bad("UnknownModelType", with(kSmolLm, "model_type", "\"phi\""), "model_type",
           "unknown model type 'phi', expected one of llama, mistral, qwen2, qwen3, smollm3, "
           "granite, olmo2, phi3, gemma, gemma2, gemma3_text, gemma3"),
-      // Phi3Config reads "su" and "yarn" as longrope, which is not implemented.
-      bad_inside(
-          "Phi3LongRope",
-          with(kPhi3, "rope_scaling",
-               "{\"type\": \"longrope\", \"long_factor\": [1.0], \"short_factor\": [1.0]}"),
-          "rope_scaling", "{\"type\": ", "rope_scaling.type",
-          "Phi-3's scaled RoPE (longrope, which it also calls su and yarn) is not supported"),
-      bad_inside("Phi3YarnIsLongRope",
-                 with(kPhi3, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}"),
-                 "rope_scaling", "{\"type\": ", "rope_scaling.type",
-                 "got \"yarn\", expected \"default\" or none"),
+      bad_inside("LongropeWithoutLongFactor",
+                 with(kPhi3, "rope_scaling", "{\"type\": \"longrope\", \"short_factor\": [1.0]}"),
+                 "rope_scaling", "", "rope_scaling.long_factor",
+                 "missing, expected a list of numbers > 0 (rope_type longrope reads it)"),
+      bad_inside("LongropeFactorThatIsNotPositive",
+                 with(kPhi3, "rope_scaling",
+                      "{\"type\": \"longrope\", \"short_factor\": [1.0, 0], \"long_factor\": []}"),
+                 "rope_scaling", "{\"type\": \"longrope\", \"short_factor\": [1.0, ",
+                 "rope_scaling.short_factor", "got 0, expected a finite number > 0"),
       bad("Phi3ResidualDropout", with(kPhi3, "resid_pdrop", "0.1"), "resid_pdrop",
           "got 0.1, expected 0 (peftrun applies no dropout inside the frozen base"),
       bad("Phi3EmbeddingDropout", with(kPhi3, "embd_pdrop", "\"0\""), "embd_pdrop",
@@ -1095,9 +1116,9 @@ std::vector<HfBadCase> bad_cases() {
       bad("OddExplicitHeadDim", with(kSmolLm, "head_dim", "63"), "head_dim",
           "63 is not an even number up to 256"),
       bad_inside("RopeScalingTypeNotSupportedYet",
-                 with(kSmolLm, "rope_scaling", "{\"type\": \"longrope\", \"factor\": 4.0}"),
+                 with(kSmolLm, "rope_scaling", "{\"type\": \"mrope\", \"factor\": 4.0}"),
                  "rope_scaling", "{\"type\": ", "rope_scaling.type",
-                 "RoPE scaling \"longrope\" is not supported yet"),
+                 "RoPE scaling \"mrope\" is not supported yet"),
       bad_inside("Llama3RopeScalingWithoutLowFreqFactor",
                  with(kSmolLm, "rope_scaling",
                       "{\"rope_type\": \"llama3\", \"factor\": 32.0, \"high_freq_factor\": 4.0}"),
@@ -1112,8 +1133,8 @@ std::vector<HfBadCase> bad_cases() {
       bad("PartialRotaryFactor", with(kSmolLm, "partial_rotary_factor", "0.5"),
           "partial_rotary_factor", "partial rotary embeddings are not supported yet"),
       {"RopeParametersWithScalingType",
-       json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"longrope\"}")),
-       "rope_parameters.rope_type", "RoPE scaling \"longrope\" is not supported yet",
+       json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"mrope\"}")),
+       "rope_parameters.rope_type", "RoPE scaling \"mrope\" is not supported yet",
        std::to_string(kSmolLm.size() + 2) + ":36"},
       bad("LayerTypesOfAnotherKind",
           with(with(with(kQwen2, "use_sliding_window", "true"), "sliding_window", "1024"),

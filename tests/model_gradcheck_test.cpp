@@ -10,6 +10,7 @@
 
 #include "runtime/adapters/adapter_layout.h"
 #include "runtime/model/base_weights.h"
+#include "runtime/model/rope_table.h"
 #include "runtime/model/transformer.h"
 
 namespace peftrun {
@@ -301,6 +302,23 @@ TEST(ModelGradCheck, Olmo2PostBlockNormsAndFullWidthQkNorms) {
     tm.m.qk_norm = true;
     tm.m.qk_norm_full_width = true;
     check_model_gradients(tm, 0, true, /*random_norms=*/true);
+  }
+}
+
+// longrope: backward must rotate with the table forward chose for the micro-batch, the long
+// one (positions 0..5 beyond an original context of 4) or the short one (within 8).
+TEST(ModelGradCheck, LongropeWithEitherTable) {
+  for (const int original : {4, 8}) {
+    TinyModel tm(2, false, 0.0, AdapterType::kLora);
+    tm.m.rope_scaling = RopeScaling::kLongrope;
+    tm.m.rope_original_max_seq_len = original;
+    tm.m.rope_factor = 4.0;
+    tm.m.rope_short_factor = {1.0, 1.5};
+    tm.m.rope_long_factor = {2.0, 7.0};
+    const LayerRope rope(tm.m);
+    EXPECT_EQ(rope.long_context(5), original == 4);
+    EXPECT_EQ(rope.inv_freq(0, rope.long_context(5)) == rope.inv_freq(0, false), original == 8);
+    check_model_gradients(tm, 0, true);
   }
 }
 

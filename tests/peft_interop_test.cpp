@@ -119,7 +119,8 @@ INSTANTIATE_TEST_SUITE_P(
                       InteropCase{"adalora", "variants/olmo2", "adalora_olmo2"},
                       InteropCase{"lora", "variants/phi3", "lora_phi3"},
                       InteropCase{"dora", "variants/phi3", "dora_phi3"},
-                      InteropCase{"adalora", "variants/phi3", "adalora_phi3"}),
+                      InteropCase{"adalora", "variants/phi3", "adalora_phi3"},
+                      InteropCase{"lora", "variants/phi3_longrope", "lora_phi3_longrope"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

@@ -252,8 +252,9 @@ void CudaTransformer::upload_batch(const Batch& b) {
   const std::size_t bytes = std::size_t(b.batch) * b.seq_len * sizeof(std::int32_t);
   cuda::copy_host_to_device(at(plan_.inputs), b.inputs, bytes);
   cuda::copy_host_to_device(at(plan_.targets), b.targets, bytes);
-  cuda::copy_host_to_device(at(plan_.positions),
-                            b.positions ? b.positions : default_positions_.data(), bytes);
+  const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
+  cuda::copy_host_to_device(at(plan_.positions), pos, bytes);
+  rope_long_ = rope_.long_context(*std::max_element(pos, pos + std::size_t(b.batch) * b.seq_len));
   has_segments_ = b.segments != nullptr;
   if (has_segments_) cuda::copy_host_to_device(at(plan_.segments), b.segments, bytes);
 }
@@ -497,8 +498,9 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
   }
   linear_forward(l, Proj::kV, h1, at(L.v), params, n, train, lkey);
   check("forward", l, "v_proj output", at(L.v), nkv, act_);
-  if (rope_.rotates(l)) {                       // not in SmolLM3's NoPE layers
-    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+  if (rope_.rotates(l)) {  // not in SmolLM3's NoPE layers
+    const float* inv_freq =
+        rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
     const float rope_cs = rope_.cos_sin_scale(l);
     cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
     check("forward", l, "q after RoPE", at(L.q), nq, act_);
@@ -682,7 +684,8 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
     check("backward", l, "grad of k (attention backward)", dk, nkv, act_);
     check("backward", l, "grad of v (attention backward)", dv, nkv, act_);
     if (rope_.rotates(l)) {
-      const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+      const float* inv_freq =
+          rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
       const float rope_cs = rope_.cos_sin_scale(l);
       cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
       cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);

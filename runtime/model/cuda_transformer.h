@@ -126,6 +126,7 @@ class CudaTransformer {
   const AdapterLayout& layout_;
   ModelConfig m_;
   LayerRope rope_;                            // each layer's RoPE table and cos/sin scale
+  bool rope_long_ = false;                    // this micro-batch rotates with longrope's long table
   GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
   float norm_offset_ = 0.0f;
   float dropout_ = 0;

@@ -25,7 +25,15 @@ std::string number_text(double v) {
   return out.str();
 }
 
-// "q_proj, k_proj, v_proj", or "no projection".
+std::string list_text(const std::vector<double>& values) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i > 0) out += ", ";
+    out += number_text(values[i]);
+  }
+  return out + "]";
+}
+
 // Every RoPE scaling field at once: they only mean something together.
 std::string rope_text(const ModelConfig& m) {
   return std::string(to_string(m.rope_scaling)) + " (factor " + number_text(m.rope_factor) +
@@ -34,9 +42,11 @@ std::string rope_text(const ModelConfig& m) {
          std::to_string(m.rope_original_max_seq_len) + ", beta_fast/slow " +
          number_text(m.rope_beta_fast) + "/" + number_text(m.rope_beta_slow) +
          ", attention_factor " + number_text(m.rope_attention_factor) + ", truncate " +
-         (m.rope_truncate ? "true" : "false") + ")";
+         (m.rope_truncate ? "true" : "false") + ", short_factor " + list_text(m.rope_short_factor) +
+         ", long_factor " + list_text(m.rope_long_factor) + ")";
 }
 
+// "q_proj, k_proj, v_proj", or "no projection".
 std::string bias_text(unsigned mask) {
   std::string out;
   for (int p = 0; p < int(Proj::kCount); ++p) {

@@ -368,6 +368,12 @@ nlohmann::json merged_config_json(const ModelConfig& m, TensorDType dtype) {
       r["truncate"] = m.rope_truncate;
       if (m.rope_attention_factor > 0) r["attention_factor"] = m.rope_attention_factor;
     }
+    if (m.rope_scaling == RopeScaling::kLongrope) {
+      r["original_max_position_embeddings"] = original;
+      r["short_factor"] = m.rope_short_factor;
+      r["long_factor"] = m.rope_long_factor;
+      if (m.rope_attention_factor > 0) r["attention_factor"] = m.rope_attention_factor;
+    }
     j["rope_scaling"] = r;
   }
   j["use_cache"] = true;

@@ -4,7 +4,7 @@
 
 namespace peftrun {
 
-RopeParams rope_params(const ModelConfig& m) {
+RopeParams rope_params(const ModelConfig& m, bool long_context) {
   RopeParams p;
   p.theta = m.rope_theta;
   switch (m.rope_scaling) {
@@ -23,6 +23,10 @@ RopeParams rope_params(const ModelConfig& m) {
     case RopeScaling::kYarn:
       p.type = RopeType::kYarn;
       break;
+    case RopeScaling::kLongrope:
+      p.type = RopeType::kLongrope;
+      p.ext_factors = long_context ? m.rope_long_factor : m.rope_short_factor;
+      break;
   }
   p.factor = m.rope_factor;
   p.low_freq_factor = m.rope_low_freq_factor;
@@ -38,8 +42,8 @@ RopeParams rope_params(const ModelConfig& m) {
   return p;
 }
 
-std::vector<float> rope_table(const ModelConfig& m) {
-  return rope_inverse_frequencies(m.head_dim(), rope_params(m));
+std::vector<float> rope_table(const ModelConfig& m, bool long_context) {
+  return rope_inverse_frequencies(m.head_dim(), rope_params(m, long_context));
 }
 
 float rope_cos_sin_scale(const ModelConfig& m) {
@@ -48,6 +52,10 @@ float rope_cos_sin_scale(const ModelConfig& m) {
 
 LayerRope::LayerRope(const ModelConfig& m)
     : global_(rope_table(m)), global_scale_(rope_cos_sin_scale(m)) {
+  if (m.rope_scaling == RopeScaling::kLongrope) {
+    global_long_ = rope_table(m, /*long_context=*/true);
+    long_after_ = rope_params(m).original_max_positions;
+  }
   for (int l = 0; l < m.n_layers; ++l) {
     local_layers_.push_back(m.rope_local_theta > 0 && attention_window(m, l) > 0);
     rotating_layers_.push_back(m.no_rope_layers.empty() ||
@@ -67,8 +75,9 @@ bool LayerRope::rotates(int l) const {
   return rotating_layers_[static_cast<std::size_t>(l)];
 }
 
-const float* LayerRope::inv_freq(int l) const {
-  return local(l) ? local_.data() : global_.data();
+const float* LayerRope::inv_freq(int l, bool long_context) const {
+  if (local(l)) return local_.data();
+  return long_context && !global_long_.empty() ? global_long_.data() : global_.data();
 }
 
 float LayerRope::cos_sin_scale(int l) const {

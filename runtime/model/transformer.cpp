@@ -457,6 +457,8 @@ void Transformer<T>::forward(const Batch& b, const T* params, bool train,
   const int D = m_.dim;
   last_train_ = train;
   last_dropout_key_ = dropout_key;
+  const std::int32_t* pos = b.positions ? b.positions : default_positions_.data();
+  rope_long_ = rope_.long_context(*std::max_element(pos, pos + n));
   cpu::embedding_forward(b.inputs, embedding_.data(), acts_[0].x_in.data(), n, D, embed_scale_);
   for (int l = 0; l < m_.n_layers; ++l) {
     stage_layer(l, l + 1);  // prefetch the next layer
@@ -497,8 +499,9 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
     linear_forward(l, Proj::kK, h1, a.k.data(), params, a, n, train, lkey);
   }
   linear_forward(l, Proj::kV, h1, a.v.data(), params, a, n, train, lkey);
-  if (rope_.rotates(l)) {                       // not in SmolLM3's NoPE layers
-    const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+  if (rope_.rotates(l)) {  // not in SmolLM3's NoPE layers
+    const float* inv_freq =
+        rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
     const float rope_cs = rope_.cos_sin_scale(l);
     cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_cs);
     cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
@@ -652,7 +655,8 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
                             static_cast<T>(attention_softcap(m_)), dq_.data(), dk_.data(),
                             dv_.data(), b.batch, b.seq_len, H, KV, hd);
     if (rope_.rotates(l)) {
-      const float* inv_freq = rope_.inv_freq(l);  // Gemma 3's sliding layers: their own table
+      const float* inv_freq =
+          rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
       const float rope_cs = rope_.cos_sin_scale(l);
       cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);
       cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_cs);

@@ -144,6 +144,7 @@ class Transformer {
   const AdapterLayout& layout_;
   ModelConfig m_;
   LayerRope rope_;                            // each layer's RoPE table and cos/sin scale
+  bool rope_long_ = false;                    // this micro-batch rotates with longrope's long table
   GluActivation glu_ = GluActivation::kSilu;  // model_constants.h, from m_
   T norm_offset_ = 0;
   T embed_scale_ = 1;

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures for RoPE scaling (rope_type linear, dynamic, llama3, yarn), from the real transformers.
+"""Golden fixtures for RoPE scaling (rope_type linear, dynamic, llama3, yarn, longrope), from the real transformers.
 
 Writes tests/golden/data/rope/ (see tests/golden/README.md, "RoPE scaling"):
   inv_freq.json          transformers' inverse-frequency tables and cos / sin factors (float32
@@ -58,6 +58,28 @@ TABLES = [
                                    "original_max_position_embeddings": 4096}, 16384),
 ]
 
+
+def ramp(n, lo, hi):
+    """n factors rising geometrically from lo to hi, rounded to 4 decimals (the shape of
+    Phi-3.5-mini's long_factor: ~1 for the fast dimensions, tens for the slow ones)."""
+    return [round(lo * (hi / lo) ** (i / (n - 1)), 4) for i in range(n)]
+
+
+# longrope (Phi-3's): its short and its long table (long_context: what transformers builds for
+# a forward whose positions go beyond the original context), with Phi-3.5-mini's setting and
+# with an explicit factor and attention_factor.
+LONGROPE = [
+    ("longrope-phi3.5-mini", 96, {"rope_type": "longrope", "rope_theta": 10000.0,
+                                  "short_factor": ramp(48, 1.0, 1.25),
+                                  "long_factor": ramp(48, 1.08, 60.0),
+                                  "original_max_position_embeddings": 4096}, 131072),
+    ("longrope-attention-factor", 64, {"rope_type": "longrope", "rope_theta": 500000.0,
+                                       "short_factor": ramp(32, 0.9, 1.5),
+                                       "long_factor": ramp(32, 1.0, 16.0), "factor": 3.0,
+                                       "attention_factor": 0.85,
+                                       "original_max_position_embeddings": 2048}, 8192),
+]
+
 # Forward cases on data/base (head_dim 16, max_position_embeddings 64): config.json in
 # transformers 5's layout (rope_parameters, as save_pretrained writes it) or in the older one
 # (rope_scaling with "type", rope_theta at the top), which transformers still reads.
@@ -67,15 +89,27 @@ FORWARD = [
                               "original_max_position_embeddings": 16}),
     ("linear_forward", "v4", {"type": "linear", "factor": 3.0}),
     ("yarn_forward", "v4", {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 16}),
+    # Positions up to 63 beyond the original 16: the long factors, and cos / sin times
+    # sqrt(1 + ln(64 / 16) / ln 16).
+    ("longrope_forward", "v5", {"rope_type": "longrope", "rope_theta": 10000.0,
+                                "short_factor": ramp(8, 1.0, 1.3), "long_factor": ramp(8, 1.1, 9.0),
+                                "original_max_position_embeddings": 16}),
+    # Every position within the original 64: the short factors, with an attention_factor.
+    ("longrope_short_forward", "v4", {"type": "longrope", "short_factor": ramp(8, 1.2, 3.0),
+                                      "long_factor": ramp(8, 1.1, 9.0), "attention_factor": 1.3,
+                                      "original_max_position_embeddings": 64}),
 ]
 SEQ = 64  # every position of the base's context, so the scaled low frequencies turn far
 SEED_IDS = 77
 
 
-def table(head_dim, rope_parameters, mpe):
+def table(head_dim, rope_parameters, mpe, long_context=False):
     cfg = transformers.LlamaConfig(hidden_size=head_dim * 4, num_attention_heads=4,
                                    max_position_embeddings=mpe, rope_parameters=dict(rope_parameters))
-    inv, attention_factor = ROPE_INIT_FUNCTIONS[rope_parameters["rope_type"]](cfg, None)
+    # longrope's long table: what its forward builds once positions pass the original context.
+    seq_len = rope_parameters["original_max_position_embeddings"] + 1 if long_context else None
+    inv, attention_factor = ROPE_INIT_FUNCTIONS[rope_parameters["rope_type"]](cfg, None,
+                                                                               seq_len=seq_len)
     bits = [int(b) for b in inv.to(torch.float32).view(torch.int32).tolist()]
     # The model multiplies the fp32 cos / sin by it: record the float32 it becomes.
     scale = torch.tensor([attention_factor], dtype=torch.float32).view(torch.int32).item()
@@ -132,6 +166,13 @@ def main():
         tables.append({"name": n, "head_dim": hd, "max_position_embeddings": mpe,
                        "rope_parameters": rp, "inv_freq_bits": bits,
                        "attention_scaling_bits": scale})
+    for n, hd, rp, mpe in LONGROPE:
+        for long_context in (False, True):
+            bits, scale = table(hd, rp, mpe, long_context)
+            tables.append({"name": n + ("-long" if long_context else "-short"), "head_dim": hd,
+                           "max_position_embeddings": mpe, "rope_parameters": rp,
+                           "long_context": long_context, "inv_freq_bits": bits,
+                           "attention_scaling_bits": scale})
     with open(os.path.join(args.out, "inv_freq.json"), "w") as f:
         f.write(mg.compact_json({"versions": mg.versions(), "tables": tables}))
     for name, layout, rope in FORWARD:

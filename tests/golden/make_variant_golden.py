@@ -182,6 +182,22 @@ def phi3_config():
         attention_dropout=0.0)
 
 
+def phi3_longrope_config():
+    # Phi-3.5-mini's kind: longrope past an original context of 16 (this forward's positions go
+    # to 31, so the long factors), max_position_embeddings 4x it, so cos / sin are scaled by
+    # sqrt(1 + ln 4 / ln 16); no window.
+    return transformers.Phi3Config(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS, original_max_position_embeddings=16,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                         "short_factor": [1.0, 1.1, 1.2, 1.3, 1.5, 1.7, 2.0, 2.5],
+                         "long_factor": [1.0, 1.4, 2.0, 2.9, 4.1, 5.9, 8.4, 12.0]},
+        rms_norm_eps=1e-5, sliding_window=None, tie_word_embeddings=False, pad_token_id=None,
+        bos_token_id=None, eos_token_id=None, hidden_act="silu", resid_pdrop=0.0,
+        embd_pdrop=0.0, attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -197,6 +213,7 @@ CASES = [
     ("granite", transformers.GraniteForCausalLM, granite_config, 4330, 1.0),
     ("olmo2", transformers.Olmo2ForCausalLM, olmo2_config, 4331, 1.0),
     ("phi3", transformers.Phi3ForCausalLM, phi3_config, 4332, 1.0),
+    ("phi3_longrope", transformers.Phi3ForCausalLM, phi3_longrope_config, 4333, 1.0),
 ]
 
 

@@ -86,10 +86,11 @@ struct ModelCase {
   // Gemma 2's soft caps on the attention scores and the final logits (small ones, so that tanh
   // bends this random model's values), with query_pre_attn_scalar 48.
   bool softcap = false;
-  bool nope = false;     // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
-  bool granite = false;  // Granite's four multipliers
-  bool olmo2 = false;    // OLMo 2's norms: none on the inputs, post-block, q/k over all heads
-  bool fused = false;    // Phi-3's qkv_proj / gate_up_proj: one adapter over the pieces
+  bool nope = false;      // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
+  bool granite = false;   // Granite's four multipliers
+  bool olmo2 = false;     // OLMo 2's norms: none on the inputs, post-block, q/k over all heads
+  bool fused = false;     // Phi-3's qkv_proj / gate_up_proj: one adapter over the pieces
+  bool longrope = false;  // Phi-3's, past its original context (positions to 63, original 32)
 };
 
 std::string case_name(const ModelCase& c, DType act) {
@@ -97,8 +98,8 @@ std::string case_name(const ModelCase& c, DType act) {
          (c.head_dim > 0 ? "+head_dim" : "") + (c.qk_norm ? "+qk_norm" : "") +
          (c.gemma ? "+gemma" : "") + (c.window > 0 ? "+window" : "") +
          (c.sandwich ? "+sandwich" : "") + (c.softcap ? "+softcap" : "") + (c.nope ? "+nope" : "") +
-         (c.granite ? "+granite" : "") + (c.olmo2 ? "+olmo2" : "") + (c.fused ? "+fused " : " ") +
-         dtype_name(act);
+         (c.granite ? "+granite" : "") + (c.olmo2 ? "+olmo2" : "") + (c.fused ? "+fused" : "") +
+         (c.longrope ? "+longrope " : " ") + dtype_name(act);
 }
 
 // One case's model, random parameters (B, E and m moved off their init so that every gradient
@@ -154,6 +155,16 @@ Config case_config(const ModelCase& c) {
     cfg.model.norm_one_plus_weight = true;
     cfg.model.scale_embeddings = true;
     cfg.model.tie_embeddings = true;
+  }
+  if (c.longrope) {
+    cfg.model.rope_scaling = RopeScaling::kLongrope;
+    cfg.model.rope_original_max_seq_len = 32;
+    cfg.model.rope_factor = 8.0;
+    const int pairs = cfg.model.head_dim() / 2;
+    for (int i = 0; i < pairs; ++i) {
+      cfg.model.rope_short_factor.push_back(1.0 + 0.01 * i);
+      cfg.model.rope_long_factor.push_back(1.0 + 0.5 * i);
+    }
   }
   if (c.llama3) {
     cfg.model.rope_scaling = RopeScaling::kLlama3;
@@ -330,10 +341,11 @@ TEST(GpuModelParity, DoraFusedProjectionsDropout) {
   c.fused = true;
   run_model_case(c);
 }
-TEST(GpuModelParity, AdaLoraFusedProjections) {
+TEST(GpuModelParity, AdaLoraFusedProjectionsLongrope) {
   PEFTRUN_REQUIRE_GPU();
   ModelCase c{AdapterType::kAdaLora, 0.0};
   c.fused = true;
+  c.longrope = true;
   run_model_case(c);
 }
 
