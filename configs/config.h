@@ -92,6 +92,10 @@ struct ModelConfig {
   // sqrt(1 + ln(factor) / ln(original)) (1 when factor <= 1)
   double rope_attention_factor = 0.0;
   bool rope_truncate = true;  // yarn
+  // model.partial_rotary_factor (transformers' name): RoPE rotates the first
+  // rotary_dim() = int(head_dim * factor) channels of each head and passes the rest (Phi-4-mini:
+  // 0.75); every frequency table then has rotary_dim / 2 entries.
+  double partial_rotary_factor = 1.0;
   // longrope (Phi-3's): the per-dimension divisors of the frequencies, [head_dim / 2] each;
   // short for a micro-batch whose positions all fit the original context, long otherwise.
   std::vector<double> rope_short_factor, rope_long_factor;
@@ -166,6 +170,9 @@ struct ModelConfig {
   bool multimodal_checkpoint = false;
 
   int head_dim() const { return explicit_head_dim > 0 ? explicit_head_dim : dim / n_heads; }
+  // The channels of each head RoPE rotates: int(head_dim * partial_rotary_factor), as
+  // transformers truncates it.
+  int rotary_dim() const { return static_cast<int>(head_dim() * partial_rotary_factor); }
   // The width of a q_norm / k_norm weight over `heads` heads (n_heads for q, n_kv_heads for k).
   int qk_norm_width(int heads) const {
     return qk_norm_full_width ? heads * head_dim() : head_dim();

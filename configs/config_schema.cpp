@@ -655,6 +655,9 @@ std::vector<KeySpec> build_schema() {
       at_least(0)));
   keys.push_back(bool_key(
       "model.rope_truncate", [](auto& c) -> auto& { return c.model.rope_truncate; }));
+  keys.push_back(double_key(
+      "model.partial_rotary_factor", [](auto& c) -> auto& { return c.model.partial_rotary_factor; },
+      Range{0, 1, false, true}));
   keys.push_back(positive_list_key(
       "model.rope_short_factor", [](auto& c) -> auto& { return c.model.rope_short_factor; }));
   keys.push_back(positive_list_key(
@@ -898,6 +901,18 @@ std::vector<CrossCheck> build_cross_checks() {
          }
          return "";
        }});
+  checks.push_back({"model.partial_rotary_factor",
+                    {"model.dim", "model.n_heads", "model.head_dim"},
+                    [](const Config& c) -> std::string {
+                      const ModelConfig& m = c.model;
+                      // (A whole odd head is model.head_dim's / model.dim's problem.)
+                      if (m.n_heads <= 0 || m.partial_rotary_factor == 1.0) return "";
+                      const int r = m.rotary_dim();
+                      if (r >= 2 && r % 2 == 0) return "";
+                      return "rotates int(head_dim " + std::to_string(m.head_dim()) + " * " +
+                             format_number(m.partial_rotary_factor) + ") = " + std::to_string(r) +
+                             " channels, expected an even number >= 2 (RoPE rotates pairs)";
+                    }});
   checks.push_back({"model.head_dim", {}, [](const Config& c) -> std::string {
                       const int hd = c.model.explicit_head_dim;
                       if (hd <= 0 || (hd % 2 == 0 && hd <= 256)) return "";
@@ -1049,16 +1064,17 @@ std::vector<CrossCheck> build_cross_checks() {
   for (const char* key : {"model.rope_short_factor", "model.rope_long_factor"}) {
     const bool is_short = std::string(key) == "model.rope_short_factor";
     checks.push_back({key,
-                      {"model.rope_scaling", "model.dim", "model.n_heads", "model.head_dim"},
+                      {"model.rope_scaling", "model.dim", "model.n_heads", "model.head_dim",
+                       "model.partial_rotary_factor"},
                       [is_short](const Config& c) -> std::string {
                         const ModelConfig& m = c.model;
                         if (m.rope_scaling != RopeScaling::kLongrope || m.n_heads <= 0) return "";
                         const std::vector<double>& f =
                             is_short ? m.rope_short_factor : m.rope_long_factor;
-                        const std::size_t want = static_cast<std::size_t>(m.head_dim() / 2);
+                        const std::size_t want = static_cast<std::size_t>(m.rotary_dim() / 2);
                         if (f.size() == want) return "";
                         return "has " + std::to_string(f.size()) +
-                               " entries, expected head_dim / 2 = " + std::to_string(want) +
+                               " entries, expected rotary_dim / 2 = " + std::to_string(want) +
                                " (model.rope_scaling longrope divides each " +
                                "frequency by its own factor)";
                       }});

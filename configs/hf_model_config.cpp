@@ -54,6 +54,7 @@ const std::vector<std::pair<std::string, std::string>>& shape_key_table() {
       {"model.rope_beta_slow", "rope_scaling.beta_slow"},
       {"model.rope_attention_factor", "rope_scaling.attention_factor"},
       {"model.rope_truncate", "rope_scaling.truncate"},
+      {"model.partial_rotary_factor", "partial_rotary_factor"},
       {"model.rope_short_factor", "rope_scaling.short_factor"},
       {"model.rope_long_factor", "rope_scaling.long_factor"},
       {"model.tie_embeddings", "tie_word_embeddings"},
@@ -554,7 +555,7 @@ class JsonConfigReader {
     const std::string key = has_rope_type ? "rope_type" : "type";
     const YAML::Node type = has_rope_type ? rope_type : v["type"];
     if (const YAML::Node partial = v["partial_rotary_factor"]; partial && !partial.IsNull()) {
-      read_partial_rotary_factor(partial, where + ".partial_rotary_factor");
+      read_partial_rotary_factor(partial, where + ".partial_rotary_factor", /*in_rope=*/true);
     }
     if (!type || type.IsNull()) return;
     std::string name;
@@ -667,15 +668,28 @@ class JsonConfigReader {
     }
   }
 
-  // Rotating only part of each head is not implemented.
-  void read_partial_rotary_factor(const YAML::Node& v, const std::string& name) {
+  // Phi-3's attention rotates the first int(head_dim * factor) channels of each head (Phi-4-mini:
+  // 0.75). Other model types here rotate whole heads in transformers, so only 1 is theirs. A
+  // factor inside rope_parameters / rope_scaling wins over the top-level one, as in
+  // transformers (which copies the top-level one in only when the object has none).
+  void read_partial_rotary_factor(const YAML::Node& v, const std::string& name, bool in_rope) {
+    if (!in_rope && partial_from_rope_) return;
     double factor = 0.0;
-    if (read_positive(v, name, factor) && factor != 1.0) {
+    if (!read_positive(v, name, factor)) return;
+    if (factor == 1.0) {
+      out_.shape.partial_rotary_factor = 1.0;
+    } else if (out_.model_type != "phi3") {
       error(v.Mark(), name,
-            "got " + v.Scalar() +
-                ", expected 1 (partial rotary embeddings are not supported yet: peftrun rotates "
-                "whole heads)");
+            "got " + v.Scalar() + ", expected 1 (transformers' " + out_.model_type +
+                " rotates whole heads; partial rotary embeddings are Phi-3's, model_type phi3)");
+      return;
+    } else if (factor > 1.0) {
+      error(v.Mark(), name, "got " + v.Scalar() + ", expected a factor in (0, 1]");
+      return;
     }
+    out_.shape.partial_rotary_factor = factor;
+    partial_from_rope_ = in_rope;
+    set_source_of("model.partial_rotary_factor", name, v);
   }
 
   // Features that would make the same weights compute a different function than peftrun's
@@ -683,7 +697,7 @@ class JsonConfigReader {
   void read_unsupported_features() {
     read_activation();
     if (const YAML::Node* v = find_optional("partial_rotary_factor")) {
-      read_partial_rotary_factor(*v, "partial_rotary_factor");
+      read_partial_rotary_factor(*v, "partial_rotary_factor", /*in_rope=*/false);
     }
     // Phi-3's dropouts on the embedding and on each block's output act in a training forward
     // of transformers; peftrun's frozen base has none (Phi-3 and Phi-4 ship them as 0).
@@ -1042,6 +1056,7 @@ class JsonConfigReader {
   std::string key_prefix_;  // "text_config." then, for the keys in errors
   std::map<std::string, Entry> entries_;
   std::map<std::string, bool> have_;  // required integers read successfully
+  bool partial_from_rope_ = false;    // partial_rotary_factor came from the RoPE object
 };
 
 }  // namespace
@@ -1074,6 +1089,7 @@ void copy_hf_shape(const ModelConfig& from, ModelConfig& to) {
   to.rope_beta_slow = from.rope_beta_slow;
   to.rope_attention_factor = from.rope_attention_factor;
   to.rope_truncate = from.rope_truncate;
+  to.partial_rotary_factor = from.partial_rotary_factor;
   to.rope_short_factor = from.rope_short_factor;
   to.rope_long_factor = from.rope_long_factor;
   to.tie_embeddings = from.tie_embeddings;

@@ -1,9 +1,12 @@
-// Rotary position embedding in HF LLaMA's "rotate_half" layout: within each head the pairs are
-// (i, i + head_dim/2) for i < head_dim/2, rotated by angle pos * inv_freq[i]:
-//   out[i]          = x[i] cos - x[i + h/2] sin
-//   out[i + h/2]    = x[i + h/2] cos + x[i] sin
+// Rotary position embedding in HF LLaMA's "rotate_half" layout over the first rotary_dim
+// channels of each head: the pairs are (i, i + r/2) for i < r/2 (r = rotary_dim), rotated by
+// angle pos * inv_freq[i]:
+//   out[i]          = x[i] cos - x[i + r/2] sin
+//   out[i + r/2]    = x[i + r/2] cos + x[i] sin
+// and channels [r, head_dim) pass unchanged (partial rotary, transformers' partial_rotary_factor:
+// Phi-4-mini rotates 96 of 128; r = head_dim everywhere else).
 // x: [tokens, n_heads, head_dim], rotated in place. pos: [tokens] position of each token inside
-// its sequence (restarting per packed document). inv_freq: [head_dim / 2] host memory, from
+// its sequence (restarting per packed document). inv_freq: [rotary_dim / 2] host memory, from
 // rope_inverse_frequencies (rope_frequencies.h), which knows HF's RoPE variants; cos_sin_scale
 // multiplies cos and sin (rope_attention_scaling: 1 but for yarn). Angles, cos and sin are
 // computed in float (as HF does) and the rotation in T.
@@ -16,8 +19,8 @@
 
 namespace peftrun {
 
-// The widest head either side rotates: the CUDA kernel carries head_dim / 2 inverse frequencies
-// in its parameters, and the CPU its per-token cos / sin on the stack.
+// The widest head (and rotary_dim) either side rotates: the CUDA kernel carries rotary_dim / 2
+// inverse frequencies in its parameters, and the CPU its per-token cos / sin on the stack.
 inline constexpr int kRopeMaxHeadDim = 256;
 
 }  // namespace peftrun
@@ -26,25 +29,27 @@ namespace peftrun::cpu {
 
 template <typename T>
 void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  const float* inv_freq, float cos_sin_scale);
+                  int rotary_dim, const float* inv_freq, float cos_sin_scale);
 
 // dx in place: the gradient of a rotation (times cos_sin_scale) is its transpose, the inverse
 // rotation times the same scale.
 template <typename T>
 void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   const float* inv_freq, float cos_sin_scale);
+                   int rotary_dim, const float* inv_freq, float cos_sin_scale);
 
 }  // namespace peftrun::cpu
 
 // CUDA twin (rope_cuda.cu, kernels in rope_blocks.h): x in place, stored in `dtype`; pos [tokens]
-// int32 on the device; inv_freq [head_dim / 2] in host memory (it travels in the kernel's
+// int32 on the device; inv_freq [rotary_dim / 2] in host memory (it travels in the kernel's
 // parameters), the same table as the CPU's, so both rotate by the same float angles. head_dim
-// must be even and at most 256.
+// at most 256, rotary_dim even and in [2, head_dim].
 namespace peftrun::cuda {
 
 void rope_forward(void* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  const float* inv_freq, float cos_sin_scale, DType dtype, Stream stream);
+                  int rotary_dim, const float* inv_freq, float cos_sin_scale, DType dtype,
+                  Stream stream);
 void rope_backward(void* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   const float* inv_freq, float cos_sin_scale, DType dtype, Stream stream);
+                   int rotary_dim, const float* inv_freq, float cos_sin_scale, DType dtype,
+                   Stream stream);
 
 }  // namespace peftrun::cuda

@@ -18,13 +18,18 @@ constexpr int kMaxHalf = kRopeMaxHeadDim / 2;  // pairs per head
 // then cast). The rotation of pair (i, i + half) is
 //   [a'; b'] = [cos, -s sin; s sin, cos] [a; b].
 template <typename T>
-void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
+void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim, int rotary_dim,
             const float* inv_freq, float scale, T sign) {
-  if (head_dim < 2 || head_dim % 2 != 0 || head_dim / 2 > kMaxHalf) {
-    throw std::invalid_argument("rope: head_dim " + std::to_string(head_dim) +
-                                " must be even and in [2, " + std::to_string(2 * kMaxHalf) + "]");
+  if (head_dim < 2 || head_dim / 2 > kMaxHalf) {
+    throw std::invalid_argument("rope: head_dim " + std::to_string(head_dim) + " must be in [2, " +
+                                std::to_string(2 * kMaxHalf) + "]");
   }
-  const int half = head_dim / 2;
+  if (rotary_dim < 2 || rotary_dim % 2 != 0 || rotary_dim > head_dim) {
+    throw std::invalid_argument("rope: rotary_dim " + std::to_string(rotary_dim) +
+                                " must be even and in [2, head_dim " + std::to_string(head_dim) +
+                                "]");
+  }
+  const int half = rotary_dim / 2;  // channels [rotary_dim, head_dim) are not rotated
   // Tokens are independent: split them over the kernel threads (parallel.h).
   const std::size_t min_tokens = min_part_for(static_cast<std::size_t>(n_heads) * head_dim);
   parallel_for(static_cast<std::size_t>(tokens), min_tokens, [&](std::size_t t0, std::size_t t1) {
@@ -54,8 +59,8 @@ void rotate(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim
 
 template <typename T>
 void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                  const float* inv_freq, float cos_sin_scale) {
-  rotate(x, pos, tokens, n_heads, head_dim, inv_freq, cos_sin_scale, T(1));
+                  int rotary_dim, const float* inv_freq, float cos_sin_scale) {
+  rotate(x, pos, tokens, n_heads, head_dim, rotary_dim, inv_freq, cos_sin_scale, T(1));
 }
 
 // The forward map is s R, a rotation R scaled by cos_sin_scale s, so the gradient s R^T dy is the
@@ -63,15 +68,17 @@ void rope_forward(T* x, const std::int32_t* pos, int tokens, int n_heads, int he
 // same float cos/sin values, so backward is the exact transpose of forward).
 template <typename T>
 void rope_backward(T* dx, const std::int32_t* pos, int tokens, int n_heads, int head_dim,
-                   const float* inv_freq, float cos_sin_scale) {
-  rotate(dx, pos, tokens, n_heads, head_dim, inv_freq, cos_sin_scale, T(-1));
+                   int rotary_dim, const float* inv_freq, float cos_sin_scale) {
+  rotate(dx, pos, tokens, n_heads, head_dim, rotary_dim, inv_freq, cos_sin_scale, T(-1));
 }
 
-template void rope_forward<float>(float*, const std::int32_t*, int, int, int, const float*, float);
-template void rope_forward<double>(double*, const std::int32_t*, int, int, int, const float*,
+template void rope_forward<float>(float*, const std::int32_t*, int, int, int, int, const float*,
+                                  float);
+template void rope_forward<double>(double*, const std::int32_t*, int, int, int, int, const float*,
                                    float);
-template void rope_backward<float>(float*, const std::int32_t*, int, int, int, const float*, float);
-template void rope_backward<double>(double*, const std::int32_t*, int, int, int, const float*,
+template void rope_backward<float>(float*, const std::int32_t*, int, int, int, int, const float*,
+                                   float);
+template void rope_backward<double>(double*, const std::int32_t*, int, int, int, int, const float*,
                                     float);
 
 }  // namespace peftrun::cpu

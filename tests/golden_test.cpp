@@ -496,6 +496,19 @@ TEST(GoldenVariant, Phi3WithLongropeMatchesTransformers) {
   check_variant_forward("phi3_longrope", peft);
 }
 
+// Phi-4-mini's kind: partial rotary (12 of 16 channels per head) with longrope, tied embeddings.
+TEST(GoldenVariant, Phi4MiniWithPartialRotaryMatchesTransformers) {
+  nlohmann::json peft = plain_lora_config();
+  peft["target_modules"] = fused_target_modules();
+  const Config cfg = golden_config("variants/phi4_mini", peft);
+  const ModelConfig& m = cfg.model;
+  EXPECT_EQ(m.partial_rotary_factor, 0.75);
+  EXPECT_EQ(m.rotary_dim(), 12);
+  EXPECT_EQ(m.rope_scaling, RopeScaling::kLongrope);
+  EXPECT_TRUE(m.tie_embeddings);
+  check_variant_forward("phi4_mini", peft);
+}
+
 TEST(GoldenRope, Llama3ScalingForwardMatchesTransformers) {
   check_scaled_rope_forward("llama3_forward", RopeScaling::kLlama3);
 }

@@ -853,6 +853,16 @@ TEST(HfConfigJson, Phi3LongropeUnderAllThreeNames) {
     EXPECT_EQ(m.rope_factor, 32.0);                // 131072 / 4096
     EXPECT_EQ(m.rope_attention_factor, 0.0);       // derived from the factor
   }
+  // Phi-4-mini: 0.75 of each head rotates; the RoPE object's factor wins over a top-level one.
+  const HfModelConfig partial = parse(with(kPhi3, "partial_rotary_factor", "0.75"));
+  ASSERT_TRUE(partial.ok()) << all_errors(partial.errors);
+  EXPECT_EQ(partial.shape.partial_rotary_factor, 0.75);
+  EXPECT_EQ(partial.shape.rotary_dim(), 72);  // int(96 * 0.75)
+  const HfModelConfig inner =
+      parse(with(with(kPhi3, "partial_rotary_factor", "1.0"), "rope_scaling",
+                 "{\"rope_type\": \"default\", \"partial_rotary_factor\": 0.5}"));
+  ASSERT_TRUE(inner.ok()) << all_errors(inner.errors);
+  EXPECT_EQ(inner.shape.partial_rotary_factor, 0.5);
   // Elsewhere "yarn" is yarn.
   EXPECT_EQ(parse(with(kSmolLm, "rope_scaling", "{\"type\": \"yarn\", \"factor\": 4.0}"))
                 .shape.rope_scaling,
@@ -1130,8 +1140,12 @@ std::vector<HfBadCase> bad_cases() {
                  "got the string \"2\", expected a finite number > 0"),
       bad("RopeScalingThatIsNotAnObject", with(kSmolLm, "rope_scaling", "\"llama3\""),
           "rope_scaling", "got the string \"llama3\", expected null or an object"),
-      bad("PartialRotaryFactor", with(kSmolLm, "partial_rotary_factor", "0.5"),
-          "partial_rotary_factor", "partial rotary embeddings are not supported yet"),
+      bad("PartialRotaryFactorOutsidePhi3", with(kSmolLm, "partial_rotary_factor", "0.5"),
+          "partial_rotary_factor",
+          "got 0.5, expected 1 (transformers' llama rotates whole heads; partial rotary "
+          "embeddings are Phi-3's, model_type phi3)"),
+      bad("PartialRotaryFactorAboveOne", with(kPhi3, "partial_rotary_factor", "1.5"),
+          "partial_rotary_factor", "got 1.5, expected a factor in (0, 1]"),
       {"RopeParametersWithScalingType",
        json(with(kSmolLm, "rope_parameters", "{\"rope_type\": \"mrope\"}")),
        "rope_parameters.rope_type", "RoPE scaling \"mrope\" is not supported yet",

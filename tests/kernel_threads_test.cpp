@@ -206,8 +206,9 @@ TEST_F(KernelThreads, RmsNormRopeAndResidualAddAreBitIdenticalAcrossThreadCounts
     std::vector<std::int32_t> pos(rows);
     for (int t = 0; t < rows; ++t) pos[t] = (t * 37) % 500;
     const std::vector<float> inv_freq = rope_inverse_frequencies(60, {10000.0});
-    rope_forward(y.data(), pos.data(), rows, 5, 60, inv_freq.data(), 1.0f);  // 5 heads x 60 = dim
-    rope_backward(dx.data(), pos.data(), rows, 5, 60, inv_freq.data(), 1.0f);
+    rope_forward(y.data(), pos.data(), rows, 5, 60, 60, inv_freq.data(),
+                 1.0f);  // 5 heads x 60 = dim
+    rope_backward(dx.data(), pos.data(), rows, 5, 60, 60, inv_freq.data(), 1.0f);
     y.insert(y.end(), rstd.begin(), rstd.end());
     y.insert(y.end(), dx.begin(), dx.end());
     return y;

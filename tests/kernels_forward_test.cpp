@@ -335,7 +335,7 @@ TEST(RopeForward, MatchesRotateHalfFormula) {
   const std::vector<std::int32_t> pos = {0, 1, 5, 0, 2, 100, 2047};
   const Vec x = randn(pos.size() * heads * hd, 30);
   Vec y = x;
-  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd,
+  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, hd,
                rope_inverse_frequencies(hd, {theta}).data(), 1.0f);
   EXPECT_LT(max_abs_diff(y, rope_reference(x, pos, heads, hd, theta)), 1e-15);
 
@@ -355,7 +355,8 @@ TEST(RopeForward, PositionZeroIsIdentity) {
   const Vec x = randn(2 * 4 * 8, 31);
   Vec y = x;
   const std::vector<std::int32_t> pos = {0, 0};
-  rope_forward(y.data(), pos.data(), 2, 4, 8, rope_inverse_frequencies(8, {500000.0}).data(), 1.0f);
+  rope_forward(y.data(), pos.data(), 2, 4, 8, 8, rope_inverse_frequencies(8, {500000.0}).data(),
+               1.0f);
   EXPECT_EQ(y, x);
 }
 
@@ -365,9 +366,9 @@ TEST(RopeForward, BackwardInvertsForward) {
   const Vec x = randn(pos.size() * heads * hd, 32);
   Vec y = x;
   const std::vector<float> inv_freq = rope_inverse_frequencies(hd, {10000.0});
-  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data(),
+  rope_forward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, hd, inv_freq.data(),
                1.0f);
-  rope_backward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, inv_freq.data(),
+  rope_backward(y.data(), pos.data(), static_cast<int>(pos.size()), heads, hd, hd, inv_freq.data(),
                 1.0f);
   // Exact up to cos^2 + sin^2 = 1 holding only to fp32 precision for the float cos/sin values.
   EXPECT_LT(max_abs_diff(y, x), 1e-6);
@@ -611,10 +612,10 @@ Vec run_rmsnorm_rope_glu(GluActivation act, const Vec& x, const Vec& w, const Ve
   rmsnorm_forward(xt.data(), wt.data(), offset, y.data(), rstd.data(), rows, dim, T(1e-5));
   rmsnorm_backward(dyt.data(), xt.data(), wt.data(), offset, rstd.data(), dx.data(), rows, dim);
   const std::vector<float> inv_freq = rope_inverse_frequencies(dim / 2, {10000.0});
-  rope_forward(y.data(), pos.data(), rows, 2, dim / 2, inv_freq.data(), 1.0f);
+  rope_forward(y.data(), pos.data(), rows, 2, dim / 2, dim / 2, inv_freq.data(), 1.0f);
   glu_forward(act, y.data(), ut.data(), s.data(), x.size());
   glu_backward(act, dyt.data(), y.data(), ut.data(), dg.data(), du.data(), x.size());
-  rope_backward(dg.data(), pos.data(), rows, 2, dim / 2, inv_freq.data(), 1.0f);
+  rope_backward(dg.data(), pos.data(), rows, 2, dim / 2, dim / 2, inv_freq.data(), 1.0f);
   Vec all;
   for (const auto* g : {&y, &dx, &s, &dg, &du}) all.insert(all.end(), g->begin(), g->end());
   return all;

@@ -68,12 +68,35 @@ TEST(RopeGradcheck, BackwardMatchesFiniteDifferences) {
 
   auto loss = [&] {
     Vec y = x;
-    rope_forward(y.data(), pos.data(), tokens, heads, hd, inv_freq.data(), 1.0f);
+    rope_forward(y.data(), pos.data(), tokens, heads, hd, hd, inv_freq.data(), 1.0f);
     return dot(c, y);
   };
   Vec dx = c;
-  rope_backward(dx.data(), pos.data(), tokens, heads, hd, inv_freq.data(), 1.0f);
+  rope_backward(dx.data(), pos.data(), tokens, heads, hd, hd, inv_freq.data(), 1.0f);
   EXPECT_LT(finite_difference_rel_error(x, dx, loss), kMaxRel);
+}
+
+// Partial rotary (Phi-4-mini's kind): 6 of the 10 channels of each head rotate; the other 4
+// pass with gradient 1.
+TEST(RopeGradcheck, PartialRotaryBackwardMatchesFiniteDifferences) {
+  const int tokens = 5, heads = 2, hd = 10, rd = 6;
+  const std::vector<float> inv_freq = rope_inverse_frequencies(rd, {10000.0});
+  const std::vector<std::int32_t> pos = {0, 3, 1, 40, 2};
+  Vec x = randn(tokens * heads * hd, 13);
+  const Vec c = randn(x.size(), 14);
+  auto loss = [&] {
+    Vec y = x;
+    rope_forward(y.data(), pos.data(), tokens, heads, hd, rd, inv_freq.data(), 1.0f);
+    return dot(c, y);
+  };
+  Vec dx = c;
+  rope_backward(dx.data(), pos.data(), tokens, heads, hd, rd, inv_freq.data(), 1.0f);
+  EXPECT_LT(finite_difference_rel_error(x, dx, loss), kMaxRel);
+  Vec y = x;
+  rope_forward(y.data(), pos.data(), tokens, heads, hd, rd, inv_freq.data(), 1.0f);
+  for (int t = 0; t < tokens * heads; ++t) {
+    for (int i = rd; i < hd; ++i) EXPECT_EQ(y[t * hd + i], x[t * hd + i]) << t << " " << i;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

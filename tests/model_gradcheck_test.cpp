@@ -322,6 +322,17 @@ TEST(ModelGradCheck, LongropeWithEitherTable) {
   }
 }
 
+// Partial rotary (Phi-4-mini's): half of each 4-channel head rotates, the rest passes.
+TEST(ModelGradCheck, PartialRotary) {
+  for (const AdapterType type : {AdapterType::kLora, AdapterType::kDora}) {
+    TinyModel tm(2, false, 0.0, type);
+    tm.m.partial_rotary_factor = 0.5;
+    tm.m.fused_projections = true;
+    tm.a.target_modules = fused_target_modules();
+    check_model_gradients(tm, 0, true);
+  }
+}
+
 // SmolLM3's NoPE layers: layer 1 passes q and k unrotated.
 TEST(ModelGradCheck, NoPeLayer) {
   for (const AdapterType type : {AdapterType::kLora, AdapterType::kAdaLora}) {

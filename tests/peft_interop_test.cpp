@@ -120,7 +120,8 @@ INSTANTIATE_TEST_SUITE_P(
                       InteropCase{"lora", "variants/phi3", "lora_phi3"},
                       InteropCase{"dora", "variants/phi3", "dora_phi3"},
                       InteropCase{"adalora", "variants/phi3", "adalora_phi3"},
-                      InteropCase{"lora", "variants/phi3_longrope", "lora_phi3_longrope"}),
+                      InteropCase{"lora", "variants/phi3_longrope", "lora_phi3_longrope"},
+                      InteropCase{"dora", "variants/phi4_mini", "dora_phi4_mini"}),
     [](const auto& p) { return p.param.name; });
 
 }  // namespace

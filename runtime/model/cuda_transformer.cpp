@@ -502,9 +502,10 @@ void CudaTransformer::forward_layer(int l, void* x_out, const Batch& b, const fl
     const float* inv_freq =
         rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
     const float rope_cs = rope_.cos_sin_scale(l);
-    cuda::rope_forward(at(L.q), pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
+    const int rotary = m_.rotary_dim();  // partial rotary: the first channels only
+    cuda::rope_forward(at(L.q), pos, n, H, hd, rotary, inv_freq, rope_cs, act_, kCompute);
     check("forward", l, "q after RoPE", at(L.q), nq, act_);
-    cuda::rope_forward(at(L.k), pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
+    cuda::rope_forward(at(L.k), pos, n, KV, hd, rotary, inv_freq, rope_cs, act_, kCompute);
     check("forward", l, "k after RoPE", at(L.k), nkv, act_);
   }
   cuda::attention_forward(at(L.q), at(L.k), at(L.v), seg, attention_window(m_, l),
@@ -687,8 +688,9 @@ void CudaTransformer::backward(const Batch& b, const float* params, float* grads
       const float* inv_freq =
           rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
       const float rope_cs = rope_.cos_sin_scale(l);
-      cuda::rope_backward(dq, pos, n, H, hd, inv_freq, rope_cs, act_, kCompute);
-      cuda::rope_backward(dk, pos, n, KV, hd, inv_freq, rope_cs, act_, kCompute);
+      const int rotary = m_.rotary_dim();  // partial rotary: the first channels only
+      cuda::rope_backward(dq, pos, n, H, hd, rotary, inv_freq, rope_cs, act_, kCompute);
+      cuda::rope_backward(dk, pos, n, KV, hd, rotary, inv_freq, rope_cs, act_, kCompute);
       check("backward", l, "grad of q (RoPE backward)", dq, nq, act_);
       check("backward", l, "grad of k (RoPE backward)", dk, nkv, act_);
     }

@@ -94,6 +94,8 @@ void check_shape_against_config_json(const std::string& dir, const ModelConfig& 
          std::to_string(shape.max_seq_len));
   expect("rope_theta", "rope_theta", number_text(want.rope_theta), number_text(shape.rope_theta));
   expect("rope_scaling / rope_parameters", "RoPE scaling", rope_text(want), rope_text(shape));
+  expect("partial_rotary_factor", "partial_rotary_factor", number_text(want.partial_rotary_factor),
+         number_text(shape.partial_rotary_factor));
   auto flag = [](bool b) { return std::string(b ? "true" : "false"); };
   expect("tie_word_embeddings", "tie_embeddings", flag(want.tie_embeddings),
          flag(shape.tie_embeddings));

@@ -258,8 +258,8 @@ std::optional<HfArchitecture> hf_architecture(const ModelConfig& m) {
       m.attn_logit_softcapping > 0 || m.final_logit_softcapping > 0) {
     return {};
   }
-  // Phi-3's fused projections: not written as a Phi3ForCausalLM yet.
-  if (m.fused_projections) return {};
+  // Phi-3's fused projections and partial rotary: not written as a Phi3ForCausalLM yet.
+  if (m.fused_projections || m.partial_rotary_factor != 1.0) return {};
   // OLMo 2's norms: not written as an Olmo2ForCausalLM yet.
   if (!m.input_norms || m.qk_norm_full_width) return {};
   // Granite's multipliers: not written as a GraniteForCausalLM yet.

@@ -43,7 +43,7 @@ RopeParams rope_params(const ModelConfig& m, bool long_context) {
 }
 
 std::vector<float> rope_table(const ModelConfig& m, bool long_context) {
-  return rope_inverse_frequencies(m.head_dim(), rope_params(m, long_context));
+  return rope_inverse_frequencies(m.rotary_dim(), rope_params(m, long_context));
 }
 
 float rope_cos_sin_scale(const ModelConfig& m) {
@@ -67,7 +67,7 @@ LayerRope::LayerRope(const ModelConfig& m)
     p.theta = m.rope_local_theta;
     p.original_max_positions = m.max_seq_len;
     p.max_positions = m.max_seq_len;
-    local_ = rope_inverse_frequencies(m.head_dim(), p);
+    local_ = rope_inverse_frequencies(m.rotary_dim(), p);
   }
 }
 

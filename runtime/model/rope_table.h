@@ -13,7 +13,7 @@ namespace peftrun {
 // `long_context`: longrope's long factors instead of the short ones (no other variant has two).
 RopeParams rope_params(const ModelConfig& m, bool long_context = false);
 
-// [head_dim / 2], the table rope_forward / rope_backward take.
+// [rotary_dim / 2], the table rope_forward / rope_backward take.
 std::vector<float> rope_table(const ModelConfig& m, bool long_context = false);
 
 // Their cos_sin_scale (yarn's attention factor; 1 otherwise).
@@ -36,6 +36,7 @@ class LayerRope {
   }
   bool rotates(int l) const;  // false: the layer's q and k pass without RoPE
   // [head_dim / 2]; `long_context` as long_context() said for the micro-batch.
+  // [rotary_dim / 2]
   const float* inv_freq(int l, bool long_context = false) const;
   float cos_sin_scale(int l) const;
 

@@ -503,8 +503,9 @@ void Transformer<T>::forward_layer(int l, LayerActs& a, const T* x_in, T* x_out,
     const float* inv_freq =
         rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
     const float rope_cs = rope_.cos_sin_scale(l);
-    cpu::rope_forward(a.q.data(), pos, n, H, hd, inv_freq, rope_cs);
-    cpu::rope_forward(a.k.data(), pos, n, KV, hd, inv_freq, rope_cs);
+    const int rotary = m_.rotary_dim();  // partial rotary: the first channels only
+    cpu::rope_forward(a.q.data(), pos, n, H, hd, rotary, inv_freq, rope_cs);
+    cpu::rope_forward(a.k.data(), pos, n, KV, hd, rotary, inv_freq, rope_cs);
   }
   cpu::attention_forward(a.q.data(), a.k.data(), a.v.data(), b.segments, attention_window(m_, l),
                          attention_score_scale<T>(m_), static_cast<T>(attention_softcap(m_)),
@@ -658,8 +659,9 @@ void Transformer<T>::backward(const Batch& b, const T* params, T* grads) {
       const float* inv_freq =
           rope_.inv_freq(l, rope_long_);  // Gemma 3's sliding layers: their own table
       const float rope_cs = rope_.cos_sin_scale(l);
-      cpu::rope_backward(dq_.data(), pos, n, H, hd, inv_freq, rope_cs);
-      cpu::rope_backward(dk_.data(), pos, n, KV, hd, inv_freq, rope_cs);
+      const int rotary = m_.rotary_dim();  // partial rotary: the first channels only
+      cpu::rope_backward(dq_.data(), pos, n, H, hd, rotary, inv_freq, rope_cs);
+      cpu::rope_backward(dk_.data(), pos, n, KV, hd, rotary, inv_freq, rope_cs);
     }
     T* dq_proj = dq_.data();  // the gradient of q_proj's output
     T* dk_proj = dk_.data();

@@ -198,6 +198,22 @@ def phi3_longrope_config():
         embd_pdrop=0.0, attention_dropout=0.0)
 
 
+def phi4_mini_config():
+    # Phi-4-mini's kind: partial rotary (0.75 of each 16-channel head, so 12 rotate and 4 pass)
+    # with longrope past an original context of 16, and tied embeddings.
+    return transformers.Phi3Config(
+        vocab_size=mg.VOCAB, hidden_size=mg.HIDDEN, intermediate_size=mg.INTER,
+        num_hidden_layers=mg.LAYERS, num_attention_heads=mg.HEADS, num_key_value_heads=mg.KV_HEADS,
+        max_position_embeddings=mg.MAXPOS, original_max_position_embeddings=16,
+        rope_parameters={"rope_type": "longrope", "rope_theta": 10000.0,
+                         "partial_rotary_factor": 0.75,
+                         "short_factor": [1.0, 1.1, 1.3, 1.6, 2.0, 2.5],
+                         "long_factor": [1.0, 1.7, 3.0, 5.2, 9.0, 15.0]},
+        rms_norm_eps=1e-5, sliding_window=None, tie_word_embeddings=True, pad_token_id=None,
+        bos_token_id=None, eos_token_id=None, hidden_act="silu", resid_pdrop=0.0,
+        embd_pdrop=0.0, attention_dropout=0.0)
+
+
 # name, model class, config, seed, norm weights' centre (mg.draw_weights)
 CASES = [
     ("llama_head_dim24", transformers.LlamaForCausalLM, head_dim_config, 4321, 1.0),
@@ -214,6 +230,7 @@ CASES = [
     ("olmo2", transformers.Olmo2ForCausalLM, olmo2_config, 4331, 1.0),
     ("phi3", transformers.Phi3ForCausalLM, phi3_config, 4332, 1.0),
     ("phi3_longrope", transformers.Phi3ForCausalLM, phi3_longrope_config, 4333, 1.0),
+    ("phi4_mini", transformers.Phi3ForCausalLM, phi4_mini_config, 4334, 1.0),
 ]
 
 

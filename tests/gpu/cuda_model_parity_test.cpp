@@ -86,11 +86,13 @@ struct ModelCase {
   // Gemma 2's soft caps on the attention scores and the final logits (small ones, so that tanh
   // bends this random model's values), with query_pre_attn_scalar 48.
   bool softcap = false;
-  bool nope = false;      // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
-  bool granite = false;   // Granite's four multipliers
-  bool olmo2 = false;     // OLMo 2's norms: none on the inputs, post-block, q/k over all heads
-  bool fused = false;     // Phi-3's qkv_proj / gate_up_proj: one adapter over the pieces
-  bool longrope = false;  // Phi-3's, past its original context (positions to 63, original 32)
+  bool nope = false;     // SmolLM3's NoPE layers: layers 1 and 3 of the 4 without RoPE
+  bool granite = false;  // Granite's four multipliers
+  bool olmo2 = false;    // OLMo 2's norms: none on the inputs, post-block, q/k over all heads
+  bool fused = false;    // Phi-3's qkv_proj / gate_up_proj: one adapter over the pieces
+  // Phi-3's longrope past its original context (positions to 63, original 32), with Phi-4-mini's
+  // partial rotary.
+  bool longrope = false;
 };
 
 std::string case_name(const ModelCase& c, DType act) {
@@ -160,7 +162,8 @@ Config case_config(const ModelCase& c) {
     cfg.model.rope_scaling = RopeScaling::kLongrope;
     cfg.model.rope_original_max_seq_len = 32;
     cfg.model.rope_factor = 8.0;
-    const int pairs = cfg.model.head_dim() / 2;
+    cfg.model.partial_rotary_factor = 0.75;  // Phi-4-mini's: 24 of the 32 channels rotate
+    const int pairs = cfg.model.rotary_dim() / 2;
     for (int i = 0; i < pairs; ++i) {
       cfg.model.rope_short_factor.push_back(1.0 + 0.01 * i);
       cfg.model.rope_long_factor.push_back(1.0 + 0.5 * i);

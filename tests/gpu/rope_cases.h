@@ -24,6 +24,7 @@ struct RopeCase {
   float theta = 10000.0f;
   RopeType type = RopeType::kDefault;  // llama3: Llama 3.2's factor 32 over an 8192 context;
                                        // yarn: factor 4 over 4096 (cos / sin scaled by 1.139)
+  int rotary = 0;                      // channels rotated per head (partial rotary); 0 = hd
 };
 
 template <class Env>
@@ -46,7 +47,8 @@ void check_rope(Env& env, const RopeCase& c, DType dt) {
     params.factor = 4.0;
     params.original_max_positions = 4096;
   }
-  const std::vector<float> inv_freq = rope_inverse_frequencies(c.hd, params);
+  const int rd = c.rotary > 0 ? c.rotary : c.hd;
+  const std::vector<float> inv_freq = rope_inverse_frequencies(rd, params);
   const float scale = rope_attention_scaling(params);
   const float* f = inv_freq.data();
   auto d_pos = env.upload(pos);
@@ -54,11 +56,11 @@ void check_rope(Env& env, const RopeCase& c, DType dt) {
     std::vector<double> ref = to_double(x);
     auto d_x = env.upload(encode(x, dt));  // rotated in place
     if (forward) {
-      cpu::rope_forward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f, scale);
-      env.rope_forward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, scale, dt);
+      cpu::rope_forward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, rd, f, scale);
+      env.rope_forward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, rd, f, scale, dt);
     } else {
-      cpu::rope_backward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, f, scale);
-      env.rope_backward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, f, scale, dt);
+      cpu::rope_backward<double>(ref.data(), pos.data(), c.tokens, c.heads, c.hd, rd, f, scale);
+      env.rope_backward(d_x.data(), d_pos.data(), c.tokens, c.heads, c.hd, rd, f, scale, dt);
     }
     expect_close(where, forward ? "forward" : "backward", decode(env.download(d_x), dt), ref,
                  tolerance(dt));
@@ -70,10 +72,14 @@ void check_rope_refusals(Env& env) {
   auto x = env.template poisoned<float>(64);
   auto pos = env.upload(std::vector<std::int32_t>{0, 1});
   const std::vector<float> f(200, 0.5f);  // more entries than any head_dim here needs
-  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 7, f.data(), 1.0f, DType::kF32),
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 7, 7, f.data(), 1.0f, DType::kF32),
                std::invalid_argument);  // odd head_dim
-  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 258, f.data(), 1.0f, DType::kF32),
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 258, 258, f.data(), 1.0f, DType::kF32),
                std::invalid_argument);  // above 256
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 32, 34, f.data(), 1.0f, DType::kF32),
+               std::invalid_argument);  // rotary_dim above head_dim
+  EXPECT_THROW(env.rope_forward(x.data(), pos.data(), 2, 1, 32, 5, f.data(), 1.0f, DType::kF32),
+               std::invalid_argument);  // odd rotary_dim
 }
 
 namespace rope_cases {
@@ -86,12 +92,14 @@ inline const RopeCase kLlama3Theta{"Theta500000", 6, 3, 64, 2000, 500000.0f};
 inline const RopeCase kLlama3Scaled{"Llama3ScaledPos8000", 6, 3, 64, 8000, 500000.0f,
                                     RopeType::kLlama3};
 inline const RopeCase kYarnScaled{"YarnPos16000", 6, 3, 128, 16000, 1000000.0f, RopeType::kYarn};
+// Phi-4-mini's partial rotary: 96 of 128 channels rotate, the last 32 pass unchanged.
+inline const RopeCase kPartial{"Partial96Of128", 5, 3, 128, 3000, 10000.0f, RopeType::kDefault, 96};
 }  // namespace rope_cases
 
 inline std::vector<RopeCase> all_rope_cases() {
   using namespace rope_cases;
-  return {kOneToken, kTinyConfig,  kLongPositions, kHd256,
-          kHd8,      kLlama3Theta, kLlama3Scaled,  kYarnScaled};
+  return {kOneToken,    kTinyConfig,   kLongPositions, kHd256,  kHd8,
+          kLlama3Theta, kLlama3Scaled, kYarnScaled,    kPartial};
 }
 
 }  // namespace peftrun::gpu_testing
