@@ -13,7 +13,10 @@
 #
 # Files in $OUT (at most 8, flat): summary.md, nvidia-smi.txt, environment.txt, gpu_tests.log,
 # parity.tsv, e2e.log, loss_curves.tsv. Each step has its own time limit so the whole check
-# ends well under 8 minutes; a failing step is recorded and the others still run.
+# ends well under 8 minutes; a failing step is recorded and the others still run. The limits,
+# in seconds, from the environment: PEFTRUN_CHECK_TESTS_S (300: no test executable starts
+# later), PEFTRUN_CHECK_TEST_TIMEOUT_S (240 per executable), PEFTRUN_CHECK_E2E_TIMEOUT_S (200
+# per end-to-end run).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -22,6 +25,9 @@ mkdir -p "$out"
 bundle=$root/build-gpu
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
+tests_s=${PEFTRUN_CHECK_TESTS_S:-300}
+test_timeout_s=${PEFTRUN_CHECK_TEST_TIMEOUT_S:-240}
+e2e_timeout_s=${PEFTRUN_CHECK_E2E_TIMEOUT_S:-200}
 
 # --- libraries (scripts/gpu_libs.sh: $ld_path and `ours`) --------------------------------
 # shellcheck source=scripts/gpu_libs.sh
@@ -42,13 +48,13 @@ gpu=$(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,nohea
 test_rows=""
 for bin in "$bundle"/bin/gpu_*; do
   name=$(basename "$bin")
-  if [ "$(elapsed)" -gt 300 ]; then  # keep time for the end-to-end runs
+  if [ "$(elapsed)" -gt "$tests_s" ]; then  # keep time for the end-to-end runs
     test_rows="$test_rows| $name | - | - | - | not run (time) | - |\n"
     continue
   fi
   log=/tmp/peftrun-$name.log
   t0=$(date +%s)
-  ours env PEFTRUN_PARITY_REPORT=1 timeout 240 "$bin" --gtest_color=no >"$log" 2>&1
+  ours env PEFTRUN_PARITY_REPORT=1 timeout "$test_timeout_s" "$bin" --gtest_color=no >"$log" 2>&1
   rc=$?
   dt=$(( $(date +%s) - t0 ))
   # gtest's closing summary: "[  PASSED  ] N tests.", "[  SKIPPED ] N tests, listed below:", ...
@@ -77,7 +83,7 @@ run_tiny() {  # label, then peftrun arguments
   rm -rf "$dir"
   local t0
   t0=$(date +%s)
-  ours timeout 200 "$bundle/bin/peftrun" configs/tiny.yaml --set output_dir="$dir" "$@" \
+  ours timeout "$e2e_timeout_s" "$bundle/bin/peftrun" configs/tiny.yaml --set output_dir="$dir" "$@" \
     >"/tmp/peftrun-e2e-$label.log" 2>&1
   local rc=$?
   local dt=$(( $(date +%s) - t0 ))

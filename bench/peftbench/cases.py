@@ -100,6 +100,9 @@ class Case:
     # Both systems recompute each layer in backward (peftrun's runtime.gradient_checkpointing,
     # transformers' gradient_checkpointing_enable); MFU still counts model FLOPs only.
     gradient_checkpointing: bool = False
+    # GPU cases: both systems compute in fp32 (peftrun's runtime.compute_dtype: fp32; an fp32
+    # model without autocast on the PyTorch side): the precision reference for their bf16 runs.
+    fp32: bool = False
 
     @property
     def tokens_per_step(self):
@@ -127,12 +130,14 @@ CASES = {
 
 
 def with_overrides(case, adapters=None, steps=None, seq_len=None, batch=None, warmup=None, threads=None,
-                   gradient_checkpointing=False):
+                   gradient_checkpointing=False, fp32=False):
     """The case with command-line overrides applied (None = keep); checks them."""
     changes = {}
+    if fp32 and case.device == "cuda":  # the CPU cases compute in fp32 anyway
+        changes.update(fp32=True, name=case.name + "-fp32", note=case.note.replace("bf16", "fp32"))
     if gradient_checkpointing:
         # Its own name, so its results and README block stay apart from the plain case's.
-        changes.update(gradient_checkpointing=True, name=case.name + "-gc")
+        changes.update(gradient_checkpointing=True, name=changes.get("name", case.name) + "-gc")
     if adapters is not None:
         bad = [a for a in adapters if a not in ADAPTERS]
         if bad or not adapters:

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +43,9 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, help="CPU threads of each system (CPU cases: 2)")
     ap.add_argument("--gradient-checkpointing", action="store_true",
                     help="both systems recompute each layer in backward (the case is named CASE-gc)")
+    ap.add_argument("--fp32", action="store_true",
+                    help="GPU cases: both systems compute in fp32, the reference for their bf16 runs "
+                         "(the case is named CASE-fp32)")
     ap.add_argument("--repeat", type=int, default=1, help="runs per system and adapter, interleaved")
     ap.add_argument("--systems", default="peftrun,torch", help="which sides to run (peftrun,torch)")
     ap.add_argument("--peftrun", default=os.path.join(REPO, "build", "peftrun"), help="the peftrun binary")
@@ -58,6 +62,10 @@ def parse_args(argv):
     ap.add_argument("--no-save", action="store_true", help="print the table only")
     ap.add_argument("--update-readme", action="store_true",
                     help="put the table into bench/README.md's block for this case")
+    ap.add_argument("--time-budget", type=float, default=0, metavar="S",
+                    help="stop after S seconds (0: no limit): a run is cut off at the budget's end and no "
+                         "new one starts with under 20 s left; the table still comes out, those runs "
+                         "marked as cut off (for leases of a GPU machine that are counted in minutes)")
     args = ap.parse_args(argv)
     if args.list:
         return args, None
@@ -72,7 +80,7 @@ def parse_args(argv):
     try:
         case = with_overrides(CASES[args.case], adapters=args.adapters, steps=args.steps, seq_len=args.seq_len,
                               batch=args.batch, warmup=args.warmup, threads=args.threads,
-                              gradient_checkpointing=args.gradient_checkpointing)
+                              gradient_checkpointing=args.gradient_checkpointing, fp32=args.fp32)
     except ValueError as e:
         ap.error(str(e))
     return args, case
@@ -183,11 +191,26 @@ def python_has(python, modules, env):
     return None if r.returncode == 0 else (r.stderr.strip().splitlines() or ["import failed"])[-1]
 
 
+DEADLINE = {"at": None}  # perf_counter() time at which --time-budget runs out (None: no limit)
+MIN_RUN_S = 20  # no run starts with less of the budget left
+
+
+def time_left():
+    """Seconds of --time-budget left (an hour when there is no budget)."""
+    at = DEADLINE["at"]
+    return 3600.0 if at is None else at - time.perf_counter()
+
+
 def torch_worker(args, env, spec, log_path):
     spec_path = spec["out"] + ".spec.json"
     with open(spec_path, "w") as f:
         json.dump(spec, f)
-    code, rss, _ = run_measured([args.python, "-m", "peftbench.torch_worker", spec_path], env, log_path)
+    if time_left() < MIN_RUN_S:
+        return {"status": "skipped: time budget spent"}
+    code, rss, _ = run_measured([args.python, "-m", "peftbench.torch_worker", spec_path], env, log_path,
+                                timeout_s=time_left())
+    if code != 0 and time_left() <= 0:
+        return {"status": f"cut off at the time budget: {last_line(log_path)}"}
     if code != 0:
         return {"status": f"failed (exit {code}): {last_line(log_path)}"}
     with open(spec["out"]) as f:
@@ -251,7 +274,7 @@ def common_spec(case, adapter, prepared):
             "steps": case.steps, "seed": case.seed, "adapter": adapter,
             "adapter_spec": dataclasses.asdict(case.adapter_for_run()),
             "optim": dataclasses.asdict(case.optim), "device": case.device, "threads": case.threads,
-            "gradient_checkpointing": case.gradient_checkpointing}
+            "gradient_checkpointing": case.gradient_checkpointing, "fp32": case.fp32}
 
 
 def run_peftrun(args, case, adapter, prepared, run_dir, env):
@@ -264,9 +287,13 @@ def run_peftrun(args, case, adapter, prepared, run_dir, env):
         f.write(peftrun_side.config_text(case, adapter, prepared.base, prepared.tokens, prepared.init[adapter],
                                          out_dir))
     log_path = os.path.join(run_dir, "peftrun.log")
-    code, rss, _ = run_measured([args.peftrun, config], env, log_path)
+    if time_left() < MIN_RUN_S:
+        return {"status": "skipped: time budget spent"}
+    code, rss, _ = run_measured([args.peftrun, config], env, log_path, timeout_s=time_left())
     with open(log_path, errors="replace") as f:
         log = f.read()
+    if code != 0 and time_left() <= 0:
+        return {"status": f"cut off at the time budget: {last_line(log_path)}"}
     if code != 0:
         reason = last_line(log_path)
         verdict = "skipped" if "not implemented" in reason else f"failed (exit {code})"
@@ -304,6 +331,8 @@ def main(argv=None):
     if args.list:
         list_cases()
         return 0
+    if args.time_budget > 0:
+        DEADLINE["at"] = time.perf_counter() + args.time_budget
     env = thread_env(case, args.blas_env)
     info = machine_info.describe(REPO, args.peftrun)
     info["blas_env"] = args.blas_env
@@ -339,7 +368,12 @@ def main(argv=None):
                 else:
                     r = run_torch(args, case, adapter, prepared, run_dir, env, torch_missing)
                 raw[adapter][system].append(r)
-                shown = "ok" if r["status"] == "ok" else r["status"]
+                shown = r["status"]
+                if r["status"] == "ok" and (r.get("step_times_s") or [])[case.warmup:]:
+                    # The numbers in the log too, in case a later run never lets the table out.
+                    step = statistics.median(r["step_times_s"][case.warmup:])
+                    shown = (f"ok, median step {step:.4f} s, {case.tokens_per_step / step:.0f} tokens/s, "
+                             f"final loss {r['losses'][-1]:.5f}")
                 print(f"[{case.name} {adapter} rep {rep}] {system}: {shown}", flush=True)
     info["load_average_end"] = machine_info.load_average()
 

@@ -37,7 +37,8 @@ def config_text(case, adapter, base_dir, tokens, init_adapter, output_dir):
                   "min_lr_ratio": 0.0},
         "checkpoint": {"every_steps": 0},
         "runtime": {"device": case.device, "threads": case.threads,
-                    "gradient_checkpointing": case.gradient_checkpointing},
+                    "gradient_checkpointing": case.gradient_checkpointing,
+                    "compute_dtype": "fp32" if case.fp32 else "auto"},
     }
     lines = ["# written by bench/bench.py"]
     for section, keys in sections.items():

@@ -92,8 +92,10 @@ def train(torch, spec):
     cuda = spec["device"] == "cuda"
     device = torch.device("cuda" if cuda else "cpu")
     # CPU: fp32 throughout (peftrun's CPU backend computes in fp32 too). GPU: the usual PEFT recipe,
-    # a bf16 base, fp32 adapters (PEFT's autocast_adapter_dtype), bf16 autocast.
-    model = load_model(torch, spec, torch.bfloat16 if cuda else torch.float32).to(device)
+    # a bf16 base, fp32 adapters (PEFT's autocast_adapter_dtype), bf16 autocast; with "fp32" (the
+    # precision reference) an fp32 model and no autocast.
+    half = cuda and not spec.get("fp32")
+    model = load_model(torch, spec, torch.bfloat16 if half else torch.float32).to(device)
     if spec.get("gradient_checkpointing"):
         # The usual PEFT recipe; non-reentrant checkpointing needs no input that requires grad.
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -123,7 +125,7 @@ def train(torch, spec):
         t0 = time.perf_counter()
         x = torch.tensor(inputs, dtype=torch.long, device=device)
         y = torch.tensor(targets, dtype=torch.long, device=device)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=half):
             out = pm(input_ids=x, labels=y, shift_labels=y)
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(params, o["max_grad_norm"])
