@@ -31,8 +31,10 @@
 // z is kept and dm costs one fused pass over dy and v. The price: dm_j divides by m_j, so a
 // magnitude of exactly 0 gives a non-finite dm_j (the CPU twin already fails for n_j = 0).
 // Where cuBLASLt offers no algorithm for the alpha-vector pointer mode on a shape, v falls
-// back to a plain matmul + scale_columns and the LoRA term to s xa (g B)^T (B's rows scaled,
-// [out, r]), each reported once through BlasLt::report_fallback.
+// back to a plain matmul into fp32 scratch + scale_columns (v = g * z rounded once: scaling the
+// rounded 16-bit product would lose any g within half an ulp of 1) and the LoRA term to
+// s xa (g B)^T (B's fp32 rows scaled, then rounded, [out, r]), each reported once through
+// BlasLt::report_fallback. Backward's dy * g is rounded like PEFT's bf16 autograd rounds it.
 #pragma once
 
 #include <cstddef>

@@ -44,6 +44,7 @@ struct DoraWork {
   void* Bg = nullptr;                                 // diag(g) B [out, r] act
   // forward only
   void* x_rest = nullptr;  // x - x~ [n, in] act (dropout)
+  float* z = nullptr;      // x~ W^T [n, out] fp32 (the alpha-vector fallback)
   // backward only
   float* P = nullptr;        // dy^T xa [out, r]
   float* partial = nullptr;  // [splits, out]
@@ -65,6 +66,7 @@ DoraWork carve_dora(void* base, int n, int in, int out, int r, DType act, bool d
   k.Bg = w.take_bytes(sz(out, r) * es);
   WorkspaceCarver fwd = w.fork();
   if (dropout) k.x_rest = fwd.take_bytes(sz(n, in) * es);
+  k.z = fwd.take<float>(sz(n, out));
   WorkspaceCarver bwd = w.fork();
   k.splits = blocks::dora_column_splits(n);
   k.P = bwd.take<float>(sz(out, r));
@@ -208,10 +210,15 @@ void dora_linear_forward(BlasLt& lt, const DoraLinearArgs& a, const void* x, voi
   gemm_alpha_vector(
       lt, base, "v = g * (x W^T)",
       [&] {
+        // The product in fp32, then v = g * z rounded once. (Scaling the rounded 16-bit product
+        // instead lost g entirely while |g - 1| was below half an ulp, 2^-9 in bf16: DoRA
+        // starts at g = 1 and AdamW moves m by ~lr per step. Seen on an H200, 2026-12-04.)
         GemmArgs plain = base;
         plain.alpha_vec = nullptr;
+        plain.D = k.z;
+        plain.d_type = DType::kF32;
         gemm(lt, plain, stream);
-        scale_columns(a.v, t, l.n, l.out, l.out, k.g, stream);
+        scale_columns(k.z, a.v, t, l.n, l.out, l.out, k.g, stream);
       },
       stream);
 

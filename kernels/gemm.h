@@ -114,10 +114,12 @@ void gemm(BlasLt& lt, const GemmArgs& g, Stream stream);
 // pointer mode and pointer alignments), from the plan cache after the first query.
 bool gemm_supported(BlasLt& lt, const GemmArgs& g);
 
-// D[i, j] *= scale[j] for i < rows, j < cols (row stride ldd, d_type storage, scale device fp32
-// [cols]): the fused fallback when no algorithm takes an alpha vector.
-void scale_columns(void* D, DType d_type, int rows, int cols, int ldd, const float* scale,
-                   Stream stream);
+// D[i, j] = round(Z[i, j] * scale[j]) for i < rows, j < cols (row stride ldd for both; Z the
+// product in fp32, D of d_type, scale device fp32 [cols]): the fused fallback when no algorithm
+// takes an alpha vector. Z must be the fp32 product, not D itself: a 16-bit product scaled
+// after its rounding loses every scale within half an ulp of 1 (bf16: |scale - 1| < 2^-9).
+void scale_columns(const float* Z, void* D, DType d_type, int rows, int cols, int ldd,
+                   const float* scale, Stream stream);
 
 }  // namespace cuda
 }  // namespace peftrun

@@ -1,7 +1,8 @@
 // The two small kernels around cuda::gemm as block functors (see kernels/block_context.h) and
 // their launch code, shared by gemm_cuda.cu and the CPU emulator tests:
 //   empty_product   K = 0: D = beta C + bias (C not read when beta = 0)
-//   scale_columns   D[i, j] *= scale[j] (DoRA's fallback where no matmul takes an alpha vector)
+//   scale_columns   D[i, j] = Z[i, j] * scale[j], Z the fp32 product (DoRA's fallback where no
+//                   matmul takes an alpha vector)
 // Both walk the [rows, cols] block of a row-major matrix with row stride ldd >= cols
 // element-wise (grid-stride); the padding columns [cols, ldd) are never touched.
 #pragma once
@@ -48,11 +49,13 @@ struct EmptyProduct {
   }
 };
 
-// D[i, j] = D[i, j] * scale[j], in fp32, rounded once to the storage type.
+// D[i, j] = Z[i, j] * scale[j], in fp32, rounded once to the storage type (Z fp32, the same
+// strides as D).
 template <class St>
 struct ScaleColumns {
   using E = typename St::Elem;
   static constexpr int kMaxThreads = kPointwiseThreads;
+  Span<const float> Z;      // [rows, ldd]
   Span<E> D;                // [rows, ldd]
   Span<const float> scale;  // [cols]
   std::int64_t n;           // rows * cols
@@ -63,8 +66,8 @@ struct ScaleColumns {
     for (std::int64_t e = pointwise_first(ctx); e < n; e += pointwise_stride(ctx)) {
       const std::size_t i = static_cast<std::size_t>(e / cols);
       const std::size_t j = static_cast<std::size_t>(e % cols);
-      E& d = D[i * static_cast<std::size_t>(ldd) + j];
-      d = St::from_float(St::to_float(d) * scale[j]);
+      const std::size_t at = i * static_cast<std::size_t>(ldd) + j;
+      D[at] = St::from_float(Z[at] * scale[j]);
     }
   }
 };
@@ -95,22 +98,22 @@ void launch_empty_product(const Launcher& launch, void* D, const void* C, DType 
   });
 }
 
-// D[i, j] *= scale[j] for i < rows, j < cols (row stride ldd, d_type storage, scale fp32 [cols]).
+// D[i, j] = Z[i, j] * scale[j] for i < rows, j < cols (row stride ldd for both, Z fp32, D
+// d_type storage, scale fp32 [cols]).
 template <class Launcher>
-void launch_scale_columns(const Launcher& launch, void* D, DType d_type, int rows, int cols,
-                          int ldd, const float* scale) {
+void launch_scale_columns(const Launcher& launch, const float* Z, void* D, DType d_type, int rows,
+                          int cols, int ldd, const float* scale) {
   if (rows <= 0 || cols <= 0) return;
   require(ldd >= cols, "scale_columns", "ldd shorter than a row");
-  require(D && scale, "scale_columns", "null tensor");
+  require(Z && D && scale, "scale_columns", "null tensor");
   with_storage(d_type, [&](auto st) {
     using St = decltype(st);
     using E = typename St::Elem;
     const std::int64_t n = static_cast<std::int64_t>(rows) * cols;
-    const ScaleColumns<St> k{{static_cast<E*>(D), strided_extent(rows, cols, ldd)},
-                             {scale, static_cast<std::size_t>(cols)},
-                             n,
-                             cols,
-                             ldd};
+    const std::size_t extent = strided_extent(rows, cols, ldd);
+    const ScaleColumns<St> k{
+        {Z, extent}, {static_cast<E*>(D), extent}, {scale, static_cast<std::size_t>(cols)}, n, cols,
+        ldd};
     launch("scale_columns", pointwise_geometry(n), k);
   });
 }

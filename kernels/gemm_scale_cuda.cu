@@ -7,9 +7,9 @@
 
 namespace peftrun::cuda {
 
-void scale_columns(void* D, DType d_type, int rows, int cols, int ldd, const float* scale,
-                   Stream stream) {
-  blocks::launch_scale_columns(CudaLauncher(stream), D, d_type, rows, cols, ldd, scale);
+void scale_columns(const float* Z, void* D, DType d_type, int rows, int cols, int ldd,
+                   const float* scale, Stream stream) {
+  blocks::launch_scale_columns(CudaLauncher(stream), Z, D, d_type, rows, cols, ldd, scale);
 }
 
 }  // namespace peftrun::cuda

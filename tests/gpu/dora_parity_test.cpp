@@ -132,6 +132,110 @@ TEST_P(GpuDoraLinearParity, ForwardAndBackwardMatchTheCpuTwin) {
 INSTANTIATE_TEST_SUITE_P(Cases, GpuDoraLinearParity, ::testing::ValuesIn(adapter_cases()),
                          adapter_case_name);
 
+// What the parity bound above cannot see: DoRA starts at g = m / n = 1 and AdamW moves m by ~lr
+// per step, so early in training g - 1 is ~1e-3, below half a bf16 ulp. Scaling an already
+// rounded 16-bit product by such a g rounds every element back to itself, and g is lost; the
+// relative error that costs (1e-3) sits well inside tolerance(bf16). So here the CHANGE that
+// g = 1 + 1e-3 makes against g = 1 is compared with the CPU twin's change: projected onto it,
+// the device's change must be the same to 15%. Element-wise the change is no larger than one
+// rounding of y, but the projection averages over all n * out elements.
+class GpuDoraSmallFactor : public BlasLtTest, public ::testing::WithParamInterface<AdapterCase> {};
+
+TEST_P(GpuDoraSmallFactor, AFactorNearOneIsNotRoundedAway) {
+  const AdapterCase c = GetParam();
+  // B small, as early in training (LoRA's B starts at 0): then the base product x W^T carries
+  // most of the change, which is where the factor could be lost.
+  AdapterInputs v = make_adapter_inputs(c, 3000 + c.n + c.in);
+  for (float& b : v.B) b *= 0.01f;
+  const double s = 1.5, eps = 1e-3;
+  AdapterHost h(c, v);
+  std::vector<double> w_sq(c.out), norm_d(c.out), nwork(cpu::dora_norm_workspace(c.out, c.r));
+  cpu::row_sq_norms(h.W.data(), c.out, c.in, w_sq.data());
+  cpu::dora_weight_norm(h.W.data(), w_sq.data(), h.A.data(), h.B.data(), c.out, c.in, c.r, s,
+                        norm_d.data(), nwork.data());
+  const std::vector<float> norm = to_floats(norm_d);
+  const std::vector<double> norm_ref = to_double(norm);
+
+  // y and dx for magnitudes m = norm * factor, on the CPU twin (double) and on the device.
+  struct Outputs {
+    std::vector<double> y, dx;
+  };
+  auto cpu_run = [&](float factor) {
+    std::vector<double> m(c.out);
+    for (int j = 0; j < c.out; ++j) m[j] = static_cast<double>(norm[j] * factor);
+    std::vector<double> z(std::size_t(c.n) * c.out),
+        work(cpu::dora_linear_workspace(c.n, c.out, c.r));
+    std::vector<double> dA(std::size_t(c.r) * c.in), dB(std::size_t(c.out) * c.r), dm(c.out);
+    cpu::DoraLinearArgs<double> ra;
+    ra.lora = h.lora(s);
+    ra.magnitude = m.data();
+    ra.weight_norm = norm_ref.data();
+    ra.z = z.data();
+    ra.work = work.data();
+    cpu::dora_linear_forward(ra, h.x.data(), h.y.data());
+    cpu::dora_linear_backward(ra, h.x.data(), h.dy.data(), h.dx.data(), dA.data(), dB.data(),
+                              dm.data());
+    return Outputs{h.y, h.dx};
+  };
+  auto device_run = [&](float factor) {
+    std::vector<float> m(c.out);
+    for (int j = 0; j < c.out; ++j) m[j] = norm[j] * factor;
+    AdapterDevice d(c, v);
+    cuda::DeviceBuffer<float> d_m = to_device(m), d_norm = to_device(norm);
+    DeviceTensor saved_v = poisoned_as(std::size_t(c.n) * c.out, c.act);
+    cuda::DeviceBuffer<unsigned char> ws = poisoned_workspace(
+        cuda::dora_linear_workspace_bytes(c.n, c.in, c.out, c.r, c.act, c.dropout));
+    cuda::DeviceBuffer<float> dA = to_device(std::vector<float>(std::size_t(c.r) * c.in, 0.0f));
+    cuda::DeviceBuffer<float> dB = to_device(std::vector<float>(std::size_t(c.out) * c.r, 0.0f));
+    cuda::DeviceBuffer<float> dm = to_device(std::vector<float>(c.out, 0.0f));
+    cuda::DoraLinearArgs a;
+    a.lora = d.lora(static_cast<float>(s));
+    a.magnitude = d_m.data();
+    a.weight_norm = d_norm.data();
+    a.v = saved_v.data();
+    a.work = ws.data();
+    cuda::dora_linear_forward(lt(), a, d.x.data(), d.y.data(), nullptr);
+    cuda::dora_linear_backward(lt(), a, d.x.data(), d.dy.data(), d.dx.data(), dA.data(), dB.data(),
+                               dm.data(), nullptr);
+    return Outputs{to_double(download(d.y)), to_double(download(d.dx))};
+  };
+  // <got, want> / <want, want>: 1 when the device's change has the CPU's size and direction.
+  auto projection = [](const std::vector<double>& got1, const std::vector<double>& got0,
+                       const std::vector<double>& want1, const std::vector<double>& want0) {
+    double dot = 0.0, norm2 = 0.0;
+    for (std::size_t i = 0; i < got1.size(); ++i) {
+      const double want = want1[i] - want0[i];
+      dot += (got1[i] - got0[i]) * want;
+      norm2 += want * want;
+    }
+    return dot / norm2;
+  };
+  const Outputs ref0 = cpu_run(1.0f), ref1 = cpu_run(static_cast<float>(1.0 + eps));
+  const Outputs got0 = device_run(1.0f), got1 = device_run(static_cast<float>(1.0 + eps));
+  const double py = projection(got1.y, got0.y, ref1.y, ref0.y);
+  const double pdx = projection(got1.dx, got0.dx, ref1.dx, ref0.dx);
+  // dx is printed, not checked: dy * g is rounded to the storage type before dy (g W)'s
+  // product, as PEFT's autograd rounds it in bf16, so there the base path loses g too.
+  std::cout << "[ small g ] " << adapter_case_name(::testing::TestParamInfo<AdapterCase>(c, 0))
+            << ": change of y " << py << ", change of dx " << pdx << " of the CPU twin's"
+            << std::endl;
+  EXPECT_NEAR(py, 1.0, 0.15) << "y: g = 1 + 1e-3 did not change y as it should";
+}
+
+// Shapes large enough for the projection to average over thousands of elements, with and
+// without dropout, in every activation type.
+std::vector<AdapterCase> small_factor_cases() {
+  std::vector<AdapterCase> cases;
+  for (DType t : kAllTypes) {
+    cases.push_back({t, 127, 127, 65, 16, false, false});
+    cases.push_back({t, 96, 64, 96, 8, true, true});
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, GpuDoraSmallFactor, ::testing::ValuesIn(small_factor_cases()),
+                         adapter_case_name);
+
 TEST(GpuDoraKernelParity, RowSqNormsEveryWeightType) {
   PEFTRUN_REQUIRE_GPU();
   GpuEnv env;

@@ -71,20 +71,25 @@ inline std::vector<float> padded_matrix(const StridedCase& c, DType t, std::uint
   return m;
 }
 
-// D[i, j] *= scale[j]: one fp32 product rounded to the storage type.
+// D[i, j] = Z[i, j] * scale[j], Z fp32: one fp32 product rounded to the storage type. One
+// column's scale is 1 + 1e-3, below half a bf16 ulp: it must still move D as the exact product
+// does (it would not if the kernel scaled an already rounded value).
 template <class Env>
 void check_scale_columns(Env& env, const StridedCase& c, DType t) {
   const std::string where = std::string(c.name) + " " + dtype_name(t);
   const int ldd = c.cols + c.pad;
   const std::vector<float> D0 = padded_matrix(c, t, seed_of(c.name, 1));
-  const std::vector<float> scale =
+  const std::vector<float> Z = padded_matrix(c, DType::kF32, seed_of(c.name, 3));
+  std::vector<float> scale =
       random_floats(static_cast<std::size_t>(c.cols), seed_of(c.name, 2), 1.5f);
-  std::vector<double> ref = strided_block(D0, c.rows, c.cols, ldd);
+  scale[0] = 1.001f;
+  std::vector<double> ref = strided_block(Z, c.rows, c.cols, ldd);
   for (std::size_t e = 0; e < ref.size(); ++e)
     ref[e] *= scale[e % static_cast<std::size_t>(c.cols)];
   auto dD = env.upload(encode(D0, t));
+  auto dZ = env.upload(Z);
   auto d_scale = env.upload(scale);
-  env.scale_columns(dD.data(), t, c.rows, c.cols, ldd, d_scale.data());
+  env.scale_columns(dZ.data(), dD.data(), t, c.rows, c.cols, ldd, d_scale.data());
   const std::vector<float> D = decode(env.download(dD), t);
   EXPECT_EQ(padding_changed(D, c.rows, c.cols, ldd), 0u) << where << ": padding overwritten";
   expect_close(where, "D * scale", strided_block(D, c.rows, c.cols, ldd), stored_as(ref, t),
